@@ -1,0 +1,26 @@
+//! Domain types and pure logic for teefleet: identifiers, filters, sessions, mirror rules
+//! and the compiler that turns sessions into one rule set per host.
+//!
+//! Every type here is valid by construction: constructors and `FromStr` implementations
+//! check their input, so a value that reaches a rule has already been validated. There is
+//! no transport (tonic, sqlx, AWS) in this crate; conversions live at the edges.
+
+mod compile;
+mod error;
+mod filter;
+mod ids;
+mod rule;
+
+pub use compile::{CompileInput, compile};
+pub use error::ValidationError;
+pub use filter::{Cidr, Direction, Filter, PortRange, Protocol};
+pub use ids::{HostId, InstanceId, SessionName};
+pub use rule::{MirrorRule, RuleDirection, RuleSet};
+
+/// Upper bounds on list inputs, so one request cannot make the controller or an agent do
+/// unbounded work.
+pub mod limits {
+    pub const MAX_SOURCES: usize = 1000;
+    pub const MAX_CIDRS: usize = 32;
+    pub const MAX_RULES: usize = 10_000;
+}

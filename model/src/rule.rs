@@ -1,0 +1,160 @@
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Cidr, PortRange, Protocol, SessionName, ValidationError, filter::check_gateway, limits};
+
+/// The chain a rule lives in: packets arriving at the host, or leaving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDirection {
+    Ingress,
+    Egress,
+}
+
+/// One TEE rule on one host: clone the matching packets to `gateway`. The collector's own
+/// traffic is never mirrored to itself; the renderer adds that exclusion to every rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawRule", into = "RawRule")]
+pub struct MirrorRule {
+    session: SessionName,
+    direction: RuleDirection,
+    gateway: IpAddr,
+    protocol: Protocol,
+    ports: Option<PortRange>,
+    peer: Option<Cidr>,
+}
+
+impl MirrorRule {
+    pub fn new(
+        session: SessionName,
+        direction: RuleDirection,
+        gateway: IpAddr,
+        protocol: Protocol,
+        ports: Option<PortRange>,
+        peer: Option<Cidr>,
+    ) -> Result<Self, ValidationError> {
+        check_gateway(gateway)?;
+        if ports.is_some() && !protocol.has_ports() {
+            return Err(ValidationError::new("ports", format!("ports need tcp or udp, not {}", protocol.as_str())));
+        }
+        if let Some(peer) = peer
+            && peer.is_ipv4() != gateway.is_ipv4()
+        {
+            return Err(ValidationError::new(
+                "peer_cidr",
+                format!("{peer} is not of the same address family as the collector {gateway}"),
+            ));
+        }
+        Ok(Self { session, direction, gateway, protocol, ports, peer })
+    }
+
+    pub fn session(&self) -> &SessionName {
+        &self.session
+    }
+
+    pub fn direction(&self) -> RuleDirection {
+        self.direction
+    }
+
+    pub fn gateway(&self) -> IpAddr {
+        self.gateway
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn ports(&self) -> Option<PortRange> {
+        self.ports
+    }
+
+    pub fn peer(&self) -> Option<Cidr> {
+        self.peer
+    }
+}
+
+/// The serialised shape of a rule, checked again on the way in so a state file or a
+/// stored row cannot smuggle in an invalid rule.
+#[derive(Serialize, Deserialize)]
+struct RawRule {
+    session: SessionName,
+    direction: RuleDirection,
+    gateway: IpAddr,
+    protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ports: Option<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer: Option<Cidr>,
+}
+
+impl TryFrom<RawRule> for MirrorRule {
+    type Error = ValidationError;
+    fn try_from(r: RawRule) -> Result<Self, Self::Error> {
+        MirrorRule::new(r.session, r.direction, r.gateway, r.protocol, r.ports, r.peer)
+    }
+}
+
+impl From<MirrorRule> for RawRule {
+    fn from(r: MirrorRule) -> Self {
+        RawRule {
+            session: r.session,
+            direction: r.direction,
+            gateway: r.gateway,
+            protocol: r.protocol,
+            ports: r.ports,
+            peer: r.peer,
+        }
+    }
+}
+
+/// A host's whole desired rule set at one version. Rules are kept sorted and unique, so
+/// two sets with the same rules compare equal whatever order they were built in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawRuleSet", into = "RawRuleSet")]
+pub struct RuleSet {
+    version: u64,
+    rules: Vec<MirrorRule>,
+}
+
+impl RuleSet {
+    pub fn new(version: u64, mut rules: Vec<MirrorRule>) -> Result<Self, ValidationError> {
+        if rules.len() > limits::MAX_RULES {
+            return Err(ValidationError::new("rules", format!("{} rules is more than the limit of {}", rules.len(), limits::MAX_RULES)));
+        }
+        rules.sort();
+        rules.dedup();
+        Ok(Self { version, rules })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn rules(&self) -> &[MirrorRule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawRuleSet {
+    version: u64,
+    rules: Vec<MirrorRule>,
+}
+
+impl TryFrom<RawRuleSet> for RuleSet {
+    type Error = ValidationError;
+    fn try_from(r: RawRuleSet) -> Result<Self, Self::Error> {
+        RuleSet::new(r.version, r.rules)
+    }
+}
+
+impl From<RuleSet> for RawRuleSet {
+    fn from(r: RuleSet) -> Self {
+        RawRuleSet { version: r.version, rules: r.rules }
+    }
+}
