@@ -41,11 +41,8 @@ fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
     };
     // No CIDR means any peer: one rule per direction. Otherwise one rule per CIDR, since
     // an iptables rule matches a single source or destination network.
-    let peers: Vec<_> = if s.filter.cidrs().is_empty() {
-        vec![None]
-    } else {
-        s.filter.cidrs().iter().copied().map(Some).collect()
-    };
+    let peers: Vec<_> =
+        if s.filter.cidrs().is_empty() { vec![None] } else { s.filter.cidrs().iter().copied().map(Some).collect() };
     let mut rules = Vec::with_capacity(directions.len() * peers.len());
     for &direction in directions {
         for &peer in &peers {

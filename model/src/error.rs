@@ -15,16 +15,15 @@ impl ValidationError {
 
     /// The same error reported under an enclosing field, e.g. `sources[2]`.
     pub fn within(self, field: impl fmt::Display) -> Self {
-        Self { field: format!("{field}{}", if self.field.is_empty() { String::new() } else { format!(".{}", self.field) }), ..self }
+        Self {
+            field: format!("{field}{}", if self.field.is_empty() { String::new() } else { format!(".{}", self.field) }),
+            ..self
+        }
     }
 }
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.reason)
-        } else {
-            write!(f, "{}: {}", self.field, self.reason)
-        }
+        if self.field.is_empty() { write!(f, "{}", self.reason) } else { write!(f, "{}: {}", self.field, self.reason) }
     }
 }

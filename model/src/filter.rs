@@ -222,7 +222,7 @@ impl fmt::Display for Cidr {
 }
 
 /// Checks that an address can be a TEE gateway: a unicast address a host can send to.
-pub(crate) fn check_gateway(ip: IpAddr) -> Result<(), ValidationError> {
+pub fn check_gateway(ip: IpAddr) -> Result<(), ValidationError> {
     let bad = |why: &str| Err(ValidationError::new("gateway", format!("{ip} {why}")));
     match ip {
         IpAddr::V4(v4) if v4.is_unspecified() || v4 == Ipv4Addr::BROADCAST => bad("is not a usable TEE gateway"),

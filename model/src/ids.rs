@@ -16,7 +16,9 @@ fn check_token(value: &str, what: &str, max: usize) -> Result<(), ValidationErro
     if !first_ok || !rest_ok {
         return Err(ValidationError::new(
             "",
-            format!("{what} {value:?} may contain only letters, digits, '-', '_' and '.', and must start with a letter or digit"),
+            format!(
+                "{what} {value:?} may contain only letters, digits, '-', '_' and '.', and must start with a letter or digit"
+            ),
         ));
     }
     Ok(())

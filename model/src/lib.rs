@@ -10,12 +10,14 @@ mod error;
 mod filter;
 mod ids;
 mod rule;
+mod session;
 
 pub use compile::{CompileInput, compile};
 pub use error::ValidationError;
-pub use filter::{Cidr, Direction, Filter, PortRange, Protocol};
+pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
 pub use ids::{HostId, InstanceId, SessionName};
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
+pub use session::SessionSpec;
 
 /// Upper bounds on list inputs, so one request cannot make the controller or an agent do
 /// unbounded work.

@@ -120,7 +120,10 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn new(version: u64, mut rules: Vec<MirrorRule>) -> Result<Self, ValidationError> {
         if rules.len() > limits::MAX_RULES {
-            return Err(ValidationError::new("rules", format!("{} rules is more than the limit of {}", rules.len(), limits::MAX_RULES)));
+            return Err(ValidationError::new(
+                "rules",
+                format!("{} rules is more than the limit of {}", rules.len(), limits::MAX_RULES),
+            ));
         }
         rules.sort();
         rules.dedup();

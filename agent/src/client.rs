@@ -1,0 +1,226 @@
+//! The stream client: one `fleet.v1.AgentService/Sync` stream to the controller,
+//! reconnected forever.
+//!
+//! Per stream: Hello first, then for each pushed RuleSet convert → apply → persist →
+//! Ack (or Nack with the reason), and Health at a fixed interval. Shutdown stops the
+//! stream and leaves the applied rules in place: mirroring fails open.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use teefleet_model::{HostId, RuleSet};
+use teefleet_proto::v1::{
+    self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
+};
+use tokio::{sync::mpsc, time::MissedTickBehavior};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{error, info, warn};
+
+use crate::{backoff::Backoff, convert, error_chain, firewall::Dataplane, host, state::StateStore};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings notice a controller that vanished without closing the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the controller and what to tell it.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// `http://HOST:PORT`.
+    pub controller: String,
+    pub host_id: HostId,
+    pub health_interval: Duration,
+    /// The addresses reported in Hello; `None` asks `ip` at every connect.
+    pub addresses: Option<Vec<String>>,
+    pub backoff: Backoff,
+}
+
+/// Why one stream ended (other than shutdown).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("invalid controller URL")]
+    Endpoint(#[source] tonic::transport::Error),
+    #[error("cannot connect to the controller")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("the controller refused the stream")]
+    Open(#[source] tonic::Status),
+    #[error("the stream failed")]
+    Receive(#[source] tonic::Status),
+    #[error("the controller closed the stream")]
+    Closed,
+    #[error("the outgoing half of the stream closed")]
+    Send,
+}
+
+/// The agent proper: the dataplane, the state file, and what it has applied.
+pub struct Agent<D> {
+    dataplane: D,
+    state: StateStore,
+    /// The set the kernel holds as far as the agent knows (None before the first apply).
+    applied: Option<RuleSet>,
+}
+
+impl<D: Dataplane> Agent<D> {
+    pub fn new(dataplane: D, state: StateStore) -> Self {
+        Self {
+            dataplane,
+            state,
+            applied: None,
+        }
+    }
+
+    pub fn applied(&self) -> Option<&RuleSet> {
+        self.applied.as_ref()
+    }
+
+    pub fn applied_version(&self) -> u64 {
+        self.applied.as_ref().map_or(0, RuleSet::version)
+    }
+
+    /// Applies the saved set, if there is one, so mirroring resumes after a reboot even
+    /// while the controller is unreachable. Called before the first connect.
+    pub async fn restore(&mut self) {
+        let Some(set) = self.state.load().await else {
+            return;
+        };
+        match self.dataplane.apply(&set).await {
+            Ok(()) => {
+                info!(
+                    version = set.version(),
+                    rules = set.rules().len(),
+                    "re-applied the saved rule set"
+                );
+                self.applied = Some(set);
+            }
+            Err(e) => {
+                error!(version = set.version(), error = %error_chain(&e), "cannot re-apply the saved rule set")
+            }
+        }
+    }
+
+    /// Keeps a stream to the controller until `shutdown`, reconnecting with backoff.
+    pub async fn run(&mut self, options: &StreamOptions, shutdown: &CancellationToken) {
+        let mut backoff = options.backoff.clone();
+        loop {
+            let mut got_message = false;
+            let Err(e) = self.stream_once(options, shutdown, &mut got_message).await else {
+                info!("stream stopped for shutdown; applied rules stay in place");
+                return;
+            };
+            if got_message {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            warn!(controller = %options.controller, error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "disconnected from the controller; reconnecting");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One stream, from connect to its end. `Ok` means shutdown was requested.
+    async fn stream_once(
+        &mut self,
+        options: &StreamOptions,
+        shutdown: &CancellationToken,
+        got_message: &mut bool,
+    ) -> Result<(), StreamError> {
+        let endpoint = Endpoint::from_shared(options.controller.clone())
+            .map_err(StreamError::Endpoint)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            channel = endpoint.connect() => channel.map_err(StreamError::Connect)?,
+        };
+        let addresses = match &options.addresses {
+            Some(a) => a.clone(),
+            None => host::global_addresses().await,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let hello = Msg::Hello(pb::Hello {
+            host_id: options.host_id.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            addresses,
+            applied_version: self.applied_version(),
+        });
+        // Queued before the stream opens, so Hello is always the first message.
+        send(&tx, hello).await?;
+        let mut client = AgentServiceClient::new(channel);
+        let mut inbound = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            response = client.sync(ReceiverStream::new(rx)) => response.map_err(StreamError::Open)?.into_inner(),
+        };
+        info!(controller = %options.controller, host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
+
+        let period = options.health_interval;
+        let mut health = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = health.tick() => {
+                    let rule_count = self.applied.as_ref().map_or(0, |s| u32::try_from(s.rules().len()).unwrap_or(u32::MAX));
+                    send(&tx, Msg::Health(pb::Health { applied_version: self.applied_version(), rule_count })).await?;
+                }
+                message = inbound.next() => {
+                    let message = match message {
+                        Some(Ok(m)) => m,
+                        Some(Err(status)) => return Err(StreamError::Receive(status)),
+                        None => return Err(StreamError::Closed),
+                    };
+                    *got_message = true;
+                    match message.msg {
+                        Some(controller_message::Msg::RuleSet(set)) => {
+                            let reply = self.handle(set).await;
+                            send(&tx, reply).await?;
+                        }
+                        // A newer controller may send message kinds this agent does not know.
+                        None => warn!("ignoring an empty or unknown controller message"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Convert, apply, persist; the answer is Ack only when all three succeeded.
+    async fn handle(&mut self, set: pb::RuleSet) -> Msg {
+        let version = set.version;
+        let nack = |error: String| Msg::Nack(pb::Nack { version, error });
+        let set = match convert::rule_set_from_proto(set) {
+            Ok(set) => set,
+            Err(e) => {
+                warn!(version, error = %e, "rejected an invalid rule set");
+                return nack(format!("invalid rule set: {e}"));
+            }
+        };
+        if let Err(e) = self.dataplane.apply(&set).await {
+            let error = error_chain(&e);
+            error!(version, %error, "cannot apply the rule set; the previous one stays in place");
+            return nack(error);
+        }
+        let rules = set.rules().len();
+        let saved = self.state.save(&set).await;
+        self.applied = Some(set);
+        if let Err(e) = saved {
+            // The kernel has the new set but a reboot would bring back the old one: the
+            // controller must not count this host as done.
+            let error = format!("applied, but cannot save the state: {}", error_chain(&e));
+            error!(version, %error, "rule set applied but not persisted");
+            return nack(error);
+        }
+        info!(version, rules, "applied rule set");
+        Msg::Ack(pb::Ack { version })
+    }
+}
+
+async fn send(tx: &mpsc::Sender<pb::AgentMessage>, msg: Msg) -> Result<(), StreamError> {
+    tx.send(pb::AgentMessage { msg: Some(msg) })
+        .await
+        .map_err(|_| StreamError::Send)
+}

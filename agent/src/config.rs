@@ -1,0 +1,197 @@
+//! The agent's configuration: one typed struct, read once from flags and environment.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use teefleet_model::HostId;
+
+/// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "fleet-agent", version, about)]
+pub struct Config {
+    /// The controller's agent endpoint, e.g. http://controller:7000.
+    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", value_parser = parse_http_url)]
+    pub controller: String,
+
+    /// This host's id; defaults to the EC2 instance id from instance metadata.
+    #[arg(long, env = "FLEET_HOST_ID", value_name = "ID", value_parser = parse_host_id)]
+    pub host_id: Option<HostId>,
+
+    /// Where the last applied rule set is kept across restarts.
+    #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
+    pub state_dir: PathBuf,
+
+    /// Seconds between health reports.
+    #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub health_interval: u64,
+
+    /// The EC2 instance metadata service, used when --host-id is not given.
+    #[arg(long, env = "FLEET_IMDS_ENDPOINT", value_name = "URL", default_value = "http://169.254.169.254",
+          value_parser = parse_http_url)]
+    pub imds_endpoint: String,
+}
+
+impl Config {
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(self.health_interval)
+    }
+}
+
+/// A URL that is not a plain `http://HOST[:PORT]`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an http://HOST[:PORT] URL")]
+pub struct UrlError(String);
+
+/// `HOST:PORT` of an `http://HOST[:PORT][/]` URL, with the default port made explicit.
+/// Only plain HTTP is supported for now, and a path would be silently ignored by gRPC,
+/// so both are refused instead of surprising the operator.
+pub fn http_authority(url: &str) -> Result<String, UrlError> {
+    let bad = || UrlError(url.to_owned());
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
+    {
+        return Err(bad());
+    }
+    // A bracketed IPv6 literal has colons of its own; only a colon after `]` is a port.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    if host.is_empty() || host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad());
+    }
+    match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map(|p| format!("{host}:{p}"))
+            .map_err(|_| bad()),
+        None => Ok(format!("{host}:80")),
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, UrlError> {
+    http_authority(s).map(|_| s.trim_end_matches('/').to_owned())
+}
+
+fn parse_host_id(s: &str) -> Result<HostId, String> {
+    s.parse()
+        .map_err(|e: teefleet_model::ValidationError| e.reason)
+}
+
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let path = PathBuf::from(s);
+    if path.exists() && !path.is_dir() {
+        return Err(format!("{s} exists and is not a directory"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("fleet-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags() {
+        let c = parse(&[
+            "--controller",
+            "http://c:7000/",
+            "--host-id",
+            "h1",
+            "--state-dir",
+            "/var/lib/x",
+        ])
+        .expect("valid");
+        assert_eq!(
+            (
+                c.controller.as_str(),
+                c.health_interval,
+                c.imds_endpoint.as_str()
+            ),
+            ("http://c:7000", 10, "http://169.254.169.254")
+        );
+        assert_eq!(c.host_id.map(String::from).as_deref(), Some("h1"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_flag() {
+        let base = ["--host-id", "h1", "--state-dir", "/tmp"];
+        for (extra, flag) in [
+            (vec!["--controller", "https://c"], "--controller"),
+            (
+                vec!["--controller", "http://c", "--health-interval", "0"],
+                "--health-interval",
+            ),
+            (
+                vec!["--controller", "http://c", "--imds-endpoint", "x"],
+                "--imds-endpoint",
+            ),
+        ] {
+            let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+            let err = parse(&args).expect_err("invalid").to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+        let err = parse(&[
+            "--controller",
+            "http://c",
+            "--host-id",
+            "a b",
+            "--state-dir",
+            "/tmp",
+        ])
+        .expect_err("invalid");
+        assert!(err.to_string().contains("--host-id"), "{err}");
+        let err = parse(&[
+            "--controller",
+            "http://c",
+            "--host-id",
+            "h",
+            "--state-dir",
+            "/etc/hostname",
+        ])
+        .expect_err("invalid");
+        assert!(err.to_string().contains("--state-dir"), "{err}");
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            http_authority("http://169.254.169.254").expect("ok"),
+            "169.254.169.254:80"
+        );
+        assert_eq!(
+            http_authority("http://127.0.0.1:8080/").expect("ok"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            http_authority("http://[fd00:ec2::254]").expect("ok"),
+            "[fd00:ec2::254]:80"
+        );
+        assert_eq!(
+            http_authority("http://[fd00:ec2::254]:81").expect("ok"),
+            "[fd00:ec2::254]:81"
+        );
+        for bad in [
+            "https://x",
+            "x",
+            "http://",
+            "http://a/b",
+            "http://a b",
+            "http://a:x",
+            "http://a:99999",
+            "http://fd00::1",
+        ] {
+            assert!(http_authority(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The last applied rule set on disk, so mirroring survives reboots and controller
+//! outages: the agent re-applies it at start, before it connects.
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use teefleet_model::RuleSet;
+use tracing::{info, warn};
+
+const FILE_NAME: &str = "ruleset.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("could not write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not encode the rule set")]
+    Encode(#[source] serde_json::Error),
+    #[error("the state writer stopped unexpectedly")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// `<state-dir>/ruleset.json`.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// The saved set, or `None` when there is none or it cannot be trusted. A corrupt or
+    /// invalid file is ignored whole (the model validates while deserialising), never
+    /// half-applied: the controller will push the desired set once connected.
+    pub async fn load(&self) -> Option<RuleSet> {
+        let path = self.path();
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                info!(path = %path.display(), "no saved rule set");
+                return None;
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot read the saved rule set; ignoring it");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<RuleSet>(&bytes) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "the saved rule set is corrupt or invalid; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Replaces the saved set atomically: a crash leaves the old file or the new one.
+    pub async fn save(&self, set: &RuleSet) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(set).map_err(StateError::Encode)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &json))
+            .await
+            .map_err(StateError::Join)?
+    }
+}
+
+/// Temp file in the same directory (so `rename` is atomic), fsync, rename, then fsync the
+/// directory so the rename itself survives a power cut.
+fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let target = dir.join(FILE_NAME);
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &target)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|source| {
+        // Best effort: a leftover temp file is harmless but untidy.
+        let _ = fs::remove_file(&tmp);
+        StateError::Write {
+            path: target.clone(),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use teefleet_model::{MirrorRule, Protocol, RuleDirection};
+
+    use super::*;
+
+    fn sample() -> RuleSet {
+        let rule = MirrorRule::new(
+            "web".parse().expect("name"),
+            RuleDirection::Egress,
+            "10.0.0.5".parse().expect("ip"),
+            Protocol::Udp,
+            None,
+            Some("10.9.0.0/16".parse().expect("cidr")),
+        )
+        .expect("rule");
+        RuleSet::new(42, vec![rule]).expect("set")
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::new(dir.path().join("nested"));
+        assert_eq!(store.load().await, None);
+        store
+            .save(&RuleSet::new(1, vec![]).expect("set"))
+            .await
+            .expect("save");
+        store.save(&sample()).await.expect("save");
+        assert_eq!(store.load().await, Some(sample()));
+        let names: Vec<_> = fs::read_dir(dir.path().join("nested"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [FILE_NAME], "no temp file is left behind");
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_invalid_files_are_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::new(dir.path());
+        let valid = serde_json::to_string(&sample()).expect("json");
+        for bad in [
+            "{not json".to_owned(),
+            valid.replace("10.0.0.5", "0.0.0.0"),
+            valid.replace("\"web\"", "\"a b\""),
+            valid.replace("10.9.0.0/16", "10.9.0.1/16"),
+        ] {
+            assert_ne!(bad, valid);
+            fs::write(store.path(), &bad).expect("write");
+            assert_eq!(store.load().await, None, "{bad}");
+        }
+    }
+}

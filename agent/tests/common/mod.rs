@@ -1,0 +1,111 @@
+//! Helpers shared by the integration tests: the root check and throwaway network
+//! namespaces, so tests run against real iptables without touching the host's rules.
+
+#![allow(dead_code)] // Each test binary uses a different subset of these helpers.
+
+use std::{
+    process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// True when the test may run. Without root it fails loudly, unless the environment says
+/// root tests are to be skipped (developer machines; CI runs as root).
+pub fn root_or_skip(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("Uid line");
+    if uid == "0" {
+        return true;
+    }
+    if std::env::var("TEEFLEET_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping {test}: needs root (TEEFLEET_SKIP_ROOT_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "{test} needs root to create network namespaces and run iptables; run as root or set TEEFLEET_SKIP_ROOT_TESTS=1"
+    );
+}
+
+/// A network namespace that is deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "tfa-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        Netns { name }
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
+    }
+
+    pub fn iptables(&self, args: &str) {
+        let mut full = vec!["iptables", "-w", "5", "-t", "mangle"];
+        full.extend(args.split_whitespace());
+        self.exec(&full);
+    }
+
+    /// `iptables-save -t mangle` without the comment lines that carry timestamps.
+    pub fn save(&self) -> String {
+        self.exec(&["iptables-save", "-t", "mangle"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// Everything in `mangle` that is not the agent's, with counters zeroed: what must
+    /// stay byte-identical whatever the agent does.
+    pub fn foreign(&self) -> String {
+        self.save()
+            .lines()
+            .filter(|l| !l.contains("TEEFLEET"))
+            .map(|l| match l.find(" [") {
+                Some(i) if l.starts_with(':') => format!("{} [0:0]\n", &l[..i]),
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    /// The rules of one chain as `iptables-save` prints them.
+    pub fn chain(&self, chain: &str) -> Vec<String> {
+        let prefix = format!("-A {chain} ");
+        self.save()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,332 @@
+//! The stream client against an in-process tonic server, with a recording fake
+//! dataplane: Hello first (with the version from the state file), RuleSet → Ack,
+//! invalid or failing sets → Nack, the state file follows, reconnect after the server
+//! goes away.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use teefleet_agent::{Agent, ApplyError, Dataplane, StateStore, StreamOptions, backoff::Backoff};
+use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet};
+use teefleet_proto::v1::{
+    self as pb,
+    agent_message::Msg,
+    agent_service_server::{AgentService, AgentServiceServer},
+};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::{StreamExt, wrappers::ReceiverStream, wrappers::TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records every applied set; fails with `fail` when it is set.
+#[derive(Clone, Default)]
+struct FakeDataplane {
+    applied: Arc<Mutex<Vec<RuleSet>>>,
+    fail: Arc<Mutex<Option<String>>>,
+}
+
+impl Dataplane for FakeDataplane {
+    async fn apply(&self, set: &RuleSet) -> Result<(), ApplyError> {
+        if let Some(stderr) = self.fail.lock().expect("lock").clone() {
+            return Err(ApplyError::Failed {
+                program: "fake",
+                status: "exit status: 1".into(),
+                stderr,
+                input_line: None,
+            });
+        }
+        self.applied.lock().expect("lock").push(set.clone());
+        Ok(())
+    }
+}
+
+impl FakeDataplane {
+    fn versions(&self) -> Vec<u64> {
+        self.applied
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(RuleSet::version)
+            .collect()
+    }
+}
+
+/// One accepted stream: what the agent sent, and a sender for pushes.
+struct Conn {
+    inbound: Streaming<pb::AgentMessage>,
+    outbound: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+}
+
+impl Conn {
+    /// The next message that is not a Health report.
+    async fn next(&mut self) -> Msg {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.inbound.next())
+                .await
+                .expect("message in time")
+                .expect("open")
+                .expect("ok");
+            match msg.msg.expect("oneof set") {
+                Msg::Health(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn push(&self, set: pb::RuleSet) {
+        let msg = pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::RuleSet(set)),
+        };
+        self.outbound.send(Ok(msg)).await.expect("push");
+    }
+}
+
+struct FakeController {
+    conns: mpsc::Sender<Conn>,
+}
+
+#[tonic::async_trait]
+impl AgentService for FakeController {
+    type SyncStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let (outbound, rx) = mpsc::channel(16);
+        self.conns
+            .send(Conn {
+                inbound: request.into_inner(),
+                outbound,
+            })
+            .await
+            .map_err(|_| Status::internal("test gone"))?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn serve(listener: TcpListener, conns: mpsc::Sender<Conn>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(AgentServiceServer::new(FakeController { conns }))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    })
+}
+
+fn sample(version: u64) -> RuleSet {
+    let rule = MirrorRule::new(
+        "web".parse().expect("name"),
+        RuleDirection::Ingress,
+        "10.0.0.5".parse().expect("ip"),
+        Protocol::Tcp,
+        None,
+        None,
+    )
+    .expect("rule");
+    RuleSet::new(version, vec![rule]).expect("set")
+}
+
+fn push(version: u64, gateway: &str) -> pb::RuleSet {
+    pb::RuleSet {
+        version,
+        rules: vec![pb::MirrorRule {
+            session: "web".into(),
+            direction: pb::Direction::Egress as i32,
+            gateway: gateway.into(),
+            protocol: pb::Protocol::Udp as i32,
+            ports: Some(pb::PortRange {
+                first: 53,
+                last: 53,
+            }),
+            peer_cidr: String::new(),
+        }],
+    }
+}
+
+fn options(addr: SocketAddr, health_interval: Duration) -> StreamOptions {
+    StreamOptions {
+        controller: format!("http://{addr}"),
+        host_id: "host-1".parse().expect("id"),
+        health_interval,
+        addresses: Some(vec!["10.0.0.9".into()]),
+        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
+    }
+}
+
+/// A fake controller on 127.0.0.1:0 and an agent streaming to it.
+struct Harness {
+    addr: SocketAddr,
+    conns_tx: mpsc::Sender<Conn>,
+    conns: mpsc::Receiver<Conn>,
+    server: JoinHandle<()>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(mut agent: Agent<FakeDataplane>, health_interval: Duration) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (conns_tx, conns) = mpsc::channel(4);
+        let server = serve(listener, conns_tx.clone()).await;
+        let shutdown = CancellationToken::new();
+        let opts = options(addr, health_interval);
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { agent.run(&opts, &token).await });
+        Harness {
+            addr,
+            conns_tx,
+            conns,
+            server,
+            shutdown,
+            task,
+        }
+    }
+}
+
+fn expect_hello(msg: Msg, applied_version: u64) {
+    let Msg::Hello(hello) = msg else {
+        panic!("expected Hello first, got {msg:?}")
+    };
+    assert_eq!(hello.host_id, "host-1");
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.addresses, ["10.0.0.9"]);
+    assert_eq!(hello.applied_version, applied_version);
+}
+
+#[tokio::test]
+async fn hello_ack_nack_state_and_reconnect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::new(dir.path());
+    store.save(&sample(5)).await.expect("seed state");
+
+    let dp = FakeDataplane::default();
+    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()));
+    agent.restore().await;
+    assert_eq!(
+        dp.versions(),
+        [5],
+        "the saved set is applied before connecting"
+    );
+    let Harness {
+        addr,
+        conns_tx,
+        mut conns,
+        server,
+        shutdown,
+        task,
+    } = Harness::start(agent, Duration::from_secs(3600)).await;
+
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .expect("connect")
+        .expect("conn");
+    expect_hello(conn.next().await, 5);
+
+    conn.push(push(6, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 6 }));
+    assert_eq!(dp.versions(), [5, 6]);
+    assert_eq!(store.load().await.map(|s| s.version()), Some(6));
+
+    conn.push(push(7, "10.0.0.5; iptables -F")).await;
+    let Msg::Nack(nack) = conn.next().await else {
+        panic!("expected Nack")
+    };
+    assert_eq!(nack.version, 7);
+    assert!(nack.error.contains("rules[0].gateway"), "{}", nack.error);
+
+    *dp.fail.lock().expect("lock") = Some("iptables-restore: line 3 failed".into());
+    conn.push(push(8, "10.0.0.5")).await;
+    let Msg::Nack(nack) = conn.next().await else {
+        panic!("expected Nack")
+    };
+    assert_eq!(nack.version, 8);
+    assert!(nack.error.contains("line 3 failed"), "{}", nack.error);
+    *dp.fail.lock().expect("lock") = None;
+    assert_eq!(
+        dp.versions(),
+        [5, 6],
+        "invalid and failed sets are not applied"
+    );
+    assert_eq!(
+        store.load().await.map(|s| s.version()),
+        Some(6),
+        "nor saved"
+    );
+
+    // The controller ends the stream: the agent reconnects and reports what it has.
+    drop(conn);
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .expect("reconnect")
+        .expect("conn");
+    expect_hello(conn.next().await, 6);
+
+    // The controller goes away entirely and comes back on the same address.
+    server.abort();
+    let _ = server.await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let server = serve(listener, conns_tx).await;
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .expect("reconnect after restart")
+        .expect("conn");
+    expect_hello(conn.next().await, 6);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops on shutdown")
+        .expect("join");
+    assert_eq!(dp.versions(), [5, 6], "shutdown removes nothing");
+    server.abort();
+}
+
+#[tokio::test]
+async fn health_reports_the_applied_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()));
+    let Harness {
+        mut conns,
+        server,
+        shutdown,
+        task,
+        ..
+    } = Harness::start(agent, Duration::from_millis(50)).await;
+
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .expect("connect")
+        .expect("conn");
+    expect_hello(conn.next().await, 0);
+    conn.push(push(3, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 3 }));
+    let health = loop {
+        let msg = tokio::time::timeout(WAIT, conn.inbound.next())
+            .await
+            .expect("health")
+            .expect("open")
+            .expect("ok");
+        if let Some(Msg::Health(h)) = msg.msg
+            && h.applied_version == 3
+        {
+            break h;
+        }
+    };
+    assert_eq!(health.rule_count, 1);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("join");
+    server.abort();
+}

@@ -1,0 +1,532 @@
+//! What fleetctl prints: clean serde structs converted from the proto messages (so JSON
+//! output does not expose prost's integer enums), and the hand-written aligned tables.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use teefleet_proto::v1;
+
+use crate::args::Format;
+
+/// A session as printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionOut {
+    pub name: String,
+    pub sources: Vec<String>,
+    pub collector: String,
+    pub direction: &'static str,
+    pub protocol: &'static str,
+    /// `"80"` or `"8000-8080"`; null when the session mirrors every port.
+    pub port: Option<String>,
+    pub cidrs: Vec<String>,
+    pub state: &'static str,
+    pub hosts: Vec<SessionHostOut>,
+    pub problems: Vec<String>,
+    pub created_at: String,
+}
+
+/// One source's progress on a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionHostOut {
+    pub host_id: String,
+    pub applied: bool,
+    pub connected: bool,
+    /// Null when the host reported no error.
+    pub error: Option<String>,
+    pub desired_version: u64,
+    pub applied_version: u64,
+}
+
+/// A collector as printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectorOut {
+    pub instance_id: String,
+    pub ip: String,
+    pub subnet_id: String,
+    pub session_count: u32,
+    pub source_dest_check: String,
+    pub original_source_dest_check: bool,
+    pub ec2_error: Option<String>,
+}
+
+/// A host as printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostOut {
+    pub host_id: String,
+    pub agent_version: String,
+    pub addresses: Vec<String>,
+    pub connected: bool,
+    pub desired_version: u64,
+    pub applied_version: u64,
+    pub last_error: Option<String>,
+    pub last_seen: Option<String>,
+    pub rule_count: u32,
+}
+
+/// The acknowledgement of a delete or remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletedOut {
+    pub kind: &'static str,
+    pub name: String,
+    pub deleted: bool,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The lower-case name of a direction; unspecified means both.
+pub fn direction_name(value: i32) -> &'static str {
+    match v1::Direction::try_from(value) {
+        Ok(v1::Direction::Ingress) => "ingress",
+        Ok(v1::Direction::Egress) => "egress",
+        Ok(v1::Direction::Both | v1::Direction::Unspecified) => "both",
+        Err(_) => "unknown",
+    }
+}
+
+/// The lower-case name of a protocol; unspecified means all.
+pub fn protocol_name(value: i32) -> &'static str {
+    match v1::Protocol::try_from(value) {
+        Ok(v1::Protocol::Tcp) => "tcp",
+        Ok(v1::Protocol::Udp) => "udp",
+        Ok(v1::Protocol::Icmp) => "icmp",
+        Ok(v1::Protocol::All | v1::Protocol::Unspecified) => "all",
+        Err(_) => "unknown",
+    }
+}
+
+/// The lower-case name of a session state.
+pub fn state_name(value: i32) -> &'static str {
+    match v1::SessionState::try_from(value) {
+        Ok(v1::SessionState::Pending) => "pending",
+        Ok(v1::SessionState::Active) => "active",
+        Ok(v1::SessionState::Degraded) => "degraded",
+        Ok(v1::SessionState::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// `"80"` for a single port, `"80-90"` for a range.
+pub fn port_text(range: &v1::PortRange) -> String {
+    if range.first == range.last {
+        range.first.to_string()
+    } else {
+        format!("{}-{}", range.first, range.last)
+    }
+}
+
+impl From<&v1::Session> for SessionOut {
+    fn from(s: &v1::Session) -> Self {
+        let filter = s.filter.clone().unwrap_or_default();
+        SessionOut {
+            name: s.name.clone(),
+            sources: s.sources.clone(),
+            collector: s.collector.clone(),
+            direction: direction_name(filter.direction),
+            protocol: protocol_name(filter.protocol),
+            port: filter.ports.as_ref().map(port_text),
+            cidrs: filter.cidrs,
+            state: state_name(s.state),
+            hosts: s.hosts.iter().map(SessionHostOut::from).collect(),
+            problems: s.problems.clone(),
+            created_at: s.created_at.clone(),
+        }
+    }
+}
+
+impl From<&v1::SessionHostStatus> for SessionHostOut {
+    fn from(h: &v1::SessionHostStatus) -> Self {
+        SessionHostOut {
+            host_id: h.host_id.clone(),
+            applied: h.applied,
+            connected: h.connected,
+            error: non_empty(&h.error),
+            desired_version: h.desired_version,
+            applied_version: h.applied_version,
+        }
+    }
+}
+
+impl From<&v1::Collector> for CollectorOut {
+    fn from(c: &v1::Collector) -> Self {
+        CollectorOut {
+            instance_id: c.instance_id.clone(),
+            ip: c.ip.clone(),
+            subnet_id: c.subnet_id.clone(),
+            session_count: c.session_count,
+            source_dest_check: c.source_dest_check.clone(),
+            original_source_dest_check: c.original_source_dest_check,
+            ec2_error: non_empty(&c.ec2_error),
+        }
+    }
+}
+
+impl From<&v1::Host> for HostOut {
+    fn from(h: &v1::Host) -> Self {
+        HostOut {
+            host_id: h.host_id.clone(),
+            agent_version: h.agent_version.clone(),
+            addresses: h.addresses.clone(),
+            connected: h.connected,
+            desired_version: h.desired_version,
+            applied_version: h.applied_version,
+            last_error: non_empty(&h.last_error),
+            last_seen: non_empty(&h.last_seen),
+            rule_count: h.rule_count,
+        }
+    }
+}
+
+/// Renders rows under a header as left-aligned columns separated by two spaces, with no
+/// trailing whitespace. Widths count characters, not bytes.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let len = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(len),
+                None => widths.push(len),
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".to_owned() } else { s.to_owned() }
+}
+
+fn join_or_dash(items: &[String]) -> String {
+    if items.is_empty() { "-".to_owned() } else { items.join(",") }
+}
+
+/// A one-line summary of a session's filter, e.g. `both all port=any peers=any`.
+pub fn filter_summary(s: &SessionOut) -> String {
+    format!(
+        "{} {} port={} peers={}",
+        s.direction,
+        s.protocol,
+        s.port.as_deref().unwrap_or("any"),
+        if s.cidrs.is_empty() { "any".to_owned() } else { s.cidrs.join(",") }
+    )
+}
+
+/// The `session list` table.
+pub fn sessions_table(sessions: &[SessionOut]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            let applied = s.hosts.iter().filter(|h| h.applied).count();
+            vec![
+                s.name.clone(),
+                s.state.to_owned(),
+                s.sources.join(","),
+                s.collector.clone(),
+                filter_summary(s),
+                format!("{applied}/{}", s.hosts.len()),
+                or_dash(&s.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED", "CREATED"],
+        &rows,
+    )
+}
+
+/// The `session get` view: the session's fields, then a table of its hosts, then problems.
+pub fn session_detail(s: &SessionOut) -> String {
+    let fields = [
+        ("Name", s.name.clone()),
+        ("State", s.state.to_owned()),
+        ("Sources", s.sources.join(", ")),
+        ("Collector", s.collector.clone()),
+        ("Direction", s.direction.to_owned()),
+        ("Protocol", s.protocol.to_owned()),
+        ("Port", s.port.clone().unwrap_or_else(|| "any".to_owned())),
+        ("Peers", if s.cidrs.is_empty() { "any".to_owned() } else { s.cidrs.join(", ") }),
+        ("Created", or_dash(&s.created_at)),
+    ];
+    let mut out = String::new();
+    for (key, value) in fields {
+        out.push_str(&format!("{:<11}{value}\n", format!("{key}:")));
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.host_id.clone(),
+                yes_no(h.applied),
+                yes_no(h.connected),
+                h.desired_version.to_string(),
+                h.applied_version.to_string(),
+                h.error.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION", "ERROR"],
+        &rows,
+    ));
+    if !s.problems.is_empty() {
+        out.push_str("\nProblems:\n");
+        for p in &s.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+    }
+    out
+}
+
+/// The `collector list` / `collector add` table.
+pub fn collectors_table(collectors: &[CollectorOut]) -> String {
+    let rows: Vec<Vec<String>> = collectors
+        .iter()
+        .map(|c| {
+            vec![
+                c.instance_id.clone(),
+                c.ip.clone(),
+                or_dash(&c.subnet_id),
+                c.session_count.to_string(),
+                or_dash(&c.source_dest_check),
+                if c.original_source_dest_check { "enabled" } else { "disabled" }.to_owned(),
+                c.ec2_error.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(
+        &["INSTANCE", "IP", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"],
+        &rows,
+    )
+}
+
+/// The `host list` table.
+pub fn hosts_table(hosts: &[HostOut]) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.host_id.clone(),
+                yes_no(h.connected),
+                format!("{}/{}", h.applied_version, h.desired_version),
+                h.rule_count.to_string(),
+                h.last_seen.clone().unwrap_or_else(|| "never".to_owned()),
+                or_dash(&h.agent_version),
+                join_or_dash(&h.addresses),
+                h.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(
+        &["HOST", "CONNECTED", "APPLIED/DESIRED", "RULES", "LAST-SEEN", "AGENT", "ADDRESSES", "ERROR"],
+        &rows,
+    )
+}
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
+    writeln!(out)
+}
+
+/// Writes either the table text or the JSON form, depending on the format.
+pub fn emit<T: Serialize + ?Sized>(
+    out: &mut impl Write,
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> io::Result<()> {
+    match format {
+        Format::Json => write_json(out, value),
+        Format::Table => out.write_all(table().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto_session() -> v1::Session {
+        v1::Session {
+            name: "web".into(),
+            sources: vec!["i-src1".into(), "i-src2".into()],
+            collector: "i-col".into(),
+            filter: Some(v1::Filter {
+                direction: v1::Direction::Ingress as i32,
+                protocol: v1::Protocol::Tcp as i32,
+                ports: Some(v1::PortRange { first: 80, last: 90 }),
+                cidrs: vec!["10.0.0.0/8".into()],
+            }),
+            state: v1::SessionState::Degraded as i32,
+            hosts: vec![
+                v1::SessionHostStatus {
+                    host_id: "i-src1".into(),
+                    applied: true,
+                    connected: true,
+                    error: String::new(),
+                    desired_version: 3,
+                    applied_version: 3,
+                },
+                v1::SessionHostStatus {
+                    host_id: "i-src2".into(),
+                    applied: false,
+                    connected: false,
+                    error: "iptables-restore: TEE target not supported".into(),
+                    desired_version: 2,
+                    applied_version: 1,
+                },
+            ],
+            problems: vec!["ec2: ModifyInstanceAttribute throttled".into()],
+            created_at: "2025-01-02T03:04:05Z".into(),
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_without_trailing_spaces() {
+        let t = table(
+            &["A", "LONGER"],
+            &[vec!["xxxx".into(), "y".into()], vec!["z".into(), String::new()]],
+        );
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz\n");
+    }
+
+    #[test]
+    fn table_counts_characters_not_bytes() {
+        let t = table(&["N", "X"], &[vec!["é".into(), "1".into()]]);
+        assert_eq!(t, "N  X\né  1\n");
+    }
+
+    #[test]
+    fn session_converts_enums_and_port() {
+        let s = SessionOut::from(&proto_session());
+        assert_eq!(s.direction, "ingress");
+        assert_eq!(s.protocol, "tcp");
+        assert_eq!(s.port.as_deref(), Some("80-90"));
+        assert_eq!(s.state, "degraded");
+        assert_eq!(s.hosts[0].error, None);
+        assert_eq!(
+            s.hosts[1].error.as_deref(),
+            Some("iptables-restore: TEE target not supported")
+        );
+    }
+
+    #[test]
+    fn unspecified_filter_means_both_all_any() {
+        let mut p = proto_session();
+        p.filter = None;
+        p.state = v1::SessionState::Active as i32;
+        let s = SessionOut::from(&p);
+        assert_eq!((s.direction, s.protocol, s.port.clone()), ("both", "all", None));
+        assert_eq!(s.state, "active");
+        assert_eq!(filter_summary(&s), "both all port=any peers=any");
+        assert_eq!(port_text(&v1::PortRange { first: 53, last: 53 }), "53");
+    }
+
+    #[test]
+    fn session_json_shape() {
+        let s = SessionOut::from(&proto_session());
+        let v = serde_json::to_value(&s).expect("serializes");
+        assert_eq!(v["name"], "web");
+        assert_eq!(v["port"], "80-90");
+        assert_eq!(v["state"], "degraded");
+        assert_eq!(v["cidrs"][0], "10.0.0.0/8");
+        assert_eq!(v["hosts"][0]["error"], serde_json::Value::Null);
+        assert_eq!(v["hosts"][1]["applied"], false);
+        assert_eq!(v["hosts"][1]["desired_version"], 2);
+        assert_eq!(v["problems"][0], "ec2: ModifyInstanceAttribute throttled");
+
+        let mut p = proto_session();
+        p.filter = None;
+        let v = serde_json::to_value(SessionOut::from(&p)).expect("serializes");
+        assert_eq!(v["port"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn json_list_is_an_array() {
+        let list = vec![SessionOut::from(&proto_session())];
+        let mut buf = Vec::new();
+        emit(&mut buf, Format::Json, &list, || unreachable!()).expect("writes");
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert!(v.is_array());
+        assert_eq!(v[0]["name"], "web");
+    }
+
+    #[test]
+    fn session_list_table() {
+        let t = sessions_table(&[SessionOut::from(&proto_session())]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME  STATE     SOURCES"));
+        assert!(lines[1].starts_with("web   degraded  i-src1,i-src2"));
+        assert!(lines[1].contains("ingress tcp port=80-90 peers=10.0.0.0/8"));
+        assert!(lines[1].contains("1/2"));
+    }
+
+    #[test]
+    fn session_detail_shows_hosts_and_problems() {
+        let t = session_detail(&SessionOut::from(&proto_session()));
+        assert!(t.contains("State:     degraded\n"), "{t}");
+        assert!(t.contains("Port:      80-90\n"), "{t}");
+        let host_lines: Vec<&str> = t.lines().filter(|l| l.starts_with("i-src")).collect();
+        assert_eq!(host_lines.len(), 2);
+        let cols: Vec<&str> = host_lines[0].split_whitespace().collect();
+        assert_eq!(cols, ["i-src1", "yes", "yes", "3", "3", "-"]);
+        assert!(host_lines[1].starts_with("i-src2  no       no"), "{t}");
+        assert!(host_lines[1].ends_with("TEE target not supported"));
+        assert!(t.contains("Problems:\n  - ec2: ModifyInstanceAttribute throttled\n"));
+    }
+
+    #[test]
+    fn collector_and_host_tables() {
+        let c = CollectorOut::from(&v1::Collector {
+            instance_id: "i-col".into(),
+            ip: "10.0.0.9".into(),
+            subnet_id: "subnet-1".into(),
+            session_count: 2,
+            source_dest_check: "disabled".into(),
+            original_source_dest_check: true,
+            ec2_error: String::new(),
+        });
+        assert_eq!(c.ec2_error, None);
+        let t = collectors_table(&[c]);
+        let cols: Vec<&str> = t.lines().nth(1).expect("row").split_whitespace().collect();
+        assert_eq!(cols, ["i-col", "10.0.0.9", "subnet-1", "2", "disabled", "enabled", "-"]);
+
+        let h = HostOut::from(&v1::Host {
+            host_id: "i-src1".into(),
+            agent_version: "0.1.0".into(),
+            addresses: vec!["10.0.0.2".into(), "fd00::2".into()],
+            connected: true,
+            desired_version: 4,
+            applied_version: 3,
+            last_error: String::new(),
+            last_seen: String::new(),
+            rule_count: 2,
+        });
+        assert_eq!(h.last_seen, None);
+        let t = hosts_table(&[h]);
+        let cols: Vec<&str> = t.lines().nth(1).expect("row").split_whitespace().collect();
+        assert_eq!(cols, ["i-src1", "yes", "3/4", "2", "never", "0.1.0", "10.0.0.2,fd00::2", "-"]);
+    }
+}

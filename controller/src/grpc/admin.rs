@@ -1,0 +1,176 @@
+//! Admin services: sessions, collectors, hosts.
+
+use teefleet_model::{CompileInput, HostId, InstanceId, SessionSpec, ValidationError, compile};
+use teefleet_proto::v1::{
+    self as pb, collector_service_server::CollectorService, host_service_server::HostService,
+    session_service_server::SessionService,
+};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{Api, ApiError, convert};
+use crate::{cloud::CloudError, status::session_status, store::NewCollector};
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl Api {
+    /// Checks that every source is a known host: one whose agent has said Hello, or an
+    /// EC2 instance (whose agent may not be installed yet). Returns the latter.
+    async fn resolve_sources(&self, sources: &[HostId]) -> Result<Vec<HostId>, ApiError> {
+        let mut found = Vec::new();
+        for host in sources {
+            if self.store.host_exists(host).await? {
+                continue;
+            }
+            let unknown = || {
+                ApiError::NotFound(format!(
+                    "host {host} is unknown: no agent has connected with that id and EC2 has no such instance"
+                ))
+            };
+            let Ok(instance) = host.as_str().parse::<InstanceId>() else { return Err(unknown()) };
+            match self.cloud.describe_instance(&instance).await {
+                Ok(_) => found.push(host.clone()),
+                Err(CloudError::NotFound(_)) => return Err(unknown()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create_session(&self, req: pb::CreateSessionRequest) -> Result<pb::Session, ApiError> {
+        let name = convert::session_name(&req.name)?;
+        let sources = convert::sources(&req.sources)?;
+        let collector = convert::instance_id("collector", &req.collector)?;
+        let filter = convert::filter(req.filter.as_ref())?;
+        let spec = SessionSpec::new(name, sources, collector, filter)?;
+
+        let collector = self.store.collector(spec.collector()).await?;
+        // Compile the session alone first, so a rule it cannot produce (a peer network of
+        // the other address family, say) is refused with the field named.
+        compile(&[CompileInput {
+            name: spec.name().clone(),
+            sources: spec.sources().to_vec(),
+            collector_ip: collector.ip,
+            filter: spec.filter().clone(),
+        }])
+        .map_err(|e| ValidationError::new("filter", e.to_string()))?;
+        let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
+
+        let changed = self.store.create_session(&spec, &found_in_ec2).await?;
+        info!(session = %spec.name(), collector = %spec.collector(), hosts = changed.len(), "session created");
+        self.hub.notify(&changed);
+        self.ec2_wake.notify_one();
+        self.session_reply(spec.name()).await
+    }
+
+    async fn session_reply(&self, name: &teefleet_model::SessionName) -> Result<pb::Session, ApiError> {
+        let record = self.store.session(name).await?;
+        Ok(convert::pb_session(&record, &session_status(&record)))
+    }
+
+    async fn add_collector(&self, req: pb::AddCollectorRequest) -> Result<pb::Collector, ApiError> {
+        let id = convert::instance_id("instance_id", &req.instance_id)?;
+        let ip_override = convert::collector_ip(&req.ip)?;
+        let instance = self.cloud.describe_instance(&id).await?;
+        let ip = match (ip_override, instance.private_ip) {
+            (Some(ip), _) => ip,
+            (None, Some(ip)) if ip.is_ipv4() => ip,
+            _ => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "instance {id} has no private IPv4 address; give the collector's address with --ip"
+                )));
+            }
+        };
+        let record = self
+            .store
+            .add_collector(&NewCollector {
+                instance_id: id.clone(),
+                ip,
+                subnet_id: instance.subnet_id.unwrap_or_default(),
+                // EC2 reports the check on for every instance unless someone turned it off.
+                source_dest_check: instance.source_dest_check.unwrap_or(true),
+            })
+            .await?;
+        info!(collector = %id, %ip, "collector registered");
+        Ok(convert::pb_collector(&record))
+    }
+
+    async fn remove_collector(&self, req: pb::RemoveCollectorRequest) -> Result<(), ApiError> {
+        let id = convert::instance_id("instance_id", &req.instance_id)?;
+        let record = self.store.collector(&id).await?;
+        if record.session_count > 0 {
+            // Let the store produce the message naming the sessions.
+            self.store.delete_collector(&id).await?;
+        }
+        // Put Source/Dest Check back before forgetting the collector: afterwards nothing
+        // would remember that teefleet changed it.
+        let original = crate::store::SdcState::from(record.original_source_dest_check);
+        if record.source_dest_check != original {
+            self.cloud.set_source_dest_check(&id, record.original_source_dest_check).await.map_err(|e| {
+                ApiError::Cloud(match e {
+                    CloudError::Unavailable(m) => CloudError::Unavailable(format!(
+                        "{m}; the collector is kept until its Source/Dest Check is restored, retry"
+                    )),
+                    other => other,
+                })
+            })?;
+        }
+        self.store.delete_collector(&id).await?;
+        info!(collector = %id, "collector removed");
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for Api {
+    async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Reply<pb::Session> {
+        Ok(Response::new(Api::create_session(self, req.into_inner()).await?))
+    }
+
+    async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Reply<pb::Session> {
+        let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
+        Ok(Response::new(self.session_reply(&name).await?))
+    }
+
+    async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+        let records = self.store.list_sessions().await.map_err(ApiError::from)?;
+        let sessions = records.iter().map(|r| convert::pb_session(r, &session_status(r))).collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn delete_session(&self, req: Request<pb::DeleteSessionRequest>) -> Reply<pb::DeleteSessionResponse> {
+        let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
+        let changed = self.store.delete_session(&name).await.map_err(ApiError::from)?;
+        info!(session = %name, hosts = changed.len(), "session deleted");
+        self.hub.notify(&changed);
+        self.ec2_wake.notify_one();
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl CollectorService for Api {
+    async fn add_collector(&self, req: Request<pb::AddCollectorRequest>) -> Reply<pb::Collector> {
+        Ok(Response::new(Api::add_collector(self, req.into_inner()).await?))
+    }
+
+    async fn list_collectors(&self, _: Request<pb::ListCollectorsRequest>) -> Reply<pb::ListCollectorsResponse> {
+        let records = self.store.list_collectors().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListCollectorsResponse {
+            collectors: records.iter().map(convert::pb_collector).collect(),
+        }))
+    }
+
+    async fn remove_collector(&self, req: Request<pb::RemoveCollectorRequest>) -> Reply<pb::RemoveCollectorResponse> {
+        Api::remove_collector(self, req.into_inner()).await?;
+        Ok(Response::new(pb::RemoveCollectorResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl HostService for Api {
+    async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
+        let records = self.store.list_hosts().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListHostsResponse { hosts: records.iter().map(convert::pb_host).collect() }))
+    }
+}

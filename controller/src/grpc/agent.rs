@@ -1,0 +1,191 @@
+//! The agent stream: Hello, then RuleSet pushes down and Ack/Nack/Health up, one stream
+//! per agent. The stream reads the desired set from the store whenever it is woken and at
+//! a fixed period, and sends only when the agent does not already have that version.
+
+use std::{net::IpAddr, pin::Pin, time::Duration};
+
+use futures::Stream;
+use teefleet_model::{HostId, RuleSet};
+use teefleet_proto::v1::{self as pb, agent_message::Msg, agent_service_server::AgentService, controller_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{Api, ApiError, convert};
+
+/// How long an agent may take to say Hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Re-read the desired set this often even without a wake-up, so a lost wake-up (or a
+/// change made by another replica) reaches the agent anyway.
+const RESYNC: Duration = Duration::from_secs(5);
+const MAX_ADDRESSES: usize = 64;
+
+type PushStream = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+struct Hello {
+    host: HostId,
+    agent_version: String,
+    addresses: Vec<String>,
+    applied_version: u64,
+}
+
+fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
+    let Some(pb::AgentMessage { msg: Some(Msg::Hello(h)) }) = msg else {
+        return Err(Status::invalid_argument("the first message on the stream must be Hello"));
+    };
+    let host = convert::host_id("host_id", &h.host_id).map_err(ApiError::from)?;
+    if h.addresses.len() > MAX_ADDRESSES {
+        return Err(Status::invalid_argument(format!("addresses: at most {MAX_ADDRESSES}")));
+    }
+    let addresses = h
+        .addresses
+        .iter()
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map(|ip| ip.to_string())
+                .map_err(|_| Status::invalid_argument(format!("addresses: {a:?} is not an IP address")))
+        })
+        .collect::<Result<_, _>>()?;
+    let agent_version: String = h.agent_version.chars().take(64).collect();
+    Ok(Hello { host, agent_version, addresses, applied_version: h.applied_version })
+}
+
+#[tonic::async_trait]
+impl AgentService for Api {
+    type SyncStream = PushStream;
+
+    async fn sync(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<PushStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))??;
+        let hello = hello(first)?;
+        let connection_id = fastrand::i64(..);
+        let desired = self
+            .store
+            .host_hello(&hello.host, &hello.agent_version, &hello.addresses, hello.applied_version, connection_id)
+            .await
+            .map_err(ApiError::from)?;
+        info!(
+            host_id = %hello.host,
+            agent_version = %hello.agent_version,
+            applied_version = hello.applied_version,
+            desired_version = desired.version(),
+            "agent connected"
+        );
+        let wake = self.hub.register(&hello.host, connection_id);
+        let (tx, rx) = mpsc::channel(4);
+        let conn = Connection {
+            api: self.clone(),
+            host: hello.host,
+            connection_id,
+            applied: hello.applied_version,
+            sent: None,
+            tx,
+        };
+        tokio::spawn(conn.run(inbound, wake, desired));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Connection {
+    api: Api,
+    host: HostId,
+    connection_id: i64,
+    /// The version the agent last reported applied.
+    applied: u64,
+    /// The version and rule count last pushed on this stream.
+    sent: Option<(u64, u32)>,
+    tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+}
+
+impl Connection {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::AgentMessage>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        desired: RuleSet,
+    ) {
+        let mut open = self.push(&desired).await;
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        while open {
+            tokio::select! {
+                () = self.api.shutdown.cancelled() => break,
+                () = wake.notified() => open = self.refresh().await,
+                _ = resync.tick() => open = self.refresh().await,
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => self.handle(msg).await,
+                    Ok(None) => open = false,
+                    Err(status) => {
+                        debug!(host_id = %self.host, error = %status, "agent stream failed");
+                        open = false;
+                    }
+                },
+            }
+        }
+        self.api.hub.unregister(&self.host, self.connection_id);
+        if let Err(e) = self.api.store.host_disconnected(&self.host, self.connection_id).await {
+            warn!(host_id = %self.host, error = %e, "could not record disconnect");
+        }
+        info!(host_id = %self.host, "agent disconnected");
+    }
+
+    async fn refresh(&mut self) -> bool {
+        match self.api.store.desired(&self.host).await {
+            Ok(desired) => self.push(&desired).await,
+            Err(e) => {
+                // The database may be briefly away; the agent keeps its rules and the
+                // next refresh tries again.
+                warn!(host_id = %self.host, error = %e, "could not read desired rule set");
+                true
+            }
+        }
+    }
+
+    /// Sends the set unless the agent has it or it was already sent; false if the stream
+    /// is gone.
+    async fn push(&mut self, desired: &RuleSet) -> bool {
+        let version = desired.version();
+        if version == self.applied || self.sent.is_some_and(|(v, _)| v == version) {
+            return true;
+        }
+        let msg = pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(convert::pb_rule_set(desired))) };
+        if self.tx.send(Ok(msg)).await.is_err() {
+            return false;
+        }
+        let rules = u32::try_from(desired.rules().len()).unwrap_or(u32::MAX);
+        self.sent = Some((version, rules));
+        info!(host_id = %self.host, version, rules, "pushed rule set");
+        true
+    }
+
+    async fn handle(&mut self, msg: pb::AgentMessage) {
+        let store = &self.api.store;
+        let result = match msg.msg {
+            Some(Msg::Ack(ack)) => {
+                info!(host_id = %self.host, version = ack.version, "agent applied rule set");
+                self.applied = ack.version;
+                let rules = self.sent.filter(|(v, _)| *v == ack.version).map_or(0, |(_, n)| n);
+                store.host_ack(&self.host, ack.version, rules).await
+            }
+            Some(Msg::Nack(nack)) => {
+                let error: String = nack.error.chars().take(4096).collect();
+                warn!(host_id = %self.host, version = nack.version, error = %error, "agent rejected rule set");
+                store.host_nack(&self.host, nack.version, &error).await
+            }
+            Some(Msg::Health(h)) => {
+                debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
+                store.host_health(&self.host, h.rule_count).await
+            }
+            Some(Msg::Hello(_)) | None => {
+                warn!(host_id = %self.host, "ignoring unexpected message on agent stream");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn!(host_id = %self.host, error = %e, "could not record agent report");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The gRPC edge: admin services for fleetctl and the agent stream. Handlers convert
+//! requests into domain types (`convert`), call the store and the cloud, and map errors
+//! in one place (`error`).
+
+mod admin;
+mod agent;
+mod convert;
+mod error;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{cloud::Cloud, push::Hub, store::Store};
+
+pub use error::ApiError;
+
+/// Everything a handler needs; cheap to clone, one per service.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) store: Store,
+    pub(crate) cloud: Arc<dyn Cloud>,
+    pub(crate) hub: Hub,
+    /// Wakes the EC2 reconciler after a change of which collectors are in use.
+    pub(crate) ec2_wake: Arc<Notify>,
+    pub(crate) shutdown: CancellationToken,
+}

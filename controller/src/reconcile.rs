@@ -1,0 +1,147 @@
+//! The EC2 reconciler: a collector's Source/Dest Check must be off while any session uses
+//! it (EC2 drops frames not addressed to the instance otherwise) and back to its original
+//! value when none does. `plan` is pure; `run` acts on it and retries failures with
+//! capped, jittered backoff.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use teefleet_model::InstanceId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    cloud::{Cloud, CloudError},
+    store::{CollectorRecord, SdcState, Store},
+};
+
+/// Re-check at least this often, so a change made behind teefleet's back or a lost wake-up
+/// is corrected.
+const PERIOD: Duration = Duration::from_secs(10);
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub collector: InstanceId,
+    pub source_dest_check: bool,
+}
+
+/// What to change: every collector whose recorded state differs from what its use demands.
+pub fn plan(collectors: &[CollectorRecord]) -> Vec<Action> {
+    collectors
+        .iter()
+        .filter_map(|c| {
+            let want = if c.session_count > 0 { false } else { c.original_source_dest_check };
+            (c.source_dest_check != SdcState::from(want))
+                .then(|| Action { collector: c.instance_id.clone(), source_dest_check: want })
+        })
+        .collect()
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures.min(16)));
+    let capped = exp.min(BACKOFF_CAP);
+    // Full jitter over the upper half keeps replicas and collectors from retrying in step.
+    capped / 2 + capped.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// Runs until `shutdown`; `wake` is notified after every session change.
+pub async fn run(store: Store, cloud: Arc<dyn Cloud>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut failures: HashMap<InstanceId, (u32, Instant)> = HashMap::new();
+    loop {
+        match store.collectors_for_reconcile().await {
+            Ok(collectors) => {
+                for action in plan(&collectors) {
+                    if failures.get(&action.collector).is_some_and(|(_, next)| Instant::now() < *next) {
+                        continue;
+                    }
+                    apply(&store, cloud.as_ref(), &action, &mut failures).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "EC2 reconciler could not read collectors"),
+        }
+        let next_retry = failures.values().map(|(_, at)| *at).min();
+        let sleep = next_retry.map_or(PERIOD, |at| at.saturating_duration_since(Instant::now()).min(PERIOD));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+async fn apply(store: &Store, cloud: &dyn Cloud, action: &Action, failures: &mut HashMap<InstanceId, (u32, Instant)>) {
+    let id = &action.collector;
+    let verb = if action.source_dest_check { "enable" } else { "disable" };
+    let outcome = match cloud.set_source_dest_check(id, action.source_dest_check).await {
+        Ok(()) => {
+            info!(collector = %id, source_dest_check = action.source_dest_check, "set Source/Dest Check");
+            failures.remove(id);
+            store.set_collector_ec2(id, Some(SdcState::from(action.source_dest_check)), None).await
+        }
+        Err(e) => {
+            let n = failures.get(id).map_or(0, |(n, _)| *n) + 1;
+            let delay = backoff(n);
+            failures.insert(id.clone(), (n, Instant::now() + delay));
+            let message = format!("could not {verb} Source/Dest Check: {e}");
+            if matches!(e, CloudError::NotFound(_)) {
+                warn!(collector = %id, error = %e, "collector instance no longer exists in EC2");
+            } else {
+                warn!(collector = %id, error = %e, retry_in = ?delay, "EC2 call failed");
+            }
+            store.set_collector_ec2(id, None, Some(&message)).await
+        }
+    };
+    if let Err(e) = outcome {
+        warn!(collector = %id, error = %e, "could not record EC2 outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collector(sessions: u32, original: bool, state: SdcState) -> CollectorRecord {
+        CollectorRecord {
+            instance_id: "i-0123456789abcdef0".parse().expect("id"),
+            ip: "10.0.0.9".parse().expect("ip"),
+            subnet_id: "subnet-1".into(),
+            original_source_dest_check: original,
+            source_dest_check: state,
+            ec2_error: None,
+            session_count: sessions,
+        }
+    }
+
+    #[test]
+    fn plans() {
+        use SdcState::*;
+        let cases = [
+            ("in use, still enabled", collector(1, true, Enabled), Some(false)),
+            ("in use, disabled", collector(2, true, Disabled), None),
+            ("in use, unknown", collector(1, true, Unknown), Some(false)),
+            ("unused, restore original true", collector(0, true, Disabled), Some(true)),
+            ("unused, original was false: leave off", collector(0, false, Disabled), None),
+            ("unused, original true, enabled", collector(0, true, Enabled), None),
+        ];
+        for (what, c, want) in cases {
+            let got = plan(&[c]).first().map(|a| a.source_dest_check);
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for n in 0..40 {
+            let d = backoff(n);
+            assert!(d <= BACKOFF_CAP, "{n}: {d:?}");
+            assert!(d >= BACKOFF_BASE.min(BACKOFF_CAP) / 2);
+        }
+        assert!(backoff(30) >= BACKOFF_CAP / 2);
+    }
+}

@@ -1,0 +1,138 @@
+//! The session status view: whether each source has applied the session, and what the
+//! session as a whole is. Pure, so every rule of it is a table test.
+
+use teefleet_model::HostId;
+
+use crate::store::{SdcState, SessionRecord, SourceStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Some source has not yet applied a rule set containing the session, or the
+    /// collector does not accept clones yet.
+    Pending,
+    /// Every source has applied it and the collector accepts clones.
+    Active,
+    /// A source rejected its rule set or is disconnected, or an EC2 call failed.
+    Degraded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    pub host_id: HostId,
+    pub applied: bool,
+    pub connected: bool,
+    pub error: Option<String>,
+    pub desired_version: u64,
+    pub applied_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusView {
+    pub state: SessionState,
+    pub hosts: Vec<HostView>,
+    pub problems: Vec<String>,
+}
+
+pub fn session_status(record: &SessionRecord) -> StatusView {
+    let hosts: Vec<HostView> = record.sources.iter().map(host_view).collect();
+    let mut problems = Vec::new();
+    if let Some(err) = &record.collector_ec2_error {
+        problems.push(format!("collector {}: {err}", record.spec.collector()));
+    }
+    let degraded = !problems.is_empty() || hosts.iter().any(|h| !h.connected || h.error.is_some());
+    let state = if degraded {
+        SessionState::Degraded
+    } else if hosts.iter().all(|h| h.applied) && record.collector_sdc == SdcState::Disabled {
+        SessionState::Active
+    } else {
+        SessionState::Pending
+    };
+    if state == SessionState::Pending && record.collector_sdc != SdcState::Disabled {
+        problems.push(format!("waiting for Source/Dest Check to be disabled on collector {}", record.spec.collector()));
+    }
+    StatusView { state, hosts, problems }
+}
+
+fn host_view(s: &SourceStatus) -> HostView {
+    let applied = s.required_version > 0 && s.applied_version >= s.required_version;
+    // A rejection matters only if it came after the last version the host applied: an
+    // older failure was superseded by a later success.
+    let error = match (&s.last_error, s.nacked_version) {
+        (Some(err), Some(nacked)) if !applied && nacked > s.applied_version => Some(err.clone()),
+        _ if !s.connected => Some("agent is not connected".to_owned()),
+        _ => None,
+    };
+    HostView {
+        host_id: s.host_id.clone(),
+        applied,
+        connected: s.connected,
+        error,
+        desired_version: s.desired_version,
+        applied_version: s.applied_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use teefleet_model::{Filter, SessionSpec};
+
+    use super::*;
+
+    fn source(required: u64, applied: u64, connected: bool, nack: Option<(u64, &str)>) -> SourceStatus {
+        SourceStatus {
+            host_id: "h1".parse().expect("host"),
+            required_version: required,
+            connected,
+            desired_version: required,
+            applied_version: applied,
+            nacked_version: nack.map(|(v, _)| v),
+            last_error: nack.map(|(_, e)| e.to_owned()),
+        }
+    }
+
+    fn record(sources: Vec<SourceStatus>, sdc: SdcState, ec2_error: Option<&str>) -> SessionRecord {
+        SessionRecord {
+            spec: SessionSpec::new(
+                "s".parse().expect("name"),
+                sources.iter().map(|s| s.host_id.clone()).collect(),
+                "i-0123456789abcdef0".parse().expect("id"),
+                Filter::default(),
+            )
+            .expect("spec"),
+            created_at: Utc::now(),
+            collector_ip: "10.0.0.9".parse().expect("ip"),
+            collector_sdc: sdc,
+            collector_ec2_error: ec2_error.map(str::to_owned),
+            sources,
+        }
+    }
+
+    #[test]
+    fn states() {
+        use SdcState::*;
+        use SessionState::*;
+        let cases: &[(&str, SourceStatus, SdcState, Option<&str>, SessionState)] = &[
+            ("applied, collector ready", source(3, 3, true, None), Disabled, None, Active),
+            ("applied a later version", source(3, 5, true, None), Disabled, None, Active),
+            ("not yet applied", source(3, 2, true, None), Disabled, None, Pending),
+            ("applied, collector not ready", source(3, 3, true, None), Enabled, None, Pending),
+            ("rejected", source(3, 2, true, Some((3, "iptables: bad"))), Disabled, None, Degraded),
+            ("old rejection superseded", source(3, 4, true, Some((2, "old"))), Disabled, None, Active),
+            ("disconnected", source(3, 3, false, None), Disabled, None, Degraded),
+            ("ec2 failed", source(3, 3, true, None), Enabled, Some("throttled"), Degraded),
+        ];
+        for (what, src, sdc, err, want) in cases {
+            let view = session_status(&record(vec![src.clone()], *sdc, *err));
+            assert_eq!(view.state, *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn rejection_reason_is_shown_per_host() {
+        let view =
+            session_status(&record(vec![source(3, 2, true, Some((3, "line 2 failed")))], SdcState::Disabled, None));
+        assert_eq!(view.hosts[0].error.as_deref(), Some("line 2 failed"));
+        assert!(!view.hosts[0].applied);
+    }
+}

@@ -1,0 +1,517 @@
+//! The Postgres store: every SQL statement of the controller lives here.
+//!
+//! Mutations that change which sessions cover a host run in one transaction that also
+//! recompiles those hosts' rule sets, under a transaction-scoped advisory lock so two
+//! concurrent changes cannot both read the old state and hand out the same version.
+
+mod records;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use sqlx::{
+    PgPool, Postgres, Row, Transaction,
+    postgres::{PgPoolOptions, PgRow},
+    types::Json,
+};
+use teefleet_model::{
+    Cidr, CompileInput, Direction, Filter, HostId, InstanceId, MirrorRule, PortRange, Protocol, RuleSet, SessionName,
+    SessionSpec, compile,
+};
+
+pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
+
+/// Key of the advisory lock that serialises rule-set recompilation.
+const COMPILE_LOCK: i64 = 0x7465_6566_6c74; // "teeflt"
+
+/// An agent whose stream has sent nothing for this long counts as disconnected, even if
+/// the replica that held its stream died without saying so.
+const LIVENESS_SECS: f64 = 30.0;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} {id} already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{0}")]
+    InUse(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+impl StoreError {
+    /// True when the database could not be reached, as opposed to refusing a statement.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn version(v: i64) -> u64 {
+    // Versions are stored as bigint with a CHECK >= 0.
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    // ---- collectors ---------------------------------------------------------------------
+
+    pub async fn add_collector(&self, c: &NewCollector) -> Result<CollectorRecord> {
+        let res = sqlx::query(
+            "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(c.instance_id.as_str())
+        .bind(c.ip.to_string())
+        .bind(&c.subnet_id)
+        .bind(c.source_dest_check)
+        .bind(SdcState::from(c.source_dest_check).as_str())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(e) if unique_violation(&e) => {
+                Err(StoreError::AlreadyExists { what: "collector", id: c.instance_id.to_string() })
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => self.collector(&c.instance_id).await,
+        }
+    }
+
+    pub async fn collector(&self, id: &InstanceId) -> Result<CollectorRecord> {
+        let row = sqlx::query(concat!(collector_select!(), " WHERE c.instance_id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "collector", id: id.to_string() })?;
+        CollectorRecord::from_row(&row)
+    }
+
+    pub async fn list_collectors(&self) -> Result<Vec<CollectorRecord>> {
+        let rows = sqlx::query(concat!(collector_select!(), " ORDER BY c.instance_id")).fetch_all(&self.pool).await?;
+        rows.iter().map(CollectorRecord::from_row).collect()
+    }
+
+    /// Deletes a collector no session uses.
+    pub async fn delete_collector(&self, id: &InstanceId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let users: Vec<String> = sqlx::query_scalar("SELECT name FROM sessions WHERE collector_id = $1 ORDER BY name")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        if !users.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "collector {id} is used by session(s) {}; delete them first",
+                users.join(", ")
+            )));
+        }
+        let deleted = sqlx::query("DELETE FROM collectors WHERE instance_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "collector", id: id.to_string() });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the outcome of an EC2 call on a collector.
+    pub async fn set_collector_ec2(&self, id: &InstanceId, state: Option<SdcState>, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE collectors SET source_dest_check = coalesce($2, source_dest_check), ec2_error = $3
+             WHERE instance_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(state.map(SdcState::as_str))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- hosts --------------------------------------------------------------------------
+
+    pub async fn host_exists(&self, id: &HostId) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE host_id = $1)")
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Records an agent's Hello and returns the rule set it should hold. An agent that
+    /// reports a version above the desired one (its state outlived a database) gets the
+    /// desired rules again under a higher version, because versions never go back.
+    pub async fn host_hello(
+        &self,
+        id: &HostId,
+        agent_version: &str,
+        addresses: &[String],
+        applied_version: u64,
+        connection_id: i64,
+    ) -> Result<RuleSet> {
+        let applied = i64::try_from(applied_version).map_err(|_| corrupt("applied version out of range"))?;
+        let row = sqlx::query(
+            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version)
+             VALUES ($1, $2, $3, $4, true, now(), $5)
+             ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
+                 connected = true, last_seen = now(), applied_version = $5,
+                 desired_version = CASE WHEN hosts.desired_version < $5 THEN $5 + 1 ELSE hosts.desired_version END
+             RETURNING desired_version, desired_rules",
+        )
+        .bind(id.as_str())
+        .bind(agent_version)
+        .bind(addresses)
+        .bind(connection_id)
+        .bind(applied)
+        .fetch_one(&self.pool)
+        .await?;
+        rule_set(&row)
+    }
+
+    /// Marks the host disconnected, unless a newer stream has said Hello since.
+    pub async fn host_disconnected(&self, id: &HostId, connection_id: i64) -> Result<()> {
+        sqlx::query("UPDATE hosts SET connected = false WHERE host_id = $1 AND connection_id = $2")
+            .bind(id.as_str())
+            .bind(connection_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn host_ack(&self, id: &HostId, version: u64, rule_count: u32) -> Result<()> {
+        sqlx::query(
+            "UPDATE hosts SET applied_version = $2, last_error = NULL, nacked_version = NULL, rule_count = $3,
+                 last_seen = now()
+             WHERE host_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(version).map_err(|_| corrupt("version out of range"))?)
+        .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn host_nack(&self, id: &HostId, version: u64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE hosts SET nacked_version = $2, last_error = $3, last_seen = now() WHERE host_id = $1")
+            .bind(id.as_str())
+            .bind(i64::try_from(version).map_err(|_| corrupt("version out of range"))?)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn host_health(&self, id: &HostId, rule_count: u32) -> Result<()> {
+        sqlx::query("UPDATE hosts SET last_seen = now(), rule_count = $2 WHERE host_id = $1")
+            .bind(id.as_str())
+            .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
+        let row = sqlx::query("SELECT desired_version, desired_rules FROM hosts WHERE host_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
+        rule_set(&row)
+    }
+
+    pub async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
+        let rows = sqlx::query(
+            "SELECT host_id, agent_version, addresses, connected AND last_seen > now() - make_interval(secs => $1) AS live,
+                    desired_version, applied_version, last_error, last_seen, rule_count
+             FROM hosts ORDER BY host_id",
+        )
+        .bind(LIVENESS_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(HostRecord::from_row).collect()
+    }
+
+    // ---- sessions -----------------------------------------------------------------------
+
+    /// Stores a session and recompiles its sources; returns the hosts whose rule set
+    /// changed. The collector must be known, and every source must be a known host or in
+    /// `found_in_ec2`, which are registered in the same transaction so a refused session
+    /// leaves nothing behind.
+    pub async fn create_session(&self, spec: &SessionSpec, found_in_ec2: &[HostId]) -> Result<Vec<HostId>> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let new_hosts: Vec<&str> = found_in_ec2.iter().map(HostId::as_str).collect();
+        sqlx::query("INSERT INTO hosts (host_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
+            .bind(&new_hosts)
+            .execute(&mut *tx)
+            .await?;
+        let collector_known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM collectors WHERE instance_id = $1)")
+                .bind(spec.collector().as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        if !collector_known {
+            return Err(StoreError::NotFound { what: "collector", id: spec.collector().to_string() });
+        }
+        let sources: Vec<&str> = spec.sources().iter().map(HostId::as_str).collect();
+        let known: Vec<String> = sqlx::query_scalar("SELECT host_id FROM hosts WHERE host_id = ANY($1)")
+            .bind(&sources)
+            .fetch_all(&mut *tx)
+            .await?;
+        if let Some(missing) = sources.iter().find(|s| !known.iter().any(|k| k == *s)) {
+            return Err(StoreError::NotFound { what: "host", id: (*missing).to_owned() });
+        }
+        let filter = spec.filter();
+        let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(spec.name().as_str())
+        .bind(spec.collector().as_str())
+        .bind(filter.direction().as_str())
+        .bind(filter.protocol().as_str())
+        .bind(filter.ports().map(|p| i32::from(p.first())))
+        .bind(filter.ports().map(|p| i32::from(p.last())))
+        .bind(&cidrs)
+        .fetch_one(&mut *tx)
+        .await;
+        let session_id = match inserted {
+            Err(e) if unique_violation(&e) => {
+                return Err(StoreError::AlreadyExists { what: "session", id: spec.name().to_string() });
+            }
+            other => other?,
+        };
+        sqlx::query(
+            "INSERT INTO session_sources (session_id, host_id, required_version) SELECT $1, unnest($2::text[]), 0",
+        )
+        .bind(session_id)
+        .bind(&sources)
+        .execute(&mut *tx)
+        .await?;
+        let (versions, changed) = recompile(&mut tx, spec.sources()).await?;
+        for (host, version) in &versions {
+            sqlx::query("UPDATE session_sources SET required_version = $3 WHERE session_id = $1 AND host_id = $2")
+                .bind(session_id)
+                .bind(host.as_str())
+                .bind(*version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Deletes a session and recompiles its sources; returns the hosts whose rule set
+    /// changed.
+    pub async fn delete_session(&self, name: &SessionName) -> Result<Vec<HostId>> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let sources: Vec<String> = sqlx::query_scalar(
+            "SELECT ss.host_id FROM session_sources ss JOIN sessions s ON s.id = ss.session_id WHERE s.name = $1",
+        )
+        .bind(name.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM sessions WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound { what: "session", id: name.to_string() });
+        }
+        let hosts = sources.into_iter().map(|h| h.parse().map_err(corrupt)).collect::<Result<Vec<HostId>>>()?;
+        let (_, changed) = recompile(&mut tx, &hosts).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub async fn session(&self, name: &SessionName) -> Result<SessionRecord> {
+        let row = sqlx::query(concat!(session_select!(), " WHERE s.name = $1"))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "session", id: name.to_string() })?;
+        self.session_record(&row).await
+    }
+
+    pub async fn list_sessions(&self) -> Result<Vec<SessionRecord>> {
+        let rows = sqlx::query(concat!(session_select!(), " ORDER BY s.name")).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.session_record(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// The collectors with the number of sessions using each, for the EC2 reconciler.
+    pub async fn collectors_for_reconcile(&self) -> Result<Vec<CollectorRecord>> {
+        self.list_collectors().await
+    }
+
+    async fn session_record(&self, row: &PgRow) -> Result<SessionRecord> {
+        let id: i64 = row.try_get("id")?;
+        let sources = sqlx::query(
+            "SELECT ss.host_id, ss.required_version,
+                    h.connected AND h.last_seen > now() - make_interval(secs => $2) AS live,
+                    h.desired_version, h.applied_version, h.nacked_version, h.last_error
+             FROM session_sources ss JOIN hosts h ON h.host_id = ss.host_id
+             WHERE ss.session_id = $1 ORDER BY ss.host_id",
+        )
+        .bind(id)
+        .bind(LIVENESS_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        SessionRecord::from_rows(row, &sources)
+    }
+}
+
+// Statements are static strings (sqlx refuses dynamic SQL), so shared clauses are macros.
+macro_rules! session_select {
+    () => {
+        "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
+            s.cidrs, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
+            c.source_dest_check AS collector_sdc,
+            array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id ORDER BY host_id) AS sources
+     FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id"
+    };
+}
+use session_select;
+
+macro_rules! collector_select {
+    () => {
+        "SELECT c.instance_id, c.ip, c.subnet_id, c.original_source_dest_check, c.source_dest_check, c.ec2_error,
+                (SELECT count(*) FROM sessions s WHERE s.collector_id = c.instance_id) AS session_count
+         FROM collectors c"
+    };
+}
+use collector_select;
+
+async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COMPILE_LOCK).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn rule_set(row: &PgRow) -> Result<RuleSet> {
+    let Json(rules): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
+    RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)
+}
+
+pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {
+    let direction: Direction = row.try_get::<String, _>("direction")?.parse().map_err(corrupt)?;
+    let protocol: Protocol = row.try_get::<String, _>("protocol")?.parse().map_err(corrupt)?;
+    let first: Option<i32> = row.try_get("port_first")?;
+    let last: Option<i32> = row.try_get("port_last")?;
+    let ports = match (first, last) {
+        (Some(f), Some(l)) => Some(
+            PortRange::new(u32::try_from(f).map_err(corrupt)?, u32::try_from(l).map_err(corrupt)?).map_err(corrupt)?,
+        ),
+        _ => None,
+    };
+    let cidrs = row
+        .try_get::<Vec<String>, _>("cidrs")?
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(corrupt))
+        .collect::<Result<Vec<_>>>()?;
+    Filter::new(direction, protocol, ports, cidrs).map_err(corrupt)
+}
+
+/// Recompiles the given hosts from every session that covers them, storing a new version
+/// for each host whose rules changed. Returns every host's resulting desired version and
+/// the list of hosts that changed.
+async fn recompile(
+    tx: &mut Transaction<'_, Postgres>,
+    hosts: &[HostId],
+) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
+    let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
+    let rows = sqlx::query(
+        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, c.ip,
+                array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
+         FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id
+         WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut inputs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        inputs.push(CompileInput {
+            name: row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
+            sources: row
+                .try_get::<Vec<String>, _>("sources")?
+                .iter()
+                .map(|h| h.parse().map_err(corrupt))
+                .collect::<Result<_>>()?,
+            collector_ip: row.try_get::<String, _>("ip")?.parse::<IpAddr>().map_err(corrupt)?,
+            filter: filter_from_row(row)?,
+        });
+    }
+    let mut compiled = compile(&inputs).map_err(corrupt)?;
+
+    let current = sqlx::query(
+        "SELECT host_id, desired_version, desired_rules FROM hosts WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut versions = BTreeMap::new();
+    let mut changed = Vec::new();
+    for row in &current {
+        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+        let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
+        let mut version: i64 = row.try_get("desired_version")?;
+        let new = compiled.remove(&host).unwrap_or_default();
+        if new != old {
+            version += 1;
+            sqlx::query("UPDATE hosts SET desired_version = $2, desired_rules = $3 WHERE host_id = $1")
+                .bind(host.as_str())
+                .bind(version)
+                .bind(Json(&new))
+                .execute(&mut **tx)
+                .await?;
+            changed.push(host.clone());
+        }
+        versions.insert(host, version);
+    }
+    Ok((versions, changed))
+}

@@ -1,0 +1,165 @@
+//! What the store hands back: plain records decoded (and re-validated) from rows.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Row, postgres::PgRow};
+use teefleet_model::{HostId, InstanceId, SessionSpec};
+
+use super::{Result, StoreError, corrupt, filter_from_row, version};
+
+/// Source/Dest Check as teefleet last observed or set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdcState {
+    Enabled,
+    Disabled,
+    Unknown,
+}
+
+impl SdcState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdcState::Enabled => "enabled",
+            SdcState::Disabled => "disabled",
+            SdcState::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "enabled" => Ok(SdcState::Enabled),
+            "disabled" => Ok(SdcState::Disabled),
+            "unknown" => Ok(SdcState::Unknown),
+            other => Err(corrupt(format!("source_dest_check {other:?}"))),
+        }
+    }
+}
+
+impl From<bool> for SdcState {
+    fn from(enabled: bool) -> Self {
+        if enabled { SdcState::Enabled } else { SdcState::Disabled }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCollector {
+    pub instance_id: InstanceId,
+    pub ip: IpAddr,
+    pub subnet_id: String,
+    /// The value found in EC2 at registration.
+    pub source_dest_check: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorRecord {
+    pub instance_id: InstanceId,
+    pub ip: IpAddr,
+    pub subnet_id: String,
+    pub original_source_dest_check: bool,
+    pub source_dest_check: SdcState,
+    pub ec2_error: Option<String>,
+    pub session_count: u32,
+}
+
+impl CollectorRecord {
+    pub(super) fn from_row(row: &PgRow) -> Result<Self> {
+        Ok(Self {
+            instance_id: row.try_get::<String, _>("instance_id")?.parse().map_err(corrupt)?,
+            ip: row.try_get::<String, _>("ip")?.parse().map_err(corrupt)?,
+            subnet_id: row.try_get("subnet_id")?,
+            original_source_dest_check: row.try_get("original_source_dest_check")?,
+            source_dest_check: SdcState::parse(&row.try_get::<String, _>("source_dest_check")?)?,
+            ec2_error: row.try_get("ec2_error")?,
+            session_count: u32::try_from(row.try_get::<i64, _>("session_count")?).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HostRecord {
+    pub host_id: HostId,
+    pub agent_version: String,
+    pub addresses: Vec<String>,
+    pub connected: bool,
+    pub desired_version: u64,
+    pub applied_version: u64,
+    pub last_error: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub rule_count: u32,
+}
+
+impl HostRecord {
+    pub(super) fn from_row(row: &PgRow) -> Result<Self> {
+        Ok(Self {
+            host_id: row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?,
+            agent_version: row.try_get("agent_version")?,
+            addresses: row.try_get("addresses")?,
+            connected: row.try_get::<Option<bool>, _>("live")?.unwrap_or(false),
+            desired_version: version(row.try_get("desired_version")?),
+            applied_version: version(row.try_get("applied_version")?),
+            last_error: row.try_get("last_error")?,
+            last_seen: row.try_get("last_seen")?,
+            rule_count: u32::try_from(row.try_get::<i32, _>("rule_count")?).unwrap_or(0),
+        })
+    }
+}
+
+/// One source host of a session, as the status view needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    pub host_id: HostId,
+    /// The first desired version of the host that contains the session.
+    pub required_version: u64,
+    pub connected: bool,
+    pub desired_version: u64,
+    pub applied_version: u64,
+    pub nacked_version: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub spec: SessionSpec,
+    pub created_at: DateTime<Utc>,
+    pub collector_ip: IpAddr,
+    pub collector_sdc: SdcState,
+    pub collector_ec2_error: Option<String>,
+    pub sources: Vec<SourceStatus>,
+}
+
+impl SessionRecord {
+    pub(super) fn from_rows(row: &PgRow, sources: &[PgRow]) -> Result<Self> {
+        let spec = SessionSpec::new(
+            row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
+            row.try_get::<Vec<String>, _>("sources")?
+                .iter()
+                .map(|h| h.parse().map_err(corrupt))
+                .collect::<Result<_>>()?,
+            row.try_get::<String, _>("collector_id")?.parse().map_err(corrupt)?,
+            filter_from_row(row)?,
+        )
+        .map_err(corrupt)?;
+        let sources = sources
+            .iter()
+            .map(|r| {
+                Ok(SourceStatus {
+                    host_id: r.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?,
+                    required_version: version(r.try_get("required_version")?),
+                    connected: r.try_get::<Option<bool>, _>("live")?.unwrap_or(false),
+                    desired_version: version(r.try_get("desired_version")?),
+                    applied_version: version(r.try_get("applied_version")?),
+                    nacked_version: r.try_get::<Option<i64>, _>("nacked_version")?.map(version),
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self {
+            spec,
+            created_at: row.try_get("created_at")?,
+            collector_ip: row.try_get::<String, _>("collector_ip")?.parse().map_err(corrupt)?,
+            collector_sdc: SdcState::parse(&row.try_get::<String, _>("collector_sdc")?)?,
+            collector_ec2_error: row.try_get("collector_ec2_error")?,
+            sources,
+        })
+    }
+}

@@ -1,0 +1,43 @@
+# Renders the user-data that installs fleet-agent on a source instance at first boot.
+#
+#   module "teefleet_agent" {
+#     source              = "./deploy/terraform/agent"
+#     controller_url      = "http://controller.internal:7300"
+#     agent_binary_url    = "https://artifacts.example.com/fleet-agent-0.1.0"
+#     agent_binary_sha256 = "..."
+#   }
+#   resource "aws_instance" "web" { user_data = module.teefleet_agent.user_data ... }
+
+terraform {
+  required_version = ">= 1.3"
+}
+
+variable "controller_url" {
+  description = "URL of fleet-controller as seen from the instance."
+  type        = string
+}
+
+variable "agent_binary_url" {
+  description = "Where the instance downloads the fleet-agent binary."
+  type        = string
+}
+
+variable "agent_binary_sha256" {
+  description = "sha256 of the fleet-agent binary; the install fails on a mismatch."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.agent_binary_sha256))
+    error_message = "agent_binary_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+output "user_data" {
+  description = "cloud-init user-data that installs and starts fleet-agent."
+  value = templatefile("${path.module}/user-data.sh.tftpl", {
+    controller_url      = var.controller_url
+    agent_binary_url    = var.agent_binary_url
+    agent_binary_sha256 = var.agent_binary_sha256
+    bootstrap           = file("${path.module}/../../bootstrap.sh")
+    unit                = file("${path.module}/../../systemd/fleet-agent.service")
+  })
+}

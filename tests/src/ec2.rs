@@ -1,0 +1,176 @@
+//! The EC2 fixture in moto: one VPC and subnet covering the lab's /24, and one instance per
+//! lab host with the host's address as its primary private IP, so the controller finds the
+//! same addresses through EC2 that the namespaces really have.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{InstanceAttributeName, InstanceType};
+
+use crate::LabError;
+use crate::moto::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+
+/// An AMI id from moto's built-in catalogue; moto does not boot it.
+const IMAGE_ID: &str = "ami-03cf127a";
+
+/// An EC2 client for moto at `endpoint`, configured explicitly so nothing in this
+/// process's environment or home directory changes where it goes.
+pub fn client(endpoint: &str) -> Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "teefleet-lab",
+        ))
+        .build();
+    Client::from_conf(config)
+}
+
+fn ec2_error(operation: &str, e: impl std::error::Error) -> LabError {
+    // The SDK's Display is just "service error"; the chain carries moto's message.
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    LabError::Ec2 {
+        operation: operation.to_owned(),
+        message,
+    }
+}
+
+/// The VPC, subnet and instances made for one lab.
+#[derive(Debug, Clone)]
+pub struct Ec2Fixture {
+    client: Client,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    /// Lab host name → instance id.
+    pub instances: BTreeMap<String, String>,
+}
+
+impl Ec2Fixture {
+    /// Creates a VPC and subnet for `cidr` (a /16 to /28) and one running instance per
+    /// `(host name, private IP)`.
+    pub async fn create(
+        client: Client,
+        cidr: &str,
+        hosts: &[(String, Ipv4Addr)],
+    ) -> Result<Ec2Fixture, LabError> {
+        let vpc = client
+            .create_vpc()
+            .cidr_block(cidr)
+            .send()
+            .await
+            .map_err(|e| ec2_error("CreateVpc", e))?;
+        let vpc_id = vpc
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .ok_or_else(|| ec2_error_text("CreateVpc", "no VPC id in the answer"))?
+            .to_owned();
+        let subnet = client
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .map_err(|e| ec2_error("CreateSubnet", e))?;
+        let subnet_id = subnet
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .ok_or_else(|| ec2_error_text("CreateSubnet", "no subnet id in the answer"))?
+            .to_owned();
+        let mut instances = BTreeMap::new();
+        for (name, ip) in hosts {
+            let run = client
+                .run_instances()
+                .image_id(IMAGE_ID)
+                .instance_type(InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&subnet_id)
+                .private_ip_address(ip.to_string())
+                .send()
+                .await
+                .map_err(|e| ec2_error("RunInstances", e))?;
+            let id = run
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .ok_or_else(|| ec2_error_text("RunInstances", "no instance in the answer"))?
+                .to_owned();
+            tracing::info!(host = %name, %ip, instance_id = %id, "EC2 instance created");
+            instances.insert(name.clone(), id);
+        }
+        Ok(Ec2Fixture {
+            client,
+            vpc_id,
+            subnet_id,
+            instances,
+        })
+    }
+
+    /// The instance id of a lab host.
+    pub fn instance_id(&self, host: &str) -> Result<&str, LabError> {
+        self.instances
+            .get(host)
+            .map(String::as_str)
+            .ok_or_else(|| LabError::Invalid(format!("no EC2 instance for lab host {host:?}")))
+    }
+
+    /// The EC2 client the fixture was made with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Source/Dest Check of an instance, read with DescribeInstanceAttribute.
+    pub async fn source_dest_check(&self, instance_id: &str) -> Result<bool, LabError> {
+        source_dest_check(&self.client, instance_id).await
+    }
+
+    /// The primary private IP EC2 reports for an instance.
+    pub async fn private_ip(&self, instance_id: &str) -> Result<String, LabError> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| ec2_error("DescribeInstances", e))?;
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.private_ip_address())
+            .map(str::to_owned)
+            .ok_or_else(|| ec2_error_text("DescribeInstances", "instance has no private IP"))
+    }
+}
+
+/// Source/Dest Check of an instance, read with DescribeInstanceAttribute.
+pub async fn source_dest_check(client: &Client, instance_id: &str) -> Result<bool, LabError> {
+    let out = client
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(InstanceAttributeName::SourceDestCheck)
+        .send()
+        .await
+        .map_err(|e| ec2_error("DescribeInstanceAttribute", e))?;
+    out.source_dest_check()
+        .and_then(|v| v.value())
+        .ok_or_else(|| ec2_error_text("DescribeInstanceAttribute", "no sourceDestCheck value"))
+}
+
+fn ec2_error_text(operation: &str, message: &str) -> LabError {
+    LabError::Ec2 {
+        operation: operation.to_owned(),
+        message: message.to_owned(),
+    }
+}
