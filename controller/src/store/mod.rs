@@ -189,8 +189,9 @@ impl Store {
     ) -> Result<RuleSet> {
         let applied = i64::try_from(applied_version).map_err(|_| corrupt("applied version out of range"))?;
         let row = sqlx::query(
-            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version)
-             VALUES ($1, $2, $3, $4, true, now(), $5)
+            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version,
+                                desired_version)
+             VALUES ($1, $2, $3, $4, true, now(), $5, CASE WHEN $5 > 0 THEN $5 + 1 ELSE 0 END)
              ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
                  connected = true, last_seen = now(), applied_version = $5,
                  desired_version = CASE WHEN hosts.desired_version < $5 THEN $5 + 1 ELSE hosts.desired_version END
