@@ -110,7 +110,8 @@ async fn state_becomes(channel: &Channel, name: &str, want: pb::SessionState) ->
 #[tokio::test]
 async fn admin_errors_use_the_right_codes_and_change_nothing() {
     let cloud = cloud();
-    let ctl = Controller::start(database("admin_errors").await, cloud.clone()).await;
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud.clone()).await;
     let mut collectors = CollectorServiceClient::new(ctl.channel.clone());
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
 
@@ -194,7 +195,8 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
 #[tokio::test]
 async fn pushes_acks_status_and_source_dest_check() {
     let cloud = cloud();
-    let ctl = Controller::start(database("push_ack").await, cloud.clone()).await;
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud.clone()).await;
     add_collector(&ctl.channel).await;
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
 
@@ -258,7 +260,8 @@ async fn pushes_acks_status_and_source_dest_check() {
 
 #[tokio::test]
 async fn disconnected_source_degrades_its_session() {
-    let ctl = Controller::start(database("disconnect").await, cloud()).await;
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
     add_collector(&ctl.channel).await;
     let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
     SessionServiceClient::new(ctl.channel.clone())
@@ -276,7 +279,8 @@ async fn disconnected_source_degrades_its_session() {
 
 #[tokio::test]
 async fn stream_must_start_with_a_valid_hello() {
-    let ctl = Controller::start(database("hello").await, cloud()).await;
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
     let (tx, rx) = mpsc::channel(1);
     tx.send(pb::AgentMessage { msg: Some(Msg::Ack(pb::Ack { version: 1 })) }).await.expect("queue");
     let err = AgentServiceClient::new(ctl.channel.clone()).sync(ReceiverStream::new(rx)).await.unwrap_err();

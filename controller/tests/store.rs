@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 
 use common::database;
 use teefleet_controller::store::{NewCollector, Store};
+use teefleet_lab::postgres::TempPostgres;
 use teefleet_model::{Filter, HostId, SessionSpec};
 
 const COLLECTOR: &str = "i-0c0000000000000c1";
 
-async fn store(name: &str) -> Store {
-    let store = Store::connect(&database(name).await).await.expect("connect and migrate");
+async fn store() -> (TempPostgres, Store) {
+    let (pg, url) = database().await;
+    let store = Store::connect(&url).await.expect("connect and migrate");
     store
         .add_collector(&NewCollector {
             instance_id: COLLECTOR.parse().expect("id"),
@@ -24,7 +26,7 @@ async fn store(name: &str) -> Store {
         })
         .await
         .expect("collector");
-    store
+    (pg, store)
 }
 
 fn host(id: &str) -> HostId {
@@ -43,7 +45,7 @@ fn spec(name: &str, sources: &[&str]) -> SessionSpec {
 
 #[tokio::test]
 async fn concurrent_changes_get_distinct_increasing_versions() {
-    let store = store("store_concurrent").await;
+    let (_pg, store) = store().await;
     let hosts = [host("h1")];
     let creates = (0..8).map(|i| {
         let store = store.clone();
@@ -63,7 +65,7 @@ async fn concurrent_changes_get_distinct_increasing_versions() {
 
 #[tokio::test]
 async fn only_covered_hosts_are_recompiled() {
-    let store = store("store_covered").await;
+    let (_pg, store) = store().await;
     let known = [host("h1"), host("h2")];
     assert_eq!(store.create_session(&spec("a", &["h1", "h2"]), &known).await.expect("a").len(), 2);
     assert_eq!(store.create_session(&spec("b", &["h2"]), &known).await.expect("b"), [host("h2")]);
@@ -76,7 +78,7 @@ async fn only_covered_hosts_are_recompiled() {
 
 #[tokio::test]
 async fn agent_ahead_of_the_database_gets_a_higher_version() {
-    let store = store("store_ahead").await;
+    let (_pg, store) = store().await;
     // An agent whose state file outlived the database says it applied version 7.
     let desired = store.host_hello(&host("h1"), "test", &[], 7, 1).await.expect("hello");
     assert_eq!((desired.version(), desired.rules().len()), (8, 0));
@@ -86,7 +88,7 @@ async fn agent_ahead_of_the_database_gets_a_higher_version() {
 
 #[tokio::test]
 async fn stale_stream_cannot_mark_a_newer_one_disconnected() {
-    let store = store("store_stale").await;
+    let (_pg, store) = store().await;
     store.host_hello(&host("h1"), "test", &[], 0, 1).await.expect("first stream");
     store.host_hello(&host("h1"), "test", &[], 0, 2).await.expect("second stream");
     store.host_disconnected(&host("h1"), 1).await.expect("stale disconnect");

@@ -18,18 +18,15 @@ use teefleet_controller::{
 };
 use teefleet_lab::postgres::TempPostgres;
 use teefleet_model::InstanceId;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// One cluster per test binary; each test gets its own database in it.
-static POSTGRES: OnceCell<TempPostgres> = OnceCell::const_new();
-
-pub async fn database(name: &str) -> String {
-    let pg = POSTGRES
-        .get_or_init(|| async { TempPostgres::start().await.expect("start a throwaway Postgres cluster") })
-        .await;
-    pg.create_database(name).await.expect("create database")
+/// A throwaway cluster per test: a static one would never be dropped, and would outlive
+/// the test binary.
+pub async fn database() -> (TempPostgres, String) {
+    let pg = TempPostgres::start().await.expect("start a throwaway Postgres cluster");
+    let url = pg.create_database("teefleet").await.expect("create database");
+    (pg, url)
 }
 
 /// EC2 as a map of instances; `fail` makes every call answer Unavailable.
