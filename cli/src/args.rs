@@ -157,22 +157,12 @@ impl From<ProtocolArg> for v1::Protocol {
 /// Parses `N` or `N-M` into a port range. Only the syntax is checked here: the controller
 /// rejects port 0, ports above 65535 and reversed ranges with a message naming the field.
 pub fn parse_port(text: &str) -> Result<v1::PortRange, String> {
-    let number = |s: &str| {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{text:?} is not a port: use N or N-M"))
-    };
+    let number = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{text:?} is not a port: use N or N-M"));
     match text.split_once('-') {
-        Some((first, last)) => Ok(v1::PortRange {
-            first: number(first)?,
-            last: number(last)?,
-        }),
+        Some((first, last)) => Ok(v1::PortRange { first: number(first)?, last: number(last)? }),
         None => {
             let port = number(text)?;
-            Ok(v1::PortRange {
-                first: port,
-                last: port,
-            })
+            Ok(v1::PortRange { first: port, last: port })
         }
     }
 }
@@ -186,14 +176,8 @@ impl CreateArgs {
             sources: self.sources.clone(),
             collector: self.collector.clone(),
             filter: Some(v1::Filter {
-                direction: self
-                    .direction
-                    .map_or(v1::Direction::Unspecified, Into::into)
-                    .into(),
-                protocol: self
-                    .protocol
-                    .map_or(v1::Protocol::Unspecified, Into::into)
-                    .into(),
+                direction: self.direction.map_or(v1::Direction::Unspecified, Into::into).into(),
+                protocol: self.protocol.map_or(v1::Protocol::Unspecified, Into::into).into(),
                 ports: self.port,
                 cidrs: self.cidrs.clone(),
             }),
@@ -235,9 +219,26 @@ mod tests {
     #[test]
     fn create_builds_the_full_request() {
         let c = create(&[
-            "web", "--source", "i-1", "--source", "i-2", "--collector", "i-9", "--direction",
-            "ingress", "--protocol", "tcp", "--port", "80-90", "--cidr", "10.0.0.0/8", "--cidr",
-            "192.168.0.0/16", "--wait", "--timeout", "5",
+            "web",
+            "--source",
+            "i-1",
+            "--source",
+            "i-2",
+            "--collector",
+            "i-9",
+            "--direction",
+            "ingress",
+            "--protocol",
+            "tcp",
+            "--port",
+            "80-90",
+            "--cidr",
+            "10.0.0.0/8",
+            "--cidr",
+            "192.168.0.0/16",
+            "--wait",
+            "--timeout",
+            "5",
         ]);
         assert!(c.wait);
         assert_eq!(c.timeout, 5);
@@ -267,10 +268,7 @@ mod tests {
     #[test]
     fn usage_errors_are_clap_errors() {
         let kind = |args: &[&str]| parse(args).map(|_| ()).map_err(|e| e.kind());
-        assert_eq!(
-            kind(&["session", "create", "s", "--collector", "i-9"]),
-            Err(ErrorKind::MissingRequiredArgument)
-        );
+        assert_eq!(kind(&["session", "create", "s", "--collector", "i-9"]), Err(ErrorKind::MissingRequiredArgument));
         assert_eq!(
             kind(&["session", "create", "s", "--source", "i", "--collector", "c", "--direction", "sideways"]),
             Err(ErrorKind::InvalidValue)

@@ -61,10 +61,7 @@ impl From<std::io::Error> for CliError {
 /// Connects lazily-but-checked: a bad URL or an unreachable controller fails here with a
 /// message naming the URL, not later with an opaque transport error.
 pub async fn connect(url: &str) -> Result<Channel, CliError> {
-    let connect_error = |detail: String| CliError::Connect {
-        url: url.to_owned(),
-        detail,
-    };
+    let connect_error = |detail: String| CliError::Connect { url: url.to_owned(), detail };
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
@@ -82,20 +79,11 @@ pub async fn connect(url: &str) -> Result<Channel, CliError> {
 }
 
 /// Runs one parsed command against the controller, writing its result to `out`.
-pub async fn execute(
-    channel: Channel,
-    command: Command,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
+pub async fn execute(channel: Channel, command: Command, format: Format, out: &mut impl Write) -> Result<(), CliError> {
     match command {
         Command::Collector(cmd) => collector(CollectorServiceClient::new(channel), cmd, format, out).await,
         Command::Host(HostCommand::List) => {
-            let hosts = HostServiceClient::new(channel)
-                .list_hosts(v1::ListHostsRequest {})
-                .await?
-                .into_inner()
-                .hosts;
+            let hosts = HostServiceClient::new(channel).list_hosts(v1::ListHostsRequest {}).await?.into_inner().hosts;
             let hosts: Vec<HostOut> = hosts.iter().map(HostOut::from).collect();
             Ok(output::emit(out, format, &hosts, || output::hosts_table(&hosts))?)
         }
@@ -112,10 +100,7 @@ async fn collector(
     match cmd {
         CollectorCommand::Add { instance_id, ip } => {
             let collector = client
-                .add_collector(v1::AddCollectorRequest {
-                    instance_id,
-                    ip: ip.unwrap_or_default(),
-                })
+                .add_collector(v1::AddCollectorRequest { instance_id, ip: ip.unwrap_or_default() })
                 .await?
                 .into_inner();
             let collector = CollectorOut::from(&collector);
@@ -123,20 +108,12 @@ async fn collector(
             Ok(output::emit(out, format, &collector, || output::collectors_table(row))?)
         }
         CollectorCommand::List => {
-            let list = client
-                .list_collectors(v1::ListCollectorsRequest {})
-                .await?
-                .into_inner()
-                .collectors;
+            let list = client.list_collectors(v1::ListCollectorsRequest {}).await?.into_inner().collectors;
             let list: Vec<CollectorOut> = list.iter().map(CollectorOut::from).collect();
             Ok(output::emit(out, format, &list, || output::collectors_table(&list))?)
         }
         CollectorCommand::Remove { instance_id } => {
-            client
-                .remove_collector(v1::RemoveCollectorRequest {
-                    instance_id: instance_id.clone(),
-                })
-                .await?;
+            client.remove_collector(v1::RemoveCollectorRequest { instance_id: instance_id.clone() }).await?;
             deleted(out, format, "collector", instance_id)
         }
     }
@@ -151,11 +128,7 @@ async fn session(
     match cmd {
         SessionCommand::Create(args) => create_session(client, &args, format, out).await,
         SessionCommand::List => {
-            let list = client
-                .list_sessions(v1::ListSessionsRequest {})
-                .await?
-                .into_inner()
-                .sessions;
+            let list = client.list_sessions(v1::ListSessionsRequest {}).await?.into_inner().sessions;
             let list: Vec<SessionOut> = list.iter().map(SessionOut::from).collect();
             Ok(output::emit(out, format, &list, || output::sessions_table(&list))?)
         }
@@ -165,20 +138,14 @@ async fn session(
             Ok(output::emit(out, format, &s, || output::session_detail(&s))?)
         }
         SessionCommand::Delete { name } => {
-            client
-                .delete_session(v1::DeleteSessionRequest { name: name.clone() })
-                .await?;
+            client.delete_session(v1::DeleteSessionRequest { name: name.clone() }).await?;
             deleted(out, format, "session", name)
         }
     }
 }
 
 fn deleted(out: &mut impl Write, format: Format, kind: &'static str, name: String) -> Result<(), CliError> {
-    let d = DeletedOut {
-        kind,
-        name,
-        deleted: true,
-    };
+    let d = DeletedOut { kind, name, deleted: true };
     Ok(output::emit(out, format, &d, || format!("{} {} deleted\n", d.kind, d.name))?)
 }
 
@@ -208,30 +175,17 @@ async fn wait_active(
             return Ok(session);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(CliError::WaitTimeout(wait_timeout_message(
-                &SessionOut::from(&session),
-                timeout,
-            )));
+            return Err(CliError::WaitTimeout(wait_timeout_message(&SessionOut::from(&session), timeout)));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        session = client
-            .get_session(v1::GetSessionRequest {
-                name: session.name.clone(),
-            })
-            .await?
-            .into_inner();
+        session = client.get_session(v1::GetSessionRequest { name: session.name.clone() }).await?.into_inner();
     }
 }
 
 /// Explains a `--wait` timeout: the state, each host that has not applied the session and
 /// why, and the session's other problems.
 pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
-    let mut msg = format!(
-        "session {} is not active after {}s (state {})",
-        s.name,
-        timeout.as_secs(),
-        s.state
-    );
+    let mut msg = format!("session {} is not active after {}s (state {})", s.name, timeout.as_secs(), s.state);
     let pending: Vec<String> = s
         .hosts
         .iter()
@@ -307,9 +261,7 @@ mod tests {
 
     #[test]
     fn status_errors_show_the_message_verbatim() {
-        let e = CliError::from(tonic::Status::invalid_argument(
-            "filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR",
-        ));
+        let e = CliError::from(tonic::Status::invalid_argument("filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR"));
         assert_eq!(e.to_string(), "filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR");
         let e = CliError::from(tonic::Status::unavailable(""));
         assert_eq!(e.to_string(), "The service is currently unavailable");

@@ -108,11 +108,7 @@ pub fn state_name(value: i32) -> &'static str {
 
 /// `"80"` for a single port, `"80-90"` for a range.
 pub fn port_text(range: &v1::PortRange) -> String {
-    if range.first == range.last {
-        range.first.to_string()
-    } else {
-        format!("{}-{}", range.first, range.last)
-    }
+    if range.first == range.last { range.first.to_string() } else { format!("{}-{}", range.first, range.last) }
 }
 
 impl From<&v1::Session> for SessionOut {
@@ -248,10 +244,7 @@ pub fn sessions_table(sessions: &[SessionOut]) -> String {
             ]
         })
         .collect();
-    table(
-        &["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED", "CREATED"],
-        &rows,
-    )
+    table(&["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED", "CREATED"], &rows)
 }
 
 /// The `session get` view: the session's fields, then a table of its hosts, then problems.
@@ -286,10 +279,7 @@ pub fn session_detail(s: &SessionOut) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
-        &["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION", "ERROR"],
-        &rows,
-    ));
+    out.push_str(&table(&["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION", "ERROR"], &rows));
     if !s.problems.is_empty() {
         out.push_str("\nProblems:\n");
         for p in &s.problems {
@@ -315,10 +305,7 @@ pub fn collectors_table(collectors: &[CollectorOut]) -> String {
             ]
         })
         .collect();
-    table(
-        &["INSTANCE", "IP", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"],
-        &rows,
-    )
+    table(&["INSTANCE", "IP", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"], &rows)
 }
 
 /// The `host list` table.
@@ -338,10 +325,7 @@ pub fn hosts_table(hosts: &[HostOut]) -> String {
             ]
         })
         .collect();
-    table(
-        &["HOST", "CONNECTED", "APPLIED/DESIRED", "RULES", "LAST-SEEN", "AGENT", "ADDRESSES", "ERROR"],
-        &rows,
-    )
+    table(&["HOST", "CONNECTED", "APPLIED/DESIRED", "RULES", "LAST-SEEN", "AGENT", "ADDRESSES", "ERROR"], &rows)
 }
 
 /// Writes `value` as pretty JSON followed by a newline.
@@ -404,10 +388,7 @@ mod tests {
 
     #[test]
     fn table_aligns_columns_without_trailing_spaces() {
-        let t = table(
-            &["A", "LONGER"],
-            &[vec!["xxxx".into(), "y".into()], vec!["z".into(), String::new()]],
-        );
+        let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), String::new()]]);
         assert_eq!(t, "A     LONGER\nxxxx  y\nz\n");
     }
 
@@ -425,10 +406,7 @@ mod tests {
         assert_eq!(s.port.as_deref(), Some("80-90"));
         assert_eq!(s.state, "degraded");
         assert_eq!(s.hosts[0].error, None);
-        assert_eq!(
-            s.hosts[1].error.as_deref(),
-            Some("iptables-restore: TEE target not supported")
-        );
+        assert_eq!(s.hosts[1].error.as_deref(), Some("iptables-restore: TEE target not supported"));
     }
 
     #[test]

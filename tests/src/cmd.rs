@@ -92,9 +92,6 @@ pub fn is_root() -> bool {
 pub(crate) fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, LabError> {
     let listener = std::net::TcpListener::bind((ip, 0))
         .map_err(|e| LabError::io(format!("binding {ip}:0 to find a free port"), e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| LabError::io("reading a bound port", e))?
-        .port();
+    let port = listener.local_addr().map_err(|e| LabError::io("reading a bound port", e))?.port();
     Ok(port)
 }

@@ -22,13 +22,7 @@ pub fn client(endpoint: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "teefleet-lab",
-        ))
+        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "teefleet-lab"))
         .build();
     Client::from_conf(config)
 }
@@ -41,10 +35,7 @@ fn ec2_error(operation: &str, e: impl std::error::Error) -> LabError {
         message = format!("{message}: {s}");
         source = s.source();
     }
-    LabError::Ec2 {
-        operation: operation.to_owned(),
-        message,
-    }
+    LabError::Ec2 { operation: operation.to_owned(), message }
 }
 
 /// The VPC, subnet and instances made for one lab.
@@ -60,17 +51,8 @@ pub struct Ec2Fixture {
 impl Ec2Fixture {
     /// Creates a VPC and subnet for `cidr` (a /16 to /28) and one running instance per
     /// `(host name, private IP)`.
-    pub async fn create(
-        client: Client,
-        cidr: &str,
-        hosts: &[(String, Ipv4Addr)],
-    ) -> Result<Ec2Fixture, LabError> {
-        let vpc = client
-            .create_vpc()
-            .cidr_block(cidr)
-            .send()
-            .await
-            .map_err(|e| ec2_error("CreateVpc", e))?;
+    pub async fn create(client: Client, cidr: &str, hosts: &[(String, Ipv4Addr)]) -> Result<Ec2Fixture, LabError> {
+        let vpc = client.create_vpc().cidr_block(cidr).send().await.map_err(|e| ec2_error("CreateVpc", e))?;
         let vpc_id = vpc
             .vpc()
             .and_then(|v| v.vpc_id())
@@ -110,12 +92,7 @@ impl Ec2Fixture {
             tracing::info!(host = %name, %ip, instance_id = %id, "EC2 instance created");
             instances.insert(name.clone(), id);
         }
-        Ok(Ec2Fixture {
-            client,
-            vpc_id,
-            subnet_id,
-            instances,
-        })
+        Ok(Ec2Fixture { client, vpc_id, subnet_id, instances })
     }
 
     /// The instance id of a lab host.
@@ -169,8 +146,5 @@ pub async fn source_dest_check(client: &Client, instance_id: &str) -> Result<boo
 }
 
 fn ec2_error_text(operation: &str, message: &str) -> LabError {
-    LabError::Ec2 {
-        operation: operation.to_owned(),
-        message: message.to_owned(),
-    }
+    LabError::Ec2 { operation: operation.to_owned(), message: message.to_owned() }
 }

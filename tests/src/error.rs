@@ -16,11 +16,7 @@ pub enum LabError {
     },
     /// A helper command ran and exited non-zero.
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: ExitStatus,
-        stderr: String,
-    },
+    Command { command: String, status: ExitStatus, stderr: String },
     /// A program the lab needs is not installed or not built.
     #[error("{0}")]
     Missing(String),
@@ -29,18 +25,10 @@ pub enum LabError {
     NotRoot,
     /// Something did not become ready in time.
     #[error("timed out after {seconds}s waiting for {what}{}", log_hint(.log))]
-    Timeout {
-        what: String,
-        seconds: u64,
-        log: Option<PathBuf>,
-    },
+    Timeout { what: String, seconds: u64, log: Option<PathBuf> },
     /// A child process exited while the lab still needed it.
     #[error("{what} exited early ({status}){}", log_hint(.log))]
-    Exited {
-        what: String,
-        status: ExitStatus,
-        log: Option<PathBuf>,
-    },
+    Exited { what: String, status: ExitStatus, log: Option<PathBuf> },
     /// An EC2 call against moto failed.
     #[error("EC2 {operation} failed: {message}")]
     Ec2 { operation: String, message: String },
@@ -58,9 +46,6 @@ fn log_hint(log: &Option<PathBuf>) -> String {
 
 impl LabError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io {
-            context: context.into(),
-            source,
-        }
+        LabError::Io { context: context.into(), source }
     }
 }

@@ -27,21 +27,16 @@ impl Moto {
     pub async fn start(log_dir: &Path) -> Result<Moto, LabError> {
         let port = cmd::free_port(std::net::Ipv4Addr::LOCALHOST)?;
         let port_text = port.to_string();
-        let mut command = cmd::command(
-            "python3",
-            ["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_text],
-        );
+        let mut command = cmd::command("python3", ["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_text]);
         command.env("PYTHONUNBUFFERED", "1");
         let mut proc = Proc::spawn("moto", command, &log_dir.join("moto.log"))?;
         let endpoint = format!("127.0.0.1:{port}");
-        proc.wait_for_tcp(&endpoint, Duration::from_secs(60))
-            .await
-            .map_err(|e| match e {
-                LabError::Exited { .. } => LabError::Missing(format!(
-                    "moto's server did not start (is moto[server] installed? run scripts/setup): {e}"
-                )),
-                other => other,
-            })?;
+        proc.wait_for_tcp(&endpoint, Duration::from_secs(60)).await.map_err(|e| match e {
+            LabError::Exited { .. } => LabError::Missing(format!(
+                "moto's server did not start (is moto[server] installed? run scripts/setup): {e}"
+            )),
+            other => other,
+        })?;
         tracing::info!(port, "moto started");
         Ok(Moto { proc, port })
     }

@@ -3,8 +3,9 @@
 //! the hosts), and one network namespace per lab host, each with a veth to the bridge whose
 //! inner end is `eth0` — the shape of the manual recipe's EC2 subnet.
 //!
-//! Every lab gets a unique /24 (claimed with a file under the temp dir so concurrent test
-//! processes never share one) and unique names derived from the process id and a counter.
+//! Every lab gets a unique /24, claimed with a file under the temp dir so concurrent test
+//! processes never share one, and names derived from it (`tf213-7-source1`, bridge
+//! `tfb213-7`).
 //! Creation first removes leftovers with the same names; drop deletes everything it made.
 
 use std::net::Ipv4Addr;
@@ -37,7 +38,7 @@ impl Range {
 pub struct Host {
     /// The lab's name for it, e.g. `source1`.
     pub name: String,
-    /// The network namespace, e.g. `tf123-0-source1`.
+    /// The network namespace, e.g. `tf213-7-source1`.
     pub netns: String,
     /// The address on `eth0`.
     pub ip: Ipv4Addr,
@@ -46,12 +47,8 @@ pub struct Host {
 }
 
 /// The lab hosts and their address in the /24: `(name, last octet, short name for links)`.
-pub const HOSTS: [(&str, u8, &str); 4] = [
-    ("source1", 11, "s1"),
-    ("source2", 12, "s2"),
-    ("collector", 20, "col"),
-    ("client", 30, "cli"),
-];
+pub const HOSTS: [(&str, u8, &str); 4] =
+    [("source1", 11, "s1"), ("source2", 12, "s2"), ("collector", 20, "col"), ("client", 30, "cli")];
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -61,18 +58,20 @@ pub struct Network {
     bridge: String,
     prefix: [u8; 3],
     hosts: Vec<Host>,
-    claim: SubnetClaim,
+    /// Held for its `Drop`, which releases the subnet.
+    _claim: SubnetClaim,
 }
 
 impl Network {
     /// Creates the bridge and the four standard hosts (see [`HOSTS`]).
     pub async fn create(range: Range) -> Result<Network, LabError> {
-        let pid = std::process::id() % 1000;
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("tf{pid}-{n}");
-        let bridge = format!("tfb{pid}-{n}");
-        let claim = SubnetClaim::acquire(range, pid + n * 37).await?;
+        let claim = SubnetClaim::acquire(range, std::process::id() % 1000 + n * 37).await?;
         let prefix = [10, range.second_octet(), claim.third_octet];
+        // Names derive from the claimed subnet, so they are as exclusive as the claim: a
+        // leftover with the same name can only belong to a lab that died.
+        let tag = format!("tf{}-{}", prefix[1], prefix[2]);
+        let bridge = format!("tfb{}-{}", prefix[1], prefix[2]);
         let hosts: Vec<Host> = HOSTS
             .iter()
             .map(|(name, last, short)| Host {
@@ -82,12 +81,7 @@ impl Network {
                 veth: format!("{tag}-{short}"),
             })
             .collect();
-        let network = Network {
-            bridge,
-            prefix,
-            hosts,
-            claim,
-        };
+        let network = Network { bridge, prefix, hosts, _claim: claim };
         network.remove_leftovers();
         network.build().await?;
         tracing::info!(bridge = %network.bridge, subnet = %network.cidr(), "lab network up");
@@ -195,7 +189,7 @@ impl Drop for Network {
         // alone frees its devices only asynchronously.
         self.remove_leftovers();
         tracing::info!(bridge = %self.bridge, "lab network removed");
-        let _ = &self.claim;
+        // The subnet claim is released when its field drops, after the devices are gone.
     }
 }
 
@@ -215,8 +209,7 @@ struct SubnetClaim {
 impl SubnetClaim {
     async fn acquire(range: Range, seed: u32) -> Result<SubnetClaim, LabError> {
         let dir = std::env::temp_dir().join("teefleet-lab-subnets");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
         let in_use = run_text("ip", ["-o", "-4", "addr", "show"]).await?;
         let second = range.second_octet();
         for i in 0..254u32 {
@@ -228,16 +221,10 @@ impl SubnetClaim {
             }
             let path = dir.join(format!("10.{second}.{third}.0"));
             if try_claim(&path)? {
-                return Ok(SubnetClaim {
-                    third_octet: third,
-                    path,
-                });
+                return Ok(SubnetClaim { third_octet: third, path });
             }
         }
-        Err(LabError::Invalid(format!(
-            "no free /24 left in 10.{second}.0.0/16 (see {})",
-            dir.display()
-        )))
+        Err(LabError::Invalid(format!("no free /24 left in 10.{second}.0.0/16 (see {})", dir.display())))
     }
 }
 
@@ -253,10 +240,8 @@ fn try_claim(path: &std::path::Path) -> Result<bool, LabError> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let owner = std::fs::read_to_string(path).unwrap_or_default();
-                let alive = owner
-                    .trim()
-                    .parse::<u32>()
-                    .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                let alive =
+                    owner.trim().parse::<u32>().is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
                 if alive || owner.trim().is_empty() {
                     // An empty file may be a claim being written right now: leave it.
                     return Ok(false);

@@ -25,6 +25,9 @@ pub struct TempPostgres {
     bin_dir: Option<PathBuf>,
     run_as_postgres: bool,
     port: u16,
+    /// Stops the server and removes the directory if this process dies without dropping
+    /// us (a panic with `abort`, a killed test, a cluster kept in a `static`).
+    watchdog: Option<std::process::Child>,
 }
 
 impl TempPostgres {
@@ -36,28 +39,15 @@ impl TempPostgres {
             .prefix("teefleet-pg-")
             .tempdir()
             .map_err(|e| LabError::io("creating the Postgres temp dir", e))?;
-        let mut pg = TempPostgres {
-            dir,
-            bin_dir,
-            run_as_postgres,
-            port: 0,
-        };
+        let mut pg = TempPostgres { dir, bin_dir, run_as_postgres, port: 0, watchdog: None };
         if run_as_postgres {
             // The temp dir is created 0700 by root; the server must own it.
-            cmd::run(command(
-                "chown",
-                ["-R".as_ref(), "postgres:postgres".as_ref(), pg.dir.path().as_os_str()],
-            ))
-            .await?;
+            cmd::run(command("chown", ["-R".as_ref(), "postgres:postgres".as_ref(), pg.dir.path().as_os_str()]))
+                .await?;
         }
-        std::fs::create_dir(pg.socket_dir())
-            .map_err(|e| LabError::io("creating the Postgres socket dir", e))?;
+        std::fs::create_dir(pg.socket_dir()).map_err(|e| LabError::io("creating the Postgres socket dir", e))?;
         if run_as_postgres {
-            cmd::run(command(
-                "chown",
-                ["postgres:postgres".as_ref(), pg.socket_dir().as_os_str()],
-            ))
-            .await?;
+            cmd::run(command("chown", ["postgres:postgres".as_ref(), pg.socket_dir().as_os_str()])).await?;
         }
         pg.initdb().await?;
         let mut last_error = None;
@@ -66,6 +56,7 @@ impl TempPostgres {
             match pg.pg_ctl_start().await {
                 Ok(()) => {
                     tracing::info!(port = pg.port, dir = %pg.dir.path().display(), "temporary Postgres started");
+                    pg.watchdog = pg.spawn_watchdog();
                     return Ok(pg);
                 }
                 Err(e) => {
@@ -75,6 +66,15 @@ impl TempPostgres {
             }
         }
         Err(last_error.unwrap_or_else(|| LabError::Missing("Postgres did not start".into())))
+    }
+
+    /// One cluster for the whole process, started on first use: cheaper than a cluster per
+    /// test when each test takes its own database with [`TempPostgres::create_database`].
+    /// It is never dropped; the watchdog stops it and removes its files when the process
+    /// exits.
+    pub async fn shared() -> Result<&'static TempPostgres, LabError> {
+        static SHARED: tokio::sync::OnceCell<TempPostgres> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_try_init(TempPostgres::start).await
     }
 
     /// The URL of the cluster's `postgres` database, as the `postgres` superuser.
@@ -95,20 +95,14 @@ impl TempPostgres {
     /// Creates a new, empty database and returns its URL. Names are limited to ASCII
     /// letters, digits and `_` so they need no quoting anywhere.
     pub async fn create_database(&self, name: &str) -> Result<String, LabError> {
-        let valid = !name.is_empty()
-            && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid = !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(LabError::Invalid(format!(
                 "database name {name:?}: use 1-63 ASCII letters, digits or underscores"
             )));
         }
         let port = self.port.to_string();
-        run(command(
-            self.bin("createdb"),
-            ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name],
-        ))
-        .await?;
+        run(command(self.bin("createdb"), ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name])).await?;
         Ok(self.url_for(name))
     }
 
@@ -168,9 +162,7 @@ impl TempPostgres {
         );
         run(cmd).await.map_err(|e| match e {
             LabError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                LabError::Missing(
-                    "initdb not found: install PostgreSQL's server binaries (scripts/setup)".into(),
-                )
+                LabError::Missing("initdb not found: install PostgreSQL's server binaries (scripts/setup)".into())
             }
             other => other,
         })?;
@@ -181,8 +173,7 @@ impl TempPostgres {
         let mut text = std::fs::read_to_string(&conf_path)
             .map_err(|e| LabError::io(format!("reading {}", conf_path.display()), e))?;
         text.push_str(conf);
-        std::fs::write(&conf_path, text)
-            .map_err(|e| LabError::io(format!("writing {}", conf_path.display()), e))?;
+        std::fs::write(&conf_path, text).map_err(|e| LabError::io(format!("writing {}", conf_path.display()), e))?;
         Ok(())
     }
 
@@ -193,35 +184,47 @@ impl TempPostgres {
         let options = format!("-p {} -k {}", self.port, path_str(&sock)?);
         let cmd = self.server_command(
             "pg_ctl",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-l",
-                path_str(&log)?,
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
+            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &options, "-w", "-t", "60", "start"],
         );
         match tokio::time::timeout(Duration::from_secs(90), run(cmd)).await {
             Ok(result) => result.map(|_| ()).map_err(|e| match e {
-                LabError::Command {
-                    command, status, ..
-                } => LabError::Command {
-                    command,
-                    status,
-                    stderr: format!("see {}", log.display()),
-                },
+                LabError::Command { command, status, .. } => {
+                    LabError::Command { command, status, stderr: format!("see {}", log.display()) }
+                }
                 other => other,
             }),
-            Err(_) => Err(LabError::Timeout {
-                what: "pg_ctl start".into(),
-                seconds: 90,
-                log: Some(log),
-            }),
+            Err(_) => Err(LabError::Timeout { what: "pg_ctl start".into(), seconds: 90, log: Some(log) }),
+        }
+    }
+}
+
+impl TempPostgres {
+    /// A detached `sh` that waits for this process to exit, then stops the server and
+    /// removes the directory. Paths go in as positional parameters, never into the script.
+    fn spawn_watchdog(&self) -> Option<std::process::Child> {
+        const SCRIPT: &str = r#"
+            while kill -0 "$1" 2>/dev/null; do sleep 1; done
+            if [ "$5" = yes ]; then runuser -u postgres -- "$2" -D "$3" -m immediate stop
+            else "$2" -D "$3" -m immediate stop; fi
+            rm -rf -- "$4"
+        "#;
+        let child = std::process::Command::new("sh")
+            .args(["-c", SCRIPT, "teefleet-pg-watchdog"])
+            .arg(std::process::id().to_string())
+            .arg(self.bin("pg_ctl"))
+            .arg(self.data_dir())
+            .arg(self.dir.path())
+            .arg(if self.run_as_postgres { "yes" } else { "no" })
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => Some(child),
+            Err(e) => {
+                tracing::warn!(error = %e, "no watchdog for the temporary Postgres");
+                None
+            }
         }
     }
 }
@@ -245,6 +248,10 @@ impl Drop for TempPostgres {
         if !stopped {
             tracing::warn!(dir = %self.dir.path().display(), "could not stop the temporary Postgres");
         }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         // TempDir's own drop removes the directory; root may remove `postgres`'s files.
     }
 }
@@ -264,6 +271,5 @@ fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn path_str(path: &Path) -> Result<&str, LabError> {
-    path.to_str()
-        .ok_or_else(|| LabError::Invalid(format!("non-UTF-8 path {}", path.display())))
+    path.to_str().ok_or_else(|| LabError::Invalid(format!("non-UTF-8 path {}", path.display())))
 }

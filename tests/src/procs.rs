@@ -59,30 +59,27 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `command` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Proc, LabError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| LabError::io(format!("opening {}", log.display()), e))?;
-        let file2 = file
-            .try_clone()
-            .map_err(|e| LabError::io(format!("duplicating {}", log.display()), e))?;
+    pub fn spawn(name: &str, command: Command, log: &Path) -> Result<Proc, LabError> {
+        Proc::spawn_split(name, command, log, log)
+    }
+
+    /// Spawns `command` with stdout appended to `stdout` and stderr to `log` (which may be
+    /// the same file).
+    pub fn spawn_split(name: &str, mut command: Command, stdout: &Path, log: &Path) -> Result<Proc, LabError> {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| LabError::io(format!("opening {}", path.display()), e))
+        };
+        let out = open(stdout)?;
+        let err = open(log)?;
         let line = cmd::describe(&command);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(file2))
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .map_err(|e| LabError::io(format!("spawning {name} (`{line}`)"), e))?;
+        command.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err)).kill_on_drop(true);
+        let child = command.spawn().map_err(|e| LabError::io(format!("spawning {name} (`{line}`)"), e))?;
         tracing::info!(name, pid = child.id(), log = %log.display(), command = %line, "spawned");
-        Ok(Proc {
-            name: name.to_owned(),
-            child,
-            log: log.to_path_buf(),
-        })
+        Ok(Proc { name: name.to_owned(), child, log: log.to_path_buf() })
     }
 
     /// The name given at spawn, e.g. `agent source1`.
@@ -103,11 +100,7 @@ impl Proc {
     /// An error if the child has exited, naming its log.
     pub fn check_running(&mut self) -> Result<(), LabError> {
         match self.exited() {
-            Some(status) => Err(LabError::Exited {
-                what: self.name.clone(),
-                status,
-                log: Some(self.log.clone()),
-            }),
+            Some(status) => Err(LabError::Exited { what: self.name.clone(), status, log: Some(self.log.clone()) }),
             None => Ok(()),
         }
     }
@@ -248,19 +241,14 @@ impl CliOutput {
 
     /// stdout parsed as JSON (for `-o json`).
     pub fn json(&self) -> Result<serde_json::Value, LabError> {
-        serde_json::from_str(&self.stdout).map_err(|e| {
-            LabError::Invalid(format!("fleetctl printed invalid JSON ({e}): {}", self.stdout))
-        })
+        serde_json::from_str(&self.stdout)
+            .map_err(|e| LabError::Invalid(format!("fleetctl printed invalid JSON ({e}): {}", self.stdout)))
     }
 }
 
 impl std::fmt::Display for CliOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -271,17 +259,10 @@ pub async fn fleetctl(controller_url: &str, args: &[&str]) -> Result<CliOutput, 
     command.args(args);
     clean_env(&mut command);
     let line = cmd::describe(&command);
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        command.stdin(Stdio::null()).output(),
-    )
-    .await
-    .map_err(|_| LabError::Timeout {
-        what: line.clone(),
-        seconds: 180,
-        log: None,
-    })?
-    .map_err(|e| LabError::io(format!("running `{line}`"), e))?;
+    let out = tokio::time::timeout(Duration::from_secs(180), command.stdin(Stdio::null()).output())
+        .await
+        .map_err(|_| LabError::Timeout { what: line.clone(), seconds: 180, log: None })?
+        .map_err(|e| LabError::io(format!("running `{line}`"), e))?;
     let result = CliOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,386 @@
+//! [`Lab`]: the whole rig for one end-to-end test or the demo — Postgres, moto with the
+//! EC2 fixture, the namespace network, the controller in the root namespace, and an agent
+//! in each source host — plus the operations tests perform on it.
+//!
+//! Drop tears everything down in reverse order. When dropped during a panic it prints the
+//! log paths and their tails to stderr and keeps the lab's directory, so a failed test
+//! leaves its evidence behind; `TEEFLEET_LAB_KEEP=1` keeps the directory always.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::capture::Capture;
+use crate::ec2::{self, Ec2Fixture};
+use crate::moto::Moto;
+use crate::netns::{Network, Range};
+use crate::postgres::TempPostgres;
+use crate::procs::{self, AgentSpec, CliOutput, ControllerSpec, Proc};
+use crate::{LabError, cmd};
+
+/// The lab hosts that run an agent and can be mirrored.
+pub const SOURCES: [&str; 2] = ["source1", "source2"];
+/// The lab host that receives the clones.
+pub const COLLECTOR: &str = "collector";
+/// The lab host that talks to the sources.
+pub const CLIENT: &str = "client";
+
+/// How to build a [`Lab`].
+#[derive(Debug, Clone)]
+pub struct LabBuilder {
+    range: Range,
+    start_controller: bool,
+    start_agents: bool,
+    rust_log: String,
+    controller_args: Vec<String>,
+    agent_args: Vec<String>,
+}
+
+impl Default for LabBuilder {
+    fn default() -> Self {
+        LabBuilder {
+            range: Range::Tests,
+            start_controller: true,
+            start_agents: true,
+            rust_log: std::env::var("TEEFLEET_LAB_RUST_LOG")
+                .unwrap_or_else(|_| "info,teefleet=debug,fleet=debug".to_owned()),
+            controller_args: Vec::new(),
+            agent_args: Vec::new(),
+        }
+    }
+}
+
+impl LabBuilder {
+    /// Which /16 to take the lab's /24 from (tests use 10.213, the demo 10.214).
+    pub fn range(mut self, range: Range) -> Self {
+        self.range = range;
+        self
+    }
+
+    /// Whether to start `fleet-controller` (default yes).
+    pub fn controller(mut self, yes: bool) -> Self {
+        self.start_controller = yes;
+        self
+    }
+
+    /// Whether to start a `fleet-agent` in each source (default yes; needs the controller).
+    pub fn agents(mut self, yes: bool) -> Self {
+        self.start_agents = yes;
+        self
+    }
+
+    /// `RUST_LOG` for the children (default `TEEFLEET_LAB_RUST_LOG` or info + debug for ours).
+    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
+        self.rust_log = filter.into();
+        self
+    }
+
+    /// Extra arguments for `fleet-controller`.
+    pub fn controller_arg(mut self, arg: impl Into<String>) -> Self {
+        self.controller_args.push(arg.into());
+        self
+    }
+
+    /// Extra arguments for every `fleet-agent`.
+    pub fn agent_arg(mut self, arg: impl Into<String>) -> Self {
+        self.agent_args.push(arg.into());
+        self
+    }
+
+    /// Brings the lab up; returns once the controller listens and the agents are running.
+    pub async fn start(self) -> Result<Lab, LabError> {
+        if !cmd::is_root() {
+            return Err(LabError::NotRoot);
+        }
+        if self.start_controller || self.start_agents {
+            // Fail before building anything if the binaries are missing.
+            procs::binary(procs::CONTROLLER_BIN)?;
+            procs::binary(procs::AGENT_BIN)?;
+            procs::binary(procs::FLEETCTL_BIN)?;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("teefleet-lab-")
+            .tempdir()
+            .map_err(|e| LabError::io("creating the lab directory", e))?;
+        let logs = dir.path().to_path_buf();
+        let postgres = TempPostgres::start().await?;
+        let database_url = postgres.create_database("teefleet").await?;
+        let moto = Moto::start(&logs).await?;
+        let network = Network::create(self.range).await?;
+        let hosts: Vec<(String, Ipv4Addr)> = network.hosts().iter().map(|h| (h.name.clone(), h.ip)).collect();
+        let ec2 = Ec2Fixture::create(ec2::client(&moto.endpoint()), &network.cidr(), &hosts).await?;
+
+        let mut lab = Lab {
+            agents: Mutex::new(Vec::new()),
+            controller: Mutex::new(None),
+            controller_url: String::new(),
+            database_url,
+            ec2,
+            network,
+            moto,
+            postgres,
+            dir: Some(dir),
+            logs,
+            rust_log: self.rust_log.clone(),
+            agent_args: self.agent_args.clone(),
+        };
+        if self.start_controller {
+            lab.start_controller(&self.controller_args).await?;
+            if self.start_agents {
+                for source in SOURCES {
+                    lab.start_agent(source)?;
+                }
+            }
+        }
+        tracing::info!(dir = %lab.logs.display(), subnet = %lab.network.cidr(), "lab ready");
+        Ok(lab)
+    }
+}
+
+/// A running lab. Fields drop in declaration order: processes first, then the network,
+/// moto and Postgres, then the directory.
+#[derive(Debug)]
+pub struct Lab {
+    // Behind locks so that every operation, `wait_until` included, needs only `&Lab`;
+    // no lock is held across an await.
+    agents: Mutex<Vec<Proc>>,
+    controller: Mutex<Option<Proc>>,
+    controller_url: String,
+    database_url: String,
+    /// The EC2 fixture: instance ids of the lab hosts, and a client to check attributes.
+    pub ec2: Ec2Fixture,
+    /// The bridge and namespaces.
+    pub network: Network,
+    pub moto: Moto,
+    pub postgres: TempPostgres,
+    dir: Option<TempDir>,
+    logs: PathBuf,
+    rust_log: String,
+    agent_args: Vec<String>,
+}
+
+impl Lab {
+    /// A builder with the defaults (test range, controller and agents on).
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
+    }
+
+    /// Brings up the default lab.
+    pub async fn start() -> Result<Lab, LabError> {
+        LabBuilder::default().start().await
+    }
+
+    async fn start_controller(&mut self, extra_args: &[String]) -> Result<(), LabError> {
+        let gateway = self.network.gateway();
+        let mut last = None;
+        // The port is free when picked but may be taken before the controller binds it.
+        for _ in 0..3 {
+            let port = cmd::free_port(gateway)?;
+            let listen = format!("{gateway}:{port}");
+            let spec = ControllerSpec {
+                database_url: self.database_url.clone(),
+                listen: listen.clone(),
+                aws_env: self.moto.env(),
+                rust_log: self.rust_log.clone(),
+                extra_args: extra_args.to_vec(),
+            };
+            let mut proc = procs::spawn_controller(&spec, &self.logs.join("controller.log"))?;
+            match proc.wait_for_tcp(&listen, Duration::from_secs(60)).await {
+                Ok(()) => {
+                    self.controller_url = format!("http://{listen}");
+                    *lock(&self.controller) = Some(proc);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LabError::Missing("the controller did not start".into())))
+    }
+
+    /// Starts an agent in `host` (a source) with the host's instance id as its host id.
+    pub fn start_agent(&self, host: &str) -> Result<(), LabError> {
+        let spec = AgentSpec {
+            netns: self.network.host(host)?.netns.clone(),
+            host: host.to_owned(),
+            controller_url: self.controller_url.clone(),
+            host_id: self.ec2.instance_id(host)?.to_owned(),
+            state_dir: self.logs.join(format!("agent-{host}-state")),
+            rust_log: self.rust_log.clone(),
+            extra_args: self.agent_args.clone(),
+        };
+        let proc = procs::spawn_agent(&spec, &self.logs.join(format!("agent-{host}.log")))?;
+        lock(&self.agents).push(proc);
+        Ok(())
+    }
+
+    /// Kills the agent of `host`, if one runs (to test disconnection and restarts).
+    pub async fn stop_agent(&self, host: &str) {
+        let name = format!("{} {host}", procs::AGENT_BIN);
+        let proc = {
+            let mut agents = lock(&self.agents);
+            agents.iter().position(|p| p.name() == name).map(|i| agents.remove(i))
+        };
+        if let Some(mut proc) = proc {
+            proc.stop().await;
+        }
+    }
+
+    /// The controller's admin and agent endpoint, `http://10.213.X.1:PORT`.
+    pub fn controller_url(&self) -> &str {
+        &self.controller_url
+    }
+
+    /// The database the controller uses.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The lab directory: logs, captures, agent state.
+    pub fn dir(&self) -> &Path {
+        &self.logs
+    }
+
+    /// A lab host's address.
+    pub fn ip(&self, host: &str) -> Result<Ipv4Addr, LabError> {
+        Ok(self.network.host(host)?.ip)
+    }
+
+    /// A lab host's EC2 instance id.
+    pub fn instance_id(&self, host: &str) -> Result<&str, LabError> {
+        self.ec2.instance_id(host)
+    }
+
+    /// Runs `fleetctl --controller <lab> args…`.
+    pub async fn fleetctl(&self, args: &[&str]) -> Result<CliOutput, LabError> {
+        procs::fleetctl(&self.controller_url, args).await
+    }
+
+    /// Runs fleetctl and fails unless it exits 0.
+    pub async fn fleetctl_ok(&self, args: &[&str]) -> Result<CliOutput, LabError> {
+        let out = self.fleetctl(args).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(LabError::Invalid(format!("fleetctl {} failed: {out}", args.join(" "))))
+        }
+    }
+
+    /// Starts a capture on a host's `eth0`; `label` names its file in the lab directory.
+    pub async fn capture(&self, host: &str, label: &str, filter: Option<&str>) -> Result<Capture, LabError> {
+        let netns = &self.network.host(host)?.netns;
+        Capture::start(netns, label, &self.logs, filter).await
+    }
+
+    /// Source/Dest Check of a lab host's instance, through the EC2 API.
+    pub async fn source_dest_check(&self, host: &str) -> Result<bool, LabError> {
+        self.ec2.source_dest_check(self.ec2.instance_id(host)?).await
+    }
+
+    /// Fails if the controller or an agent has exited.
+    pub fn check_processes(&self) -> Result<(), LabError> {
+        if let Some(c) = lock(&self.controller).as_mut() {
+            c.check_running()?;
+        }
+        for agent in lock(&self.agents).iter_mut() {
+            agent.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Every log file of the lab's processes.
+    pub fn log_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = lock(&self.controller)
+            .iter()
+            .chain(lock(&self.agents).iter())
+            .map(|p| p.log_path().to_path_buf())
+            .collect();
+        paths.push(self.moto.log_path().to_path_buf());
+        paths.push(self.postgres.log_path());
+        paths
+    }
+
+    /// A report for a failing test: each log's path and its last `lines` lines.
+    pub fn log_report(&self, lines: usize) -> String {
+        let mut out = format!("lab directory: {}\n", self.logs.display());
+        for path in self.log_paths() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("==== {} (last {} lines)\n", path.display(), tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Keeps the lab directory after drop.
+    pub fn keep_dir(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+    }
+
+    /// Polls `check` every 200 ms until it returns `Ok(Some(value))`, up to `timeout`;
+    /// also fails early when a lab process dies. The last `Ok(None)` or error is reported
+    /// on timeout.
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T, LabError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, LabError>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.check_processes()?;
+            let last = match check().await {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => String::new(),
+                Err(e) => format!(" (last error: {e})"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LabError::Timeout { what: format!("{what}{last}"), seconds: timeout.as_secs(), log: None });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let keep = std::env::var("TEEFLEET_LAB_KEEP").is_ok_and(|v| v == "1");
+        if std::thread::panicking() {
+            // Tests report through stderr; tracing may not be initialised in them.
+            eprintln!("teefleet-lab: test failed; logs kept\n{}", self.log_report(40));
+            // Postgres's own directory goes with it; keep a copy of its log with the rest.
+            let _ = std::fs::copy(self.postgres.log_path(), self.logs.join("postgres.log"));
+            self.keep_dir();
+        } else if keep {
+            eprintln!("teefleet-lab: kept {}", self.logs.display());
+            self.keep_dir();
+        }
+    }
+}
+
+/// Locks one of the lab's process lists; a panic while holding it (none is possible in
+/// this module) would only poison it, and the list itself stays usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The lab needs root. Returns `true` when running as root; `false` (skip the test) when
+/// not root and `TEEFLEET_SKIP_ROOT_TESTS=1`; panics with a clear message otherwise.
+pub fn require_root_or_skip() -> bool {
+    if cmd::is_root() {
+        return true;
+    }
+    if std::env::var("TEEFLEET_SKIP_ROOT_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping: the lab needs root (TEEFLEET_SKIP_ROOT_TESTS=1)");
+        return false;
+    }
+    panic!("{}", LabError::NotRoot);
+}
