@@ -19,11 +19,7 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
+        Self { base, cap, attempt: 0 }
     }
 
     /// The upper bound of the next delay: `min(cap, base * 2^attempt)`.
@@ -58,10 +54,7 @@ mod tests {
             assert!(b.next_delay() <= ceiling);
             ceilings.push(ceiling.as_millis());
         }
-        assert_eq!(
-            ceilings[..8],
-            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
-        );
+        assert_eq!(ceilings[..8], [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
         assert_eq!(ceilings[39], 30000);
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(500));

@@ -64,11 +64,7 @@ pub struct Agent<D> {
 
 impl<D: Dataplane> Agent<D> {
     pub fn new(dataplane: D, state: StateStore) -> Self {
-        Self {
-            dataplane,
-            state,
-            applied: None,
-        }
+        Self { dataplane, state, applied: None }
     }
 
     pub fn applied(&self) -> Option<&RuleSet> {
@@ -87,11 +83,7 @@ impl<D: Dataplane> Agent<D> {
         };
         match self.dataplane.apply(&set).await {
             Ok(()) => {
-                info!(
-                    version = set.version(),
-                    rules = set.rules().len(),
-                    "re-applied the saved rule set"
-                );
+                info!(version = set.version(), rules = set.rules().len(), "re-applied the saved rule set");
                 self.applied = Some(set);
             }
             Err(e) => {
@@ -220,7 +212,5 @@ impl<D: Dataplane> Agent<D> {
 }
 
 async fn send(tx: &mpsc::Sender<pb::AgentMessage>, msg: Msg) -> Result<(), StreamError> {
-    tx.send(pb::AgentMessage { msg: Some(msg) })
-        .await
-        .map_err(|_| StreamError::Send)
+    tx.send(pb::AgentMessage { msg: Some(msg) }).await.map_err(|_| StreamError::Send)
 }

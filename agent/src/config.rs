@@ -48,12 +48,8 @@ pub struct UrlError(String);
 /// so both are refused instead of surprising the operator.
 pub fn http_authority(url: &str) -> Result<String, UrlError> {
     let bad = || UrlError(url.to_owned());
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(bad)?
-        .trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
-    {
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
         return Err(bad());
     }
     // A bracketed IPv6 literal has colons of its own; only a colon after `]` is a port.
@@ -65,10 +61,7 @@ pub fn http_authority(url: &str) -> Result<String, UrlError> {
         return Err(bad());
     }
     match port {
-        Some(p) => p
-            .parse::<u16>()
-            .map(|p| format!("{host}:{p}"))
-            .map_err(|_| bad()),
+        Some(p) => p.parse::<u16>().map(|p| format!("{host}:{p}")).map_err(|_| bad()),
         None => Ok(format!("{host}:80")),
     }
 }
@@ -78,8 +71,7 @@ fn parse_http_url(s: &str) -> Result<String, UrlError> {
 }
 
 fn parse_host_id(s: &str) -> Result<HostId, String> {
-    s.parse()
-        .map_err(|e: teefleet_model::ValidationError| e.reason)
+    s.parse().map_err(|e: teefleet_model::ValidationError| e.reason)
 }
 
 fn parse_dir(s: &str) -> Result<PathBuf, String> {
@@ -103,21 +95,10 @@ mod tests {
 
     #[test]
     fn flags() {
-        let c = parse(&[
-            "--controller",
-            "http://c:7000/",
-            "--host-id",
-            "h1",
-            "--state-dir",
-            "/var/lib/x",
-        ])
-        .expect("valid");
+        let c =
+            parse(&["--controller", "http://c:7000/", "--host-id", "h1", "--state-dir", "/var/lib/x"]).expect("valid");
         assert_eq!(
-            (
-                c.controller.as_str(),
-                c.health_interval,
-                c.imds_endpoint.as_str()
-            ),
+            (c.controller.as_str(), c.health_interval, c.imds_endpoint.as_str()),
             ("http://c:7000", 10, "http://169.254.169.254")
         );
         assert_eq!(c.host_id.map(String::from).as_deref(), Some("h1"));
@@ -128,69 +109,29 @@ mod tests {
         let base = ["--host-id", "h1", "--state-dir", "/tmp"];
         for (extra, flag) in [
             (vec!["--controller", "https://c"], "--controller"),
-            (
-                vec!["--controller", "http://c", "--health-interval", "0"],
-                "--health-interval",
-            ),
-            (
-                vec!["--controller", "http://c", "--imds-endpoint", "x"],
-                "--imds-endpoint",
-            ),
+            (vec!["--controller", "http://c", "--health-interval", "0"], "--health-interval"),
+            (vec!["--controller", "http://c", "--imds-endpoint", "x"], "--imds-endpoint"),
         ] {
             let args: Vec<&str> = base.iter().copied().chain(extra).collect();
             let err = parse(&args).expect_err("invalid").to_string();
             assert!(err.contains(flag), "{err}");
         }
-        let err = parse(&[
-            "--controller",
-            "http://c",
-            "--host-id",
-            "a b",
-            "--state-dir",
-            "/tmp",
-        ])
-        .expect_err("invalid");
+        let err = parse(&["--controller", "http://c", "--host-id", "a b", "--state-dir", "/tmp"]).expect_err("invalid");
         assert!(err.to_string().contains("--host-id"), "{err}");
-        let err = parse(&[
-            "--controller",
-            "http://c",
-            "--host-id",
-            "h",
-            "--state-dir",
-            "/etc/hostname",
-        ])
-        .expect_err("invalid");
+        let err = parse(&["--controller", "http://c", "--host-id", "h", "--state-dir", "/etc/hostname"])
+            .expect_err("invalid");
         assert!(err.to_string().contains("--state-dir"), "{err}");
     }
 
     #[test]
     fn authorities() {
-        assert_eq!(
-            http_authority("http://169.254.169.254").expect("ok"),
-            "169.254.169.254:80"
-        );
-        assert_eq!(
-            http_authority("http://127.0.0.1:8080/").expect("ok"),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(
-            http_authority("http://[fd00:ec2::254]").expect("ok"),
-            "[fd00:ec2::254]:80"
-        );
-        assert_eq!(
-            http_authority("http://[fd00:ec2::254]:81").expect("ok"),
-            "[fd00:ec2::254]:81"
-        );
-        for bad in [
-            "https://x",
-            "x",
-            "http://",
-            "http://a/b",
-            "http://a b",
-            "http://a:x",
-            "http://a:99999",
-            "http://fd00::1",
-        ] {
+        assert_eq!(http_authority("http://169.254.169.254").expect("ok"), "169.254.169.254:80");
+        assert_eq!(http_authority("http://127.0.0.1:8080/").expect("ok"), "127.0.0.1:8080");
+        assert_eq!(http_authority("http://[fd00:ec2::254]").expect("ok"), "[fd00:ec2::254]:80");
+        assert_eq!(http_authority("http://[fd00:ec2::254]:81").expect("ok"), "[fd00:ec2::254]:81");
+        for bad in
+            ["https://x", "x", "http://", "http://a/b", "http://a b", "http://a:x", "http://a:99999", "http://fd00::1"]
+        {
             assert!(http_authority(bad).is_err(), "{bad}");
         }
     }

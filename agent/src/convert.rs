@@ -4,9 +4,7 @@
 //! field again: a controller bug or compromise must not reach iptables. Errors name the
 //! offending field (`rules[2].peer_cidr`) so a Nack tells the operator what to fix.
 
-use teefleet_model::{
-    Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, ValidationError,
-};
+use teefleet_model::{Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, ValidationError};
 use teefleet_proto::v1 as pb;
 
 /// Converts and validates a pushed rule set.
@@ -32,15 +30,13 @@ fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
         Ok(pb::Direction::Egress) => RuleDirection::Egress,
         // The compiler splits BOTH into two rules; anything else here is a controller bug.
         _ => {
-            return Err(ValidationError::new(
-                "direction",
-                format!("{} is not INGRESS or EGRESS", r.direction),
-            ));
+            return Err(ValidationError::new("direction", format!("{} is not INGRESS or EGRESS", r.direction)));
         }
     };
-    let gateway = r.gateway.parse().map_err(|_| {
-        ValidationError::new("gateway", format!("{:?} is not an IP address", r.gateway))
-    })?;
+    let gateway = r
+        .gateway
+        .parse()
+        .map_err(|_| ValidationError::new("gateway", format!("{:?} is not an IP address", r.gateway)))?;
     let protocol = match pb::Protocol::try_from(r.protocol) {
         // proto3 sends the zero value for a field that was never set; like Filter, it means all.
         Ok(pb::Protocol::Unspecified | pb::Protocol::All) => Protocol::All,
@@ -48,22 +44,11 @@ fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
         Ok(pb::Protocol::Udp) => Protocol::Udp,
         Ok(pb::Protocol::Icmp) => Protocol::Icmp,
         Err(_) => {
-            return Err(ValidationError::new(
-                "protocol",
-                format!("{} is not a known protocol", r.protocol),
-            ));
+            return Err(ValidationError::new("protocol", format!("{} is not a known protocol", r.protocol)));
         }
     };
-    let ports = r
-        .ports
-        .map(|p| PortRange::new(p.first, p.last))
-        .transpose()
-        .map_err(at("ports"))?;
-    let peer = if r.peer_cidr.is_empty() {
-        None
-    } else {
-        Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?)
-    };
+    let ports = r.ports.map(|p| PortRange::new(p.first, p.last)).transpose().map_err(at("ports"))?;
+    let peer = if r.peer_cidr.is_empty() { None } else { Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?) };
     MirrorRule::new(session, direction, gateway, protocol, ports, peer)
 }
 
@@ -77,10 +62,7 @@ mod tests {
             direction: pb::Direction::Ingress as i32,
             gateway: "10.0.0.5".into(),
             protocol: pb::Protocol::Tcp as i32,
-            ports: Some(pb::PortRange {
-                first: 80,
-                last: 90,
-            }),
+            ports: Some(pb::PortRange { first: 80, last: 90 }),
             peer_cidr: "10.1.0.0/16".into(),
         }
     }
@@ -94,105 +76,28 @@ mod tests {
         let set = convert(vec![good()]).expect("valid");
         assert_eq!(set.version(), 3);
         let r = &set.rules()[0];
-        assert_eq!(
-            (r.session().as_str(), r.direction(), r.protocol()),
-            ("web", RuleDirection::Ingress, Protocol::Tcp)
-        );
+        assert_eq!((r.session().as_str(), r.direction(), r.protocol()), ("web", RuleDirection::Ingress, Protocol::Tcp));
         assert_eq!(r.ports().map(|p| (p.first(), p.last())), Some((80, 90)));
         assert_eq!(r.peer().map(|p| p.to_string()), Some("10.1.0.0/16".into()));
-        let unset = pb::MirrorRule {
-            protocol: 0,
-            ports: None,
-            peer_cidr: String::new(),
-            ..good()
-        };
+        let unset = pb::MirrorRule { protocol: 0, ports: None, peer_cidr: String::new(), ..good() };
         let r = convert(vec![unset]).expect("valid");
-        assert_eq!(
-            (r.rules()[0].protocol(), r.rules()[0].peer()),
-            (Protocol::All, None)
-        );
+        assert_eq!((r.rules()[0].protocol(), r.rules()[0].peer()), (Protocol::All, None));
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases: Vec<(pb::MirrorRule, &str)> = vec![
-            (
-                pb::MirrorRule {
-                    session: "a b".into(),
-                    ..good()
-                },
-                "rules[1].session",
-            ),
-            (
-                pb::MirrorRule {
-                    session: "-j ACCEPT".into(),
-                    ..good()
-                },
-                "rules[1].session",
-            ),
-            (
-                pb::MirrorRule {
-                    direction: pb::Direction::Both as i32,
-                    ..good()
-                },
-                "rules[1].direction",
-            ),
-            (
-                pb::MirrorRule {
-                    direction: 0,
-                    ..good()
-                },
-                "rules[1].direction",
-            ),
-            (
-                pb::MirrorRule {
-                    gateway: "10.0.0.5 -j DROP".into(),
-                    ..good()
-                },
-                "rules[1].gateway",
-            ),
-            (
-                pb::MirrorRule {
-                    gateway: "0.0.0.0".into(),
-                    ..good()
-                },
-                "rules[1].gateway",
-            ),
-            (
-                pb::MirrorRule {
-                    protocol: 99,
-                    ..good()
-                },
-                "rules[1].protocol",
-            ),
-            (
-                pb::MirrorRule {
-                    ports: Some(pb::PortRange { first: 0, last: 1 }),
-                    ..good()
-                },
-                "rules[1].ports",
-            ),
-            (
-                pb::MirrorRule {
-                    protocol: pb::Protocol::Icmp as i32,
-                    ..good()
-                },
-                "rules[1].ports",
-            ),
-            (
-                pb::MirrorRule {
-                    peer_cidr: "10.1.0.1/16".into(),
-                    ..good()
-                },
-                "rules[1].peer_cidr",
-            ),
-            (
-                pb::MirrorRule {
-                    peer_cidr: "fd00::/8".into(),
-                    ..good()
-                },
-                "rules[1].peer_cidr",
-            ),
+            (pb::MirrorRule { session: "a b".into(), ..good() }, "rules[1].session"),
+            (pb::MirrorRule { session: "-j ACCEPT".into(), ..good() }, "rules[1].session"),
+            (pb::MirrorRule { direction: pb::Direction::Both as i32, ..good() }, "rules[1].direction"),
+            (pb::MirrorRule { direction: 0, ..good() }, "rules[1].direction"),
+            (pb::MirrorRule { gateway: "10.0.0.5 -j DROP".into(), ..good() }, "rules[1].gateway"),
+            (pb::MirrorRule { gateway: "0.0.0.0".into(), ..good() }, "rules[1].gateway"),
+            (pb::MirrorRule { protocol: 99, ..good() }, "rules[1].protocol"),
+            (pb::MirrorRule { ports: Some(pb::PortRange { first: 0, last: 1 }), ..good() }, "rules[1].ports"),
+            (pb::MirrorRule { protocol: pb::Protocol::Icmp as i32, ..good() }, "rules[1].ports"),
+            (pb::MirrorRule { peer_cidr: "10.1.0.1/16".into(), ..good() }, "rules[1].peer_cidr"),
+            (pb::MirrorRule { peer_cidr: "fd00::/8".into(), ..good() }, "rules[1].peer_cidr"),
         ];
         for (bad, field) in cases {
             let err = convert(vec![good(), bad.clone()]).expect_err("invalid");

@@ -11,14 +11,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The host's global-scope addresses from `ip -o addr show scope global`. Failures are
 /// logged and give an empty list: addresses are informational and must not stop the agent.
 pub async fn global_addresses() -> Vec<String> {
-    let run = Command::new("ip")
-        .args(["-o", "addr", "show", "scope", "global"])
-        .kill_on_drop(true)
-        .output();
+    let run = Command::new("ip").args(["-o", "addr", "show", "scope", "global"]).kill_on_drop(true).output();
     match tokio::time::timeout(TIMEOUT, run).await {
-        Ok(Ok(out)) if out.status.success() => {
-            parse_addresses(&String::from_utf8_lossy(&out.stdout))
-        }
+        Ok(Ok(out)) if out.status.success() => parse_addresses(&String::from_utf8_lossy(&out.stdout)),
         Ok(Ok(out)) => {
             warn!(status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "ip addr failed; reporting no addresses");
             Vec::new()
@@ -60,9 +55,6 @@ mod tests {
 3: br0    inet 192.168.1.1/24 scope global br0\\       valid_lft forever preferred_lft forever
 garbage line
 ";
-        assert_eq!(
-            parse_addresses(out),
-            ["10.0.0.5", "2001:db8::5", "192.168.1.1"]
-        );
+        assert_eq!(parse_addresses(out), ["10.0.0.5", "2001:db8::5", "192.168.1.1"]);
     }
 }

@@ -63,12 +63,7 @@ pub async fn instance_id(endpoint: &str, timeout: Duration) -> Result<HostId, Im
     .map_err(|_| ImdsError::Timeout)?
 }
 
-async fn exchange(
-    authority: &str,
-    method: &str,
-    path: &'static str,
-    header: &str,
-) -> Result<String, ImdsError> {
+async fn exchange(authority: &str, method: &str, path: &'static str, header: &str) -> Result<String, ImdsError> {
     let mut stream = TcpStream::connect(authority).await?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{header}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -95,11 +90,9 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), ImdsError> {
         .and_then(|s| s.parse().ok())
         .ok_or(ImdsError::Malformed)?;
     let header = |name: &str| {
-        lines.clone().find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim())
-        })
+        lines
+            .clone()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
     };
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         return Ok((status, dechunk(body).ok_or(ImdsError::Malformed)?));
@@ -147,10 +140,7 @@ mod tests {
                 } else if req.starts_with("GET /latest/meta-data/instance-id ")
                     && req.contains("X-aws-ec2-metadata-token: token\r\n")
                 {
-                    format!(
-                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{id}\r\n0\r\n\r\n",
-                        id.len()
-                    )
+                    format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{id}\r\n0\r\n\r\n", id.len())
                 } else {
                     "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
                 };
@@ -170,10 +160,7 @@ mod tests {
     #[tokio::test]
     async fn rejects_what_is_not_an_instance_id() {
         let endpoint = fake_imds("i-x; rm -rf /").await;
-        assert!(matches!(
-            instance_id(&endpoint, TIMEOUT).await,
-            Err(ImdsError::InvalidId(_))
-        ));
+        assert!(matches!(instance_id(&endpoint, TIMEOUT).await, Err(ImdsError::InvalidId(_))));
     }
 
     #[tokio::test]
@@ -181,9 +168,7 @@ mod tests {
         // A listener that accepts but never replies, like a black-holed link-local address.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let err = instance_id(&endpoint, Duration::from_millis(200))
-            .await
-            .expect_err("timeout");
+        let err = instance_id(&endpoint, Duration::from_millis(200)).await.expect_err("timeout");
         assert!(matches!(err, ImdsError::Timeout), "{err}");
     }
 
@@ -193,13 +178,8 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabcd").expect("ok"),
             (200, "ab".into())
         );
-        assert_eq!(
-            parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n").expect("ok"),
-            (404, String::new())
-        );
+        assert_eq!(parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n").expect("ok"), (404, String::new()));
         assert!(parse_response(b"garbage").is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
-        );
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
     }
 }

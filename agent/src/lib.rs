@@ -62,14 +62,8 @@ impl RunError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     tokio::fs::create_dir_all(&config.state_dir)
         .await
-        .map_err(|source| RunError::StateDir {
-            path: config.state_dir.display().to_string(),
-            source,
-        })?;
-    let mut agent = Agent::new(
-        IptablesDataplane::new(Iptables::host()),
-        StateStore::new(&config.state_dir),
-    );
+        .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
+    let mut agent = Agent::new(IptablesDataplane::new(Iptables::host()), StateStore::new(&config.state_dir));
     // The saved set goes back into the kernel before anything that needs the network.
     agent.restore().await;
     let host_id = match &config.host_id {
@@ -90,10 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 async fn resolve_host_id(endpoint: &str) -> Result<HostId, RunError> {
     let id = imds::instance_id(endpoint, imds::TIMEOUT)
         .await
-        .map_err(|source| RunError::HostId {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
+        .map_err(|source| RunError::HostId { endpoint: endpoint.to_owned(), source })?;
     info!(host_id = %id, "host id from EC2 instance metadata");
     Ok(id)
 }

@@ -24,9 +24,7 @@ async fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     info!(version = env!("CARGO_PKG_VERSION"), controller = %config.controller, "fleet-agent starting");
 

@@ -70,9 +70,7 @@ impl StateStore {
     pub async fn save(&self, set: &RuleSet) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(set).map_err(StateError::Encode)?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &json))
-            .await
-            .map_err(StateError::Join)?
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &json)).await.map_err(StateError::Join)?
     }
 }
 
@@ -92,10 +90,7 @@ fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
     write().map_err(|source| {
         // Best effort: a leftover temp file is harmless but untidy.
         let _ = fs::remove_file(&tmp);
-        StateError::Write {
-            path: target.clone(),
-            source,
-        }
+        StateError::Write { path: target.clone(), source }
     })
 }
 
@@ -123,16 +118,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::new(dir.path().join("nested"));
         assert_eq!(store.load().await, None);
-        store
-            .save(&RuleSet::new(1, vec![]).expect("set"))
-            .await
-            .expect("save");
+        store.save(&RuleSet::new(1, vec![]).expect("set")).await.expect("save");
         store.save(&sample()).await.expect("save");
         assert_eq!(store.load().await, Some(sample()));
-        let names: Vec<_> = fs::read_dir(dir.path().join("nested"))
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let names: Vec<_> =
+            fs::read_dir(dir.path().join("nested")).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, [FILE_NAME], "no temp file is left behind");
     }
 

@@ -39,39 +39,15 @@ fn set_a() -> RuleSet {
         rules.push(rule("all", dir, "10.0.0.5", All, None, None));
         rules.push(rule("tcp", dir, "10.0.0.5", Tcp, None, Some("10.1.0.0/16")));
         rules.push(rule("web", dir, "10.0.0.5", Tcp, Some((443, 443)), None));
-        rules.push(rule(
-            "range",
-            dir,
-            "10.0.0.6",
-            Udp,
-            Some((5000, 5100)),
-            Some("192.168.7.0/24"),
-        ));
-        rules.push(rule(
-            "ping",
-            dir,
-            "10.0.0.6",
-            Icmp,
-            None,
-            Some("10.2.3.4/32"),
-        ));
+        rules.push(rule("range", dir, "10.0.0.6", Udp, Some((5000, 5100)), Some("192.168.7.0/24")));
+        rules.push(rule("ping", dir, "10.0.0.6", Icmp, None, Some("10.2.3.4/32")));
     }
     RuleSet::new(1, rules).expect("set")
 }
 
 fn set_b() -> RuleSet {
-    RuleSet::new(
-        2,
-        vec![rule(
-            "dns",
-            RuleDirection::Egress,
-            "10.0.0.7",
-            Protocol::Udp,
-            Some((53, 53)),
-            None,
-        )],
-    )
-    .expect("set")
+    RuleSet::new(2, vec![rule("dns", RuleDirection::Egress, "10.0.0.7", Protocol::Udp, Some((53, 53)), None)])
+        .expect("set")
 }
 
 /// Foreign rules in every built-in mangle chain and a foreign user chain.
@@ -94,28 +70,12 @@ fn add_foreign_rules(ns: &Netns) {
 /// Our chains hold exactly the rendered rules (so the kernel took the syntax verbatim)
 /// and each built-in chain has exactly one jump.
 fn assert_applied(ns: &Netns, set: &RuleSet) {
-    for (hook, dir) in render::HOOKS
-        .iter()
-        .zip([RuleDirection::Ingress, RuleDirection::Egress])
-    {
-        let want: Vec<String> = set
-            .rules()
-            .iter()
-            .filter(|r| r.direction() == dir)
-            .map(|r| render::render_rule(r, Family::V4))
-            .collect();
+    for (hook, dir) in render::HOOKS.iter().zip([RuleDirection::Ingress, RuleDirection::Egress]) {
+        let want: Vec<String> =
+            set.rules().iter().filter(|r| r.direction() == dir).map(|r| render::render_rule(r, Family::V4)).collect();
         assert_eq!(ns.chain(hook.chain), want, "{}", hook.chain);
-        let jumps: Vec<String> = ns
-            .chain(hook.builtin)
-            .into_iter()
-            .filter(|l| l.contains(hook.chain))
-            .collect();
-        assert_eq!(
-            jumps,
-            [format!("-A {} {}", hook.builtin, hook.jump_spec())],
-            "{}",
-            hook.builtin
-        );
+        let jumps: Vec<String> = ns.chain(hook.builtin).into_iter().filter(|l| l.contains(hook.chain)).collect();
+        assert_eq!(jumps, [format!("-A {} {}", hook.builtin, hook.jump_spec())], "{}", hook.builtin);
     }
 }
 
@@ -148,15 +108,10 @@ async fn apply_replace_remove_leave_foreign_rules_alone() {
         assert_eq!(ns.foreign(), foreign);
     }
     // The jump is inserted first, before the foreign rules.
-    assert_eq!(
-        ns.chain("PREROUTING")[0],
-        "-A PREROUTING -m comment --comment teefleet -j TEEFLEET-PRE"
-    );
+    assert_eq!(ns.chain("PREROUTING")[0], "-A PREROUTING -m comment --comment teefleet -j TEEFLEET-PRE");
 
     for _ in 0..2 {
-        dp.apply(&RuleSet::new(3, vec![]).expect("empty"))
-            .await
-            .expect("remove");
+        dp.apply(&RuleSet::new(3, vec![]).expect("empty")).await.expect("remove");
         assert!(!ns.save().contains("TEEFLEET"), "{}", ns.save());
         assert_eq!(ns.foreign(), foreign);
     }
@@ -188,23 +143,9 @@ async fn a_failed_apply_changes_nothing() {
 
     // A rule the agent cannot apply makes the whole set fail before anything runs.
     let mut rules = set_b().rules().to_vec();
-    rules.push(rule(
-        "six",
-        RuleDirection::Ingress,
-        "fd00::5",
-        Protocol::All,
-        None,
-        None,
-    ));
-    let err = dp
-        .apply(&RuleSet::new(9, rules).expect("set"))
-        .await
-        .expect_err("IPv6");
-    assert!(
-        err.to_string()
-            .starts_with("IPv6 collectors are not supported yet"),
-        "{err}"
-    );
+    rules.push(rule("six", RuleDirection::Ingress, "fd00::5", Protocol::All, None, None));
+    let err = dp.apply(&RuleSet::new(9, rules).expect("set")).await.expect_err("IPv6");
+    assert!(err.to_string().starts_with("IPv6 collectors are not supported yet"), "{err}");
     assert_eq!(ns.save(), before);
 
     // A line the kernel rejects in the middle of the transaction: iptables-restore
@@ -215,10 +156,7 @@ async fn a_failed_apply_changes_nothing() {
     let input = good.replacen("COMMIT\n", &format!("{bad_line}\nCOMMIT\n"), 1);
     let err = ipt.restore(&input).await.expect_err("rejected");
     match &err {
-        ApplyError::Failed {
-            input_line: Some((n, line)),
-            ..
-        } => {
+        ApplyError::Failed { input_line: Some((n, line)), .. } => {
             assert_eq!(line, bad_line);
             assert_eq!(input.lines().nth(n - 1), Some(bad_line));
         }

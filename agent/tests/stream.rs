@@ -47,12 +47,7 @@ impl Dataplane for FakeDataplane {
 
 impl FakeDataplane {
     fn versions(&self) -> Vec<u64> {
-        self.applied
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(RuleSet::version)
-            .collect()
+        self.applied.lock().expect("lock").iter().map(RuleSet::version).collect()
     }
 }
 
@@ -79,9 +74,7 @@ impl Conn {
     }
 
     async fn push(&self, set: pb::RuleSet) {
-        let msg = pb::ControllerMessage {
-            msg: Some(pb::controller_message::Msg::RuleSet(set)),
-        };
+        let msg = pb::ControllerMessage { msg: Some(pb::controller_message::Msg::RuleSet(set)) };
         self.outbound.send(Ok(msg)).await.expect("push");
     }
 }
@@ -94,16 +87,10 @@ struct FakeController {
 impl AgentService for FakeController {
     type SyncStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
 
-    async fn sync(
-        &self,
-        request: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
+    async fn sync(&self, request: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SyncStream>, Status> {
         let (outbound, rx) = mpsc::channel(16);
         self.conns
-            .send(Conn {
-                inbound: request.into_inner(),
-                outbound,
-            })
+            .send(Conn { inbound: request.into_inner(), outbound })
             .await
             .map_err(|_| Status::internal("test gone"))?;
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -140,10 +127,7 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
             direction: pb::Direction::Egress as i32,
             gateway: gateway.into(),
             protocol: pb::Protocol::Udp as i32,
-            ports: Some(pb::PortRange {
-                first: 53,
-                last: 53,
-            }),
+            ports: Some(pb::PortRange { first: 53, last: 53 }),
             peer_cidr: String::new(),
         }],
     }
@@ -179,21 +163,12 @@ impl Harness {
         let opts = options(addr, health_interval);
         let token = shutdown.clone();
         let task = tokio::spawn(async move { agent.run(&opts, &token).await });
-        Harness {
-            addr,
-            conns_tx,
-            conns,
-            server,
-            shutdown,
-            task,
-        }
+        Harness { addr, conns_tx, conns, server, shutdown, task }
     }
 }
 
 fn expect_hello(msg: Msg, applied_version: u64) {
-    let Msg::Hello(hello) = msg else {
-        panic!("expected Hello first, got {msg:?}")
-    };
+    let Msg::Hello(hello) = msg else { panic!("expected Hello first, got {msg:?}") };
     assert_eq!(hello.host_id, "host-1");
     assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(hello.addresses, ["10.0.0.9"]);
@@ -209,24 +184,11 @@ async fn hello_ack_nack_state_and_reconnect() {
     let dp = FakeDataplane::default();
     let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()));
     agent.restore().await;
-    assert_eq!(
-        dp.versions(),
-        [5],
-        "the saved set is applied before connecting"
-    );
-    let Harness {
-        addr,
-        conns_tx,
-        mut conns,
-        server,
-        shutdown,
-        task,
-    } = Harness::start(agent, Duration::from_secs(3600)).await;
+    assert_eq!(dp.versions(), [5], "the saved set is applied before connecting");
+    let Harness { addr, conns_tx, mut conns, server, shutdown, task } =
+        Harness::start(agent, Duration::from_secs(3600)).await;
 
-    let mut conn = tokio::time::timeout(WAIT, conns.recv())
-        .await
-        .expect("connect")
-        .expect("conn");
+    let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("connect").expect("conn");
     expect_hello(conn.next().await, 5);
 
     conn.push(push(6, "10.0.0.5")).await;
@@ -235,37 +197,22 @@ async fn hello_ack_nack_state_and_reconnect() {
     assert_eq!(store.load().await.map(|s| s.version()), Some(6));
 
     conn.push(push(7, "10.0.0.5; iptables -F")).await;
-    let Msg::Nack(nack) = conn.next().await else {
-        panic!("expected Nack")
-    };
+    let Msg::Nack(nack) = conn.next().await else { panic!("expected Nack") };
     assert_eq!(nack.version, 7);
     assert!(nack.error.contains("rules[0].gateway"), "{}", nack.error);
 
     *dp.fail.lock().expect("lock") = Some("iptables-restore: line 3 failed".into());
     conn.push(push(8, "10.0.0.5")).await;
-    let Msg::Nack(nack) = conn.next().await else {
-        panic!("expected Nack")
-    };
+    let Msg::Nack(nack) = conn.next().await else { panic!("expected Nack") };
     assert_eq!(nack.version, 8);
     assert!(nack.error.contains("line 3 failed"), "{}", nack.error);
     *dp.fail.lock().expect("lock") = None;
-    assert_eq!(
-        dp.versions(),
-        [5, 6],
-        "invalid and failed sets are not applied"
-    );
-    assert_eq!(
-        store.load().await.map(|s| s.version()),
-        Some(6),
-        "nor saved"
-    );
+    assert_eq!(dp.versions(), [5, 6], "invalid and failed sets are not applied");
+    assert_eq!(store.load().await.map(|s| s.version()), Some(6), "nor saved");
 
     // The controller ends the stream: the agent reconnects and reports what it has.
     drop(conn);
-    let mut conn = tokio::time::timeout(WAIT, conns.recv())
-        .await
-        .expect("reconnect")
-        .expect("conn");
+    let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("reconnect").expect("conn");
     expect_hello(conn.next().await, 6);
 
     // The controller goes away entirely and comes back on the same address.
@@ -275,17 +222,11 @@ async fn hello_ack_nack_state_and_reconnect() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let listener = TcpListener::bind(addr).await.expect("rebind");
     let server = serve(listener, conns_tx).await;
-    let mut conn = tokio::time::timeout(WAIT, conns.recv())
-        .await
-        .expect("reconnect after restart")
-        .expect("conn");
+    let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("reconnect after restart").expect("conn");
     expect_hello(conn.next().await, 6);
 
     shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stops on shutdown")
-        .expect("join");
+    tokio::time::timeout(WAIT, task).await.expect("stops on shutdown").expect("join");
     assert_eq!(dp.versions(), [5, 6], "shutdown removes nothing");
     server.abort();
 }
@@ -294,27 +235,14 @@ async fn hello_ack_nack_state_and_reconnect() {
 async fn health_reports_the_applied_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()));
-    let Harness {
-        mut conns,
-        server,
-        shutdown,
-        task,
-        ..
-    } = Harness::start(agent, Duration::from_millis(50)).await;
+    let Harness { mut conns, server, shutdown, task, .. } = Harness::start(agent, Duration::from_millis(50)).await;
 
-    let mut conn = tokio::time::timeout(WAIT, conns.recv())
-        .await
-        .expect("connect")
-        .expect("conn");
+    let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("connect").expect("conn");
     expect_hello(conn.next().await, 0);
     conn.push(push(3, "10.0.0.5")).await;
     assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 3 }));
     let health = loop {
-        let msg = tokio::time::timeout(WAIT, conn.inbound.next())
-            .await
-            .expect("health")
-            .expect("open")
-            .expect("ok");
+        let msg = tokio::time::timeout(WAIT, conn.inbound.next()).await.expect("health").expect("open").expect("ok");
         if let Some(Msg::Health(h)) = msg.msg
             && h.applied_version == 3
         {
@@ -324,9 +252,6 @@ async fn health_reports_the_applied_version() {
     assert_eq!(health.rule_count, 1);
 
     shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("stops")
-        .expect("join");
+    tokio::time::timeout(WAIT, task).await.expect("stops").expect("join");
     server.abort();
 }

@@ -32,9 +32,7 @@ impl Iptables {
 
     /// The tools acting on the named namespace (as created by `ip netns add`).
     pub fn in_netns(name: impl Into<String>) -> Self {
-        Self {
-            netns: Some(name.into()),
-        }
+        Self { netns: Some(name.into()) }
     }
 
     fn command(&self, program: &'static str, args: &[&str]) -> Command {
@@ -46,28 +44,17 @@ impl Iptables {
             }
             None => Command::new(program),
         };
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         cmd
     }
 
     /// Runs a command to completion, feeding `input` on stdin, and returns its stdout.
-    async fn run(
-        &self,
-        program: &'static str,
-        args: &[&str],
-        input: Option<&str>,
-    ) -> Result<String, ApplyError> {
+    async fn run(&self, program: &'static str, args: &[&str], input: Option<&str>) -> Result<String, ApplyError> {
         let mut cmd = self.command(program, args);
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|source| ApplyError::Spawn { program, source })?;
+        let mut child = cmd.spawn().map_err(|source| ApplyError::Spawn { program, source })?;
         let stdin = child.stdin.take();
         let feed = async move {
             if let (Some(mut stdin), Some(input)) = (stdin, input) {
@@ -81,39 +68,24 @@ impl Iptables {
         let exchange = async { tokio::join!(feed, child.wait_with_output()).1 };
         let output = tokio::time::timeout(COMMAND_TIMEOUT, exchange)
             .await
-            .map_err(|_| ApplyError::Timeout {
-                program,
-                secs: COMMAND_TIMEOUT.as_secs(),
-            })?
+            .map_err(|_| ApplyError::Timeout { program, secs: COMMAND_TIMEOUT.as_secs() })?
             .map_err(|source| ApplyError::Spawn { program, source })?;
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         let input_line = input.and_then(|text| failing_line(&stderr, text));
-        Err(ApplyError::Failed {
-            program,
-            status: output.status.to_string(),
-            stderr,
-            input_line,
-        })
+        Err(ApplyError::Failed { program, status: output.status.to_string(), stderr, input_line })
     }
 
     /// The current `mangle` table in `iptables-save` syntax.
     pub async fn save_mangle(&self) -> Result<String, ApplyError> {
-        self.run("iptables-save", &["-t", render::TABLE], None)
-            .await
+        self.run("iptables-save", &["-t", render::TABLE], None).await
     }
 
     /// Applies `input` as one `iptables-restore --noflush` transaction: all of it or none.
     pub async fn restore(&self, input: &str) -> Result<(), ApplyError> {
-        self.run(
-            "iptables-restore",
-            &["-w", LOCK_WAIT_SECS, "--noflush"],
-            Some(input),
-        )
-        .await
-        .map(drop)
+        self.run("iptables-restore", &["-w", LOCK_WAIT_SECS, "--noflush"], Some(input)).await.map(drop)
     }
 }
 
@@ -121,14 +93,8 @@ impl Iptables {
 /// "Error occurred at line: N", the legacy one "line N failed".
 fn failing_line(stderr: &str, input: &str) -> Option<(usize, String)> {
     let number = stderr.lines().find_map(|l| {
-        let rest = l
-            .split_once("line: ")
-            .map(|(_, r)| r)
-            .or_else(|| l.split_once("line ").map(|(_, r)| r))?;
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse::<usize>()
-            .ok()
+        let rest = l.split_once("line: ").map(|(_, r)| r).or_else(|| l.split_once("line ").map(|(_, r)| r))?;
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
     })?;
     let line = input.lines().nth(number.checked_sub(1)?)?;
     Some((number, line.to_owned()))
@@ -145,10 +111,7 @@ pub struct IptablesDataplane {
 
 impl IptablesDataplane {
     pub fn new(iptables: Iptables) -> Self {
-        Self {
-            iptables,
-            lock: Mutex::new(()),
-        }
+        Self { iptables, lock: Mutex::new(()) }
     }
 }
 
@@ -176,15 +139,9 @@ mod tests {
     fn finds_the_failing_input_line() {
         let input = "*mangle\n:TEEFLEET-PRE - [0:0]\n-A TEEFLEET-PRE --bogus\nCOMMIT\n";
         let nft = "iptables-restore v1.8.9 (nf_tables): unknown option \"--bogus\"\nError occurred at line: 3\nTry `iptables-restore -h'";
-        assert_eq!(
-            failing_line(nft, input),
-            Some((3, "-A TEEFLEET-PRE --bogus".to_owned()))
-        );
+        assert_eq!(failing_line(nft, input), Some((3, "-A TEEFLEET-PRE --bogus".to_owned())));
         let legacy = "iptables-restore: line 3 failed";
-        assert_eq!(
-            failing_line(legacy, input),
-            Some((3, "-A TEEFLEET-PRE --bogus".to_owned()))
-        );
+        assert_eq!(failing_line(legacy, input), Some((3, "-A TEEFLEET-PRE --bogus".to_owned())));
         assert_eq!(failing_line("no such thing", input), None);
         assert_eq!(failing_line("line: 99", input), None);
     }

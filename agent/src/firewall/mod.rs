@@ -30,10 +30,7 @@ pub trait Dataplane: Send + Sync + 'static {
 pub enum ApplyError {
     /// ip6tables support comes later; the renderer takes a [`Family`] so it can be added.
     #[error("IPv6 collectors are not supported yet (session {session}, collector {gateway})")]
-    Ipv6Unsupported {
-        session: SessionName,
-        gateway: IpAddr,
-    },
+    Ipv6Unsupported { session: SessionName, gateway: IpAddr },
 
     #[error("could not run {program}")]
     Spawn {
@@ -48,12 +45,7 @@ pub enum ApplyError {
     /// The command ran and failed. For `iptables-restore`, `input_line` is the line of
     /// our input it rejected, so the Nack tells the operator what the kernel refused.
     #[error("{program} failed ({status}): {stderr}{}", input_line.as_ref().map(|(n, l)| format!(" (input line {n}: {l})")).unwrap_or_default())]
-    Failed {
-        program: &'static str,
-        status: String,
-        stderr: String,
-        input_line: Option<(usize, String)>,
-    },
+    Failed { program: &'static str, status: String, stderr: String, input_line: Option<(usize, String)> },
 
     /// `iptables-save` exits 0 but cannot show a table that another nft tool created with
     /// features it does not understand; writing to it could destroy that tool's rules.

@@ -26,16 +26,8 @@ pub struct Hook {
 
 /// Ingress rules hang off PREROUTING (before routing, so forwarded and local traffic
 /// alike), egress rules off POSTROUTING (after routing, the last point before the wire).
-pub const HOOKS: [Hook; 2] = [
-    Hook {
-        builtin: "PREROUTING",
-        chain: "TEEFLEET-PRE",
-    },
-    Hook {
-        builtin: "POSTROUTING",
-        chain: "TEEFLEET-POST",
-    },
-];
+pub const HOOKS: [Hook; 2] =
+    [Hook { builtin: "PREROUTING", chain: "TEEFLEET-PRE" }, Hook { builtin: "POSTROUTING", chain: "TEEFLEET-POST" }];
 
 impl Hook {
     fn of(direction: RuleDirection) -> Hook {
@@ -78,15 +70,8 @@ impl Family {
 
 /// Fails on the first rule of a family this agent cannot apply yet.
 pub fn check_supported(set: &RuleSet) -> Result<(), ApplyError> {
-    match set
-        .rules()
-        .iter()
-        .find(|r| Family::of(r.gateway()) != Family::V4)
-    {
-        Some(r) => Err(ApplyError::Ipv6Unsupported {
-            session: r.session().clone(),
-            gateway: r.gateway(),
-        }),
+    match set.rules().iter().find(|r| Family::of(r.gateway()) != Family::V4) {
+        Some(r) => Err(ApplyError::Ipv6Unsupported { session: r.session().clone(), gateway: r.gateway() }),
         None => Ok(()),
     }
 }
@@ -109,9 +94,7 @@ impl Observed {
             // iptables-nft prints this comment and exits 0 when nft rules it cannot
             // represent live in the table.
             if line.starts_with('#') && line.contains("incompatible") {
-                return Err(ApplyError::Incompatible(
-                    line.trim_start_matches(['#', ' ']).to_owned(),
-                ));
+                return Err(ApplyError::Incompatible(line.trim_start_matches(['#', ' ']).to_owned()));
             }
             if let Some(decl) = line.strip_prefix(':') {
                 let name = decl.split_whitespace().next().unwrap_or_default();
@@ -129,10 +112,7 @@ impl Observed {
                     continue;
                 };
                 let tokens: Vec<&str> = spec.split_whitespace().collect();
-                if tokens
-                    .windows(2)
-                    .any(|w| matches!(w[0], "-j" | "-g") && w[1] == hook.chain)
-                {
+                if tokens.windows(2).any(|w| matches!(w[0], "-j" | "-g") && w[1] == hook.chain) {
                     observed.jumps[i].push(spec.to_owned());
                 }
             }
@@ -183,11 +163,7 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
 /// Declaring a chain (`:CHAIN - [0:0]`) creates it or flushes it inside the transaction,
 /// so the kernel switches from the old rules to the new ones at once.
 pub fn plan(set: &RuleSet, family: Family, observed: &Observed) -> Option<String> {
-    let rules: Vec<&MirrorRule> = set
-        .rules()
-        .iter()
-        .filter(|r| Family::of(r.gateway()) == family)
-        .collect();
+    let rules: Vec<&MirrorRule> = set.rules().iter().filter(|r| Family::of(r.gateway()) == family).collect();
     let mut lines = Vec::new();
     if rules.is_empty() {
         lines.extend(removal_lines(observed));
@@ -198,12 +174,7 @@ pub fn plan(set: &RuleSet, family: Family, observed: &Observed) -> Option<String
         lines.extend(HOOKS.iter().map(|h| format!(":{} - [0:0]", h.chain)));
         // Grouped by chain, so the text reads like `iptables-save` prints it.
         for hook in HOOKS {
-            lines.extend(
-                rules
-                    .iter()
-                    .filter(|r| Hook::of(r.direction()) == hook)
-                    .map(|r| render_rule(r, family)),
-            );
+            lines.extend(rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| render_rule(r, family)));
         }
         for (hook, jumps) in HOOKS.iter().zip(&observed.jumps) {
             lines.extend(jump_repair_lines(*hook, jumps));
@@ -245,11 +216,7 @@ fn jump_repair_lines(hook: Hook, jumps: &[String]) -> Vec<String> {
 fn removal_lines(observed: &Observed) -> Vec<String> {
     let mut lines = Vec::new();
     for (hook, jumps) in HOOKS.iter().zip(&observed.jumps) {
-        lines.extend(
-            jumps
-                .iter()
-                .map(|spec| format!("-D {} {spec}", hook.builtin)),
-        );
+        lines.extend(jumps.iter().map(|spec| format!("-D {} {spec}", hook.builtin)));
     }
     for hook in HOOKS.iter().filter(|h| observed.chains.contains(h.chain)) {
         lines.push(format!("-F {}", hook.chain));
@@ -300,26 +267,11 @@ mod tests {
         use Protocol::*;
         use RuleDirection::*;
         let cases: Vec<(MirrorRule, String)> = vec![
-            (
-                rule("s", Ingress, All, None, None),
-                format!("-A TEEFLEET-PRE {}", tail("s")),
-            ),
-            (
-                rule("s", Egress, All, None, None),
-                format!("-A TEEFLEET-POST {}", tail("s")),
-            ),
-            (
-                rule("s", Ingress, Tcp, None, None),
-                format!("-A TEEFLEET-PRE -p tcp {}", tail("s")),
-            ),
-            (
-                rule("s", Ingress, Udp, None, None),
-                format!("-A TEEFLEET-PRE -p udp {}", tail("s")),
-            ),
-            (
-                rule("s", Egress, Icmp, None, None),
-                format!("-A TEEFLEET-POST -p icmp {}", tail("s")),
-            ),
+            (rule("s", Ingress, All, None, None), format!("-A TEEFLEET-PRE {}", tail("s"))),
+            (rule("s", Egress, All, None, None), format!("-A TEEFLEET-POST {}", tail("s"))),
+            (rule("s", Ingress, Tcp, None, None), format!("-A TEEFLEET-PRE -p tcp {}", tail("s"))),
+            (rule("s", Ingress, Udp, None, None), format!("-A TEEFLEET-PRE -p udp {}", tail("s"))),
+            (rule("s", Egress, Icmp, None, None), format!("-A TEEFLEET-POST -p icmp {}", tail("s"))),
             (
                 rule("s", Ingress, Tcp, Some((443, 443)), None),
                 format!("-A TEEFLEET-PRE -p tcp -m tcp --dport 443 {}", tail("s")),
@@ -330,17 +282,11 @@ mod tests {
             ),
             (
                 rule("s", Ingress, Udp, Some((5000, 5100)), None),
-                format!(
-                    "-A TEEFLEET-PRE -p udp -m udp --dport 5000:5100 {}",
-                    tail("s")
-                ),
+                format!("-A TEEFLEET-PRE -p udp -m udp --dport 5000:5100 {}", tail("s")),
             ),
             (
                 rule("s", Egress, Udp, Some((5000, 5100)), None),
-                format!(
-                    "-A TEEFLEET-POST -p udp -m udp --sport 5000:5100 {}",
-                    tail("s")
-                ),
+                format!("-A TEEFLEET-POST -p udp -m udp --sport 5000:5100 {}", tail("s")),
             ),
             (
                 rule("s", Ingress, All, None, Some("192.168.0.0/16")),
@@ -352,22 +298,13 @@ mod tests {
             ),
             (
                 rule("web", Ingress, Tcp, Some((80, 90)), Some("10.1.0.0/16")),
-                format!(
-                    "-A TEEFLEET-PRE -s 10.1.0.0/16 -p tcp -m tcp --dport 80:90 {}",
-                    tail("web")
-                ),
+                format!("-A TEEFLEET-PRE -s 10.1.0.0/16 -p tcp -m tcp --dport 80:90 {}", tail("web")),
             ),
             (
                 rule("web", Egress, Tcp, Some((80, 90)), Some("10.1.2.3/32")),
-                format!(
-                    "-A TEEFLEET-POST -d 10.1.2.3/32 -p tcp -m tcp --sport 80:90 {}",
-                    tail("web")
-                ),
+                format!("-A TEEFLEET-POST -d 10.1.2.3/32 -p tcp -m tcp --sport 80:90 {}", tail("web")),
             ),
-            (
-                rule("s", Egress, Icmp, None, Some("0.0.0.0/0")),
-                format!("-A TEEFLEET-POST -p icmp {}", tail("s")),
-            ),
+            (rule("s", Egress, Icmp, None, Some("0.0.0.0/0")), format!("-A TEEFLEET-POST -p icmp {}", tail("s"))),
         ];
         for (rule, want) in cases {
             assert_eq!(render_rule(&rule, Family::V4), want, "{rule:?}");
@@ -377,20 +314,8 @@ mod tests {
     #[test]
     fn full_transaction_with_no_jumps_yet() {
         let s = set(vec![
-            rule(
-                "web",
-                RuleDirection::Ingress,
-                Protocol::Tcp,
-                Some((443, 443)),
-                None,
-            ),
-            rule(
-                "dns",
-                RuleDirection::Egress,
-                Protocol::Udp,
-                Some((53, 53)),
-                Some("10.2.0.0/16"),
-            ),
+            rule("web", RuleDirection::Ingress, Protocol::Tcp, Some((443, 443)), None),
+            rule("dns", RuleDirection::Egress, Protocol::Udp, Some((53, 53)), Some("10.2.0.0/16")),
             rule("all", RuleDirection::Ingress, Protocol::All, None, None),
         ]);
         let want = format!(
@@ -408,10 +333,7 @@ COMMIT
             web = tail("web"),
             dns = tail("dns"),
         );
-        assert_eq!(
-            plan(&s, Family::V4, &Observed::default()).as_deref(),
-            Some(want.as_str())
-        );
+        assert_eq!(plan(&s, Family::V4, &Observed::default()).as_deref(), Some(want.as_str()));
     }
 
     const SAVED: &str = "# Generated by iptables-save v1.8.9 (nf_tables)
@@ -433,10 +355,7 @@ COMMIT
     #[test]
     fn parses_owned_objects_only() {
         let o = Observed::parse(SAVED).expect("parse");
-        assert_eq!(
-            o.chains.iter().map(String::as_str).collect::<Vec<_>>(),
-            ["TEEFLEET-POST", "TEEFLEET-PRE"]
-        );
+        assert_eq!(o.chains.iter().map(String::as_str).collect::<Vec<_>>(), ["TEEFLEET-POST", "TEEFLEET-PRE"]);
         assert_eq!(
             o.jumps,
             [
@@ -448,20 +367,13 @@ COMMIT
                 vec![],
             ]
         );
-        let err =
-            Observed::parse("# Table `mangle' is incompatible, use 'nft' tool.\n").unwrap_err();
+        let err = Observed::parse("# Table `mangle' is incompatible, use 'nft' tool.\n").unwrap_err();
         assert!(matches!(err, ApplyError::Incompatible(_)), "{err}");
     }
 
     #[test]
     fn duplicate_foreign_and_missing_jumps_are_repaired() {
-        let s = set(vec![rule(
-            "a",
-            RuleDirection::Egress,
-            Protocol::All,
-            None,
-            None,
-        )]);
+        let s = set(vec![rule("a", RuleDirection::Egress, Protocol::All, None, None)]);
         let o = Observed::parse(SAVED).expect("parse");
         let want = format!(
             "*mangle
@@ -480,13 +392,7 @@ COMMIT
 
     #[test]
     fn jumps_already_in_place_are_left_alone() {
-        let s = set(vec![rule(
-            "a",
-            RuleDirection::Ingress,
-            Protocol::Icmp,
-            None,
-            None,
-        )]);
+        let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::Icmp, None, None)]);
         let o = Observed {
             chains: HOOKS.iter().map(|h| h.chain.to_owned()).collect(),
             jumps: HOOKS.map(|h| vec![h.jump_spec()]),
@@ -514,10 +420,7 @@ COMMIT
 ";
         assert_eq!(plan(&empty, Family::V4, &o).as_deref(), Some(want));
         assert_eq!(plan(&empty, Family::V4, &Observed::default()), None);
-        let only_post = Observed {
-            chains: ["TEEFLEET-POST".to_owned()].into(),
-            jumps: [vec![], vec![]],
-        };
+        let only_post = Observed { chains: ["TEEFLEET-POST".to_owned()].into(), jumps: [vec![], vec![]] };
         assert_eq!(
             plan(&empty, Family::V4, &only_post).as_deref(),
             Some("*mangle\n-F TEEFLEET-POST\n-X TEEFLEET-POST\nCOMMIT\n")
@@ -535,26 +438,10 @@ COMMIT
             None,
         )
         .expect("rule");
-        let s = set(vec![
-            rule("a", RuleDirection::Ingress, Protocol::All, None, None),
-            v6.clone(),
-        ]);
+        let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None), v6.clone()]);
         let err = check_supported(&s).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("IPv6 collectors are not supported yet"),
-            "{err}"
-        );
-        assert!(
-            check_supported(&set(vec![rule(
-                "a",
-                RuleDirection::Ingress,
-                Protocol::All,
-                None,
-                None
-            )]))
-            .is_ok()
-        );
+        assert!(err.to_string().starts_with("IPv6 collectors are not supported yet"), "{err}");
+        assert!(check_supported(&set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None)])).is_ok());
         // The family parameter already renders the IPv6 dialect for when ip6tables lands.
         assert_eq!(
             render_rule(&v6, Family::V6),

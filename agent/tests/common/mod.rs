@@ -37,20 +37,14 @@ pub struct Netns {
 impl Netns {
     pub fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "tfa-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("tfa-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]));
         Netns { name }
     }
 
     /// Runs a command inside the namespace and returns its stdout; panics on failure.
     pub fn exec(&self, args: &[&str]) -> String {
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args))
+        run(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
     }
 
     pub fn iptables(&self, args: &str) {
@@ -84,28 +78,18 @@ impl Netns {
     /// The rules of one chain as `iptables-save` prints them.
     pub fn chain(&self, chain: &str) -> Vec<String> {
         let prefix = format!("-A {chain} ");
-        self.save()
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect()
+        self.save().lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
