@@ -278,6 +278,33 @@ async fn disconnected_source_degrades_its_session() {
 }
 
 #[tokio::test]
+async fn ec2_failures_show_in_the_session_and_are_retried() {
+    let cloud = cloud();
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud.clone()).await;
+    add_collector(&ctl.channel).await;
+    let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
+    *cloud.fail.lock().expect("lock") = true;
+    SessionServiceClient::new(ctl.channel.clone())
+        .create_session(create("web", &[SOURCE], COLLECTOR, None))
+        .await
+        .expect("created: EC2 trouble does not refuse the session");
+    let set = agent.next_rule_set().await;
+    agent.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    let degraded = state_becomes(&ctl.channel, "web", pb::SessionState::Degraded).await;
+    assert!(
+        degraded.problems.iter().any(|p| p.contains("could not disable Source/Dest Check") && p.contains(COLLECTOR)),
+        "{:?}",
+        degraded.problems
+    );
+    assert!(degraded.hosts[0].applied, "the source itself is fine");
+    *cloud.fail.lock().expect("lock") = false;
+    state_becomes(&ctl.channel, "web", pb::SessionState::Active).await;
+    assert_eq!(cloud.source_dest_check(COLLECTOR), Some(false));
+    ctl.stop().await;
+}
+
+#[tokio::test]
 async fn stream_must_start_with_a_valid_hello() {
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud()).await;
