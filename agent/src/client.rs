@@ -140,6 +140,7 @@ impl<D: Dataplane> Agent<D> {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             addresses,
             applied_version: self.applied_version(),
+            ..Default::default()
         });
         // Queued before the stream opens, so Hello is always the first message.
         send(&tx, hello).await?;
@@ -158,7 +159,7 @@ impl<D: Dataplane> Agent<D> {
                 () = shutdown.cancelled() => return Ok(()),
                 _ = health.tick() => {
                     let rule_count = self.applied.as_ref().map_or(0, |s| u32::try_from(s.rules().len()).unwrap_or(u32::MAX));
-                    send(&tx, Msg::Health(pb::Health { applied_version: self.applied_version(), rule_count })).await?;
+                    send(&tx, Msg::Health(pb::Health { applied_version: self.applied_version(), rule_count, ..Default::default() })).await?;
                 }
                 message = inbound.next() => {
                     let message = match message {

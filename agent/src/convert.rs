@@ -4,7 +4,9 @@
 //! field again: a controller bug or compromise must not reach iptables. Errors name the
 //! offending field (`rules[2].peer_cidr`) so a Nack tells the operator what to fix.
 
-use teefleet_model::{Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, ValidationError};
+use teefleet_model::{
+    Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, Throttle, ValidationError,
+};
 use teefleet_proto::v1 as pb;
 
 /// Converts and validates a pushed rule set.
@@ -49,7 +51,8 @@ fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
     };
     let ports = r.ports.map(|p| PortRange::new(p.first, p.last)).transpose().map_err(at("ports"))?;
     let peer = if r.peer_cidr.is_empty() { None } else { Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?) };
-    MirrorRule::new(session, direction, gateway, protocol, ports, peer)
+    let throttle = Throttle::from_zeroable(r.sample, r.max_pps)?;
+    Ok(MirrorRule::new(session, direction, gateway, protocol, ports, peer)?.with_throttle(throttle))
 }
 
 #[cfg(test)]
@@ -64,6 +67,8 @@ mod tests {
             protocol: pb::Protocol::Tcp as i32,
             ports: Some(pb::PortRange { first: 80, last: 90 }),
             peer_cidr: "10.1.0.0/16".into(),
+            sample: 0.25,
+            max_pps: 100,
         }
     }
 
@@ -79,6 +84,10 @@ mod tests {
         assert_eq!((r.session().as_str(), r.direction(), r.protocol()), ("web", RuleDirection::Ingress, Protocol::Tcp));
         assert_eq!(r.ports().map(|p| (p.first(), p.last())), Some((80, 90)));
         assert_eq!(r.peer().map(|p| p.to_string()), Some("10.1.0.0/16".into()));
+        assert_eq!(
+            (r.throttle().sample.map(|s| s.ppm()), r.throttle().max_pps.map(|m| m.get())),
+            (Some(250_000), Some(100))
+        );
         let unset = pb::MirrorRule { protocol: 0, ports: None, peer_cidr: String::new(), ..good() };
         let r = convert(vec![unset]).expect("valid");
         assert_eq!((r.rules()[0].protocol(), r.rules()[0].peer()), (Protocol::All, None));
@@ -98,6 +107,9 @@ mod tests {
             (pb::MirrorRule { protocol: pb::Protocol::Icmp as i32, ..good() }, "rules[1].ports"),
             (pb::MirrorRule { peer_cidr: "10.1.0.1/16".into(), ..good() }, "rules[1].peer_cidr"),
             (pb::MirrorRule { peer_cidr: "fd00::/8".into(), ..good() }, "rules[1].peer_cidr"),
+            (pb::MirrorRule { sample: 1.5, ..good() }, "rules[1].sample"),
+            (pb::MirrorRule { sample: f64::NAN, ..good() }, "rules[1].sample"),
+            (pb::MirrorRule { max_pps: 2_000_000, ..good() }, "rules[1].max_pps"),
         ];
         for (bad, field) in cases {
             let err = convert(vec![good(), bad.clone()]).expect_err("invalid");

@@ -129,6 +129,7 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
             protocol: pb::Protocol::Udp as i32,
             ports: Some(pb::PortRange { first: 53, last: 53 }),
             peer_cidr: String::new(),
+            ..Default::default()
         }],
     }
 }

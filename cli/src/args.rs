@@ -180,6 +180,7 @@ impl CreateArgs {
                 protocol: self.protocol.map_or(v1::Protocol::Unspecified, Into::into).into(),
                 ports: self.port,
                 cidrs: self.cidrs.clone(),
+                ..Default::default()
             }),
         }
     }

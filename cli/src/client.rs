@@ -100,7 +100,11 @@ async fn collector(
     match cmd {
         CollectorCommand::Add { instance_id, ip } => {
             let collector = client
-                .add_collector(v1::AddCollectorRequest { instance_id, ip: ip.unwrap_or_default() })
+                .add_collector(v1::AddCollectorRequest {
+                    instance_id,
+                    ip: ip.unwrap_or_default(),
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             let collector = CollectorOut::from(&collector);

@@ -361,6 +361,7 @@ mod tests {
                 protocol: v1::Protocol::Tcp as i32,
                 ports: Some(v1::PortRange { first: 80, last: 90 }),
                 cidrs: vec!["10.0.0.0/8".into()],
+                ..Default::default()
             }),
             state: v1::SessionState::Degraded as i32,
             hosts: vec![
@@ -371,6 +372,7 @@ mod tests {
                     error: String::new(),
                     desired_version: 3,
                     applied_version: 3,
+                    ..Default::default()
                 },
                 v1::SessionHostStatus {
                     host_id: "i-src2".into(),
@@ -379,10 +381,12 @@ mod tests {
                     error: "iptables-restore: TEE target not supported".into(),
                     desired_version: 2,
                     applied_version: 1,
+                    ..Default::default()
                 },
             ],
             problems: vec!["ec2: ModifyInstanceAttribute throttled".into()],
             created_at: "2025-01-02T03:04:05Z".into(),
+            ..Default::default()
         }
     }
 
@@ -485,6 +489,7 @@ mod tests {
             source_dest_check: "disabled".into(),
             original_source_dest_check: true,
             ec2_error: String::new(),
+            ..Default::default()
         });
         assert_eq!(c.ec2_error, None);
         let t = collectors_table(&[c]);
@@ -501,6 +506,7 @@ mod tests {
             last_error: String::new(),
             last_seen: String::new(),
             rule_count: 2,
+            ..Default::default()
         });
         assert_eq!(h.last_seen, None);
         let t = hosts_table(&[h]);

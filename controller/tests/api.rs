@@ -35,7 +35,11 @@ fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filt
 
 async fn add_collector(channel: &Channel) {
     CollectorServiceClient::new(channel.clone())
-        .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ip: String::new() })
+        .add_collector(pb::AddCollectorRequest {
+            instance_id: COLLECTOR.into(),
+            ip: String::new(),
+            ..Default::default()
+        })
         .await
         .expect("collector added");
 }
@@ -54,6 +58,7 @@ impl Agent {
             agent_version: "test".into(),
             addresses: vec!["10.9.0.10".into()],
             applied_version,
+            ..Default::default()
         };
         tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue hello");
         let inbound = AgentServiceClient::new(channel.clone())
@@ -116,24 +121,36 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
 
     let err = collectors
-        .add_collector(pb::AddCollectorRequest { instance_id: "web-1".into(), ip: String::new() })
+        .add_collector(pb::AddCollectorRequest { instance_id: "web-1".into(), ip: String::new(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("instance_id: "), "{}", err.message());
     let err = collectors
-        .add_collector(pb::AddCollectorRequest { instance_id: "i-0ffffffffffffffff".into(), ip: String::new() })
+        .add_collector(pb::AddCollectorRequest {
+            instance_id: "i-0ffffffffffffffff".into(),
+            ip: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     let err = collectors
-        .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ip: "0.0.0.0".into() })
+        .add_collector(pb::AddCollectorRequest {
+            instance_id: COLLECTOR.into(),
+            ip: "0.0.0.0".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!((err.code(), err.message().starts_with("ip: ")), (Code::InvalidArgument, true), "{}", err.message());
     add_collector(&ctl.channel).await;
     let err = collectors
-        .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ip: String::new() })
+        .add_collector(pb::AddCollectorRequest {
+            instance_id: COLLECTOR.into(),
+            ip: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);

@@ -7,12 +7,12 @@ use std::{collections::BTreeMap, net::IpAddr};
 use crate::{Direction, Filter, HostId, MirrorRule, RuleDirection, SessionName, ValidationError};
 
 /// What the compiler needs of one session: its sources, its filter and where its
-/// collector is on the network.
+/// collector is on the network (at most one address per family).
 #[derive(Debug, Clone)]
 pub struct CompileInput {
     pub name: SessionName,
     pub sources: Vec<HostId>,
-    pub collector_ip: IpAddr,
+    pub collector_ips: Vec<IpAddr>,
     pub filter: Filter,
 }
 
@@ -39,21 +39,35 @@ fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
         Direction::Egress => &[RuleDirection::Egress],
         Direction::Both => &[RuleDirection::Ingress, RuleDirection::Egress],
     };
-    // No CIDR means any peer: one rule per direction. Otherwise one rule per CIDR, since
-    // an iptables rule matches a single source or destination network.
-    let peers: Vec<_> =
-        if s.filter.cidrs().is_empty() { vec![None] } else { s.filter.cidrs().iter().copied().map(Some).collect() };
-    let mut rules = Vec::with_capacity(directions.len() * peers.len());
-    for &direction in directions {
-        for &peer in &peers {
-            rules.push(MirrorRule::new(
-                s.name.clone(),
-                direction,
-                s.collector_ip,
-                s.filter.protocol(),
-                s.filter.ports(),
-                peer,
-            )?);
+    if s.collector_ips.is_empty() {
+        return Err(ValidationError::new("collector", "the collector has no address"));
+    }
+    // A peer network can only be mirrored to a collector address of its own family.
+    if let Some(orphan) =
+        s.filter.cidrs().iter().find(|c| !s.collector_ips.iter().any(|ip| ip.is_ipv4() == c.is_ipv4()))
+    {
+        let family = if orphan.is_ipv4() { "IPv4" } else { "IPv6" };
+        return Err(ValidationError::new(
+            "cidr",
+            format!("{orphan} is {family} but the collector has no {family} address"),
+        ));
+    }
+    let mut rules = Vec::new();
+    // Each family the collector has mirrors that family's traffic. No CIDR means any peer:
+    // one rule per direction and family. Otherwise one rule per CIDR, since an iptables
+    // rule matches a single source or destination network.
+    for &gateway in &s.collector_ips {
+        let peers: Vec<_> = if s.filter.cidrs().is_empty() {
+            vec![None]
+        } else {
+            s.filter.cidrs().iter().copied().filter(|c| c.is_ipv4() == gateway.is_ipv4()).map(Some).collect()
+        };
+        for &direction in directions {
+            for &peer in &peers {
+                let rule =
+                    MirrorRule::new(s.name.clone(), direction, gateway, s.filter.protocol(), s.filter.ports(), peer)?;
+                rules.push(rule.with_throttle(s.filter.throttle()));
+            }
         }
     }
     Ok(rules)
@@ -68,7 +82,7 @@ mod tests {
         CompileInput {
             name: name.parse().expect("name"),
             sources: sources.iter().map(|s| s.parse().expect("host")).collect(),
-            collector_ip: collector.parse().expect("ip"),
+            collector_ips: collector.split(',').map(|ip| ip.parse().expect("ip")).collect(),
             filter,
         }
     }
@@ -110,11 +124,35 @@ mod tests {
     }
 
     #[test]
-    fn mixed_family_is_refused_with_the_session_named() {
+    fn a_cidr_without_a_collector_address_of_its_family_is_refused() {
         let f = Filter::new(Direction::Both, Protocol::All, None, vec!["2001:db8::/32".parse().expect("cidr")])
             .expect("filter");
         let err = compile(&[input("web", &["h1"], "10.0.0.9", f)]).unwrap_err();
-        assert!(err.to_string().starts_with("session web.peer_cidr:"), "{err}");
+        assert_eq!(err.to_string(), "session web.cidr: 2001:db8::/32 is IPv6 but the collector has no IPv6 address");
+    }
+
+    #[test]
+    fn a_dual_stack_collector_mirrors_each_family_to_its_own_address() {
+        let any = compile(&[input("s", &["h1"], "10.0.0.9,fd00::9", Filter::default())]).expect("compiles");
+        let gateways: Vec<_> = any[&"h1".parse().expect("host")].iter().map(|r| r.gateway().to_string()).collect();
+        assert_eq!(gateways.len(), 4);
+        assert_eq!(gateways.iter().filter(|g| g.contains(':')).count(), 2);
+        // CIDRs of one family only mirror that family.
+        let f = Filter::new(Direction::Ingress, Protocol::All, None, vec!["fd00:1::/64".parse().expect("cidr")])
+            .expect("filter");
+        let v6 = compile(&[input("s", &["h1"], "10.0.0.9,fd00::9", f)]).expect("compiles");
+        let rules = &v6[&"h1".parse().expect("host")];
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].gateway().to_string(), "fd00::9");
+    }
+
+    #[test]
+    fn the_throttle_reaches_every_rule() {
+        let t =
+            crate::Throttle::new(Some("0.01".parse().expect("sample")), Some(crate::MaxPps::new(500).expect("pps")));
+        let f = Filter::default().with_throttle(t);
+        let out = compile(&[input("s", &["h1"], "10.0.0.9,fd00::9", f)]).expect("compiles");
+        assert!(out[&"h1".parse().expect("host")].iter().all(|r| r.throttle() == t));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ValidationError, limits};
+use crate::{Throttle, ValidationError, limits};
 
 /// Which packets of a source host to mirror, relative to that host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -240,6 +240,8 @@ pub struct Filter {
     protocol: Protocol,
     ports: Option<PortRange>,
     cidrs: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Throttle::is_none")]
+    throttle: Throttle,
 }
 
 impl Filter {
@@ -261,7 +263,7 @@ impl Filter {
         }
         cidrs.sort();
         cidrs.dedup();
-        Ok(Self { direction, protocol, ports, cidrs })
+        Ok(Self { direction, protocol, ports, cidrs, throttle: Throttle::default() })
     }
 
     pub fn direction(&self) -> Direction {
@@ -278,6 +280,14 @@ impl Filter {
 
     pub fn cidrs(&self) -> &[Cidr] {
         &self.cidrs
+    }
+
+    pub fn throttle(&self) -> Throttle {
+        self.throttle
+    }
+
+    pub fn with_throttle(self, throttle: Throttle) -> Self {
+        Self { throttle, ..self }
     }
 }
 

@@ -11,6 +11,7 @@ mod filter;
 mod ids;
 mod rule;
 mod session;
+mod throttle;
 
 pub use compile::{CompileInput, compile};
 pub use error::ValidationError;
@@ -18,6 +19,7 @@ pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
 pub use ids::{HostId, InstanceId, SessionName};
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
 pub use session::SessionSpec;
+pub use throttle::{MaxPps, Sample, Throttle};
 
 /// Upper bounds on list inputs, so one request cannot make the controller or an agent do
 /// unbounded work.

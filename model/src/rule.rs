@@ -2,7 +2,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Cidr, PortRange, Protocol, SessionName, ValidationError, filter::check_gateway, limits};
+use crate::{Cidr, PortRange, Protocol, SessionName, Throttle, ValidationError, filter::check_gateway, limits};
 
 /// The chain a rule lives in: packets arriving at the host, or leaving it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,6 +23,7 @@ pub struct MirrorRule {
     protocol: Protocol,
     ports: Option<PortRange>,
     peer: Option<Cidr>,
+    throttle: Throttle,
 }
 
 impl MirrorRule {
@@ -46,7 +47,7 @@ impl MirrorRule {
                 format!("{peer} is not of the same address family as the collector {gateway}"),
             ));
         }
-        Ok(Self { session, direction, gateway, protocol, ports, peer })
+        Ok(Self { session, direction, gateway, protocol, ports, peer, throttle: Throttle::default() })
     }
 
     pub fn session(&self) -> &SessionName {
@@ -72,6 +73,14 @@ impl MirrorRule {
     pub fn peer(&self) -> Option<Cidr> {
         self.peer
     }
+
+    pub fn throttle(&self) -> Throttle {
+        self.throttle
+    }
+
+    pub fn with_throttle(self, throttle: Throttle) -> Self {
+        Self { throttle, ..self }
+    }
 }
 
 /// The serialised shape of a rule, checked again on the way in so a state file or a
@@ -86,12 +95,14 @@ struct RawRule {
     ports: Option<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peer: Option<Cidr>,
+    #[serde(default, skip_serializing_if = "Throttle::is_none")]
+    throttle: Throttle,
 }
 
 impl TryFrom<RawRule> for MirrorRule {
     type Error = ValidationError;
     fn try_from(r: RawRule) -> Result<Self, Self::Error> {
-        MirrorRule::new(r.session, r.direction, r.gateway, r.protocol, r.ports, r.peer)
+        Ok(MirrorRule::new(r.session, r.direction, r.gateway, r.protocol, r.ports, r.peer)?.with_throttle(r.throttle))
     }
 }
 
@@ -104,6 +115,7 @@ impl From<MirrorRule> for RawRule {
             protocol: r.protocol,
             ports: r.ports,
             peer: r.peer,
+            throttle: r.throttle,
         }
     }
 }

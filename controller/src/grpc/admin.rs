@@ -50,7 +50,7 @@ impl Api {
         compile(&[CompileInput {
             name: spec.name().clone(),
             sources: spec.sources().to_vec(),
-            collector_ip: collector.ip,
+            collector_ips: vec![collector.ip],
             filter: spec.filter().clone(),
         }])
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
@@ -172,5 +172,9 @@ impl HostService for Api {
     async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
         let records = self.store.list_hosts().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListHostsResponse { hosts: records.iter().map(convert::pb_host).collect() }))
+    }
+
+    async fn get_host(&self, _: Request<pb::GetHostRequest>) -> Reply<pb::Host> {
+        Err(tonic::Status::unimplemented("GetHost is not implemented yet"))
     }
 }

@@ -179,7 +179,7 @@ impl Connection {
                 debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
                 store.host_health(&self.host, h.rule_count).await
             }
-            Some(Msg::Hello(_)) | None => {
+            Some(Msg::Hello(_) | Msg::Event(_)) | None => {
                 warn!(host_id = %self.host, "ignoring unexpected message on agent stream");
                 Ok(())
             }

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use teefleet_model::{
-    Cidr, Direction, Filter, HostId, InstanceId, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName,
-    ValidationError,
+    Cidr, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet,
+    Sample, SessionName, Throttle, ValidationError,
 };
 use teefleet_proto::v1 as pb;
 
@@ -65,7 +65,9 @@ pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, ValidationError> {
         .enumerate()
         .map(|(i, c)| field::<Cidr>(&format!("filter.cidrs[{i}]"), c))
         .collect::<Result<_, _>>()?;
-    Filter::new(direction, protocol, ports, cidrs).map_err(|e| e.within("filter"))
+    Ok(Filter::new(direction, protocol, ports, cidrs)
+        .map_err(|e| e.within("filter"))?
+        .with_throttle(Throttle::from_zeroable(f.sample, f.max_pps).map_err(|e| e.within("filter"))?))
 }
 
 fn protocol(name: &str, value: i32) -> Result<Protocol, ValidationError> {
@@ -119,6 +121,8 @@ pub fn pb_filter(f: &Filter) -> pb::Filter {
         protocol: pb_protocol(f.protocol()).into(),
         ports: f.ports().map(pb_ports),
         cidrs: f.cidrs().iter().map(ToString::to_string).collect(),
+        sample: f.throttle().sample.map_or(0.0, Sample::fraction),
+        max_pps: f.throttle().max_pps.map_or(0, MaxPps::get),
     }
 }
 
@@ -144,10 +148,12 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
                 error: h.error.clone().unwrap_or_default(),
                 desired_version: h.desired_version,
                 applied_version: h.applied_version,
+                ..Default::default()
             })
             .collect(),
         problems: status.problems.clone(),
         created_at: r.created_at.to_rfc3339(),
+        ..Default::default()
     }
 }
 
@@ -160,6 +166,7 @@ pub fn pb_collector(c: &CollectorRecord) -> pb::Collector {
         source_dest_check: c.source_dest_check.as_str().to_owned(),
         original_source_dest_check: c.original_source_dest_check,
         ec2_error: c.ec2_error.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -174,6 +181,7 @@ pub fn pb_host(h: &HostRecord) -> pb::Host {
         last_error: h.last_error.clone().unwrap_or_default(),
         last_seen: h.last_seen.map(|t| t.to_rfc3339()).unwrap_or_default(),
         rule_count: h.rule_count,
+        ..Default::default()
     }
 }
 
@@ -193,6 +201,8 @@ fn pb_rule(r: &MirrorRule) -> pb::MirrorRule {
         protocol: pb_protocol(r.protocol()).into(),
         ports: r.ports().map(pb_ports),
         peer_cidr: r.peer().map(|c| c.to_string()).unwrap_or_default(),
+        sample: r.throttle().sample.map_or(0.0, Sample::fraction),
+        max_pps: r.throttle().max_pps.map_or(0, MaxPps::get),
     }
 }
 

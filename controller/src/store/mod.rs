@@ -483,7 +483,7 @@ async fn recompile(
                 .iter()
                 .map(|h| h.parse().map_err(corrupt))
                 .collect::<Result<_>>()?,
-            collector_ip: row.try_get::<String, _>("ip")?.parse::<IpAddr>().map_err(corrupt)?,
+            collector_ips: vec![row.try_get::<String, _>("ip")?.parse::<IpAddr>().map_err(corrupt)?],
             filter: filter_from_row(row)?,
         });
     }
