@@ -7,7 +7,21 @@
 #                      /usr/local/bin/fleet-agent already exists)
 #   FLEET_AGENT_SHA256 expected sha256 of that binary (required with FLEET_AGENT_URL)
 #   FLEET_HOST_ID      optional; the agent defaults to the EC2 instance id (IMDSv2)
+#
+# `bootstrap.sh uninstall` stops the agent and removes every rule, chain and file it made.
 set -euo pipefail
+
+if [[ "${1:-}" == uninstall ]]; then
+  systemctl disable --now fleet-agent.service 2>/dev/null || true
+  # Removes our chains and jumps in both families and the saved set, so nothing comes back.
+  if [[ -x /usr/local/bin/fleet-agent ]]; then
+    /usr/local/bin/fleet-agent cleanup --state-dir /var/lib/teefleet
+  fi
+  rm -f /etc/systemd/system/fleet-agent.service /etc/teefleet/agent.env /usr/local/bin/fleet-agent
+  systemctl daemon-reload
+  echo "bootstrap: fleet-agent uninstalled"
+  exit 0
+fi
 
 : "${FLEET_CONTROLLER:?set FLEET_CONTROLLER to the controller URL}"
 bin=/usr/local/bin/fleet-agent

@@ -2,10 +2,14 @@
 //! reconnected forever.
 //!
 //! Per stream: Hello first, then for each pushed RuleSet convert → apply → persist →
-//! Ack (or Nack with the reason), and Health at a fixed interval. Shutdown stops the
-//! stream and leaves the applied rules in place: mirroring fails open.
+//! Ack (or Nack with the reason), Health at a fixed interval, and the events the agent
+//! queued (drift repairs, an ignored state file). Shutdown stops the stream and leaves the
+//! applied rules in place: mirroring fails open.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, UNIX_EPOCH},
+};
 
 use futures::StreamExt;
 use teefleet_model::{HostId, RuleSet};
@@ -18,7 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{error, info, warn};
 
-use crate::{backoff::Backoff, convert, error_chain, firewall::Dataplane, host, state::StateStore};
+use crate::{
+    backoff::Backoff,
+    convert, error_chain,
+    events::{self, Event, EventKind, EventReceiver, EventSender},
+    firewall::{Dataplane, DataplaneInfo},
+    host,
+    state::StateStore,
+    status::Status,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings notice a controller that vanished without closing the connection.
@@ -54,17 +66,43 @@ pub enum StreamError {
     Send,
 }
 
-/// The agent proper: the dataplane, the state file, and what it has applied.
+/// The agent proper: the dataplane, the state file, what it has applied, and what it
+/// shares with the drift loop and the HTTP endpoints.
 pub struct Agent<D> {
-    dataplane: D,
+    dataplane: Arc<D>,
     state: StateStore,
     /// The set the kernel holds as far as the agent knows (None before the first apply).
     applied: Option<RuleSet>,
+    status: Arc<Status>,
+    events: EventSender,
+    pending_events: EventReceiver,
 }
 
 impl<D: Dataplane> Agent<D> {
-    pub fn new(dataplane: D, state: StateStore) -> Self {
-        Self { dataplane, state, applied: None }
+    /// `drift_interval` is how often the drift loop checks; readiness needs a recent check.
+    pub fn new(dataplane: D, state: StateStore, drift_interval: Duration) -> Self {
+        let (events, pending_events) = events::channel();
+        Self {
+            dataplane: Arc::new(dataplane),
+            state,
+            applied: None,
+            status: Arc::new(Status::new(drift_interval)),
+            events,
+            pending_events,
+        }
+    }
+
+    pub fn dataplane(&self) -> Arc<D> {
+        self.dataplane.clone()
+    }
+
+    pub fn status(&self) -> Arc<Status> {
+        self.status.clone()
+    }
+
+    /// Where the drift loop queues events for the controller.
+    pub fn events(&self) -> EventSender {
+        self.events.clone()
     }
 
     pub fn applied(&self) -> Option<&RuleSet> {
@@ -78,18 +116,35 @@ impl<D: Dataplane> Agent<D> {
     /// Applies the saved set, if there is one, so mirroring resumes after a reboot even
     /// while the controller is unreachable. Called before the first connect.
     pub async fn restore(&mut self) {
-        let Some(set) = self.state.load().await else {
-            return;
+        let set = match self.state.load().await {
+            Ok(Some(set)) => set,
+            Ok(None) => return,
+            Err(e) => {
+                let message = error_chain(&e);
+                warn!(error = %message, "ignoring the saved rule set; the controller will send the current one");
+                self.events.send(EventKind::StateIgnored, message);
+                return;
+            }
         };
-        match self.dataplane.apply(&set).await {
+        match self.apply(&set).await {
             Ok(()) => {
                 info!(version = set.version(), rules = set.rules().len(), "re-applied the saved rule set");
                 self.applied = Some(set);
             }
             Err(e) => {
-                error!(version = set.version(), error = %error_chain(&e), "cannot re-apply the saved rule set")
+                let message = format!("cannot re-apply the saved rule set (version {}): {e}", set.version());
+                error!(version = set.version(), error = %e, "cannot re-apply the saved rule set");
+                self.events.send(EventKind::ApplyFailed, message);
             }
         }
+    }
+
+    /// Applies through the dataplane and records the attempt; the error is one line.
+    async fn apply(&self, set: &RuleSet) -> Result<(), String> {
+        let started = Instant::now();
+        let result = self.dataplane.apply(set).await.map_err(|e| error_chain(&e));
+        self.status.record_apply(set, started.elapsed(), result.is_ok());
+        result
     }
 
     /// Keeps a stream to the controller until `shutdown`, reconnecting with backoff.
@@ -140,7 +195,7 @@ impl<D: Dataplane> Agent<D> {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             addresses,
             applied_version: self.applied_version(),
-            ..Default::default()
+            dataplane: Some(dataplane_to_proto(self.dataplane.info())),
         });
         // Queued before the stream opens, so Hello is always the first message.
         send(&tx, hello).await?;
@@ -150,6 +205,7 @@ impl<D: Dataplane> Agent<D> {
             response = client.sync(ReceiverStream::new(rx)) => response.map_err(StreamError::Open)?.into_inner(),
         };
         info!(controller = %options.controller, host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
+        self.status.record_synced();
 
         let period = options.health_interval;
         let mut health = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -157,10 +213,8 @@ impl<D: Dataplane> Agent<D> {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                _ = health.tick() => {
-                    let rule_count = self.applied.as_ref().map_or(0, |s| u32::try_from(s.rules().len()).unwrap_or(u32::MAX));
-                    send(&tx, Msg::Health(pb::Health { applied_version: self.applied_version(), rule_count, ..Default::default() })).await?;
-                }
+                _ = health.tick() => send(&tx, Msg::Health(self.health())).await?,
+                Some(event) = self.pending_events.recv() => send(&tx, Msg::Event(event_to_proto(event))).await?,
                 message = inbound.next() => {
                     let message = match message {
                         Some(Ok(m)) => m,
@@ -192,9 +246,9 @@ impl<D: Dataplane> Agent<D> {
                 return nack(format!("invalid rule set: {e}"));
             }
         };
-        if let Err(e) = self.dataplane.apply(&set).await {
-            let error = error_chain(&e);
+        if let Err(error) = self.apply(&set).await {
             error!(version, %error, "cannot apply the rule set; the previous one stays in place");
+            self.status.record_push(version, Some(error.clone()));
             return nack(error);
         }
         let rules = set.rules().len();
@@ -205,11 +259,51 @@ impl<D: Dataplane> Agent<D> {
             // controller must not count this host as done.
             let error = format!("applied, but cannot save the state: {}", error_chain(&e));
             error!(version, %error, "rule set applied but not persisted");
+            self.status.record_push(version, Some(error.clone()));
             return nack(error);
         }
         info!(version, rules, "applied rule set");
+        self.status.record_push(version, None);
         Msg::Ack(pb::Ack { version })
     }
+
+    fn health(&self) -> pb::Health {
+        let rule_count = self.applied.as_ref().map_or(0, |s| u32::try_from(s.rules().len()).unwrap_or(u32::MAX));
+        let counters = self
+            .status
+            .counters()
+            .into_iter()
+            .map(|(session, rated)| pb::SessionCounters {
+                session: session.to_string(),
+                packets: rated.counter.packets,
+                bytes: rated.counter.bytes,
+                packets_per_second: rated.packets_per_second,
+                bytes_per_second: rated.bytes_per_second,
+            })
+            .collect();
+        pb::Health {
+            applied_version: self.applied_version(),
+            rule_count,
+            counters,
+            drift_repairs: self.status.drift_repairs(),
+            dataplane: Some(dataplane_to_proto(self.dataplane.info())),
+        }
+    }
+}
+
+fn dataplane_to_proto(info: DataplaneInfo) -> pb::Dataplane {
+    pb::Dataplane {
+        backend: info.backend,
+        iptables_version: info.iptables_version,
+        ipv6: info.ipv6,
+        problems: info.problems,
+    }
+}
+
+fn event_to_proto(event: Event) -> pb::HostEvent {
+    let at_unix_ms =
+        event.at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    pb::HostEvent { kind: event.kind.as_str().to_owned(), message: event.message, at_unix_ms }
 }
 
 async fn send(tx: &mpsc::Sender<pb::AgentMessage>, msg: Msg) -> Result<(), StreamError> {

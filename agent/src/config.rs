@@ -1,13 +1,18 @@
 //! The agent's configuration: one typed struct, read once from flags and environment.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use teefleet_model::HostId;
 
 /// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "fleet-agent", version, about)]
+#[command(
+    name = "fleet-agent",
+    version,
+    about,
+    after_help = "Run `fleet-agent cleanup --help` for removing every rule of ours (uninstall)."
+)]
 pub struct Config {
     /// The controller's agent endpoint, e.g. http://controller:7000.
     #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", value_parser = parse_http_url)]
@@ -26,6 +31,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_interval: u64,
 
+    /// Seconds between drift checks: our chains are read back and restored if something
+    /// else changed them, and the counters are read.
+    #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub drift_interval: u64,
+
+    /// Where to serve /healthz, /readyz and /metrics; `off` disables them.
+    #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9477",
+          value_parser = parse_listen)]
+    pub metrics_listen: Listen,
+
     /// The EC2 instance metadata service, used when --host-id is not given.
     #[arg(long, env = "FLEET_IMDS_ENDPOINT", value_name = "URL", default_value = "http://169.254.169.254",
           value_parser = parse_http_url)]
@@ -36,6 +52,40 @@ impl Config {
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(self.health_interval)
     }
+
+    pub fn drift_interval(&self) -> Duration {
+        Duration::from_secs(self.drift_interval)
+    }
+}
+
+/// `fleet-agent cleanup`: removes every chain and jump of ours, in both families.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fleet-agent cleanup",
+    bin_name = "fleet-agent cleanup",
+    version,
+    about = "Removes every chain and jump teefleet installed on this host \
+(both address families) and, with --state-dir, the saved rule set, so a restarted agent does not bring them back. \
+Idempotent; stop the agent first."
+)]
+pub struct CleanupConfig {
+    /// The agent's state directory; its saved rule set is deleted.
+    #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Where the HTTP endpoints listen, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen::Off);
+    }
+    s.parse().map(Listen::On).map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9477) or off"))
 }
 
 /// A URL that is not a plain `http://HOST[:PORT]`.
@@ -101,7 +151,15 @@ mod tests {
             (c.controller.as_str(), c.health_interval, c.imds_endpoint.as_str()),
             ("http://c:7000", 10, "http://169.254.169.254")
         );
+        assert_eq!(
+            (c.drift_interval(), c.metrics_listen),
+            (Duration::from_secs(5), Listen::On(([127, 0, 0, 1], 9477).into()))
+        );
         assert_eq!(c.host_id.map(String::from).as_deref(), Some("h1"));
+        let c =
+            parse(&["--controller", "http://c", "--host-id", "h", "--state-dir", "/tmp", "--metrics-listen", "off"])
+                .expect("valid");
+        assert_eq!(c.metrics_listen, Listen::Off);
     }
 
     #[test]
@@ -111,6 +169,8 @@ mod tests {
             (vec!["--controller", "https://c"], "--controller"),
             (vec!["--controller", "http://c", "--health-interval", "0"], "--health-interval"),
             (vec!["--controller", "http://c", "--imds-endpoint", "x"], "--imds-endpoint"),
+            (vec!["--controller", "http://c", "--drift-interval", "0"], "--drift-interval"),
+            (vec!["--controller", "http://c", "--metrics-listen", "localhost"], "--metrics-listen"),
         ] {
             let args: Vec<&str> = base.iter().copied().chain(extra).collect();
             let err = parse(&args).expect_err("invalid").to_string();

@@ -3,8 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser as _;
-use teefleet_agent::{Config, RunError};
+use teefleet_agent::{CleanupConfig, Config, RunError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -12,20 +11,18 @@ use tracing_subscriber::EnvFilter;
 /// How long the stream may take to stop after a signal before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
-#[tokio::main]
+/// One thread: the agent's work is a few child processes and one stream, and a small
+/// footprint on every host of the fleet matters more than parallelism.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "cleanup") {
+        return cleanup().await;
+    }
+    let config = match parse::<Config>(std::env::args_os()) {
         Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            // clap's message names the flag; 64 (EX_USAGE) tells systemd it is a config error.
-            let _ = e.print();
-            return ExitCode::from(64);
-        }
-        Err(e) => e.exit(),
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    init_logging();
     info!(version = env!("CARGO_PKG_VERSION"), controller = %config.controller, "fleet-agent starting");
 
     let shutdown = CancellationToken::new();
@@ -51,6 +48,40 @@ async fn main() -> ExitCode {
         () = grace => {
             warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutdown took too long; exiting");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Parses flags; `--help` and `--version` exit 0 here. On invalid flags clap's message
+/// names the flag and the code is 64 (EX_USAGE), which tells systemd it is a config error.
+fn parse<T: clap::Parser>(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<T, ExitCode> {
+    T::try_parse_from(args).map_err(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let _ = e.print();
+        ExitCode::from(64)
+    })
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+}
+
+/// `fleet-agent cleanup [--state-dir DIR]`.
+async fn cleanup() -> ExitCode {
+    let config = match parse::<CleanupConfig>(std::env::args_os().skip(1)) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging();
+    match teefleet_agent::cleanup(config).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{:#}", anyhow::Error::new(e)), "cleanup failed");
+            ExitCode::FAILURE
         }
     }
 }

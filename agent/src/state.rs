@@ -8,7 +8,7 @@ use std::{
 };
 
 use teefleet_model::RuleSet;
-use tracing::{info, warn};
+use tracing::info;
 
 const FILE_NAME: &str = "ruleset.json";
 
@@ -24,6 +24,19 @@ pub enum StateError {
     Encode(#[source] serde_json::Error),
     #[error("the state writer stopped unexpectedly")]
     Join(#[source] tokio::task::JoinError),
+    #[error("could not read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Truncated, hand-edited or written by an incompatible version: never half-applied.
+    #[error("{path} is corrupt or invalid")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// `<state-dir>/ruleset.json`.
@@ -41,28 +54,31 @@ impl StateStore {
         self.dir.join(FILE_NAME)
     }
 
-    /// The saved set, or `None` when there is none or it cannot be trusted. A corrupt or
-    /// invalid file is ignored whole (the model validates while deserialising), never
-    /// half-applied: the controller will push the desired set once connected.
-    pub async fn load(&self) -> Option<RuleSet> {
+    /// The saved set, `None` when there is none, or why it cannot be trusted. The whole
+    /// file is validated (the model validates while deserialising) before anything is
+    /// applied, so a corrupt file is ignored whole, never half-applied: the controller
+    /// pushes the desired set once connected.
+    pub async fn load(&self) -> Result<Option<RuleSet>, StateError> {
         let path = self.path();
         let bytes = match tokio::fs::read(&path).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 info!(path = %path.display(), "no saved rule set");
-                return None;
+                return Ok(None);
             }
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "cannot read the saved rule set; ignoring it");
-                return None;
-            }
+            Err(source) => return Err(StateError::Read { path, source }),
         };
-        match serde_json::from_slice::<RuleSet>(&bytes) {
-            Ok(set) => Some(set),
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "the saved rule set is corrupt or invalid; ignoring it");
-                None
-            }
+        serde_json::from_slice::<RuleSet>(&bytes).map(Some).map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Deletes the saved set (for uninstalling), so a restarted agent does not bring the
+    /// rules back. Idempotent.
+    pub async fn remove(&self) -> Result<bool, StateError> {
+        let path = self.path();
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StateError::Write { path, source }),
         }
     }
 
@@ -117,13 +133,16 @@ mod tests {
     async fn round_trip_and_overwrite() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::new(dir.path().join("nested"));
-        assert_eq!(store.load().await, None);
+        assert_eq!(store.load().await.expect("no file is fine"), None);
         store.save(&RuleSet::new(1, vec![]).expect("set")).await.expect("save");
         store.save(&sample()).await.expect("save");
-        assert_eq!(store.load().await, Some(sample()));
+        assert_eq!(store.load().await.expect("load"), Some(sample()));
         let names: Vec<_> =
             fs::read_dir(dir.path().join("nested")).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, [FILE_NAME], "no temp file is left behind");
+        assert!(store.remove().await.expect("remove"));
+        assert!(!store.remove().await.expect("idempotent"));
+        assert_eq!(store.load().await.expect("gone"), None);
     }
 
     #[tokio::test]
@@ -133,13 +152,15 @@ mod tests {
         let valid = serde_json::to_string(&sample()).expect("json");
         for bad in [
             "{not json".to_owned(),
+            valid[..valid.len() / 2].to_owned(),
             valid.replace("10.0.0.5", "0.0.0.0"),
             valid.replace("\"web\"", "\"a b\""),
             valid.replace("10.9.0.0/16", "10.9.0.1/16"),
         ] {
             assert_ne!(bad, valid);
             fs::write(store.path(), &bad).expect("write");
-            assert_eq!(store.load().await, None, "{bad}");
+            let err = store.load().await.expect_err(&bad);
+            assert!(matches!(err, StateError::Corrupt { .. }), "{bad}: {err}");
         }
     }
 }

@@ -81,20 +81,20 @@ fn assert_applied(ns: &Netns, set: &RuleSet) {
 
 /// A fresh namespace with foreign rules, their snapshot, and a dataplane acting on it;
 /// `None` when root tests are skipped.
-fn setup(test: &str) -> Option<(Netns, String, IptablesDataplane)> {
+async fn setup(test: &str) -> Option<(Netns, String, IptablesDataplane)> {
     if !root_or_skip(test) {
         return None;
     }
     let ns = Netns::new();
     add_foreign_rules(&ns);
     let foreign = ns.foreign();
-    let dp = IptablesDataplane::new(Iptables::in_netns(&ns.name));
+    let dp = IptablesDataplane::new(Iptables::in_netns(&ns.name)).await;
     Some((ns, foreign, dp))
 }
 
 #[tokio::test]
 async fn apply_replace_remove_leave_foreign_rules_alone() {
-    let Some((ns, foreign, dp)) = setup("apply_replace_remove_leave_foreign_rules_alone") else {
+    let Some((ns, foreign, dp)) = setup("apply_replace_remove_leave_foreign_rules_alone").await else {
         return;
     };
 
@@ -119,7 +119,7 @@ async fn apply_replace_remove_leave_foreign_rules_alone() {
 
 #[tokio::test]
 async fn duplicate_and_hand_made_jumps_collapse_to_one() {
-    let Some((ns, foreign, dp)) = setup("duplicate_and_hand_made_jumps_collapse_to_one") else {
+    let Some((ns, foreign, dp)) = setup("duplicate_and_hand_made_jumps_collapse_to_one").await else {
         return;
     };
     ns.iptables("-N TEEFLEET-PRE");
@@ -134,27 +134,20 @@ async fn duplicate_and_hand_made_jumps_collapse_to_one() {
 
 #[tokio::test]
 async fn a_failed_apply_changes_nothing() {
-    let Some((ns, _, dp)) = setup("a_failed_apply_changes_nothing") else {
+    let Some((ns, _, dp)) = setup("a_failed_apply_changes_nothing").await else {
         return;
     };
     let ipt = Iptables::in_netns(&ns.name);
     dp.apply(&set_a()).await.expect("apply A");
     let before = ns.save();
 
-    // A rule the agent cannot apply makes the whole set fail before anything runs.
-    let mut rules = set_b().rules().to_vec();
-    rules.push(rule("six", RuleDirection::Ingress, "fd00::5", Protocol::All, None, None));
-    let err = dp.apply(&RuleSet::new(9, rules).expect("set")).await.expect_err("IPv6");
-    assert!(err.to_string().starts_with("IPv6 collectors are not supported yet"), "{err}");
-    assert_eq!(ns.save(), before);
-
     // A line the kernel rejects in the middle of the transaction: iptables-restore
     // commits nothing, and the error names the line.
-    let observed = Observed::parse(&ipt.save_mangle().await.expect("save")).expect("parse");
-    let good = render::plan(&set_b(), Family::V4, &observed).expect("plan");
+    let observed = Observed::parse(&ipt.save(Family::V4).await.expect("save")).expect("parse");
+    let good = render::plan(&render::render_rules(&set_b(), Family::V4), &observed).expect("plan");
     let bad_line = "-A TEEFLEET-POST -p udp -j TEE --gateway 10.0.0.7 --no-such-option";
     let input = good.replacen("COMMIT\n", &format!("{bad_line}\nCOMMIT\n"), 1);
-    let err = ipt.restore(&input).await.expect_err("rejected");
+    let err = ipt.restore(Family::V4, &input).await.expect_err("rejected");
     match &err {
         ApplyError::Failed { input_line: Some((n, line)), .. } => {
             assert_eq!(line, bad_line);
@@ -165,4 +158,155 @@ async fn a_failed_apply_changes_nothing() {
     assert!(err.to_string().contains(bad_line), "{err}");
     assert_eq!(ns.save(), before);
     assert_applied(&ns, &set_a());
+}
+
+/// Foreign IPv6 rules in every built-in mangle chain.
+fn add_foreign_rules6(ns: &Netns) {
+    for args in [
+        "-A PREROUTING -p tcp --dport 22 -m comment --comment foreign-pre6 -j MARK --set-mark 11",
+        "-A INPUT -s fd00:9::/32 -j MARK --set-mark 12",
+        "-A FORWARD -p udp -j MARK --set-mark 13",
+        "-A OUTPUT -d fd00:8::/32 -j MARK --set-mark 14",
+        "-A POSTROUTING -o lo -j MARK --set-mark 15",
+    ] {
+        ns.ip6tables(args);
+    }
+}
+
+/// A set over both families, with samples and caps.
+fn set_dual(version: u64) -> RuleSet {
+    use teefleet_model::{MaxPps, Sample, Throttle};
+    let throttle = Throttle::new(Some("0.01".parse::<Sample>().expect("sample")), Some(MaxPps::new(200).expect("cap")));
+    let rules = vec![
+        rule("web", RuleDirection::Ingress, "10.0.0.5", Protocol::Tcp, Some((443, 443)), None),
+        rule("web", RuleDirection::Egress, "10.0.0.5", Protocol::Tcp, Some((443, 443)), None),
+        rule("web", RuleDirection::Ingress, "fd00::5", Protocol::Tcp, Some((443, 443)), None),
+        rule("bulk", RuleDirection::Ingress, "10.0.0.6", Protocol::Udp, None, Some("10.7.0.0/16"))
+            .with_throttle(throttle),
+        rule("bulk", RuleDirection::Egress, "fd00::6", Protocol::Icmp, None, Some("fd00:7::/48"))
+            .with_throttle(throttle),
+    ];
+    RuleSet::new(version, rules).expect("set")
+}
+
+/// Both families hold what `set` says, read back the way the agent verifies it.
+async fn assert_applied_dual(ipt: &Iptables, set: &RuleSet) {
+    for family in [Family::V4, Family::V6] {
+        let observed = Observed::parse(&ipt.save(family).await.expect("save")).expect("parse");
+        let expected = render::expected_sessions(set, family);
+        assert_eq!(observed.verify(&expected), Ok(()), "{family:?}");
+    }
+}
+
+#[tokio::test]
+async fn drift_in_either_family_is_repaired_and_foreign_rules_never_change() {
+    let Some((ns, _, dp)) = setup("drift_in_either_family_is_repaired_and_foreign_rules_never_change").await else {
+        return;
+    };
+    add_foreign_rules6(&ns);
+    let foreign = ns.foreign();
+    assert!(dp.info().ipv6, "ip6tables works in the namespace: {:?}", dp.info());
+    let ipt = Iptables::in_netns(&ns.name);
+
+    dp.apply(&set_dual(1)).await.expect("apply");
+    assert_applied_dual(&ipt, &set_dual(1)).await;
+    assert_eq!(ns.foreign(), foreign);
+    // The sampled, capped rules are in the kernel with the matches the renderer wrote.
+    let bulk = ns.chain("TEEFLEET-PRE").into_iter().find(|l| l.contains("teefleet:bulk")).expect("bulk rule");
+    assert!(
+        bulk.contains("-m statistic --mode random --probability 0.0099") && bulk.contains("--hashlimit-upto 200/sec"),
+        "{bulk}"
+    );
+    assert_eq!(ns.chain6("TEEFLEET-POST").len(), 1);
+
+    // A push with the same rules and a new version writes nothing; so does a clean check.
+    let writes = dp.writes();
+    dp.apply(&set_dual(2)).await.expect("same rules");
+    let check = dp.check().await.expect("check");
+    assert_eq!((dp.writes(), check.repairs.len()), (writes, 0), "no-change push and clean check do not write");
+
+    let jump_pre = "-m comment --comment teefleet -j TEEFLEET-PRE";
+    let drifts: [(&str, Vec<String>, &str); 7] = [
+        ("flush", vec!["-F TEEFLEET-PRE".into()], "chain TEEFLEET-PRE was flushed"),
+        (
+            "delete chain",
+            vec![format!("-D PREROUTING {jump_pre}"), "-F TEEFLEET-PRE".into(), "-X TEEFLEET-PRE".into()],
+            "chain TEEFLEET-PRE was deleted; the jump from PREROUTING to TEEFLEET-PRE was removed",
+        ),
+        (
+            "remove jump",
+            vec!["-D POSTROUTING -m comment --comment teefleet -j TEEFLEET-POST".into()],
+            "the jump from POSTROUTING to TEEFLEET-POST was removed",
+        ),
+        (
+            "move jump",
+            vec![format!("-D PREROUTING {jump_pre}"), format!("-A PREROUTING {jump_pre}")],
+            "the jump from PREROUTING moved to position 2",
+        ),
+        ("duplicate jump", vec![format!("-A PREROUTING {jump_pre}")], "PREROUTING has 2 jumps to TEEFLEET-PRE"),
+        (
+            "foreign rule in our chain",
+            vec!["-I TEEFLEET-POST 1 -j ACCEPT".into()],
+            "chain TEEFLEET-POST has 2 rules instead of 1",
+        ),
+        ("changed rule", vec!["-R TEEFLEET-POST 1 -j ACCEPT".into()], "rules in chain TEEFLEET-POST were changed"),
+    ];
+    for (what, commands, description) in drifts {
+        for command in &commands {
+            ns.iptables(command);
+        }
+        let check = dp.check().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let repairs: Vec<(Family, &str)> = check.repairs.iter().map(|r| (r.family, r.drift.as_str())).collect();
+        assert_eq!(repairs, [(Family::V4, description)], "{what}");
+        assert_applied_dual(&ipt, &set_dual(2)).await;
+        assert_eq!(ns.foreign(), foreign, "{what}");
+    }
+
+    // IPv6 drift is found and repaired the same way.
+    ns.ip6tables("-F TEEFLEET-POST");
+    let check = dp.check().await.expect("check");
+    assert_eq!(check.repairs.iter().map(|r| r.family).collect::<Vec<_>>(), [Family::V6]);
+    assert_applied_dual(&ipt, &set_dual(2)).await;
+    assert_eq!(ns.foreign(), foreign);
+
+    // Cleanup removes everything of ours in both families, and is idempotent.
+    assert_eq!(dp.cleanup().await.expect("cleanup"), 2);
+    assert!(!ns.save().contains("TEEFLEET") && !ns.save6().contains("TEEFLEET"), "{}{}", ns.save(), ns.save6());
+    assert_eq!(ns.foreign(), foreign);
+    let again = IptablesDataplane::new(Iptables::in_netns(&ns.name)).await;
+    assert_eq!(again.cleanup().await.expect("cleanup again"), 0);
+    assert_eq!(ns.foreign(), foreign);
+}
+
+#[tokio::test]
+async fn counters_are_per_session_and_survive_reapplies() {
+    let Some((ns, _, dp)) = setup("counters_are_per_session_and_survive_reapplies").await else {
+        return;
+    };
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    let ping = |n: &str| {
+        ns.exec(&["ping", "-c", n, "-i", "0.01", "-q", "127.0.0.1"]);
+    };
+    // Egress rules see loopback traffic in POSTROUTING; the clones go nowhere, which is fine.
+    let egress = |session: &str, proto| rule(session, RuleDirection::Egress, "10.0.0.5", proto, None, None);
+    let first = RuleSet::new(1, vec![egress("icmp", Protocol::Icmp), egress("udp", Protocol::Udp)]).expect("set");
+    dp.apply(&first).await.expect("apply");
+    ping("5");
+    let check = dp.check().await.expect("check");
+    let icmp: teefleet_model::SessionName = "icmp".parse().expect("name");
+    let udp: teefleet_model::SessionName = "udp".parse().expect("name");
+    // Echo requests and replies both leave through POSTROUTING on lo.
+    assert_eq!(check.counters[&icmp].packets, 10, "{:?}", check.counters);
+    assert_eq!(check.counters.get(&udp).map(|c| c.packets), Some(0));
+    let bytes = check.counters[&icmp].bytes;
+    assert!(bytes >= 10 * 84, "{bytes}");
+
+    // A different set resets the kernel's counters; the totals carry on.
+    let second = RuleSet::new(2, vec![egress("icmp", Protocol::All), egress("icmp", Protocol::Icmp)]).expect("set");
+    dp.apply(&second).await.expect("apply");
+    assert_eq!(dp.check().await.expect("check").counters[&icmp].packets, 10);
+    ping("2");
+    let check = dp.check().await.expect("check");
+    assert_eq!(check.counters[&icmp].packets, 10 + 2 * 2 * 2, "two rules of the session match each packet");
+    assert!(!check.counters.contains_key(&udp), "a session no longer applied is no longer reported");
 }

@@ -183,7 +183,7 @@ async fn hello_ack_nack_state_and_reconnect() {
     store.save(&sample(5)).await.expect("seed state");
 
     let dp = FakeDataplane::default();
-    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()));
+    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));
     agent.restore().await;
     assert_eq!(dp.versions(), [5], "the saved set is applied before connecting");
     let Harness { addr, conns_tx, mut conns, server, shutdown, task } =
@@ -195,7 +195,7 @@ async fn hello_ack_nack_state_and_reconnect() {
     conn.push(push(6, "10.0.0.5")).await;
     assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 6 }));
     assert_eq!(dp.versions(), [5, 6]);
-    assert_eq!(store.load().await.map(|s| s.version()), Some(6));
+    assert_eq!(store.load().await.expect("load").map(|s| s.version()), Some(6));
 
     conn.push(push(7, "10.0.0.5; iptables -F")).await;
     let Msg::Nack(nack) = conn.next().await else { panic!("expected Nack") };
@@ -209,7 +209,7 @@ async fn hello_ack_nack_state_and_reconnect() {
     assert!(nack.error.contains("line 3 failed"), "{}", nack.error);
     *dp.fail.lock().expect("lock") = None;
     assert_eq!(dp.versions(), [5, 6], "invalid and failed sets are not applied");
-    assert_eq!(store.load().await.map(|s| s.version()), Some(6), "nor saved");
+    assert_eq!(store.load().await.expect("load").map(|s| s.version()), Some(6), "nor saved");
 
     // The controller ends the stream: the agent reconnects and reports what it has.
     drop(conn);
@@ -235,7 +235,7 @@ async fn hello_ack_nack_state_and_reconnect() {
 #[tokio::test]
 async fn health_reports_the_applied_version() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()));
+    let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()), Duration::from_secs(5));
     let Harness { mut conns, server, shutdown, task, .. } = Harness::start(agent, Duration::from_millis(50)).await;
 
     let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("connect").expect("conn");

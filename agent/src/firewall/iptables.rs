@@ -1,16 +1,24 @@
-//! Runs `iptables-save` and `iptables-restore` (asynchronously, with a timeout, never
-//! through a shell) and implements [`Dataplane`] with them.
+//! Runs the iptables tools of each family (asynchronously, with a timeout, never through
+//! a shell) and implements [`Dataplane`] with them: converge each family's chains to the
+//! rule set in one transaction, read them back, and repair them when they drift.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    collections::BTreeMap,
+    process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
-use teefleet_model::RuleSet;
+use teefleet_model::{RuleSet, SessionName};
 use tokio::{io::AsyncWriteExt, process::Command, sync::Mutex};
-use tracing::{debug, instrument};
+use tracing::{debug, error, instrument};
 
 use super::{
-    ApplyError, Dataplane,
-    render::{self, Family, Observed},
+    ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair,
+    observe::{Observed, Shape},
+    render::{self, Family},
 };
+use crate::error_chain;
 
 /// How long one iptables command may take; `-w` waits for the xtables lock within it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,14 +86,37 @@ impl Iptables {
         Err(ApplyError::Failed { program, status: output.status.to_string(), stderr, input_line })
     }
 
-    /// The current `mangle` table in `iptables-save` syntax.
-    pub async fn save_mangle(&self) -> Result<String, ApplyError> {
-        self.run("iptables-save", &["-t", render::TABLE], None).await
+    /// `iptables --version` (or ip6tables'), trimmed.
+    pub async fn version(&self, family: Family) -> Result<String, ApplyError> {
+        Ok(self.run(tools(family).main, &["--version"], None).await?.trim().to_owned())
+    }
+
+    /// The `mangle` table with counters, in `iptables-save -c` syntax.
+    pub async fn save(&self, family: Family) -> Result<String, ApplyError> {
+        self.run(tools(family).save, &["-c", "-t", render::TABLE], None).await
     }
 
     /// Applies `input` as one `iptables-restore --noflush` transaction: all of it or none.
-    pub async fn restore(&self, input: &str) -> Result<(), ApplyError> {
-        self.run("iptables-restore", &["-w", LOCK_WAIT_SECS, "--noflush"], Some(input)).await.map(drop)
+    pub async fn restore(&self, family: Family, input: &str) -> Result<(), ApplyError> {
+        self.run(tools(family).restore, &["-w", LOCK_WAIT_SECS, "--noflush"], Some(input)).await.map(drop)
+    }
+
+    /// Parses and checks `input` without committing it (`iptables-restore --test`).
+    pub async fn test_restore(&self, family: Family, input: &str) -> Result<(), ApplyError> {
+        self.run(tools(family).restore, &["-w", LOCK_WAIT_SECS, "--noflush", "--test"], Some(input)).await.map(drop)
+    }
+}
+
+struct Tools {
+    main: &'static str,
+    save: &'static str,
+    restore: &'static str,
+}
+
+fn tools(family: Family) -> Tools {
+    match family {
+        Family::V4 => Tools { main: "iptables", save: "iptables-save", restore: "iptables-restore" },
+        Family::V6 => Tools { main: "ip6tables", save: "ip6tables-save", restore: "ip6tables-restore" },
     }
 }
 
@@ -100,34 +131,204 @@ fn failing_line(stderr: &str, input: &str) -> Option<(usize, String)> {
     Some((number, line.to_owned()))
 }
 
-/// The production dataplane: agent-owned chains in the IPv4 `mangle` table.
-#[derive(Debug, Default)]
+/// The production dataplane: agent-owned chains in the `mangle` table of each family.
+#[derive(Debug)]
 pub struct IptablesDataplane {
     iptables: Iptables,
-    /// Serialises read-plan-write cycles, so two applies cannot plan from the same
-    /// observation and both insert a jump.
-    lock: Mutex<()>,
+    info: DataplaneInfo,
+    /// Serialises every read-plan-write cycle (applies and drift checks), so two cannot
+    /// plan from the same observation and both insert a jump.
+    state: Mutex<State>,
+    writes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The set the kernel holds (None before the first apply); drift is repaired to it.
+    set: Option<RuleSet>,
+    families: [FamilyState; 2],
+    /// Counters of rules since replaced, so the totals reported never go down.
+    base: BTreeMap<SessionName, Counter>,
+}
+
+#[derive(Debug, Default)]
+struct FamilyState {
+    /// The rendered rule lines the kernel holds.
+    rules: Vec<String>,
+    /// What reading back showed after the last write; `None` until the first.
+    shape: Option<Shape>,
+    /// The kernel's counters at the last read.
+    live: BTreeMap<SessionName, Counter>,
 }
 
 impl IptablesDataplane {
-    pub fn new(iptables: Iptables) -> Self {
-        Self { iptables, lock: Mutex::new(()) }
+    /// Finds out what the host's iptables can do (see [`DataplaneInfo::detect`]).
+    pub async fn new(iptables: Iptables) -> Self {
+        let info = DataplaneInfo::detect(&iptables).await;
+        Self { iptables, info, state: Mutex::new(State::default()), writes: AtomicU64::new(0) }
+    }
+
+    /// How many `iptables-restore` transactions this dataplane has committed.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Removes every chain and jump of ours in every family, whatever set was applied: for
+    /// uninstalling. Returns how many families had something to remove; idempotent.
+    pub async fn cleanup(&self) -> Result<usize, ApplyError> {
+        let mut state = self.state.lock().await;
+        let mut changed = 0;
+        for family in self.families() {
+            if self.converge(&mut state, family, &[], &[vec![], vec![]]).await? {
+                changed += 1;
+            }
+        }
+        *state = State::default();
+        Ok(changed)
+    }
+
+    fn families(&self) -> impl Iterator<Item = Family> + use<> {
+        let ipv6 = self.info.ipv6;
+        Family::ALL.into_iter().filter(move |f| *f == Family::V4 || ipv6)
+    }
+
+    async fn observe(&self, family: Family) -> Result<Observed, ApplyError> {
+        Observed::parse(&self.iptables.save(family).await?)
+    }
+
+    async fn write(&self, family: Family, input: &str) -> Result<(), ApplyError> {
+        debug!(family = family.label(), %input, "iptables-restore input");
+        self.iptables.restore(family, input).await?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes one family's kernel state hold `rules`. Writes nothing when the kernel already
+    /// shows what the last write left and the rules are the same; returns whether it wrote.
+    async fn converge(
+        &self,
+        state: &mut State,
+        family: Family,
+        rules: &[String],
+        expected: &[Vec<&SessionName>; 2],
+    ) -> Result<bool, ApplyError> {
+        let observed = self.observe(family).await?;
+        let current = &mut state.families[family.index()];
+        current.live = observed.counters();
+        let shape = observed.shape();
+        if current.shape.as_ref() == Some(&shape) && current.rules == rules {
+            return Ok(false);
+        }
+        let Some(input) = render::plan(rules, &observed) else {
+            // No rules and nothing of ours: the kernel already is what was asked.
+            current.rules = Vec::new();
+            current.shape = Some(shape);
+            return Ok(false);
+        };
+        self.write(family, &input).await?;
+        // The replaced rules' kernel counters are gone; keep their sums.
+        for (session, counter) in std::mem::take(&mut current.live) {
+            *state.base.entry(session).or_default() += counter;
+        }
+        let back = self.observe(family).await?;
+        back.verify(expected).map_err(|detail| ApplyError::Verify { family, detail })?;
+        let current = &mut state.families[family.index()];
+        current.rules = rules.to_vec();
+        current.shape = Some(back.shape());
+        current.live = back.counters();
+        Ok(true)
+    }
+
+    /// Puts the families in `touched` back to `previous` after a failed apply, so the host
+    /// keeps the old set rather than a mix. A failure here is left to the drift check.
+    async fn roll_back(&self, state: &mut State, previous: Option<&RuleSet>, touched: &[Family]) {
+        let empty = RuleSet::default();
+        let previous = previous.unwrap_or(&empty);
+        for &family in touched {
+            let rules = render::render_rules(previous, family);
+            let expected = render::expected_sessions(previous, family);
+            match self.converge(state, family, &rules, &expected).await {
+                Ok(wrote) => debug!(family = family.label(), wrote, "rolled back to the previous set"),
+                Err(e) => {
+                    error!(family = family.label(), error = %error_chain(&e), "cannot roll back to the previous set; the drift check will retry")
+                }
+            }
+        }
+    }
+
+    fn totals(state: &State) -> BTreeMap<SessionName, Counter> {
+        let mut totals = state.base.clone();
+        for (session, counter) in state.families.iter().flat_map(|f| &f.live) {
+            *totals.entry(session.clone()).or_default() += *counter;
+        }
+        totals
     }
 }
 
 impl Dataplane for IptablesDataplane {
     #[instrument(skip_all, fields(version = set.version(), rules = set.rules().len()), err(Display))]
     async fn apply(&self, set: &RuleSet) -> Result<(), ApplyError> {
-        render::check_supported(set)?;
-        let _guard = self.lock.lock().await;
-        let observed = Observed::parse(&self.iptables.save_mangle().await?)?;
-        match render::plan(set, Family::V4, &observed) {
-            Some(input) => {
-                debug!(%input, "iptables-restore input");
-                self.iptables.restore(&input).await
-            }
-            None => Ok(()),
+        if !self.info.ipv6
+            && let Some(rule) = render::rules_of(set, Family::V6).first()
+        {
+            return Err(ApplyError::Ipv6Unavailable {
+                session: rule.session().clone(),
+                gateway: rule.gateway(),
+                reason: self.info.ipv6_problem(),
+            });
         }
+        let mut state = self.state.lock().await;
+        let previous = state.set.take();
+        let mut touched = Vec::new();
+        for family in self.families() {
+            let rules = render::render_rules(set, family);
+            let expected = render::expected_sessions(set, family);
+            touched.push(family);
+            if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
+                self.roll_back(&mut state, previous.as_ref(), &touched).await;
+                state.set = previous;
+                return Err(e);
+            }
+        }
+        // Sessions no longer applied stop being reported.
+        state.base.retain(|session, _| set.rules().iter().any(|r| r.session() == session));
+        state.set = Some(set.clone());
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<Check, ApplyError> {
+        let mut state = self.state.lock().await;
+        let Some(set) = state.set.clone() else {
+            return Ok(Check::default());
+        };
+        let mut repairs = Vec::new();
+        for family in self.families() {
+            let current = &state.families[family.index()];
+            // Nothing of ours belongs in this family: no process is spent looking.
+            if current.rules.is_empty() {
+                continue;
+            }
+            let baseline = current.shape.clone().unwrap_or_default();
+            let observed = self.observe(family).await?;
+            let shape = observed.shape();
+            if shape == baseline {
+                state.families[family.index()].live = observed.counters();
+                continue;
+            }
+            // The caller logs and reports the repair; here it only has to happen.
+            let drift = baseline.describe_change(&shape);
+            let rules = render::render_rules(&set, family);
+            let expected = render::expected_sessions(&set, family);
+            // Forget the baseline so converge rewrites even if the rules are equal.
+            state.families[family.index()].shape = None;
+            self.converge(&mut state, family, &rules, &expected).await?;
+            repairs.push(Repair { family, drift });
+        }
+        Ok(Check { repairs, counters: Self::totals(&state) })
+    }
+
+    fn info(&self) -> DataplaneInfo {
+        self.info.clone()
     }
 }
 

@@ -3,18 +3,23 @@
 //! The stream client only sees the [`Dataplane`] trait, so it can be tested with a
 //! recording fake and a load generator can stub it. The real implementation,
 //! [`IptablesDataplane`], renders rules into chains the agent owns in the `mangle` table
-//! ([`render`]) and applies them in one `iptables-restore --noflush` transaction
-//! ([`iptables`]).
+//! of each address family ([`render`]), applies them in one `iptables-restore --noflush`
+//! transaction per family ([`iptables`]), reads them back ([`observe`]) and repairs them
+//! when something else changed them. [`backend`] finds out what the host's iptables can do.
 
-use std::{future::Future, net::IpAddr};
+use std::{collections::BTreeMap, future::Future, net::IpAddr, ops::AddAssign};
 
 use teefleet_model::{RuleSet, SessionName};
 
+pub mod backend;
 pub mod iptables;
+pub mod observe;
 pub mod render;
 
+pub use backend::DataplaneInfo;
 pub use iptables::{Iptables, IptablesDataplane};
-pub use render::{Family, Observed};
+pub use observe::Observed;
+pub use render::Family;
 
 /// Something that can make the host mirror exactly the traffic a rule set describes.
 ///
@@ -23,14 +28,57 @@ pub use render::{Family, Observed};
 /// so a failed push never leaves a half-applied set behind.
 pub trait Dataplane: Send + Sync + 'static {
     fn apply(&self, set: &RuleSet) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    /// Compares the kernel with the applied set, restores it if something else changed it,
+    /// and reads the counters. A dataplane without kernel state has nothing to check.
+    fn check(&self) -> impl Future<Output = Result<Check, ApplyError>> + Send {
+        async { Ok(Check::default()) }
+    }
+
+    /// What the host's dataplane is and can do, as found at start.
+    fn info(&self) -> DataplaneInfo {
+        DataplaneInfo::default()
+    }
+}
+
+/// Mirrored packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl AddAssign for Counter {
+    fn add_assign(&mut self, other: Counter) {
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// The result of one drift check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// What was found changed and put back, per family.
+    pub repairs: Vec<Repair>,
+    /// Per session, cumulative since the dataplane was created (re-applies and repairs
+    /// reset the kernel's counters; the dataplane carries the sums across).
+    pub counters: BTreeMap<SessionName, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    pub family: Family,
+    /// What had changed, for a person (e.g. "chain TEEFLEET-PRE was flushed").
+    pub drift: String,
 }
 
 /// Why a rule set could not be applied. The previous set is still in place.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// ip6tables support comes later; the renderer takes a [`Family`] so it can be added.
-    #[error("IPv6 collectors are not supported yet (session {session}, collector {gateway})")]
-    Ipv6Unsupported { session: SessionName, gateway: IpAddr },
+    #[error(
+        "session {session} mirrors to the IPv6 collector {gateway}, but ip6tables is not usable on this host: {reason}"
+    )]
+    Ipv6Unavailable { session: SessionName, gateway: IpAddr, reason: String },
 
     #[error("could not run {program}")]
     Spawn {
@@ -51,4 +99,8 @@ pub enum ApplyError {
     /// features it does not understand; writing to it could destroy that tool's rules.
     #[error("iptables-save cannot read the mangle table: {0}")]
     Incompatible(String),
+
+    /// The restore succeeded but reading back does not show what was applied.
+    #[error("{} rules read back differ from what was applied: {detail}", family.label())]
+    Verify { family: Family, detail: String },
 }

@@ -1,21 +1,22 @@
-//! Pure rendering of rule sets into `iptables-restore` input, and parsing of what
-//! `iptables-save` shows about the objects the agent owns.
+//! Pure rendering of rule sets into `iptables-restore` input.
 //!
 //! Everything here is a function of its arguments so the exact text can be pinned by
 //! golden tests. Rule text is built only from validated, typed values (addresses, ports,
-//! protocol enums, session names whose alphabet needs no quoting): a controller cannot
-//! inject iptables arguments through a rule.
+//! protocol enums, session names whose alphabet needs no escaping, sample and cap values
+//! whose ranges the model checks): a controller cannot inject iptables arguments.
 
-use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr};
 
-use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet};
+use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
 
-use super::ApplyError;
+use super::observe::{Jump, Observed};
 
 /// The table all agent chains live in: TEE is a mangle-table target.
 pub const TABLE: &str = "mangle";
 /// The comment on the jump rules, so a person reading `iptables -S` sees who owns them.
 pub const JUMP_COMMENT: &str = "teefleet";
+/// Rules carry the comment `teefleet:<session>`, so counters map back to sessions.
+pub const RULE_COMMENT_PREFIX: &str = "teefleet:";
 
 /// A built-in chain and the agent-owned chain it jumps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,8 @@ impl Hook {
     }
 }
 
-/// An address family. Each family has its own tool (`iptables` or `ip6tables`) and its
-/// own restore transaction; only IPv4 is implemented so far.
+/// An address family. Each has its own tools (`iptables*` or `ip6tables*`) and its own
+/// restore transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     V4,
@@ -52,8 +53,22 @@ pub enum Family {
 }
 
 impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
     pub fn of(ip: IpAddr) -> Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// `ipv4` or `ipv6`, for logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The `-p` value for a protocol, or `None` for "all protocols" (no `-p` at all).
@@ -68,56 +83,38 @@ impl Family {
     }
 }
 
-/// Fails on the first rule of a family this agent cannot apply yet.
-pub fn check_supported(set: &RuleSet) -> Result<(), ApplyError> {
-    match set.rules().iter().find(|r| Family::of(r.gateway()) != Family::V4) {
-        Some(r) => Err(ApplyError::Ipv6Unsupported { session: r.session().clone(), gateway: r.gateway() }),
-        None => Ok(()),
+/// The rules of `set` that belong to `family` (by their collector's address).
+pub fn rules_of(set: &RuleSet, family: Family) -> Vec<&MirrorRule> {
+    set.rules().iter().filter(|r| Family::of(r.gateway()) == family).collect()
+}
+
+/// The hashlimit table name for a session's cap. All rules of a session on a host share
+/// one table (one token bucket per family), so the cap holds for the session as a whole.
+/// The rate is part of the name so a changed cap gets a fresh bucket instead of the old
+/// table's settings. 15 characters: the limit of every hashlimit revision.
+pub fn hashlimit_name(session: &SessionName, max_pps: u32) -> String {
+    // FNV-1a: stable across releases and platforms, unlike the std hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in session.as_str().bytes().chain([b'/']).chain(max_pps.to_string().bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    format!("tf{:013x}", hash >> 12)
 }
 
-/// What `iptables-save -t mangle` shows of the agent's objects: which owned chains exist
-/// and, per hook, every rule in the built-in chain that jumps to the owned chain.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub chains: BTreeSet<String>,
-    /// Indexed like [`HOOKS`]; each entry is the rule text after `-A BUILTIN `.
-    pub jumps: [Vec<String>; 2],
-}
-
-impl Observed {
-    /// Parses `iptables-save -t mangle` output. Only our chains and the jumps to them
-    /// are kept; everything else on the host is someone else's and is never touched.
-    pub fn parse(save: &str) -> Result<Observed, ApplyError> {
-        let mut observed = Observed::default();
-        for line in save.lines() {
-            // iptables-nft prints this comment and exits 0 when nft rules it cannot
-            // represent live in the table.
-            if line.starts_with('#') && line.contains("incompatible") {
-                return Err(ApplyError::Incompatible(line.trim_start_matches(['#', ' ']).to_owned()));
-            }
-            if let Some(decl) = line.strip_prefix(':') {
-                let name = decl.split_whitespace().next().unwrap_or_default();
-                if HOOKS.iter().any(|h| h.chain == name) {
-                    observed.chains.insert(name.to_owned());
-                }
-                continue;
-            }
-            for (i, hook) in HOOKS.iter().enumerate() {
-                let Some(spec) = line
-                    .strip_prefix("-A ")
-                    .and_then(|l| l.strip_prefix(hook.builtin))
-                    .and_then(|l| l.strip_prefix(' '))
-                else {
-                    continue;
-                };
-                let tokens: Vec<&str> = spec.split_whitespace().collect();
-                if tokens.windows(2).any(|w| matches!(w[0], "-j" | "-g") && w[1] == hook.chain) {
-                    observed.jumps[i].push(spec.to_owned());
-                }
-            }
-        }
-        Ok(observed)
+/// The sample (statistic) and cap (hashlimit) matches. The sample comes first so the cap
+/// counts the clones actually sent.
+fn render_throttle(line: &mut String, session: &SessionName, throttle: Throttle) {
+    if let Some(sample) = throttle.sample.filter(|s| !s.is_all()) {
+        let ppm = sample.ppm();
+        let _ = write!(line, " -m statistic --mode random --probability 0.{ppm:06}");
+    }
+    if let Some(cap) = throttle.max_pps {
+        let pps = cap.get();
+        let _ = write!(
+            line,
+            " -m hashlimit --hashlimit-upto {pps}/sec --hashlimit-burst {pps} --hashlimit-name {}",
+            hashlimit_name(session, pps)
+        );
     }
 }
 
@@ -147,23 +144,37 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
             let _ = write!(line, ":{}", ports.last());
         }
     }
-    let _ = write!(
-        line,
-        " -m iprange ! --src-range {gateway}-{gateway} ! --dst-range {gateway}-{gateway} -m comment --comment \"teefleet:{}\" -j TEE --gateway {gateway}",
-        rule.session()
-    );
+    let _ = write!(line, " -m iprange ! --src-range {gateway}-{gateway} ! --dst-range {gateway}-{gateway}");
+    render_throttle(&mut line, rule.session(), rule.throttle());
+    let _ =
+        write!(line, " -m comment --comment \"{RULE_COMMENT_PREFIX}{}\" -j TEE --gateway {gateway}", rule.session());
     line
 }
 
-/// The `iptables-restore --noflush` input that turns the observed state into `set` (the
-/// rules of `family` in it), or `None` when there is nothing to do (an empty set and
-/// nothing of ours installed).
+/// The rule lines of one family, grouped by chain in the order `iptables-save` prints
+/// them. Equal lines mean equal kernel state, which is how a no-change push is detected.
+pub fn render_rules(set: &RuleSet, family: Family) -> Vec<String> {
+    let rules = rules_of(set, family);
+    HOOKS
+        .iter()
+        .flat_map(|hook| rules.iter().filter(move |r| Hook::of(r.direction()) == *hook).map(|r| render_rule(r, family)))
+        .collect()
+}
+
+/// The sessions of each owned chain's rules in order: what a read-back must show.
+pub fn expected_sessions(set: &RuleSet, family: Family) -> [Vec<&SessionName>; 2] {
+    let rules = rules_of(set, family);
+    HOOKS.map(|hook| rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| r.session()).collect())
+}
+
+/// The `iptables-restore --noflush` input that turns the observed state into `rules` (the
+/// output of [`render_rules`] for one family), or `None` when there is nothing to do (no
+/// rules and nothing of ours installed).
 ///
-/// A non-empty set always gets both chains and both jumps, so "applied" has one shape.
+/// Non-empty rules always get both chains and both jumps, so "applied" has one shape.
 /// Declaring a chain (`:CHAIN - [0:0]`) creates it or flushes it inside the transaction,
 /// so the kernel switches from the old rules to the new ones at once.
-pub fn plan(set: &RuleSet, family: Family, observed: &Observed) -> Option<String> {
-    let rules: Vec<&MirrorRule> = set.rules().iter().filter(|r| Family::of(r.gateway()) == family).collect();
+pub fn plan(rules: &[String], observed: &Observed) -> Option<String> {
     let mut lines = Vec::new();
     if rules.is_empty() {
         lines.extend(removal_lines(observed));
@@ -172,10 +183,7 @@ pub fn plan(set: &RuleSet, family: Family, observed: &Observed) -> Option<String
         }
     } else {
         lines.extend(HOOKS.iter().map(|h| format!(":{} - [0:0]", h.chain)));
-        // Grouped by chain, so the text reads like `iptables-save` prints it.
-        for hook in HOOKS {
-            lines.extend(rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| render_rule(r, family)));
-        }
+        lines.extend(rules.iter().cloned());
         for (hook, jumps) in HOOKS.iter().zip(&observed.jumps) {
             lines.extend(jump_repair_lines(*hook, jumps));
         }
@@ -189,25 +197,22 @@ pub fn plan(set: &RuleSet, family: Family, observed: &Observed) -> Option<String
     Some(text)
 }
 
-/// Leaves exactly one canonical jump: keeps the first canonical one, deletes every other
-/// jump to our chain (duplicates, or hand-made ones with other matches), inserts the
-/// canonical jump at the top when none exists.
-fn jump_repair_lines(hook: Hook, jumps: &[String]) -> Vec<String> {
+/// Leaves exactly one canonical jump, first in its built-in chain. When that is not what
+/// is there (missing, moved below a foreign rule, duplicated, hand-made with other
+/// matches), every jump to our chain is deleted by its specification and the canonical one
+/// is inserted at the top. Deleting by specification, never by position, means a rule
+/// another program inserts meanwhile cannot be hit. A jump below a foreign rule could
+/// miss packets that rule accepts, hence the top.
+fn jump_repair_lines(hook: Hook, jumps: &[Jump]) -> Vec<String> {
     let canonical = hook.jump_spec();
-    let mut kept = false;
-    let mut lines = Vec::new();
-    for spec in jumps {
-        if *spec == canonical && !kept {
-            kept = true;
-        } else {
-            // `-D` with a full specification deletes the first rule that matches it, so
-            // one line per observed duplicate removes them all.
-            lines.push(format!("-D {} {spec}", hook.builtin));
-        }
+    if let [only] = jumps
+        && only.position == 1
+        && only.spec == canonical
+    {
+        return Vec::new();
     }
-    if !kept {
-        lines.push(format!("-I {} 1 {canonical}", hook.builtin));
-    }
+    let mut lines: Vec<String> = jumps.iter().map(|j| format!("-D {} {}", hook.builtin, j.spec)).collect();
+    lines.push(format!("-I {} 1 {canonical}", hook.builtin));
     lines
 }
 
@@ -216,9 +221,9 @@ fn jump_repair_lines(hook: Hook, jumps: &[String]) -> Vec<String> {
 fn removal_lines(observed: &Observed) -> Vec<String> {
     let mut lines = Vec::new();
     for (hook, jumps) in HOOKS.iter().zip(&observed.jumps) {
-        lines.extend(jumps.iter().map(|spec| format!("-D {} {spec}", hook.builtin)));
+        lines.extend(jumps.iter().map(|j| format!("-D {} {}", hook.builtin, j.spec)));
     }
-    for hook in HOOKS.iter().filter(|h| observed.chains.contains(h.chain)) {
+    for hook in HOOKS.iter().filter(|h| observed.chains.contains_key(h.chain)) {
         lines.push(format!("-F {}", hook.chain));
         lines.push(format!("-X {}", hook.chain));
     }
@@ -227,9 +232,13 @@ fn removal_lines(observed: &Observed) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use teefleet_model::{Cidr, PortRange};
+    use teefleet_model::{Cidr, MaxPps, PortRange, Sample};
 
     use super::*;
+
+    fn plan_v4(set: &RuleSet, observed: &Observed) -> Option<String> {
+        plan(&render_rules(set, Family::V4), observed)
+    }
 
     const GW: &str = "10.0.0.5";
     const EXCL: &str = "-m iprange ! --src-range 10.0.0.5-10.0.0.5 ! --dst-range 10.0.0.5-10.0.0.5";
@@ -333,7 +342,7 @@ COMMIT
             web = tail("web"),
             dns = tail("dns"),
         );
-        assert_eq!(plan(&s, Family::V4, &Observed::default()).as_deref(), Some(want.as_str()));
+        assert_eq!(plan_v4(&s, &Observed::default()).as_deref(), Some(want.as_str()));
     }
 
     const SAVED: &str = "# Generated by iptables-save v1.8.9 (nf_tables)
@@ -353,25 +362,6 @@ COMMIT
 ";
 
     #[test]
-    fn parses_owned_objects_only() {
-        let o = Observed::parse(SAVED).expect("parse");
-        assert_eq!(o.chains.iter().map(String::as_str).collect::<Vec<_>>(), ["TEEFLEET-POST", "TEEFLEET-PRE"]);
-        assert_eq!(
-            o.jumps,
-            [
-                vec![
-                    "-m comment --comment teefleet -j TEEFLEET-PRE".to_owned(),
-                    "-m comment --comment teefleet -j TEEFLEET-PRE".to_owned(),
-                    "-i eth0 -j TEEFLEET-PRE".to_owned(),
-                ],
-                vec![],
-            ]
-        );
-        let err = Observed::parse("# Table `mangle' is incompatible, use 'nft' tool.\n").unwrap_err();
-        assert!(matches!(err, ApplyError::Incompatible(_)), "{err}");
-    }
-
-    #[test]
     fn duplicate_foreign_and_missing_jumps_are_repaired() {
         let s = set(vec![rule("a", RuleDirection::Egress, Protocol::All, None, None)]);
         let o = Observed::parse(SAVED).expect("parse");
@@ -381,27 +371,40 @@ COMMIT
 :TEEFLEET-POST - [0:0]
 -A TEEFLEET-POST {a}
 -D PREROUTING -m comment --comment teefleet -j TEEFLEET-PRE
+-D PREROUTING -m comment --comment teefleet -j TEEFLEET-PRE
 -D PREROUTING -i eth0 -j TEEFLEET-PRE
+-I PREROUTING 1 -m comment --comment teefleet -j TEEFLEET-PRE
 -I POSTROUTING 1 -m comment --comment teefleet -j TEEFLEET-POST
 COMMIT
 ",
             a = tail("a")
         );
-        assert_eq!(plan(&s, Family::V4, &o).as_deref(), Some(want.as_str()));
+        assert_eq!(plan_v4(&s, &o).as_deref(), Some(want.as_str()));
     }
 
     #[test]
     fn jumps_already_in_place_are_left_alone() {
         let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::Icmp, None, None)]);
         let o = Observed {
-            chains: HOOKS.iter().map(|h| h.chain.to_owned()).collect(),
-            jumps: HOOKS.map(|h| vec![h.jump_spec()]),
+            chains: HOOKS.iter().map(|h| (h.chain.to_owned(), vec![])).collect(),
+            jumps: HOOKS.map(|h| vec![Jump { position: 1, spec: h.jump_spec() }]),
         };
         let want = format!(
             "*mangle\n:TEEFLEET-PRE - [0:0]\n:TEEFLEET-POST - [0:0]\n-A TEEFLEET-PRE -p icmp {}\nCOMMIT\n",
             tail("a")
         );
-        assert_eq!(plan(&s, Family::V4, &o).as_deref(), Some(want.as_str()));
+        assert_eq!(plan_v4(&s, &o).as_deref(), Some(want.as_str()));
+
+        // A canonical jump that a foreign rule pushed down is moved back to the top.
+        let mut moved = o.clone();
+        moved.jumps[1][0].position = 2;
+        let plan = plan_v4(&s, &moved).expect("plan");
+        assert!(
+            plan.ends_with(
+                "-D POSTROUTING -m comment --comment teefleet -j TEEFLEET-POST\n-I POSTROUTING 1 -m comment --comment teefleet -j TEEFLEET-POST\nCOMMIT\n"
+            ),
+            "{plan}"
+        );
     }
 
     #[test]
@@ -418,34 +421,82 @@ COMMIT
 -X TEEFLEET-POST
 COMMIT
 ";
-        assert_eq!(plan(&empty, Family::V4, &o).as_deref(), Some(want));
-        assert_eq!(plan(&empty, Family::V4, &Observed::default()), None);
-        let only_post = Observed { chains: ["TEEFLEET-POST".to_owned()].into(), jumps: [vec![], vec![]] };
+        assert_eq!(plan_v4(&empty, &o).as_deref(), Some(want));
+        assert_eq!(plan_v4(&empty, &Observed::default()), None);
+        let only_post = Observed { chains: [("TEEFLEET-POST".to_owned(), vec![])].into(), jumps: [vec![], vec![]] };
         assert_eq!(
-            plan(&empty, Family::V4, &only_post).as_deref(),
+            plan_v4(&empty, &only_post).as_deref(),
             Some("*mangle\n-F TEEFLEET-POST\n-X TEEFLEET-POST\nCOMMIT\n")
         );
     }
 
     #[test]
-    fn ipv6_collectors_are_refused() {
+    fn families_render_their_own_rules() {
         let v6 = MirrorRule::new(
             "six".parse().expect("session"),
             RuleDirection::Ingress,
             "fd00::5".parse().expect("ip"),
             Protocol::Icmp,
             None,
-            None,
+            Some("fd00:1::/64".parse().expect("cidr")),
         )
         .expect("rule");
-        let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None), v6.clone()]);
-        let err = check_supported(&s).unwrap_err();
-        assert!(err.to_string().starts_with("IPv6 collectors are not supported yet"), "{err}");
-        assert!(check_supported(&set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None)])).is_ok());
-        // The family parameter already renders the IPv6 dialect for when ip6tables lands.
+        let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None), v6]);
+        assert_eq!(render_rules(&s, Family::V4), [format!("-A TEEFLEET-PRE {}", tail("a"))]);
         assert_eq!(
-            render_rule(&v6, Family::V6),
-            "-A TEEFLEET-PRE -p ipv6-icmp -m iprange ! --src-range fd00::5-fd00::5 ! --dst-range fd00::5-fd00::5 -m comment --comment \"teefleet:six\" -j TEE --gateway fd00::5"
+            render_rules(&s, Family::V6),
+            [
+                "-A TEEFLEET-PRE -s fd00:1::/64 -p ipv6-icmp -m iprange ! --src-range fd00::5-fd00::5 ! --dst-range fd00::5-fd00::5 -m comment --comment \"teefleet:six\" -j TEE --gateway fd00::5"
+            ]
         );
+        let six: SessionName = "six".parse().expect("name");
+        assert_eq!(expected_sessions(&s, Family::V6), [vec![&six], vec![]]);
+        assert_eq!(render_rules(&set(vec![]), Family::V6), Vec::<String>::new());
+    }
+
+    #[test]
+    fn golden_throttles() {
+        let base = rule("web", RuleDirection::Ingress, Protocol::Tcp, Some((443, 443)), None);
+        let sample = |s: &str| Some(s.parse::<Sample>().expect("sample"));
+        let cap = |n| Some(MaxPps::new(n).expect("cap"));
+        let name = hashlimit_name(&"web".parse().expect("name"), 500);
+        let cases = [
+            (Throttle::new(sample("0.01"), None), " -m statistic --mode random --probability 0.010000".to_owned()),
+            (Throttle::new(sample("0.000001"), None), " -m statistic --mode random --probability 0.000001".to_owned()),
+            (Throttle::new(sample("1"), None), String::new()),
+            (
+                Throttle::new(None, cap(500)),
+                format!(" -m hashlimit --hashlimit-upto 500/sec --hashlimit-burst 500 --hashlimit-name {name}"),
+            ),
+            (
+                Throttle::new(sample("25%"), cap(500)),
+                format!(
+                    " -m statistic --mode random --probability 0.250000 -m hashlimit --hashlimit-upto 500/sec --hashlimit-burst 500 --hashlimit-name {name}"
+                ),
+            ),
+        ];
+        for (throttle, matches) in cases {
+            let line = render_rule(&base.clone().with_throttle(throttle), Family::V4);
+            assert_eq!(
+                line,
+                format!(
+                    "-A TEEFLEET-PRE -p tcp -m tcp --dport 443 {EXCL}{matches} -m comment --comment \"teefleet:web\" -j TEE --gateway {GW}"
+                ),
+                "{throttle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashlimit_names_fit_and_differ() {
+        let web: SessionName = "web".parse().expect("name");
+        let long: SessionName = "a-very-long-session-name-that-goes-on.and_on".parse().expect("name");
+        for name in [hashlimit_name(&web, 1), hashlimit_name(&long, 1_000_000)] {
+            assert_eq!(name.len(), 15, "{name}");
+            assert!(name.starts_with("tf") && name[2..].chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+        }
+        assert_eq!(hashlimit_name(&web, 10), hashlimit_name(&web, 10), "stable");
+        assert_ne!(hashlimit_name(&web, 10), hashlimit_name(&web, 11), "a new cap gets a new bucket");
+        assert_ne!(hashlimit_name(&web, 10), hashlimit_name(&long, 10));
     }
 }

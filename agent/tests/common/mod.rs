@@ -48,25 +48,42 @@ impl Netns {
     }
 
     pub fn iptables(&self, args: &str) {
-        let mut full = vec!["iptables", "-w", "5", "-t", "mangle"];
+        self.tool("iptables", args);
+    }
+
+    pub fn ip6tables(&self, args: &str) {
+        self.tool("ip6tables", args);
+    }
+
+    fn tool(&self, program: &str, args: &str) {
+        let mut full = vec![program, "-w", "5", "-t", "mangle"];
         full.extend(args.split_whitespace());
         self.exec(&full);
     }
 
     /// `iptables-save -t mangle` without the comment lines that carry timestamps.
     pub fn save(&self) -> String {
-        self.exec(&["iptables-save", "-t", "mangle"])
+        self.save_with("iptables-save")
+    }
+
+    /// The same for IPv6.
+    pub fn save6(&self) -> String {
+        self.save_with("ip6tables-save")
+    }
+
+    fn save_with(&self, program: &str) -> String {
+        self.exec(&[program, "-t", "mangle"])
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| format!("{l}\n"))
             .collect()
     }
 
-    /// Everything in `mangle` that is not the agent's, with counters zeroed: what must
-    /// stay byte-identical whatever the agent does.
+    /// Everything in both families' `mangle` that is not the agent's, with counters
+    /// zeroed: what must stay byte-identical whatever the agent does.
     pub fn foreign(&self) -> String {
-        self.save()
-            .lines()
+        let both = self.save() + "--- ipv6\n" + &self.save6();
+        both.lines()
             .filter(|l| !l.contains("TEEFLEET"))
             .map(|l| match l.find(" [") {
                 Some(i) if l.starts_with(':') => format!("{} [0:0]\n", &l[..i]),
@@ -77,9 +94,17 @@ impl Netns {
 
     /// The rules of one chain as `iptables-save` prints them.
     pub fn chain(&self, chain: &str) -> Vec<String> {
-        let prefix = format!("-A {chain} ");
-        self.save().lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect()
+        chain_of(&self.save(), chain)
     }
+
+    pub fn chain6(&self, chain: &str) -> Vec<String> {
+        chain_of(&self.save6(), chain)
+    }
+}
+
+fn chain_of(save: &str, chain: &str) -> Vec<String> {
+    let prefix = format!("-A {chain} ");
+    save.lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect()
 }
 
 impl Drop for Netns {
