@@ -1,9 +1,11 @@
 //! The command line: clap derive types and the light parsing the CLI does itself (enum
-//! names and the `N` / `N-M` port syntax). Everything else — CIDRs, port ranges, names —
-//! goes to the controller as typed, which validates it and answers with a message naming
-//! the field.
+//! names, the `N` / `N-M` port syntax, and the throttle, parsed with the model's own types
+//! so a range error reads the same as the controller's). Everything else — CIDRs, port
+//! ranges, names — goes to the controller as typed, which validates it and answers with a
+//! message naming the field.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use teefleet_model::{MaxPps, Sample};
 use teefleet_proto::v1;
 
 /// The default admin endpoint: the controller on the same machine.
@@ -51,9 +53,13 @@ pub enum CollectorCommand {
     Add {
         /// The collector's EC2 instance id.
         instance_id: String,
-        /// The address to send clones to; defaults to the instance's primary private IP.
+        /// The IPv4 address to send clones to; defaults to the instance's primary private IP.
         #[arg(long)]
         ip: Option<String>,
+        /// The IPv6 address to send IPv6 clones to; defaults to the instance's first IPv6
+        /// address, if it has one. Without one, sessions to this collector mirror IPv4 only.
+        #[arg(long)]
+        ipv6: Option<String>,
     },
     /// List the registered collectors.
     List,
@@ -68,6 +74,11 @@ pub enum CollectorCommand {
 pub enum HostCommand {
     /// List the hosts whose agents have connected.
     List,
+    /// Show one host: its dataplane, drift repairs, per-session counters and recent events.
+    Get {
+        /// The host's id (its EC2 instance id, or the id its agent was given).
+        host_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +121,12 @@ pub struct CreateArgs {
     /// A peer network to mirror (repeatable); none means any peer.
     #[arg(long = "cidr", value_name = "CIDR")]
     pub cidrs: Vec<String>,
+    /// Clone only this random fraction of the matching packets: 0.01 or 1%.
+    #[arg(long, value_name = "F", value_parser = parse_sample)]
+    pub sample: Option<Sample>,
+    /// Clone at most this many packets per second per host and address family.
+    #[arg(long, value_name = "N", value_parser = parse_max_pps)]
+    pub max_pps: Option<MaxPps>,
     /// Wait until every source has applied the session.
     #[arg(long)]
     pub wait: bool,
@@ -167,6 +184,17 @@ pub fn parse_port(text: &str) -> Result<v1::PortRange, String> {
     }
 }
 
+/// Parses `--sample` as the model does: a fraction in (0, 1] or a percentage.
+pub fn parse_sample(text: &str) -> Result<Sample, String> {
+    text.parse::<Sample>().map_err(|e| e.reason)
+}
+
+/// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
+pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
+    let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
+    MaxPps::new(pps).map_err(|e| e.reason)
+}
+
 impl CreateArgs {
     /// The request the controller receives; unset direction and protocol stay unspecified,
     /// which the controller reads as "both" and "all".
@@ -180,7 +208,8 @@ impl CreateArgs {
                 protocol: self.protocol.map_or(v1::Protocol::Unspecified, Into::into).into(),
                 ports: self.port,
                 cidrs: self.cidrs.clone(),
-                ..Default::default()
+                sample: self.sample.map_or(0.0, Sample::fraction),
+                max_pps: self.max_pps.map_or(0, MaxPps::get),
             }),
         }
     }
@@ -237,6 +266,10 @@ mod tests {
             "10.0.0.0/8",
             "--cidr",
             "192.168.0.0/16",
+            "--sample",
+            "1%",
+            "--max-pps",
+            "500",
             "--wait",
             "--timeout",
             "5",
@@ -252,6 +285,27 @@ mod tests {
         assert_eq!(f.protocol, v1::Protocol::Tcp as i32);
         assert_eq!(f.ports, Some(v1::PortRange { first: 80, last: 90 }));
         assert_eq!(f.cidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert_eq!((f.sample, f.max_pps), (0.01, 500));
+    }
+
+    #[test]
+    fn throttle_values_are_checked_with_the_model() {
+        assert_eq!(parse_sample("0.1").map(Sample::ppm), Ok(100_000));
+        assert_eq!(parse_sample("0.5%").map(Sample::ppm), Ok(5_000));
+        for bad in ["0", "1.5", "200%", "-1", "x", "0.0000001"] {
+            let err = parse_sample(bad).unwrap_err();
+            assert!(!err.is_empty(), "{bad}");
+        }
+        assert_eq!(parse_sample("1.5").unwrap_err(), "1.5 is not a fraction in (0, 1], e.g. 0.01");
+        assert_eq!(parse_max_pps("1000").map(MaxPps::get), Ok(1000));
+        assert_eq!(parse_max_pps("0").unwrap_err(), "0 is outside 1-1000000 packets per second");
+        assert!(parse_max_pps("2000000").is_err());
+        assert!(parse_max_pps("-5").unwrap_err().contains("not a whole number"));
+        let kind = |args: &[&str]| parse(args).map(|_| ()).map_err(|e| e.kind());
+        let base = ["session", "create", "s", "--source", "i", "--collector", "c"];
+        let with = |extra: &[&'static str]| [&base[..], extra].concat();
+        assert_eq!(kind(&with(&["--sample", "2"])), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&with(&["--max-pps", "0"])), Err(ErrorKind::ValueValidation));
     }
 
     #[test]
@@ -264,6 +318,7 @@ mod tests {
         assert_eq!(f.protocol, v1::Protocol::Unspecified as i32);
         assert_eq!(f.ports, None);
         assert!(f.cidrs.is_empty());
+        assert_eq!((f.sample, f.max_pps), (0.0, 0), "zero means every packet and no cap");
     }
 
     #[test]
@@ -291,12 +346,19 @@ mod tests {
         let cli = parse(&["session", "list", "-o", "json", "--controller", "http://c:1"]).expect("parses");
         assert_eq!(cli.output, Format::Json);
         assert_eq!(cli.controller, "http://c:1");
-        let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9"]).expect("parses");
+        let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);
         match cli.command {
-            Command::Collector(CollectorCommand::Add { instance_id, ip }) => {
+            Command::Collector(CollectorCommand::Add { instance_id, ip, ipv6 }) => {
                 assert_eq!(instance_id, "i-1");
                 assert_eq!(ip.as_deref(), Some("10.0.0.9"));
+                assert_eq!(ipv6.as_deref(), Some("fd00::9"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["host", "get", "i-1", "-o", "json"]).expect("parses") {
+            Cli { output: Format::Json, command: Command::Host(HostCommand::Get { host_id }), .. } => {
+                assert_eq!(host_id, "i-1");
             }
             other => panic!("unexpected {other:?}"),
         }

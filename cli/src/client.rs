@@ -87,6 +87,11 @@ pub async fn execute(channel: Channel, command: Command, format: Format, out: &m
             let hosts: Vec<HostOut> = hosts.iter().map(HostOut::from).collect();
             Ok(output::emit(out, format, &hosts, || output::hosts_table(&hosts))?)
         }
+        Command::Host(HostCommand::Get { host_id }) => {
+            let host = HostServiceClient::new(channel).get_host(v1::GetHostRequest { host_id }).await?.into_inner();
+            let host = HostOut::from(&host);
+            Ok(output::emit(out, format, &host, || output::host_detail(&host))?)
+        }
         Command::Session(cmd) => session(SessionServiceClient::new(channel), cmd, format, out).await,
     }
 }
@@ -98,12 +103,12 @@ async fn collector(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match cmd {
-        CollectorCommand::Add { instance_id, ip } => {
+        CollectorCommand::Add { instance_id, ip, ipv6 } => {
             let collector = client
                 .add_collector(v1::AddCollectorRequest {
                     instance_id,
                     ip: ip.unwrap_or_default(),
-                    ..Default::default()
+                    ipv6: ipv6.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();
@@ -233,6 +238,10 @@ mod tests {
             error: error.map(Into::into),
             desired_version: 5,
             applied_version: if applied { 5 } else { 4 },
+            packets: 0,
+            bytes: 0,
+            packets_per_second: 0.0,
+            bytes_per_second: 0.0,
         }
     }
 
@@ -246,6 +255,8 @@ mod tests {
             protocol: "all",
             port: None,
             cidrs: vec![],
+            sample: None,
+            max_pps: None,
             state: "degraded",
             hosts: vec![
                 host("i-a", true, true, None),
@@ -254,6 +265,10 @@ mod tests {
             ],
             problems: vec!["ec2: throttled".into()],
             created_at: String::new(),
+            packets: 0,
+            bytes: 0,
+            packets_per_second: 0.0,
+            bytes_per_second: 0.0,
         };
         assert_eq!(
             wait_timeout_message(&s, Duration::from_secs(60)),

@@ -4,12 +4,13 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
+use teefleet_model::Sample;
 use teefleet_proto::v1;
 
 use crate::args::Format;
 
 /// A session as printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionOut {
     pub name: String,
     pub sources: Vec<String>,
@@ -19,14 +20,23 @@ pub struct SessionOut {
     /// `"80"` or `"8000-8080"`; null when the session mirrors every port.
     pub port: Option<String>,
     pub cidrs: Vec<String>,
+    /// The fraction of matching packets cloned; null when every packet is.
+    pub sample: Option<f64>,
+    /// The most clones per second per host and family; null when uncapped.
+    pub max_pps: Option<u32>,
     pub state: &'static str,
     pub hosts: Vec<SessionHostOut>,
     pub problems: Vec<String>,
     pub created_at: String,
+    /// Mirrored traffic summed over the hosts.
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
 }
 
-/// One source's progress on a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One source's progress on a session, and what it mirrored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionHostOut {
     pub host_id: String,
     pub applied: bool,
@@ -35,6 +45,10 @@ pub struct SessionHostOut {
     pub error: Option<String>,
     pub desired_version: u64,
     pub applied_version: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
 }
 
 /// A collector as printed.
@@ -42,6 +56,8 @@ pub struct SessionHostOut {
 pub struct CollectorOut {
     pub instance_id: String,
     pub ip: String,
+    /// Null when the collector has no IPv6 address (it then receives IPv4 clones only).
+    pub ipv6: Option<String>,
     pub subnet_id: String,
     pub session_count: u32,
     pub source_dest_check: String,
@@ -50,7 +66,7 @@ pub struct CollectorOut {
 }
 
 /// A host as printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostOut {
     pub host_id: String,
     pub agent_version: String,
@@ -61,6 +77,41 @@ pub struct HostOut {
     pub last_error: Option<String>,
     pub last_seen: Option<String>,
     pub rule_count: u32,
+    /// Null until the agent reports it.
+    pub dataplane: Option<DataplaneOut>,
+    pub drift_repairs: u64,
+    pub counters: Vec<CountersOut>,
+    /// Most recent first; only `host get` fills it.
+    pub events: Vec<EventOut>,
+}
+
+/// What the agent found its host's dataplane to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataplaneOut {
+    pub backend: String,
+    pub iptables_version: String,
+    pub ipv6: bool,
+    pub problems: Vec<String>,
+}
+
+/// One session's mirrored traffic on one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CountersOut {
+    pub session: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+}
+
+/// Something the agent did or saw on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventOut {
+    pub kind: String,
+    pub message: String,
+    pub at_unix_ms: u64,
+    /// The same instant in RFC 3339, for people.
+    pub at: String,
 }
 
 /// The acknowledgement of a delete or remove.
@@ -122,10 +173,16 @@ impl From<&v1::Session> for SessionOut {
             protocol: protocol_name(filter.protocol),
             port: filter.ports.as_ref().map(port_text),
             cidrs: filter.cidrs,
+            sample: (filter.sample != 0.0).then_some(filter.sample),
+            max_pps: (filter.max_pps != 0).then_some(filter.max_pps),
             state: state_name(s.state),
             hosts: s.hosts.iter().map(SessionHostOut::from).collect(),
             problems: s.problems.clone(),
             created_at: s.created_at.clone(),
+            packets: s.packets,
+            bytes: s.bytes,
+            packets_per_second: s.packets_per_second,
+            bytes_per_second: s.bytes_per_second,
         }
     }
 }
@@ -139,6 +196,10 @@ impl From<&v1::SessionHostStatus> for SessionHostOut {
             error: non_empty(&h.error),
             desired_version: h.desired_version,
             applied_version: h.applied_version,
+            packets: h.packets,
+            bytes: h.bytes,
+            packets_per_second: h.packets_per_second,
+            bytes_per_second: h.bytes_per_second,
         }
     }
 }
@@ -148,6 +209,7 @@ impl From<&v1::Collector> for CollectorOut {
         CollectorOut {
             instance_id: c.instance_id.clone(),
             ip: c.ip.clone(),
+            ipv6: non_empty(&c.ipv6),
             subnet_id: c.subnet_id.clone(),
             session_count: c.session_count,
             source_dest_check: c.source_dest_check.clone(),
@@ -169,7 +231,39 @@ impl From<&v1::Host> for HostOut {
             last_error: non_empty(&h.last_error),
             last_seen: non_empty(&h.last_seen),
             rule_count: h.rule_count,
+            dataplane: h.dataplane.as_ref().map(|d| DataplaneOut {
+                backend: d.backend.clone(),
+                iptables_version: d.iptables_version.clone(),
+                ipv6: d.ipv6,
+                problems: d.problems.clone(),
+            }),
+            drift_repairs: h.drift_repairs,
+            counters: h.counters.iter().map(CountersOut::from).collect(),
+            events: h.events.iter().map(EventOut::from).collect(),
         }
+    }
+}
+
+impl From<&v1::SessionCounters> for CountersOut {
+    fn from(c: &v1::SessionCounters) -> Self {
+        CountersOut {
+            session: c.session.clone(),
+            packets: c.packets,
+            bytes: c.bytes,
+            packets_per_second: c.packets_per_second,
+            bytes_per_second: c.bytes_per_second,
+        }
+    }
+}
+
+impl From<&v1::HostEvent> for EventOut {
+    fn from(e: &v1::HostEvent) -> Self {
+        let at = i64::try_from(e.at_unix_ms)
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        EventOut { kind: e.kind.clone(), message: e.message.clone(), at_unix_ms: e.at_unix_ms, at }
     }
 }
 
@@ -216,15 +310,52 @@ fn join_or_dash(items: &[String]) -> String {
     if items.is_empty() { "-".to_owned() } else { items.join(",") }
 }
 
-/// A one-line summary of a session's filter, e.g. `both all port=any peers=any`.
+/// `1.5 KiB`: a byte count for people, in binary units.
+pub fn bytes_text(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if !bytes.is_finite() || bytes < 1024.0 {
+        return format!("{} B", bytes.max(0.0).round());
+    }
+    let mut value = bytes / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The mirrored-traffic cells of a table row: packets, bytes, packets/s, bytes/s.
+fn traffic_cells(packets: u64, bytes: u64, pps: f64, bps: f64) -> [String; 4] {
+    // An f64 is exact to 2^53 bytes, far beyond the one decimal shown; JSON has the exact
+    // count.
+    [packets.to_string(), bytes_text(bytes as f64), format!("{pps:.1}"), format!("{}/s", bytes_text(bps))]
+}
+
+const TRAFFIC_HEADERS: [&str; 4] = ["PACKETS", "BYTES", "PKT/S", "BYTES/S"];
+
+/// `0.01`, not `0.010000000000000002`: the sample as the model prints it.
+pub fn sample_text(sample: f64) -> String {
+    Sample::from_fraction(sample).map_or_else(|_| sample.to_string(), |s| s.to_string())
+}
+
+/// A one-line summary of a session's filter, e.g. `both all port=any peers=any`, with the
+/// throttle when there is one: `sample=0.01 max-pps=500`.
 pub fn filter_summary(s: &SessionOut) -> String {
-    format!(
+    let mut text = format!(
         "{} {} port={} peers={}",
         s.direction,
         s.protocol,
         s.port.as_deref().unwrap_or("any"),
         if s.cidrs.is_empty() { "any".to_owned() } else { s.cidrs.join(",") }
-    )
+    );
+    if let Some(sample) = s.sample {
+        text.push_str(&format!(" sample={}", sample_text(sample)));
+    }
+    if let Some(pps) = s.max_pps {
+        text.push_str(&format!(" max-pps={pps}"));
+    }
+    text
 }
 
 /// The `session list` table.
@@ -233,18 +364,23 @@ pub fn sessions_table(sessions: &[SessionOut]) -> String {
         .iter()
         .map(|s| {
             let applied = s.hosts.iter().filter(|h| h.applied).count();
-            vec![
+            let mut row = vec![
                 s.name.clone(),
                 s.state.to_owned(),
                 s.sources.join(","),
                 s.collector.clone(),
                 filter_summary(s),
                 format!("{applied}/{}", s.hosts.len()),
-                or_dash(&s.created_at),
-            ]
+            ];
+            row.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
+            row.push(or_dash(&s.created_at));
+            row
         })
         .collect();
-    table(&["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED", "CREATED"], &rows)
+    let mut headers = vec!["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED"];
+    headers.extend(TRAFFIC_HEADERS);
+    headers.push("CREATED");
+    table(&headers, &rows)
 }
 
 /// The `session get` view: the session's fields, then a table of its hosts, then problems.
@@ -258,6 +394,8 @@ pub fn session_detail(s: &SessionOut) -> String {
         ("Protocol", s.protocol.to_owned()),
         ("Port", s.port.clone().unwrap_or_else(|| "any".to_owned())),
         ("Peers", if s.cidrs.is_empty() { "any".to_owned() } else { s.cidrs.join(", ") }),
+        ("Sample", s.sample.map_or_else(|| "all packets".to_owned(), sample_text)),
+        ("Max pps", s.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
         ("Created", or_dash(&s.created_at)),
     ];
     let mut out = String::new();
@@ -265,21 +403,29 @@ pub fn session_detail(s: &SessionOut) -> String {
         out.push_str(&format!("{:<11}{value}\n", format!("{key}:")));
     }
     out.push('\n');
-    let rows: Vec<Vec<String>> = s
+    let mut rows: Vec<Vec<String>> = s
         .hosts
         .iter()
         .map(|h| {
-            vec![
+            let mut row = vec![
                 h.host_id.clone(),
                 yes_no(h.applied),
                 yes_no(h.connected),
                 h.desired_version.to_string(),
                 h.applied_version.to_string(),
-                h.error.clone().unwrap_or_else(|| "-".to_owned()),
-            ]
+            ];
+            row.extend(traffic_cells(h.packets, h.bytes, h.packets_per_second, h.bytes_per_second));
+            row.push(h.error.clone().unwrap_or_else(|| "-".to_owned()));
+            row
         })
         .collect();
-    out.push_str(&table(&["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION", "ERROR"], &rows));
+    let mut total = vec!["TOTAL".to_owned(), String::new(), String::new(), String::new(), String::new()];
+    total.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
+    rows.push(total);
+    let mut headers = vec!["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION"];
+    headers.extend(TRAFFIC_HEADERS);
+    headers.push("ERROR");
+    out.push_str(&table(&headers, &rows));
     if !s.problems.is_empty() {
         out.push_str("\nProblems:\n");
         for p in &s.problems {
@@ -297,6 +443,7 @@ pub fn collectors_table(collectors: &[CollectorOut]) -> String {
             vec![
                 c.instance_id.clone(),
                 c.ip.clone(),
+                c.ipv6.clone().unwrap_or_else(|| "-".to_owned()),
                 or_dash(&c.subnet_id),
                 c.session_count.to_string(),
                 or_dash(&c.source_dest_check),
@@ -305,7 +452,7 @@ pub fn collectors_table(collectors: &[CollectorOut]) -> String {
             ]
         })
         .collect();
-    table(&["INSTANCE", "IP", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"], &rows)
+    table(&["INSTANCE", "IP", "IPV6", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"], &rows)
 }
 
 /// The `host list` table.
@@ -326,6 +473,67 @@ pub fn hosts_table(hosts: &[HostOut]) -> String {
         })
         .collect();
     table(&["HOST", "CONNECTED", "APPLIED/DESIRED", "RULES", "LAST-SEEN", "AGENT", "ADDRESSES", "ERROR"], &rows)
+}
+
+/// The `host get` view: the host's fields and dataplane, then its per-session counters,
+/// then its recent events.
+pub fn host_detail(h: &HostOut) -> String {
+    let mut fields = vec![
+        ("Host", h.host_id.clone()),
+        ("Connected", yes_no(h.connected)),
+        ("Agent", or_dash(&h.agent_version)),
+        ("Addresses", if h.addresses.is_empty() { "-".to_owned() } else { h.addresses.join(", ") }),
+        ("Versions", format!("applied {} of desired {}", h.applied_version, h.desired_version)),
+        ("Rules", h.rule_count.to_string()),
+        ("Last seen", h.last_seen.clone().unwrap_or_else(|| "never".to_owned())),
+        ("Last error", h.last_error.clone().unwrap_or_else(|| "-".to_owned())),
+    ];
+    match &h.dataplane {
+        Some(d) => {
+            fields.push(("Backend", if d.backend.is_empty() { "unknown".to_owned() } else { d.backend.clone() }));
+            fields.push(("iptables", or_dash(&d.iptables_version)));
+            fields.push(("IPv6", yes_no(d.ipv6)));
+        }
+        None => fields.push(("Backend", "not reported".to_owned())),
+    }
+    fields.push(("Drift repairs", h.drift_repairs.to_string()));
+    let mut out = String::new();
+    for (key, value) in fields {
+        out.push_str(&format!("{:<15}{value}\n", format!("{key}:")));
+    }
+    if let Some(d) = h.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
+        out.push_str("\nDataplane problems:\n");
+        for p in &d.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+    }
+    out.push('\n');
+    if h.counters.is_empty() {
+        out.push_str("No counters reported.\n");
+    } else {
+        let rows: Vec<Vec<String>> = h
+            .counters
+            .iter()
+            .map(|c| {
+                let mut row = vec![c.session.clone()];
+                row.extend(traffic_cells(c.packets, c.bytes, c.packets_per_second, c.bytes_per_second));
+                row
+            })
+            .collect();
+        let mut headers = vec!["SESSION"];
+        headers.extend(TRAFFIC_HEADERS);
+        out.push_str(&table(&headers, &rows));
+    }
+    out.push('\n');
+    if h.events.is_empty() {
+        out.push_str("No recent events.\n");
+    } else {
+        let rows: Vec<Vec<String>> =
+            h.events.iter().map(|e| vec![or_dash(&e.at), e.kind.clone(), e.message.clone()]).collect();
+        out.push_str("Recent events:\n");
+        out.push_str(&table(&["AT", "KIND", "MESSAGE"], &rows));
+    }
+    out
 }
 
 /// Writes `value` as pretty JSON followed by a newline.
@@ -372,7 +580,10 @@ mod tests {
                     error: String::new(),
                     desired_version: 3,
                     applied_version: 3,
-                    ..Default::default()
+                    packets: 1000,
+                    bytes: 1536 * 1024,
+                    packets_per_second: 2.5,
+                    bytes_per_second: 2048.0,
                 },
                 v1::SessionHostStatus {
                     host_id: "i-src2".into(),
@@ -386,6 +597,41 @@ mod tests {
             ],
             problems: vec!["ec2: ModifyInstanceAttribute throttled".into()],
             created_at: "2025-01-02T03:04:05Z".into(),
+            packets: 1000,
+            bytes: 1536 * 1024,
+            packets_per_second: 2.5,
+            bytes_per_second: 2048.0,
+        }
+    }
+
+    fn proto_host() -> v1::Host {
+        v1::Host {
+            host_id: "i-src1".into(),
+            agent_version: "0.1.0".into(),
+            addresses: vec!["10.0.0.2".into()],
+            connected: true,
+            desired_version: 4,
+            applied_version: 4,
+            rule_count: 2,
+            dataplane: Some(v1::Dataplane {
+                backend: "nft".into(),
+                iptables_version: "iptables v1.8.9 (nf_tables)".into(),
+                ipv6: true,
+                problems: vec!["TEE target missing for ip6tables".into()],
+            }),
+            drift_repairs: 3,
+            events: vec![v1::HostEvent {
+                kind: "drift_repaired".into(),
+                message: "jump from PREROUTING was removed".into(),
+                at_unix_ms: 1_700_000_000_123,
+            }],
+            counters: vec![v1::SessionCounters {
+                session: "web".into(),
+                packets: 12,
+                bytes: 3000,
+                packets_per_second: 0.5,
+                bytes_per_second: 100.0,
+            }],
             ..Default::default()
         }
     }
@@ -472,11 +718,87 @@ mod tests {
         assert!(t.contains("Port:      80-90\n"), "{t}");
         let host_lines: Vec<&str> = t.lines().filter(|l| l.starts_with("i-src")).collect();
         assert_eq!(host_lines.len(), 2);
-        let cols: Vec<&str> = host_lines[0].split_whitespace().collect();
-        assert_eq!(cols, ["i-src1", "yes", "yes", "3", "3", "-"]);
+        let cols: Vec<&str> = host_lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cols, ["i-src1", "yes", "yes", "3", "3", "1000", "1.5 MiB", "2.5", "2.0 KiB/s", "-"]);
         assert!(host_lines[1].starts_with("i-src2  no       no"), "{t}");
         assert!(host_lines[1].ends_with("TEE target not supported"));
         assert!(t.contains("Problems:\n  - ec2: ModifyInstanceAttribute throttled\n"));
+    }
+
+    #[test]
+    fn session_shows_throttle_and_traffic() {
+        let mut p = proto_session();
+        let f = p.filter.as_mut().expect("filter");
+        f.sample = 0.01;
+        f.max_pps = 500;
+        let s = SessionOut::from(&p);
+        assert_eq!(filter_summary(&s), "ingress tcp port=80-90 peers=10.0.0.0/8 sample=0.01 max-pps=500");
+        let v = serde_json::to_value(&s).expect("serializes");
+        assert_eq!((v["sample"].as_f64(), v["max_pps"].as_u64()), (Some(0.01), Some(500)));
+        assert_eq!((v["packets"].as_u64(), v["bytes"].as_u64()), (Some(1000), Some(1536 * 1024)));
+        assert_eq!(v["packets_per_second"], 2.5);
+        assert_eq!((v["hosts"][0]["packets"].as_u64(), v["hosts"][1]["bytes"].as_u64()), (Some(1000), Some(0)));
+        assert_eq!(v["hosts"][0]["bytes_per_second"], 2048.0);
+
+        let t = session_detail(&s);
+        assert!(t.contains("Sample:    0.01\n"), "{t}");
+        assert!(t.contains("Max pps:   500\n"), "{t}");
+        let total = t.lines().find(|l| l.starts_with("TOTAL")).expect("a total row");
+        let cols: Vec<&str> = total.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cols, ["TOTAL", "1000", "1.5 MiB", "2.5", "2.0 KiB/s"]);
+
+        let unthrottled = SessionOut::from(&proto_session());
+        assert_eq!((unthrottled.sample, unthrottled.max_pps), (None, None));
+        let v = serde_json::to_value(&unthrottled).expect("serializes");
+        assert_eq!((&v["sample"], &v["max_pps"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+        let t = session_detail(&unthrottled);
+        assert!(t.contains("Sample:    all packets\n") && t.contains("Max pps:   no cap\n"), "{t}");
+    }
+
+    #[test]
+    fn byte_counts_for_people() {
+        assert_eq!(bytes_text(0.0), "0 B");
+        assert_eq!(bytes_text(1023.0), "1023 B");
+        assert_eq!(bytes_text(1536.0), "1.5 KiB");
+        assert_eq!(bytes_text(5.0 * 1024.0 * 1024.0 * 1024.0), "5.0 GiB");
+        assert_eq!(bytes_text(f64::NAN), "0 B");
+        assert_eq!(sample_text(0.000_001), "0.000001");
+    }
+
+    #[test]
+    fn host_json_shape() {
+        let v = serde_json::to_value(HostOut::from(&proto_host())).expect("serializes");
+        assert_eq!(v["drift_repairs"], 3);
+        assert_eq!(v["dataplane"]["backend"], "nft");
+        assert_eq!(v["dataplane"]["ipv6"], true);
+        assert_eq!(v["dataplane"]["problems"][0], "TEE target missing for ip6tables");
+        assert_eq!(v["counters"][0]["session"], "web");
+        assert_eq!((v["counters"][0]["packets"].as_u64(), v["counters"][0]["bytes"].as_u64()), (Some(12), Some(3000)));
+        assert_eq!(v["events"][0]["kind"], "drift_repaired");
+        assert_eq!(v["events"][0]["message"], "jump from PREROUTING was removed");
+        assert_eq!(v["events"][0]["at_unix_ms"], 1_700_000_000_123_u64);
+        assert_eq!(v["events"][0]["at"], "2023-11-14T22:13:20.123Z");
+        let bare = HostOut::from(&v1::Host { host_id: "h".into(), ..Default::default() });
+        let v = serde_json::to_value(bare).expect("serializes");
+        assert_eq!(v["dataplane"], serde_json::Value::Null);
+        assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn host_detail_shows_dataplane_counters_and_events() {
+        let t = host_detail(&HostOut::from(&proto_host()));
+        assert!(t.contains("Backend:       nft\n"), "{t}");
+        assert!(t.contains("iptables:      iptables v1.8.9 (nf_tables)\n"), "{t}");
+        assert!(t.contains("Drift repairs: 3\n"), "{t}");
+        assert!(t.contains("Dataplane problems:\n  - TEE target missing for ip6tables\n"), "{t}");
+        let counter = t.lines().find(|l| l.starts_with("web")).expect("counter row");
+        let cols: Vec<&str> = counter.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cols, ["web", "12", "2.9 KiB", "0.5", "100 B/s"]);
+        assert!(t.contains("2023-11-14T22:13:20.123Z  drift_repaired  jump from PREROUTING was removed\n"), "{t}");
+
+        let bare = host_detail(&HostOut::from(&v1::Host { host_id: "h".into(), ..Default::default() }));
+        assert!(bare.contains("Backend:       not reported\n"), "{bare}");
+        assert!(bare.contains("No counters reported.\n") && bare.contains("No recent events.\n"), "{bare}");
     }
 
     #[test]
@@ -489,12 +811,19 @@ mod tests {
             source_dest_check: "disabled".into(),
             original_source_dest_check: true,
             ec2_error: String::new(),
+            ipv6: String::new(),
+        });
+        assert_eq!((c.ec2_error.clone(), c.ipv6.clone()), (None, None));
+        let dual = CollectorOut::from(&v1::Collector {
+            instance_id: "i-col".into(),
+            ip: "10.0.0.9".into(),
+            ipv6: "fd00::9".into(),
             ..Default::default()
         });
-        assert_eq!(c.ec2_error, None);
+        assert!(collectors_table(&[dual]).lines().nth(1).expect("row").starts_with("i-col     10.0.0.9  fd00::9"));
         let t = collectors_table(&[c]);
         let cols: Vec<&str> = t.lines().nth(1).expect("row").split_whitespace().collect();
-        assert_eq!(cols, ["i-col", "10.0.0.9", "subnet-1", "2", "disabled", "enabled", "-"]);
+        assert_eq!(cols, ["i-col", "10.0.0.9", "-", "subnet-1", "2", "disabled", "enabled", "-"]);
 
         let h = HostOut::from(&v1::Host {
             host_id: "i-src1".into(),

@@ -1,11 +1,14 @@
 //! The EC2 edge: the two things teefleet asks of the cloud, behind a trait so the
 //! reconciler's logic does not depend on the SDK.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
 
 use aws_sdk_ec2::{
     error::{ProvideErrorMetadata, SdkError},
-    types::AttributeBooleanValue,
+    types::{AttributeBooleanValue, Instance},
 };
 use futures::future::BoxFuture;
 use teefleet_model::InstanceId;
@@ -13,6 +16,8 @@ use teefleet_model::InstanceId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
     pub private_ip: Option<IpAddr>,
+    /// The instance's first IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
     pub subnet_id: Option<String>,
     pub source_dest_check: Option<bool>,
 }
@@ -82,6 +87,19 @@ where
     }
 }
 
+/// The instance's primary IPv6 address if EC2 names one, else the first IPv6 address of
+/// its interfaces in device order (the primary interface first), so the choice does not
+/// depend on the order EC2 lists them in.
+fn first_ipv6(instance: &Instance) -> Option<Ipv6Addr> {
+    let mut interfaces: Vec<_> = instance.network_interfaces().iter().collect();
+    interfaces.sort_by_key(|n| n.attachment().and_then(|a| a.device_index()).unwrap_or(i32::MAX));
+    instance
+        .ipv6_address()
+        .into_iter()
+        .chain(interfaces.iter().flat_map(|n| n.ipv6_addresses()).filter_map(|a| a.ipv6_address()))
+        .find_map(|ip| ip.parse().ok())
+}
+
 impl Cloud for Ec2 {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
         Box::pin(async move {
@@ -95,6 +113,7 @@ impl Cloud for Ec2 {
                 .ok_or_else(|| CloudError::NotFound(id.to_string()))?;
             Ok(InstanceInfo {
                 private_ip: instance.private_ip_address().and_then(|ip| ip.parse().ok()),
+                ipv6: first_ipv6(instance),
                 subnet_id: instance.subnet_id().map(str::to_owned),
                 source_dest_check: instance.source_dest_check(),
             })
@@ -112,5 +131,34 @@ impl Cloud for Ec2 {
                 .map_err(|e| classify(id, e))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment};
+
+    use super::*;
+
+    fn interface(index: i32, ips: &[&str]) -> InstanceNetworkInterface {
+        let mut b = InstanceNetworkInterface::builder()
+            .attachment(InstanceNetworkInterfaceAttachment::builder().device_index(index).build());
+        for ip in ips {
+            b = b.ipv6_addresses(InstanceIpv6Address::builder().ipv6_address(*ip).build());
+        }
+        b.build()
+    }
+
+    #[test]
+    fn ipv6_comes_from_the_primary_interface_first() {
+        let none = Instance::builder().network_interfaces(interface(0, &[])).build();
+        assert_eq!(first_ipv6(&none), None);
+        let listed_out_of_order = Instance::builder()
+            .network_interfaces(interface(1, &["fd00::2"]))
+            .network_interfaces(interface(0, &["not an ip", "fd00::1"]))
+            .build();
+        assert_eq!(first_ipv6(&listed_out_of_order), "fd00::1".parse().ok());
+        let named = Instance::builder().ipv6_address("fd00::9").network_interfaces(interface(0, &["fd00::1"])).build();
+        assert_eq!(first_ipv6(&named), "fd00::9".parse().ok());
     }
 }

@@ -11,6 +11,7 @@ mod config;
 pub mod grpc;
 mod push;
 pub mod reconcile;
+pub mod report;
 pub mod status;
 pub mod store;
 

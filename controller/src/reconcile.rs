@@ -110,6 +110,7 @@ mod tests {
         CollectorRecord {
             instance_id: "i-0123456789abcdef0".parse().expect("id"),
             ip: "10.0.0.9".parse().expect("ip"),
+            ipv6: None,
             subnet_id: "subnet-1".into(),
             original_source_dest_check: original,
             source_dest_check: state,

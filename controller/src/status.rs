@@ -3,7 +3,10 @@
 
 use teefleet_model::HostId;
 
-use crate::store::{SdcState, SessionRecord, SourceStatus};
+use crate::{
+    report::Traffic,
+    store::{SdcState, SessionRecord, SourceStatus},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
@@ -16,7 +19,7 @@ pub enum SessionState {
     Degraded,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostView {
     pub host_id: HostId,
     pub applied: bool,
@@ -24,13 +27,16 @@ pub struct HostView {
     pub error: Option<String>,
     pub desired_version: u64,
     pub applied_version: u64,
+    pub traffic: Traffic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusView {
     pub state: SessionState,
     pub hosts: Vec<HostView>,
     pub problems: Vec<String>,
+    /// The session's traffic summed over its hosts.
+    pub total: Traffic,
 }
 
 pub fn session_status(record: &SessionRecord) -> StatusView {
@@ -50,7 +56,8 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
     if state == SessionState::Pending && record.collector_sdc != SdcState::Disabled {
         problems.push(format!("waiting for Source/Dest Check to be disabled on collector {}", record.spec.collector()));
     }
-    StatusView { state, hosts, problems }
+    let total = Traffic::total(hosts.iter().map(|h| &h.traffic));
+    StatusView { state, hosts, problems, total }
 }
 
 fn host_view(s: &SourceStatus) -> HostView {
@@ -69,6 +76,9 @@ fn host_view(s: &SourceStatus) -> HostView {
         error,
         desired_version: s.desired_version,
         applied_version: s.applied_version,
+        // A disconnected agent's last rates are not the current ones; its counts still are
+        // the last known.
+        traffic: if s.connected { s.traffic } else { s.traffic.without_rates() },
     }
 }
 
@@ -88,6 +98,7 @@ mod tests {
             applied_version: applied,
             nacked_version: nack.map(|(v, _)| v),
             last_error: nack.map(|(_, e)| e.to_owned()),
+            traffic: Traffic::default(),
         }
     }
 
@@ -134,5 +145,23 @@ mod tests {
             session_status(&record(vec![source(3, 2, true, Some((3, "line 2 failed")))], SdcState::Disabled, None));
         assert_eq!(view.hosts[0].error.as_deref(), Some("line 2 failed"));
         assert!(!view.hosts[0].applied);
+    }
+
+    #[test]
+    fn traffic_is_summed_and_a_disconnected_host_has_no_rate() {
+        let t = |packets, pps| Traffic {
+            packets,
+            bytes: packets * 100,
+            packets_per_second: pps,
+            bytes_per_second: pps * 100.0,
+        };
+        let mut a = source(3, 3, true, None);
+        a.traffic = t(10, 2.0);
+        let mut b = source(3, 3, false, None);
+        b.host_id = "h2".parse().expect("host");
+        b.traffic = t(5, 1.0);
+        let view = session_status(&record(vec![a, b], SdcState::Disabled, None));
+        assert_eq!(view.hosts[1].traffic, t(5, 0.0));
+        assert_eq!(view.total, t(15, 2.0));
     }
 }

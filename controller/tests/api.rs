@@ -19,9 +19,19 @@ use tonic::{Code, Streaming, transport::Channel};
 const COLLECTOR: &str = "i-0c0000000000000c1";
 const SOURCE: &str = "i-05000000000000001";
 const OTHER: &str = "i-05000000000000002";
+/// A collector EC2 knows an IPv6 address of.
+const DUAL: &str = "i-0c0000000000000d2";
 
 fn cloud() -> std::sync::Arc<FakeCloud> {
-    FakeCloud::with(&[(COLLECTOR, "10.9.0.100"), (SOURCE, "10.9.0.10"), (OTHER, "10.9.0.11")])
+    let cloud = FakeCloud::with(&[
+        (COLLECTOR, "10.9.0.100"),
+        (SOURCE, "10.9.0.10"),
+        (OTHER, "10.9.0.11"),
+        (DUAL, "10.9.0.200"),
+    ]);
+    cloud.instances.lock().expect("lock").get_mut(DUAL).expect("dual").ipv6 =
+        Some("2001:db8:9::200".parse().expect("ip"));
+    cloud
 }
 
 fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filter>) -> pb::CreateSessionRequest {
@@ -52,7 +62,6 @@ struct Agent {
 
 impl Agent {
     async fn connect(channel: &Channel, host: &str, applied_version: u64) -> Agent {
-        let (tx, rx) = mpsc::channel(8);
         let hello = pb::Hello {
             host_id: host.into(),
             agent_version: "test".into(),
@@ -60,6 +69,12 @@ impl Agent {
             applied_version,
             ..Default::default()
         };
+        Agent::hello(channel, hello).await
+    }
+
+    async fn hello(channel: &Channel, hello: pb::Hello) -> Agent {
+        // Room for a burst of events without waiting for the controller to read them.
+        let (tx, rx) = mpsc::channel(128);
         tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue hello");
         let inbound = AgentServiceClient::new(channel.clone())
             .sync(ReceiverStream::new(rx))
@@ -144,6 +159,24 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!((err.code(), err.message().starts_with("ip: ")), (Code::InvalidArgument, true), "{}", err.message());
+    let addresses = [
+        ("fd00::1", "", "ip: "),
+        ("", "10.0.0.1", "ipv6: "),
+        ("", "ff02::1", "ipv6: "),
+        ("", "fe80::1", "ipv6: "),
+        ("", "::ffff:10.0.0.1", "ipv6: "),
+        ("", "nope", "ipv6: "),
+    ];
+    for (ip, ipv6, prefix) in addresses {
+        let err = collectors
+            .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ip: ip.into(), ipv6: ipv6.into() })
+            .await
+            .expect_err(&format!("{ip:?}/{ipv6:?} refused"));
+        assert_eq!(err.code(), Code::InvalidArgument, "{ip:?}/{ipv6:?}: {}", err.message());
+        assert!(err.message().starts_with(prefix), "{ip:?}/{ipv6:?}: {}", err.message());
+    }
+    let listed = collectors.list_collectors(pb::ListCollectorsRequest {}).await.expect("list").into_inner();
+    assert!(listed.collectors.is_empty(), "refused collectors were stored");
     add_collector(&ctl.channel).await;
     let err = collectors
         .add_collector(pb::AddCollectorRequest {
@@ -162,6 +195,8 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     };
     let bad_cidr = pb::Filter { cidrs: vec!["10.0.0.1/8".into()], ..Default::default() };
     let v6_cidr = pb::Filter { cidrs: vec!["2001:db8::/32".into()], ..Default::default() };
+    let sample = |sample: f64| Some(pb::Filter { sample, ..Default::default() });
+    let max_pps = |max_pps: u32| Some(pb::Filter { max_pps, ..Default::default() });
     let cases = [
         (create("bad name", &[SOURCE], COLLECTOR, None), Code::InvalidArgument, "name: "),
         (create("s", &[], COLLECTOR, None), Code::InvalidArgument, "sources: "),
@@ -169,7 +204,16 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
         (create("s", &[SOURCE], "nope", None), Code::InvalidArgument, "collector: "),
         (create("s", &[SOURCE], COLLECTOR, Some(icmp_port)), Code::InvalidArgument, "filter.port: "),
         (create("s", &[SOURCE], COLLECTOR, Some(bad_cidr)), Code::InvalidArgument, "filter.cidrs[0]: "),
-        (create("s", &[SOURCE], COLLECTOR, Some(v6_cidr)), Code::InvalidArgument, "filter: "),
+        (
+            create("s", &[SOURCE], COLLECTOR, Some(v6_cidr)),
+            Code::InvalidArgument,
+            "filter.cidrs: 2001:db8::/32 is IPv6",
+        ),
+        (create("s", &[SOURCE], COLLECTOR, sample(1.5)), Code::InvalidArgument, "filter.sample: "),
+        (create("s", &[SOURCE], COLLECTOR, sample(-0.1)), Code::InvalidArgument, "filter.sample: "),
+        (create("s", &[SOURCE], COLLECTOR, sample(f64::NAN)), Code::InvalidArgument, "filter.sample: "),
+        (create("s", &[SOURCE], COLLECTOR, sample(1e-9)), Code::InvalidArgument, "filter.sample: "),
+        (create("s", &[SOURCE], COLLECTOR, max_pps(2_000_000)), Code::InvalidArgument, "filter.max_pps: "),
         (create("s", &[COLLECTOR], COLLECTOR, None), Code::InvalidArgument, "sources: "),
         (create("s", &[SOURCE], "i-0eeeeeeeeeeeeeeee", None), Code::NotFound, "collector i-0eeeeeeeeeeeeeeee"),
         (create("s", &["i-0dddddddddddddddd"], COLLECTOR, None), Code::NotFound, "host "),
@@ -206,6 +250,247 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     let hosts = hosts(&ctl.channel).await;
     let ids: Vec<_> = hosts.iter().map(|h| h.host_id.as_str()).collect();
     assert_eq!(ids, [SOURCE], "refused sessions registered no hosts");
+
+    let mut host_service = HostServiceClient::new(ctl.channel.clone());
+    let err = host_service.get_host(pb::GetHostRequest { host_id: OTHER.into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains(OTHER), "{}", err.message());
+    let err = host_service.get_host(pb::GetHostRequest { host_id: "bad id;".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().starts_with("host_id: "), "{}", err.message());
+    // A host EC2 registered before its agent connected has nothing to report yet.
+    let host = host_service.get_host(pb::GetHostRequest { host_id: SOURCE.into() }).await.expect("host").into_inner();
+    assert_eq!((host.dataplane, host.drift_repairs, host.events.len(), host.counters.len()), (None, 0, 0, 0));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn the_throttle_is_stored_and_pushed() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    add_collector(&ctl.channel).await;
+    let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    let filter = pb::Filter { sample: 0.01, max_pps: 500, ..Default::default() };
+    let created = sessions.create_session(create("web", &[SOURCE], COLLECTOR, Some(filter))).await.expect("created");
+    let f = created.into_inner().filter.expect("filter");
+    assert_eq!((f.sample, f.max_pps), (0.01, 500));
+
+    let set = agent.next_rule_set().await;
+    assert_eq!(set.rules.len(), 2);
+    assert!(set.rules.iter().all(|r| r.sample == 0.01 && r.max_pps == 500), "{:?}", set.rules);
+
+    // Read back from the database, not from the request.
+    let listed = sessions.list_sessions(pb::ListSessionsRequest {}).await.expect("list").into_inner();
+    let f = listed.sessions[0].filter.clone().expect("filter");
+    assert_eq!((f.sample, f.max_pps), (0.01, 500));
+
+    // A sample of 1 clones everything: the same as none.
+    sessions
+        .create_session(create("all", &[SOURCE], COLLECTOR, Some(pb::Filter { sample: 1.0, ..Default::default() })))
+        .await
+        .expect("created");
+    let f = session(&ctl.channel, "all").await.filter.expect("filter");
+    assert_eq!((f.sample, f.max_pps), (0.0, 0));
+    let set = agent.next_rule_set().await;
+    assert_eq!(set.rules.iter().filter(|r| r.session == "all" && r.sample == 0.0 && r.max_pps == 0).count(), 2);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn ipv6_collectors_mirror_both_families() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    let mut collectors = CollectorServiceClient::new(ctl.channel.clone());
+    let from_ec2 = collectors
+        .add_collector(pb::AddCollectorRequest { instance_id: DUAL.into(), ..Default::default() })
+        .await
+        .expect("added")
+        .into_inner();
+    assert_eq!((from_ec2.ip.as_str(), from_ec2.ipv6.as_str()), ("10.9.0.200", "2001:db8:9::200"));
+    let overridden = collectors
+        .add_collector(pb::AddCollectorRequest {
+            instance_id: COLLECTOR.into(),
+            ip: String::new(),
+            ipv6: "fd00::100".into(),
+        })
+        .await
+        .expect("added")
+        .into_inner();
+    assert_eq!(overridden.ipv6, "fd00::100");
+    let listed = collectors.list_collectors(pb::ListCollectorsRequest {}).await.expect("list").into_inner();
+    let v6: Vec<_> = listed.collectors.iter().map(|c| c.ipv6.as_str()).collect();
+    assert_eq!(v6, ["fd00::100", "2001:db8:9::200"]);
+
+    let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    sessions.create_session(create("any", &[SOURCE], COLLECTOR, None)).await.expect("created");
+    let set = agent.next_rule_set().await;
+    let mut gateways: Vec<_> = set.rules.iter().map(|r| r.gateway.as_str()).collect();
+    gateways.sort_unstable();
+    assert_eq!(gateways, ["10.9.0.100", "10.9.0.100", "fd00::100", "fd00::100"], "both directions, both families");
+
+    let v6_only = pb::Filter {
+        direction: pb::Direction::Ingress.into(),
+        cidrs: vec!["2001:db8:1::/48".into()],
+        ..Default::default()
+    };
+    sessions.create_session(create("v6", &[SOURCE], COLLECTOR, Some(v6_only))).await.expect("created");
+    let set = agent.next_rule_set().await;
+    let v6: Vec<_> = set.rules.iter().filter(|r| r.session == "v6").collect();
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    assert_eq!((v6[0].gateway.as_str(), v6[0].peer_cidr.as_str()), ("fd00::100", "2001:db8:1::/48"));
+    ctl.stop().await;
+}
+
+fn counters(session: &str, packets: u64, pps: f64) -> pb::SessionCounters {
+    pb::SessionCounters {
+        session: session.into(),
+        packets,
+        bytes: packets * 100,
+        packets_per_second: pps,
+        bytes_per_second: pps * 100.0,
+    }
+}
+
+async fn get_host(channel: &Channel, id: &str) -> pb::Host {
+    HostServiceClient::new(channel.clone())
+        .get_host(pb::GetHostRequest { host_id: id.into() })
+        .await
+        .expect("get host")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn agent_reports_show_in_get_host_and_session_counters() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    add_collector(&ctl.channel).await;
+    let dataplane = pb::Dataplane {
+        backend: "nft".into(),
+        iptables_version: "iptables v1.8.9 (nf_tables)".into(),
+        ipv6: true,
+        problems: vec![],
+    };
+    let mut source = Agent::hello(
+        &ctl.channel,
+        pb::Hello {
+            host_id: SOURCE.into(),
+            agent_version: "test".into(),
+            dataplane: Some(dataplane.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut other = Agent::connect(&ctl.channel, OTHER, 0).await;
+    SessionServiceClient::new(ctl.channel.clone())
+        .create_session(create("web", &[SOURCE, OTHER], COLLECTOR, None))
+        .await
+        .expect("created");
+    for agent in [&mut source, &mut other] {
+        let set = agent.next_rule_set().await;
+        agent.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    }
+    let host = get_host(&ctl.channel, SOURCE).await;
+    assert_eq!(host.dataplane.as_ref().map(|d| d.backend.as_str()), Some("nft"), "from Hello");
+
+    source
+        .send(Msg::Health(pb::Health {
+            applied_version: 1,
+            rule_count: 2,
+            counters: vec![counters("web", 100, 10.0), counters("bad name!", 1, 1.0)],
+            drift_repairs: 3,
+            dataplane: Some(pb::Dataplane { problems: vec!["ip6tables: TEE missing".into()], ..dataplane.clone() }),
+        }))
+        .await;
+    other
+        .send(Msg::Health(pb::Health {
+            applied_version: 1,
+            rule_count: 2,
+            counters: vec![counters("web", 50, 5.0)],
+            ..Default::default()
+        }))
+        .await;
+    source
+        .send(Msg::Event(pb::HostEvent {
+            kind: "drift_repaired".into(),
+            message: "jump from PREROUTING was removed".into(),
+            at_unix_ms: 1_700_000_000_000,
+        }))
+        .await;
+    source
+        .send(Msg::Event(pb::HostEvent { kind: "Not A Kind".into(), message: "dropped".into(), at_unix_ms: 1 }))
+        .await;
+    source
+        .send(Msg::Event(pb::HostEvent { kind: "apply_failed".into(), message: "x".repeat(5000), at_unix_ms: 0 }))
+        .await;
+
+    let host = eventually(10, "the events to be stored", || async {
+        let h = get_host(&ctl.channel, SOURCE).await;
+        (h.events.len() == 2).then_some(h)
+    })
+    .await;
+    assert_eq!(host.drift_repairs, 3);
+    let d = host.dataplane.clone().expect("dataplane");
+    assert_eq!(
+        (d.backend.as_str(), d.ipv6, d.problems.as_slice()),
+        ("nft", true, &["ip6tables: TEE missing".to_owned()][..])
+    );
+    assert_eq!(host.counters, [counters("web", 100, 10.0)], "the bad entry is dropped, the good one kept");
+    assert_eq!(host.events[0].kind, "apply_failed", "most recent first");
+    assert_eq!(host.events[0].message.len(), 1024);
+    assert!(host.events[0].at_unix_ms > 1_700_000_000_000, "a missing time is the time received");
+    assert_eq!(
+        (host.events[1].kind.as_str(), host.events[1].message.as_str(), host.events[1].at_unix_ms),
+        ("drift_repaired", "jump from PREROUTING was removed", 1_700_000_000_000)
+    );
+    let listed = hosts(&ctl.channel).await;
+    let h = listed.iter().find(|h| h.host_id == SOURCE).expect("listed");
+    assert_eq!((h.drift_repairs, h.counters.len(), h.events.len()), (3, 1, 0), "ListHosts has no events");
+
+    let s = eventually(10, "both hosts' counters", || async {
+        let s = session(&ctl.channel, "web").await;
+        (s.packets == 150).then_some(s)
+    })
+    .await;
+    let per_host: Vec<_> =
+        s.hosts.iter().map(|h| (h.host_id.as_str(), h.packets, h.bytes, h.packets_per_second)).collect();
+    assert_eq!(per_host, [(SOURCE, 100, 10_000, 10.0), (OTHER, 50, 5_000, 5.0)]);
+    assert_eq!((s.bytes, s.packets_per_second, s.bytes_per_second), (15_000, 15.0, 1_500.0));
+
+    // A host that goes away keeps its counts but no longer has a rate.
+    drop(other);
+    let s = eventually(10, "the other host's rate to go", || async {
+        let s = session(&ctl.channel, "web").await;
+        (s.packets_per_second == 10.0).then_some(s)
+    })
+    .await;
+    assert_eq!((s.packets, s.bytes), (150, 15_000));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_most_recent_events_are_kept() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    let agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
+    for i in 0..55 {
+        agent
+            .send(Msg::Event(pb::HostEvent {
+                kind: "drift_repaired".into(),
+                message: format!("repair {i}"),
+                at_unix_ms: 1,
+            }))
+            .await;
+    }
+    let host = eventually(10, "the last event to be stored", || async {
+        let h = get_host(&ctl.channel, SOURCE).await;
+        h.events.first().is_some_and(|e| e.message == "repair 54").then_some(h)
+    })
+    .await;
+    let messages: Vec<_> = host.events.iter().map(|e| e.message.as_str()).collect();
+    let want: Vec<_> = (5..55).rev().map(|i| format!("repair {i}")).collect();
+    assert_eq!(messages, want);
     ctl.stop().await;
 }
 
@@ -268,8 +553,12 @@ async fn pushes_acks_status_and_source_dest_check() {
     })
     .await;
 
-    let hosts = hosts(&ctl.channel).await;
-    let host = hosts.iter().find(|h| h.host_id == SOURCE).expect("host listed");
+    // The Ack is recorded asynchronously; Source/Dest Check being restored says nothing
+    // about it.
+    let host = eventually(10, "the ack of version 4 to be recorded", || async {
+        hosts(&ctl.channel).await.into_iter().find(|h| h.host_id == SOURCE && h.applied_version == 4)
+    })
+    .await;
     assert_eq!((host.desired_version, host.applied_version, host.connected), (4, 4, true));
     assert_eq!(host.addresses, ["10.9.0.10"]);
     ctl.stop().await;
@@ -316,7 +605,12 @@ async fn ec2_failures_show_in_the_session_and_are_retried() {
     );
     assert!(degraded.hosts[0].applied, "the source itself is fine");
     *cloud.fail.lock().expect("lock") = false;
-    state_becomes(&ctl.channel, "web", pb::SessionState::Active).await;
+    // The reconciler may be in a backoff of several seconds by now.
+    eventually(40, "session web to recover", || async {
+        let s = session(&ctl.channel, "web").await;
+        (s.state == i32::from(pb::SessionState::Active)).then_some(())
+    })
+    .await;
     assert_eq!(cloud.source_dest_check(COLLECTOR), Some(false));
     ctl.stop().await;
 }

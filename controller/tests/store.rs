@@ -1,16 +1,19 @@
-//! The store's version invariants on a real Postgres: versions strictly increase per
-//! host, concurrent changes never hand out the same version, only covered hosts are
-//! recompiled, and an agent that reports a higher version than the database knows gets a
-//! higher one still.
+//! The store on a real Postgres. Version invariants: versions strictly increase per host,
+//! concurrent changes never hand out the same version, only covered hosts are recompiled,
+//! and an agent that reports a higher version than the database knows gets a higher one
+//! still. Round trips: throttles, IPv6 collectors and agents' reports come back as stored.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::database;
-use teefleet_controller::store::{NewCollector, Store};
+use teefleet_controller::{
+    report::{Dataplane, Health, HostEvent, SessionCounters, Traffic},
+    store::{HelloRecord, NewCollector, Store},
+};
 use teefleet_lab::postgres::TempPostgres;
-use teefleet_model::{Filter, HostId, SessionSpec};
+use teefleet_model::{Filter, HostId, MaxPps, SessionSpec, Throttle};
 
 const COLLECTOR: &str = "i-0c0000000000000c1";
 
@@ -21,12 +24,17 @@ async fn store() -> (TempPostgres, Store) {
         .add_collector(&NewCollector {
             instance_id: COLLECTOR.parse().expect("id"),
             ip: "10.9.0.100".parse().expect("ip"),
+            ipv6: None,
             subnet_id: "subnet-1".into(),
             source_dest_check: true,
         })
         .await
         .expect("collector");
     (pg, store)
+}
+
+fn hello(applied_version: u64, connection_id: i64) -> HelloRecord<'static> {
+    HelloRecord { agent_version: "test", addresses: &[], applied_version, connection_id, dataplane: None }
 }
 
 fn host(id: &str) -> HostId {
@@ -80,7 +88,7 @@ async fn only_covered_hosts_are_recompiled() {
 async fn agent_ahead_of_the_database_gets_a_higher_version() {
     let (_pg, store) = store().await;
     // An agent whose state file outlived the database says it applied version 7.
-    let desired = store.host_hello(&host("h1"), "test", &[], 7, 1).await.expect("hello");
+    let desired = store.host_hello(&host("h1"), &hello(7, 1)).await.expect("hello");
     assert_eq!((desired.version(), desired.rules().len()), (8, 0));
     store.create_session(&spec("a", &["h1"]), &[]).await.expect("create");
     assert_eq!(store.desired(&host("h1")).await.expect("desired").version(), 9);
@@ -89,11 +97,105 @@ async fn agent_ahead_of_the_database_gets_a_higher_version() {
 #[tokio::test]
 async fn stale_stream_cannot_mark_a_newer_one_disconnected() {
     let (_pg, store) = store().await;
-    store.host_hello(&host("h1"), "test", &[], 0, 1).await.expect("first stream");
-    store.host_hello(&host("h1"), "test", &[], 0, 2).await.expect("second stream");
+    store.host_hello(&host("h1"), &hello(0, 1)).await.expect("first stream");
+    store.host_hello(&host("h1"), &hello(0, 2)).await.expect("second stream");
     store.host_disconnected(&host("h1"), 1).await.expect("stale disconnect");
     let hosts = store.list_hosts().await.expect("hosts");
     assert!(hosts[0].connected, "the newer stream is still connected");
     store.host_disconnected(&host("h1"), 2).await.expect("disconnect");
     assert!(!store.list_hosts().await.expect("hosts")[0].connected);
+}
+
+#[tokio::test]
+async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
+    let (_pg, store) = store().await;
+    let dual = "i-0c0000000000000d2";
+    let added = store
+        .add_collector(&NewCollector {
+            instance_id: dual.parse().expect("id"),
+            ip: "10.9.0.200".parse().expect("ip"),
+            ipv6: Some("2001:db8::200".parse().expect("ip")),
+            subnet_id: "subnet-1".into(),
+            source_dest_check: true,
+        })
+        .await
+        .expect("collector");
+    assert_eq!(added.ipv6, "2001:db8::200".parse().ok());
+    assert_eq!(store.collector(&COLLECTOR.parse().expect("id")).await.expect("v4 only").ipv6, None);
+
+    let throttle = Throttle::new(Some("0.25".parse().expect("sample")), Some(MaxPps::new(1000).expect("pps")));
+    let spec = SessionSpec::new(
+        "web".parse().expect("name"),
+        vec![host("h1")],
+        dual.parse().expect("id"),
+        Filter::default().with_throttle(throttle),
+    )
+    .expect("spec");
+    store.create_session(&spec, &[host("h1")]).await.expect("created");
+    let stored = store.session(spec.name()).await.expect("session");
+    assert_eq!(stored.spec, spec);
+    let rules = store.desired(&host("h1")).await.expect("desired");
+    assert_eq!(rules.rules().len(), 4, "two directions, two families");
+    assert!(rules.rules().iter().all(|r| r.throttle() == throttle));
+    assert_eq!(rules.rules().iter().filter(|r| r.gateway().is_ipv6()).count(), 2);
+}
+
+fn traffic(packets: u64) -> Traffic {
+    Traffic { packets, bytes: packets * 64, packets_per_second: 1.5, bytes_per_second: 96.0 }
+}
+
+#[tokio::test]
+async fn agent_reports_are_stored_and_shown_per_session() {
+    let (_pg, store) = store().await;
+    store.create_session(&spec("web", &["h1"]), &[host("h1")]).await.expect("web");
+    store.create_session(&spec("db", &["h1"]), &[]).await.expect("db");
+    let nft = Dataplane { backend: "nft".into(), iptables_version: "v1.8.9".into(), ipv6: true, problems: vec![] };
+    store.host_hello(&host("h1"), &HelloRecord { dataplane: Some(&nft), ..hello(0, 1) }).await.expect("hello");
+    store
+        .host_health(
+            &host("h1"),
+            &Health {
+                rule_count: 4,
+                drift_repairs: 2,
+                counters: vec![
+                    SessionCounters { session: "db".parse().expect("name"), traffic: traffic(7) },
+                    SessionCounters { session: "web".parse().expect("name"), traffic: traffic(100) },
+                ],
+                dataplane: None,
+            },
+        )
+        .await
+        .expect("health");
+    // A Hello without a dataplane keeps the one reported before.
+    store.host_hello(&host("h1"), &hello(0, 2)).await.expect("hello again");
+
+    let h = store.host(&host("h1")).await.expect("host");
+    assert_eq!((h.dataplane.as_ref(), h.drift_repairs, h.counters.len()), (Some(&nft), 2, 2));
+    let web = store.session(&"web".parse().expect("name")).await.expect("web");
+    assert_eq!(web.sources[0].traffic, traffic(100));
+    let db = store.session(&"db".parse().expect("name")).await.expect("db");
+    assert_eq!(db.sources[0].traffic, traffic(7));
+
+    // The next Health replaces the snapshot: a session the agent no longer reports has none.
+    store.host_health(&host("h1"), &Health { rule_count: 2, ..Health::default() }).await.expect("health");
+    let web = store.session(&"web".parse().expect("name")).await.expect("web");
+    assert_eq!(web.sources[0].traffic, Traffic::default());
+}
+
+#[tokio::test]
+async fn events_are_kept_most_recent_first_and_trimmed() {
+    let (_pg, store) = store().await;
+    store.host_hello(&host("h1"), &hello(0, 1)).await.expect("hello");
+    store.host_hello(&host("h2"), &hello(0, 1)).await.expect("hello");
+    let event =
+        |i: usize| HostEvent::new("drift_repaired".parse().expect("kind"), &format!("repair {i}"), chrono::Utc::now());
+    for i in 0..60 {
+        store.add_host_event(&host("h1"), &event(i)).await.expect("event");
+    }
+    store.add_host_event(&host("h2"), &event(0)).await.expect("event");
+    let events = store.host_events(&host("h1")).await.expect("events");
+    let messages: Vec<_> = events.iter().map(|e| e.message.as_str()).collect();
+    let want: Vec<_> = (10..60).rev().map(|i| format!("repair {i}")).collect();
+    assert_eq!(messages, want);
+    assert_eq!(store.host_events(&host("h2")).await.expect("events").len(), 1, "trimming is per host");
 }

@@ -1,12 +1,14 @@
 //! Admin services: sessions, collectors, hosts.
 
+use std::net::IpAddr;
+
 use teefleet_model::{CompileInput, HostId, InstanceId, SessionSpec, ValidationError, compile};
 use teefleet_proto::v1::{
     self as pb, collector_service_server::CollectorService, host_service_server::HostService,
     session_service_server::SessionService,
 };
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Api, ApiError, convert};
 use crate::{cloud::CloudError, status::session_status, store::NewCollector};
@@ -45,12 +47,23 @@ impl Api {
         let spec = SessionSpec::new(name, sources, collector, filter)?;
 
         let collector = self.store.collector(spec.collector()).await?;
-        // Compile the session alone first, so a rule it cannot produce (a peer network of
-        // the other address family, say) is refused with the field named.
+        if let Some(orphan) = spec.filter().cidrs().iter().find(|c| !c.is_ipv4() && collector.ipv6.is_none()) {
+            return Err(ValidationError::new(
+                "filter.cidrs",
+                format!(
+                    "{orphan} is IPv6 but collector {} has no IPv6 address; register the collector with one \
+                     (collector add --ipv6) or mirror IPv4 peers only",
+                    collector.instance_id
+                ),
+            )
+            .into());
+        }
+        // Compile the session alone first, so any other rule it cannot produce is refused
+        // before anything is stored.
         compile(&[CompileInput {
             name: spec.name().clone(),
             sources: spec.sources().to_vec(),
-            collector_ips: vec![collector.ip],
+            collector_ips: collector.ips(),
             filter: spec.filter().clone(),
         }])
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
@@ -71,9 +84,10 @@ impl Api {
     async fn add_collector(&self, req: pb::AddCollectorRequest) -> Result<pb::Collector, ApiError> {
         let id = convert::instance_id("instance_id", &req.instance_id)?;
         let ip_override = convert::collector_ip(&req.ip)?;
+        let ipv6_override = convert::collector_ipv6(&req.ipv6)?;
         let instance = self.cloud.describe_instance(&id).await?;
         let ip = match (ip_override, instance.private_ip) {
-            (Some(ip), _) => ip,
+            (Some(ip), _) => IpAddr::V4(ip),
             (None, Some(ip)) if ip.is_ipv4() => ip,
             _ => {
                 return Err(ApiError::FailedPrecondition(format!(
@@ -81,18 +95,37 @@ impl Api {
                 )));
             }
         };
+        // An address EC2 reports that could not be a gateway is left out rather than
+        // refusing the collector: it still works for IPv4.
+        let ipv6 = ipv6_override.or_else(|| {
+            instance.ipv6.filter(|&v6| match convert::unicast_ipv6(v6) {
+                Ok(()) => true,
+                Err(why) => {
+                    warn!(collector = %id, error = %why, "ignoring the instance's IPv6 address");
+                    false
+                }
+            })
+        });
         let record = self
             .store
             .add_collector(&NewCollector {
                 instance_id: id.clone(),
                 ip,
+                ipv6,
                 subnet_id: instance.subnet_id.unwrap_or_default(),
                 // EC2 reports the check on for every instance unless someone turned it off.
                 source_dest_check: instance.source_dest_check.unwrap_or(true),
             })
             .await?;
-        info!(collector = %id, %ip, "collector registered");
+        info!(collector = %id, %ip, ipv6 = ?ipv6, "collector registered");
         Ok(convert::pb_collector(&record))
+    }
+
+    async fn get_host(&self, req: &pb::GetHostRequest) -> Result<pb::Host, ApiError> {
+        let id = convert::host_id("host_id", &req.host_id)?;
+        let record = self.store.host(&id).await?;
+        let events = self.store.host_events(&id).await?;
+        Ok(pb::Host { events: events.iter().map(convert::pb_host_event).collect(), ..convert::pb_host(&record) })
     }
 
     async fn remove_collector(&self, req: pb::RemoveCollectorRequest) -> Result<(), ApiError> {
@@ -174,7 +207,7 @@ impl HostService for Api {
         Ok(Response::new(pb::ListHostsResponse { hosts: records.iter().map(convert::pb_host).collect() }))
     }
 
-    async fn get_host(&self, _: Request<pb::GetHostRequest>) -> Reply<pb::Host> {
-        Err(tonic::Status::unimplemented("GetHost is not implemented yet"))
+    async fn get_host(&self, req: Request<pb::GetHostRequest>) -> Reply<pb::Host> {
+        Ok(Response::new(Api::get_host(self, req.get_ref()).await?))
     }
 }

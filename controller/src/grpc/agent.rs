@@ -1,8 +1,12 @@
-//! The agent stream: Hello, then RuleSet pushes down and Ack/Nack/Health up, one stream
-//! per agent. The stream reads the desired set from the store whenever it is woken and at
-//! a fixed period, and sends only when the agent does not already have that version.
+//! The agent stream: Hello, then RuleSet pushes down and Ack/Nack/Health/events up, one
+//! stream per agent. The stream reads the desired set from the store whenever it is woken
+//! and at a fixed period, and sends only when the agent does not already have that version.
 
-use std::{net::IpAddr, pin::Pin, time::Duration};
+use std::{
+    net::IpAddr,
+    pin::Pin,
+    time::{Duration, Instant},
+};
 
 use futures::Stream;
 use teefleet_model::{HostId, RuleSet};
@@ -12,7 +16,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{Api, ApiError, convert};
+use super::{
+    Api, ApiError,
+    budget::{Budget, Take},
+    convert,
+};
+use crate::{
+    report::{Dataplane, Health, clean_text},
+    store::{HelloRecord, StoreError},
+};
 
 /// How long an agent may take to say Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +32,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// change made by another replica) reaches the agent anyway.
 const RESYNC: Duration = Duration::from_secs(5);
 const MAX_ADDRESSES: usize = 64;
+/// Events an agent may have stored at once (a whole host's history), and then one per this
+/// interval: far more than a drift check every few seconds produces.
+const EVENT_BURST: u32 = 60;
+const EVENT_EVERY: Duration = Duration::from_secs(1);
 
 type PushStream = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
 
@@ -28,6 +44,17 @@ struct Hello {
     agent_version: String,
     addresses: Vec<String>,
     applied_version: u64,
+    dataplane: Option<Dataplane>,
+}
+
+/// The agent's dataplane report, with what does not fit dropped and logged: a report never
+/// refuses the stream, so the host stays managed.
+fn dataplane(host: &HostId, d: &pb::Dataplane) -> Dataplane {
+    let (dataplane, dropped) = convert::dataplane(d);
+    for e in dropped {
+        warn!(host_id = %host, error = %e, "dropped part of the agent's dataplane report");
+    }
+    dataplane
 }
 
 fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
@@ -47,8 +74,9 @@ fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
                 .map_err(|_| Status::invalid_argument(format!("addresses: {a:?} is not an IP address")))
         })
         .collect::<Result<_, _>>()?;
-    let agent_version: String = h.agent_version.chars().take(64).collect();
-    Ok(Hello { host, agent_version, addresses, applied_version: h.applied_version })
+    let agent_version = clean_text(&h.agent_version, 64);
+    let dataplane = h.dataplane.as_ref().map(|d| dataplane(&host, d));
+    Ok(Hello { host, agent_version, addresses, applied_version: h.applied_version, dataplane })
 }
 
 #[tonic::async_trait]
@@ -62,18 +90,25 @@ impl AgentService for Api {
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))??;
         let hello = hello(first)?;
         let connection_id = fastrand::i64(..);
-        let desired = self
-            .store
-            .host_hello(&hello.host, &hello.agent_version, &hello.addresses, hello.applied_version, connection_id)
-            .await
-            .map_err(ApiError::from)?;
+        let record = HelloRecord {
+            agent_version: &hello.agent_version,
+            addresses: &hello.addresses,
+            applied_version: hello.applied_version,
+            connection_id,
+            dataplane: hello.dataplane.as_ref(),
+        };
+        let desired = self.store.host_hello(&hello.host, &record).await.map_err(ApiError::from)?;
         info!(
             host_id = %hello.host,
             agent_version = %hello.agent_version,
             applied_version = hello.applied_version,
             desired_version = desired.version(),
+            backend = hello.dataplane.as_ref().map_or("", |d| d.backend.as_str()),
             "agent connected"
         );
+        if let Some(d) = hello.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
+            warn!(host_id = %hello.host, problems = ?d.problems, "agent reports dataplane problems");
+        }
         let wake = self.hub.register(&hello.host, connection_id);
         let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
@@ -82,6 +117,8 @@ impl AgentService for Api {
             connection_id,
             applied: hello.applied_version,
             sent: None,
+            dataplane: hello.dataplane,
+            events: Budget::new(EVENT_BURST, EVENT_EVERY, Instant::now()),
             tx,
         };
         tokio::spawn(conn.run(inbound, wake, desired));
@@ -97,6 +134,9 @@ struct Connection {
     applied: u64,
     /// The version and rule count last pushed on this stream.
     sent: Option<(u64, u32)>,
+    /// The dataplane as last stored, so an unchanged report is not written again.
+    dataplane: Option<Dataplane>,
+    events: Budget,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 }
 
@@ -175,11 +215,9 @@ impl Connection {
                 warn!(host_id = %self.host, version = nack.version, error = %error, "agent rejected rule set");
                 store.host_nack(&self.host, nack.version, &error).await
             }
-            Some(Msg::Health(h)) => {
-                debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
-                store.host_health(&self.host, h.rule_count).await
-            }
-            Some(Msg::Hello(_) | Msg::Event(_)) | None => {
+            Some(Msg::Health(h)) => self.health(&h).await,
+            Some(Msg::Event(e)) => self.event(&e).await,
+            Some(Msg::Hello(_)) | None => {
                 warn!(host_id = %self.host, "ignoring unexpected message on agent stream");
                 Ok(())
             }
@@ -187,5 +225,49 @@ impl Connection {
         if let Err(e) = result {
             warn!(host_id = %self.host, error = %e, "could not record agent report");
         }
+    }
+
+    async fn health(&mut self, h: &pb::Health) -> Result<(), StoreError> {
+        debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
+        let (counters, dropped) = convert::counters(&h.counters);
+        for e in dropped {
+            warn!(host_id = %self.host, error = %e, "dropped part of the agent's counters");
+        }
+        let dataplane = h.dataplane.as_ref().map(|d| dataplane(&self.host, d));
+        let changed = dataplane.filter(|d| self.dataplane.as_ref() != Some(d));
+        if let Some(d) = changed.as_ref().filter(|d| !d.problems.is_empty()) {
+            warn!(host_id = %self.host, problems = ?d.problems, "agent reports dataplane problems");
+        }
+        let health = Health { rule_count: h.rule_count, drift_repairs: h.drift_repairs, counters, dataplane: changed };
+        self.api.store.host_health(&self.host, &health).await?;
+        if health.dataplane.is_some() {
+            self.dataplane = health.dataplane;
+        }
+        Ok(())
+    }
+
+    async fn event(&mut self, e: &pb::HostEvent) -> Result<(), StoreError> {
+        let event = match convert::host_event(e, chrono::Utc::now()) {
+            Ok(event) => event,
+            Err(err) => {
+                warn!(host_id = %self.host, error = %err, "dropped an invalid event from the agent");
+                return Ok(());
+            }
+        };
+        match self.events.take(Instant::now()) {
+            Take::Allowed { after_refusing } => {
+                if after_refusing > 0 {
+                    warn!(host_id = %self.host, dropped = after_refusing, "dropped events over the agent's budget");
+                }
+            }
+            Take::Refused { first } => {
+                if first {
+                    warn!(host_id = %self.host, "agent sends events faster than they are stored; dropping some");
+                }
+                return Ok(());
+            }
+        }
+        info!(host_id = %self.host, kind = %event.kind, message = %event.message, "agent event");
+        self.api.store.add_host_event(&self.host, &event).await
     }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod agent;
+mod budget;
 mod convert;
 mod error;
 

@@ -4,6 +4,7 @@
 //! recompiles those hosts' rule sets, under a transaction-scoped advisory lock so two
 //! concurrent changes cannot both read the old state and hand out the same version.
 
+mod hosts;
 mod records;
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -14,10 +15,11 @@ use sqlx::{
     types::Json,
 };
 use teefleet_model::{
-    Cidr, CompileInput, Direction, Filter, HostId, InstanceId, MirrorRule, PortRange, Protocol, RuleSet, SessionName,
-    SessionSpec, compile,
+    Cidr, CompileInput, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
+    Sample, SessionName, SessionSpec, Throttle, compile,
 };
 
+pub use hosts::HelloRecord;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 
 /// Key of the advisory lock that serialises rule-set recompilation.
@@ -94,14 +96,15 @@ impl Store {
 
     pub async fn add_collector(&self, c: &NewCollector) -> Result<CollectorRecord> {
         let res = sqlx::query(
-            "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check, ipv6)
+             VALUES ($1, $2, $3, $4, $5, $6::inet)",
         )
         .bind(c.instance_id.as_str())
         .bind(c.ip.to_string())
         .bind(&c.subnet_id)
         .bind(c.source_dest_check)
         .bind(SdcState::from(c.source_dest_check).as_str())
+        .bind(c.ipv6.map(|ip| ip.to_string()))
         .execute(&self.pool)
         .await;
         match res {
@@ -167,110 +170,6 @@ impl Store {
         Ok(())
     }
 
-    // ---- hosts --------------------------------------------------------------------------
-
-    pub async fn host_exists(&self, id: &HostId) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE host_id = $1)")
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Records an agent's Hello and returns the rule set it should hold. An agent that
-    /// reports a version above the desired one (its state outlived a database) gets the
-    /// desired rules again under a higher version, because versions never go back.
-    pub async fn host_hello(
-        &self,
-        id: &HostId,
-        agent_version: &str,
-        addresses: &[String],
-        applied_version: u64,
-        connection_id: i64,
-    ) -> Result<RuleSet> {
-        let applied = i64::try_from(applied_version).map_err(|_| corrupt("applied version out of range"))?;
-        let row = sqlx::query(
-            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version,
-                                desired_version)
-             VALUES ($1, $2, $3, $4, true, now(), $5, CASE WHEN $5 > 0 THEN $5 + 1 ELSE 0 END)
-             ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
-                 connected = true, last_seen = now(), applied_version = $5,
-                 desired_version = CASE WHEN hosts.desired_version < $5 THEN $5 + 1 ELSE hosts.desired_version END
-             RETURNING desired_version, desired_rules",
-        )
-        .bind(id.as_str())
-        .bind(agent_version)
-        .bind(addresses)
-        .bind(connection_id)
-        .bind(applied)
-        .fetch_one(&self.pool)
-        .await?;
-        rule_set(&row)
-    }
-
-    /// Marks the host disconnected, unless a newer stream has said Hello since.
-    pub async fn host_disconnected(&self, id: &HostId, connection_id: i64) -> Result<()> {
-        sqlx::query("UPDATE hosts SET connected = false WHERE host_id = $1 AND connection_id = $2")
-            .bind(id.as_str())
-            .bind(connection_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn host_ack(&self, id: &HostId, version: u64, rule_count: u32) -> Result<()> {
-        sqlx::query(
-            "UPDATE hosts SET applied_version = $2, last_error = NULL, nacked_version = NULL, rule_count = $3,
-                 last_seen = now()
-             WHERE host_id = $1",
-        )
-        .bind(id.as_str())
-        .bind(i64::try_from(version).map_err(|_| corrupt("version out of range"))?)
-        .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn host_nack(&self, id: &HostId, version: u64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE hosts SET nacked_version = $2, last_error = $3, last_seen = now() WHERE host_id = $1")
-            .bind(id.as_str())
-            .bind(i64::try_from(version).map_err(|_| corrupt("version out of range"))?)
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn host_health(&self, id: &HostId, rule_count: u32) -> Result<()> {
-        sqlx::query("UPDATE hosts SET last_seen = now(), rule_count = $2 WHERE host_id = $1")
-            .bind(id.as_str())
-            .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
-        let row = sqlx::query("SELECT desired_version, desired_rules FROM hosts WHERE host_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
-        rule_set(&row)
-    }
-
-    pub async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows = sqlx::query(
-            "SELECT host_id, agent_version, addresses, connected AND last_seen > now() - make_interval(secs => $1) AS live,
-                    desired_version, applied_version, last_error, last_seen, rule_count
-             FROM hosts ORDER BY host_id",
-        )
-        .bind(LIVENESS_SECS)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(HostRecord::from_row).collect()
-    }
-
     // ---- sessions -----------------------------------------------------------------------
 
     /// Stores a session and recompiles its sources; returns the hosts whose rule set
@@ -304,8 +203,9 @@ impl Store {
         let filter = spec.filter();
         let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
         let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
+                                   max_pps)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -314,6 +214,8 @@ impl Store {
         .bind(filter.ports().map(|p| i32::from(p.first())))
         .bind(filter.ports().map(|p| i32::from(p.last())))
         .bind(&cidrs)
+        .bind(filter.throttle().sample.map(|s| i32::try_from(s.ppm()).unwrap_or(i32::MAX)))
+        .bind(filter.throttle().max_pps.map(|m| i32::try_from(m.get()).unwrap_or(i32::MAX)))
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
@@ -395,12 +297,14 @@ impl Store {
         let sources = sqlx::query(
             "SELECT ss.host_id, ss.required_version,
                     h.connected AND h.last_seen > now() - make_interval(secs => $2) AS live,
-                    h.desired_version, h.applied_version, h.nacked_version, h.last_error
+                    h.desired_version, h.applied_version, h.nacked_version, h.last_error,
+                    (SELECT c FROM jsonb_array_elements(h.counters) c WHERE c->>'session' = $3 LIMIT 1) AS counters
              FROM session_sources ss JOIN hosts h ON h.host_id = ss.host_id
              WHERE ss.session_id = $1 ORDER BY ss.host_id",
         )
         .bind(id)
         .bind(LIVENESS_SECS)
+        .bind(row.try_get::<String, _>("name")?)
         .fetch_all(&self.pool)
         .await?;
         SessionRecord::from_rows(row, &sources)
@@ -411,7 +315,7 @@ impl Store {
 macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
-            s.cidrs, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
+            s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
             c.source_dest_check AS collector_sdc,
             array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id ORDER BY host_id) AS sources
      FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id"
@@ -421,7 +325,7 @@ use session_select;
 
 macro_rules! collector_select {
     () => {
-        "SELECT c.instance_id, c.ip, c.subnet_id, c.original_source_dest_check, c.source_dest_check, c.ec2_error,
+        "SELECT c.instance_id, c.ip, host(c.ipv6) AS ipv6, c.subnet_id, c.original_source_dest_check, c.source_dest_check, c.ec2_error,
                 (SELECT count(*) FROM sessions s WHERE s.collector_id = c.instance_id) AS session_count
          FROM collectors c"
     };
@@ -454,7 +358,14 @@ pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {
         .iter()
         .map(|c| c.parse::<Cidr>().map_err(corrupt))
         .collect::<Result<Vec<_>>>()?;
-    Filter::new(direction, protocol, ports, cidrs).map_err(corrupt)
+    let sample = row
+        .try_get::<Option<i32>, _>("sample_ppm")?
+        .map(|ppm| u32::try_from(ppm).map_err(corrupt).and_then(|ppm| Sample::from_ppm(ppm).map_err(corrupt)));
+    let max_pps = row
+        .try_get::<Option<i32>, _>("max_pps")?
+        .map(|pps| u32::try_from(pps).map_err(corrupt).and_then(|pps| MaxPps::new(pps).map_err(corrupt)));
+    let throttle = Throttle::new(sample.transpose()?, max_pps.transpose()?);
+    Ok(Filter::new(direction, protocol, ports, cidrs).map_err(corrupt)?.with_throttle(throttle))
 }
 
 /// Recompiles the given hosts from every session that covers them, storing a new version
@@ -466,8 +377,8 @@ async fn recompile(
 ) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
     let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
     let rows = sqlx::query(
-        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, c.ip,
-                array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
+        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, s.sample_ppm, s.max_pps,
+                c.ip, host(c.ipv6) AS ipv6, array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
          FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id
          WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))",
     )
@@ -483,7 +394,10 @@ async fn recompile(
                 .iter()
                 .map(|h| h.parse().map_err(corrupt))
                 .collect::<Result<_>>()?,
-            collector_ips: vec![row.try_get::<String, _>("ip")?.parse::<IpAddr>().map_err(corrupt)?],
+            collector_ips: std::iter::once(row.try_get::<String, _>("ip")?)
+                .chain(row.try_get::<Option<String>, _>("ipv6")?)
+                .map(|ip| ip.parse::<IpAddr>().map_err(corrupt))
+                .collect::<Result<_>>()?,
             filter: filter_from_row(row)?,
         });
     }

@@ -1,12 +1,13 @@
 //! What the store hands back: plain records decoded (and re-validated) from rows.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, postgres::PgRow};
+use sqlx::{Row, postgres::PgRow, types::Json};
 use teefleet_model::{HostId, InstanceId, SessionSpec};
 
 use super::{Result, StoreError, corrupt, filter_from_row, version};
+use crate::report::{Dataplane, HostEvent, SessionCounters, Traffic};
 
 /// Source/Dest Check as teefleet last observed or set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ impl From<bool> for SdcState {
 pub struct NewCollector {
     pub instance_id: InstanceId,
     pub ip: IpAddr,
+    /// Where IPv6 traffic is cloned to; without it only IPv4 traffic is mirrored.
+    pub ipv6: Option<Ipv6Addr>,
     pub subnet_id: String,
     /// The value found in EC2 at registration.
     pub source_dest_check: bool,
@@ -54,6 +57,7 @@ pub struct NewCollector {
 pub struct CollectorRecord {
     pub instance_id: InstanceId,
     pub ip: IpAddr,
+    pub ipv6: Option<Ipv6Addr>,
     pub subnet_id: String,
     pub original_source_dest_check: bool,
     pub source_dest_check: SdcState,
@@ -66,12 +70,18 @@ impl CollectorRecord {
         Ok(Self {
             instance_id: row.try_get::<String, _>("instance_id")?.parse().map_err(corrupt)?,
             ip: row.try_get::<String, _>("ip")?.parse().map_err(corrupt)?,
+            ipv6: row.try_get::<Option<String>, _>("ipv6")?.map(|ip| ip.parse()).transpose().map_err(corrupt)?,
             subnet_id: row.try_get("subnet_id")?,
             original_source_dest_check: row.try_get("original_source_dest_check")?,
             source_dest_check: SdcState::parse(&row.try_get::<String, _>("source_dest_check")?)?,
             ec2_error: row.try_get("ec2_error")?,
             session_count: u32::try_from(row.try_get::<i64, _>("session_count")?).unwrap_or(u32::MAX),
         })
+    }
+
+    /// Every address of the collector, one per family, as the compiler wants them.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        std::iter::once(self.ip).chain(self.ipv6.map(IpAddr::V6)).collect()
     }
 }
 
@@ -86,26 +96,48 @@ pub struct HostRecord {
     pub last_error: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub rule_count: u32,
+    pub dataplane: Option<Dataplane>,
+    pub drift_repairs: u64,
+    /// Per session, as of the agent's last Health; rates are zero once it is disconnected.
+    pub counters: Vec<SessionCounters>,
 }
 
 impl HostRecord {
     pub(super) fn from_row(row: &PgRow) -> Result<Self> {
+        let connected = row.try_get::<Option<bool>, _>("live")?.unwrap_or(false);
+        let Json(mut counters): Json<Vec<SessionCounters>> = row.try_get("counters")?;
+        if !connected {
+            for c in &mut counters {
+                c.traffic = c.traffic.without_rates();
+            }
+        }
         Ok(Self {
             host_id: row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?,
             agent_version: row.try_get("agent_version")?,
             addresses: row.try_get("addresses")?,
-            connected: row.try_get::<Option<bool>, _>("live")?.unwrap_or(false),
+            connected,
             desired_version: version(row.try_get("desired_version")?),
             applied_version: version(row.try_get("applied_version")?),
             last_error: row.try_get("last_error")?,
             last_seen: row.try_get("last_seen")?,
             rule_count: u32::try_from(row.try_get::<i32, _>("rule_count")?).unwrap_or(0),
+            dataplane: row.try_get::<Option<Json<Dataplane>>, _>("dataplane")?.map(|Json(d)| d),
+            drift_repairs: version(row.try_get("drift_repairs")?),
+            counters,
         })
     }
 }
 
+pub(super) fn event_from_row(row: &PgRow) -> Result<HostEvent> {
+    Ok(HostEvent {
+        kind: row.try_get::<String, _>("kind")?.parse().map_err(corrupt)?,
+        message: row.try_get("message")?,
+        at: row.try_get("at")?,
+    })
+}
+
 /// One source host of a session, as the status view needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceStatus {
     pub host_id: HostId,
     /// The first desired version of the host that contains the session.
@@ -115,6 +147,8 @@ pub struct SourceStatus {
     pub applied_version: u64,
     pub nacked_version: Option<u64>,
     pub last_error: Option<String>,
+    /// What the host's agent last reported for this session; zero before its first report.
+    pub traffic: Traffic,
 }
 
 #[derive(Debug, Clone)]
@@ -142,14 +176,19 @@ impl SessionRecord {
         let sources = sources
             .iter()
             .map(|r| {
+                let connected = r.try_get::<Option<bool>, _>("live")?.unwrap_or(false);
                 Ok(SourceStatus {
                     host_id: r.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?,
                     required_version: version(r.try_get("required_version")?),
-                    connected: r.try_get::<Option<bool>, _>("live")?.unwrap_or(false),
+                    connected,
                     desired_version: version(r.try_get("desired_version")?),
                     applied_version: version(r.try_get("applied_version")?),
                     nacked_version: r.try_get::<Option<i64>, _>("nacked_version")?.map(version),
                     last_error: r.try_get("last_error")?,
+                    traffic: r
+                        .try_get::<Option<Json<SessionCounters>>, _>("counters")?
+                        .map(|Json(c)| c.traffic)
+                        .unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

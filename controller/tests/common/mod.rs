@@ -46,6 +46,7 @@ impl FakeCloud {
                     (*id).to_owned(),
                     InstanceInfo {
                         private_ip: Some(ip.parse().expect("ip")),
+                        ipv6: None,
                         subnet_id: Some("subnet-1".into()),
                         source_dest_check: Some(true),
                     },

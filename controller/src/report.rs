@@ -1,0 +1,181 @@
+//! What agents report about their hosts: the dataplane they found, their rules' counters
+//! and the events they saw. Agents are not trusted to send tidy data, so every value here
+//! is bounded and printable by construction (`grpc::convert` builds them from the wire).
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use teefleet_model::{SessionName, ValidationError};
+
+/// The most events kept per host; older ones are dropped as new ones arrive.
+pub const MAX_EVENTS_PER_HOST: i64 = 50;
+/// The longest event message kept, in bytes.
+pub const MAX_EVENT_MESSAGE: usize = 1024;
+
+/// Replaces control characters (which could rewrite an operator's terminal) with spaces
+/// and cuts the text to at most `max` bytes on a character boundary.
+pub fn clean_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The agent's dataplane as it last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Dataplane {
+    /// "nft" or "legacy"; empty if the agent could not tell.
+    pub backend: String,
+    pub iptables_version: String,
+    pub ipv6: bool,
+    pub problems: Vec<String>,
+}
+
+/// Mirrored traffic: cumulative counts and the rates over the agent's last interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+}
+
+impl Traffic {
+    /// Rates only describe the agent's last interval: once the agent is gone they describe
+    /// nothing, while the counts remain what it last saw.
+    pub fn without_rates(self) -> Self {
+        Self { packets_per_second: 0.0, bytes_per_second: 0.0, ..self }
+    }
+
+    /// Sums several hosts' traffic; counts saturate rather than wrap.
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a Traffic>) -> Self {
+        all.into_iter().fold(Traffic::default(), |sum, t| Traffic {
+            packets: sum.packets.saturating_add(t.packets),
+            bytes: sum.bytes.saturating_add(t.bytes),
+            packets_per_second: sum.packets_per_second + t.packets_per_second,
+            bytes_per_second: sum.bytes_per_second + t.bytes_per_second,
+        })
+    }
+}
+
+/// One session's traffic on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionCounters {
+    pub session: SessionName,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// What an agent says in its periodic Health message, once validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Health {
+    pub rule_count: u32,
+    pub drift_repairs: u64,
+    pub counters: Vec<SessionCounters>,
+    /// Only set when it differs from what is stored, to spare the write.
+    pub dataplane: Option<Dataplane>,
+}
+
+/// What kind of thing an agent did or saw: a short snake_case word such as
+/// `drift_repaired`. Agents may add kinds, so the alphabet is checked, not a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventKind(String);
+
+impl EventKind {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (1..=32).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "kind",
+                format!("{:?} is not a snake_case word of at most 32 characters", clean_text(s, 64)),
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for EventKind {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(k: EventKind) -> String {
+        k.0
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Something an agent did or saw on its own, such as repairing drifted rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEvent {
+    pub kind: EventKind,
+    /// Printable and at most `MAX_EVENT_MESSAGE` bytes.
+    pub message: String,
+    /// By the agent's clock.
+    pub at: DateTime<Utc>,
+}
+
+impl HostEvent {
+    pub fn new(kind: EventKind, message: &str, at: DateTime<Utc>) -> Self {
+        Self { kind, message: clean_text(message, MAX_EVENT_MESSAGE), at }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_printable_and_cut_on_a_character_boundary() {
+        assert_eq!(clean_text("a\x1b[2Jb\nc", 100), "a [2Jb c");
+        assert_eq!(clean_text("ééé", 5), "éé");
+        assert_eq!(clean_text(&"x".repeat(5000), MAX_EVENT_MESSAGE).len(), MAX_EVENT_MESSAGE);
+    }
+
+    #[test]
+    fn kinds() {
+        for ok in ["drift_repaired", "state_ignored", "a", "apply_failed2"] {
+            assert!(ok.parse::<EventKind>().is_ok(), "{ok}");
+        }
+        for bad in ["", "Drift", "2x", "a-b", "a b", "_x", &"a".repeat(33)] {
+            assert_eq!(bad.parse::<EventKind>().unwrap_err().field, "kind", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn totals_saturate_and_counters_keep_their_json_shape() {
+        let big = Traffic { packets: u64::MAX, bytes: 1, packets_per_second: 1.5, bytes_per_second: 2.0 };
+        let sum = Traffic::total(&[big, big]);
+        assert_eq!((sum.packets, sum.bytes, sum.packets_per_second), (u64::MAX, 2, 3.0));
+        let c = SessionCounters { session: "web".parse().expect("name"), traffic: big };
+        let json = serde_json::to_value(&c).expect("json");
+        assert_eq!(json["session"], "web");
+        assert_eq!(json["packets"], u64::MAX);
+        let back: SessionCounters = serde_json::from_value(json).expect("back");
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,182 @@
+//! Hosts: what their agents said on the stream (Hello, Ack, Nack, Health, events) and
+//! what the admin API shows of them.
+
+use sqlx::types::Json;
+use teefleet_model::{HostId, RuleSet};
+
+use super::{LIVENESS_SECS, Result, Store, StoreError, corrupt, records::event_from_row, rule_set};
+use crate::{
+    report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST},
+    store::HostRecord,
+};
+
+/// The Hello of one agent stream.
+#[derive(Debug, Clone, Copy)]
+pub struct HelloRecord<'a> {
+    pub agent_version: &'a str,
+    pub addresses: &'a [String],
+    pub applied_version: u64,
+    pub connection_id: i64,
+    /// None keeps what the host last reported.
+    pub dataplane: Option<&'a Dataplane>,
+}
+
+fn bigint(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| corrupt(format!("{what} out of range")))
+}
+
+impl Store {
+    pub async fn host_exists(&self, id: &HostId) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE host_id = $1)")
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Records an agent's Hello and returns the rule set it should hold. An agent that
+    /// reports a version above the desired one (its state outlived a database) gets the
+    /// desired rules again under a higher version, because versions never go back.
+    pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<RuleSet> {
+        let applied = bigint(hello.applied_version, "applied version")?;
+        let row = sqlx::query(
+            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version,
+                                desired_version, dataplane)
+             VALUES ($1, $2, $3, $4, true, now(), $5, CASE WHEN $5 > 0 THEN $5 + 1 ELSE 0 END, $6)
+             ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
+                 connected = true, last_seen = now(), applied_version = $5,
+                 desired_version = CASE WHEN hosts.desired_version < $5 THEN $5 + 1 ELSE hosts.desired_version END,
+                 dataplane = coalesce($6, hosts.dataplane)
+             RETURNING desired_version, desired_rules",
+        )
+        .bind(id.as_str())
+        .bind(hello.agent_version)
+        .bind(hello.addresses)
+        .bind(hello.connection_id)
+        .bind(applied)
+        .bind(hello.dataplane.map(Json))
+        .fetch_one(&self.pool)
+        .await?;
+        rule_set(&row)
+    }
+
+    /// Marks the host disconnected, unless a newer stream has said Hello since.
+    pub async fn host_disconnected(&self, id: &HostId, connection_id: i64) -> Result<()> {
+        sqlx::query("UPDATE hosts SET connected = false WHERE host_id = $1 AND connection_id = $2")
+            .bind(id.as_str())
+            .bind(connection_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn host_ack(&self, id: &HostId, version: u64, rule_count: u32) -> Result<()> {
+        sqlx::query(
+            "UPDATE hosts SET applied_version = $2, last_error = NULL, nacked_version = NULL, rule_count = $3,
+                 last_seen = now()
+             WHERE host_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(bigint(version, "version")?)
+        .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn host_nack(&self, id: &HostId, version: u64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE hosts SET nacked_version = $2, last_error = $3, last_seen = now() WHERE host_id = $1")
+            .bind(id.as_str())
+            .bind(bigint(version, "version")?)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a Health report in one statement; the dataplane is only written when the
+    /// report carries one (the stream leaves it out when it has not changed).
+    pub async fn host_health(&self, id: &HostId, health: &Health) -> Result<()> {
+        sqlx::query(
+            "UPDATE hosts SET last_seen = now(), rule_count = $2, drift_repairs = $3, counters = $4,
+                 dataplane = coalesce($5, dataplane)
+             WHERE host_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(i32::try_from(health.rule_count).unwrap_or(i32::MAX))
+        // A count beyond i64 cannot happen in practice; saturate rather than refuse.
+        .bind(i64::try_from(health.drift_repairs).unwrap_or(i64::MAX))
+        .bind(Json(&health.counters))
+        .bind(health.dataplane.as_ref().map(Json))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds an event and drops the host's oldest beyond the most recent
+    /// `MAX_EVENTS_PER_HOST`, in one statement.
+    pub async fn add_host_event(&self, id: &HostId, event: &HostEvent) -> Result<()> {
+        // The DELETE sees the table as it was before the INSERT, so it keeps one fewer
+        // than the limit to make room for the new event.
+        sqlx::query(
+            "WITH trimmed AS (
+                 DELETE FROM host_events WHERE id IN (
+                     SELECT id FROM host_events WHERE host_id = $1 ORDER BY id DESC OFFSET $5 - 1))
+             INSERT INTO host_events (host_id, kind, message, at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.as_str())
+        .bind(event.kind.as_str())
+        .bind(&event.message)
+        .bind(event.at)
+        .bind(MAX_EVENTS_PER_HOST)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The host's events, most recent first.
+    pub async fn host_events(&self, id: &HostId) -> Result<Vec<HostEvent>> {
+        let rows =
+            sqlx::query("SELECT kind, message, at FROM host_events WHERE host_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(id.as_str())
+                .bind(MAX_EVENTS_PER_HOST)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
+        let row = sqlx::query("SELECT desired_version, desired_rules FROM hosts WHERE host_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
+        rule_set(&row)
+    }
+
+    pub async fn host(&self, id: &HostId) -> Result<HostRecord> {
+        let row = sqlx::query(concat!(host_select!(), " WHERE host_id = $2"))
+            .bind(LIVENESS_SECS)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
+        HostRecord::from_row(&row)
+    }
+
+    pub async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
+        let rows =
+            sqlx::query(concat!(host_select!(), " ORDER BY host_id")).bind(LIVENESS_SECS).fetch_all(&self.pool).await?;
+        rows.iter().map(HostRecord::from_row).collect()
+    }
+}
+
+// Statements are static strings (sqlx refuses dynamic SQL), so shared clauses are macros.
+macro_rules! host_select {
+    () => {
+        "SELECT host_id, agent_version, addresses,
+                connected AND last_seen > now() - make_interval(secs => $1) AS live,
+                desired_version, applied_version, last_error, last_seen, rule_count, dataplane, drift_repairs, counters
+         FROM hosts"
+    };
+}
+use host_select;
