@@ -2,9 +2,9 @@
 //! written as text to a file, and parsed into [`Packet`]s that tests count. With `-e`
 //! every line carries the Ethernet addresses, which is how a TEE clone is told apart from
 //! ordinary traffic: it arrives addressed to the collector's MAC while its IP header still
-//! names the original endpoints.
+//! names the original endpoints. IPv4 and IPv6 packets are both parsed.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,24 +12,29 @@ use crate::LabError;
 use crate::cmd;
 use crate::procs::Proc;
 
-/// One IPv4 packet line of tcpdump's output.
+/// One IPv4 or IPv6 packet line of tcpdump's output. `src` and `dst` compare directly
+/// with an `Ipv4Addr` or `Ipv6Addr` (`p.src == client`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
     pub src_mac: String,
     pub dst_mac: String,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    /// The part after the addresses, e.g. `ICMP echo request, id 7, seq 1, length 64`.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The part after the addresses, e.g. `ICMP echo request, id 7, seq 1, length 64` or
+    /// `ICMP6, echo request, id 7, seq 1, length 64`.
     pub info: String,
 }
 
 impl Packet {
-    /// Parses one line of `tcpdump -nn -e` output; `None` for non-IPv4 lines (ARP, IPv6)
-    /// and anything unexpected.
+    /// Parses one line of `tcpdump -nn -e` output; `None` for lines that are not IP
+    /// packets (ARP) and anything unexpected.
     pub fn parse(line: &str) -> Option<Packet> {
         // "<time> <src mac> > <dst mac>, ethertype IPv4 (0x0800), length 98: <ip part>"
+        // "<time> <src mac> > <dst mac>, ethertype IPv6 (0x86dd), length 118: <ip part>"
+        // IPv6 addresses never contain ": ", so the first one still ends the link header.
         let (head, rest) = line.split_once(": ")?;
-        if !head.contains("ethertype IPv4") {
+        let ipv6 = head.contains("ethertype IPv6");
+        if !ipv6 && !head.contains("ethertype IPv4") {
             return None;
         }
         let mut words = head.split_whitespace();
@@ -39,24 +44,37 @@ impl Packet {
             return None;
         }
         let dst_mac = words.next()?.trim_end_matches(',').to_owned();
-        let (addrs, info) = rest.split_once(": ").unwrap_or((rest, ""));
-        let (src, dst) = addrs.split_once(" > ")?;
-        Some(Packet { src_mac, dst_mac, src: parse_endpoint(src)?, dst: parse_endpoint(dst)?, info: info.to_owned() })
+        // Split at " > " first: a source of `::` would end in ": " itself. The destination
+        // then ends at the first ": " (an address ending in `::` shows as `ff02::: `).
+        let (src, rest) = rest.split_once(" > ")?;
+        let (dst, info) = rest.split_once(": ").unwrap_or((rest, ""));
+        let (src, dst) = (parse_endpoint(src)?, parse_endpoint(dst)?);
+        // The ethertype and the addresses must agree; anything else is a line we misread.
+        if src.is_ipv6() != ipv6 || dst.is_ipv6() != ipv6 {
+            return None;
+        }
+        Some(Packet { src_mac, dst_mac, src, dst, info: info.to_owned() })
     }
 
-    /// Whether this is the ICMP echo request of a ping.
+    /// Whether this is an IPv6 packet.
+    pub fn is_ipv6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+
+    /// Whether this is the ICMP (or ICMPv6) echo request of a ping.
     pub fn is_echo_request(&self) -> bool {
-        self.info.starts_with("ICMP echo request")
+        self.info.starts_with("ICMP echo request") || self.info.starts_with("ICMP6, echo request")
     }
 
-    /// Whether this is the ICMP echo reply of a ping.
+    /// Whether this is the ICMP (or ICMPv6) echo reply of a ping.
     pub fn is_echo_reply(&self) -> bool {
-        self.info.starts_with("ICMP echo reply")
+        self.info.starts_with("ICMP echo reply") || self.info.starts_with("ICMP6, echo reply")
     }
 }
 
-/// `10.0.0.1` or, for TCP and UDP, `10.0.0.1.443`.
-fn parse_endpoint(text: &str) -> Option<Ipv4Addr> {
+/// `10.0.0.1`, `fd00::1` or, for TCP and UDP, `10.0.0.1.443` and `fd00::1.443` (tcpdump
+/// appends the port with a dot in both families).
+fn parse_endpoint(text: &str) -> Option<IpAddr> {
     let text = text.trim();
     if let Ok(ip) = text.parse() {
         return Some(ip);
@@ -66,7 +84,7 @@ fn parse_endpoint(text: &str) -> Option<Ipv4Addr> {
     ip.parse().ok()
 }
 
-/// Parses a whole capture, skipping lines that are not IPv4 packets.
+/// Parses a whole capture, skipping lines that are not IP packets.
 pub fn parse_all(text: &str) -> Vec<Packet> {
     text.lines().filter_map(Packet::parse).collect()
 }
@@ -119,7 +137,7 @@ impl Capture {
         std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 
-    /// Every IPv4 packet captured so far.
+    /// Every IP packet captured so far.
     pub fn packets(&self) -> Vec<Packet> {
         parse_all(&self.text())
     }
@@ -129,8 +147,9 @@ impl Capture {
         self.packets().iter().filter(|p| pred(p)).count()
     }
 
-    /// How many captured packets went from `src` to `dst`.
-    pub fn count_between(&self, src: Ipv4Addr, dst: Ipv4Addr) -> usize {
+    /// How many captured packets went from `src` to `dst` (either family).
+    pub fn count_between(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> usize {
+        let (src, dst) = (src.into(), dst.into());
         self.count(|p| p.src == src && p.dst == dst)
     }
 
@@ -164,10 +183,43 @@ impl Capture {
         self.proc.stop().await;
         self.output.clone()
     }
+
+    /// Stops tcpdump gracefully (SIGTERM, so it flushes and prints its counters) and
+    /// returns the packets it wrote and its own statistics. A test that counts clones of
+    /// a flood checks `dropped_by_kernel == 0` to know that the count is the whole truth.
+    pub async fn finish(mut self) -> Result<Finished, LabError> {
+        self.proc.terminate(Duration::from_secs(5)).await;
+        let log = std::fs::read_to_string(self.proc.log_path()).unwrap_or_default();
+        let stat =
+            |what: &str| log.lines().find_map(|l| l.strip_suffix(what).and_then(|n| n.trim().parse::<u64>().ok()));
+        let missing =
+            || LabError::Invalid(format!("tcpdump printed no statistics in {}", self.proc.log_path().display()));
+        Ok(Finished {
+            packets: self.packets(),
+            captured: stat(" packets captured").ok_or_else(missing)?,
+            dropped_by_kernel: stat(" packets dropped by kernel").ok_or_else(missing)?,
+            path: self.output.clone(),
+        })
+    }
+}
+
+/// A stopped capture: what tcpdump wrote and what it says it saw.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Every IP packet in the capture file.
+    pub packets: Vec<Packet>,
+    /// tcpdump's "packets captured" (every frame it printed, ARP included).
+    pub captured: u64,
+    /// tcpdump's "packets dropped by kernel": frames the capture buffer had no room for.
+    pub dropped_by_kernel: u64,
+    /// The capture file.
+    pub path: PathBuf,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     #[test]
@@ -188,5 +240,56 @@ mod tests {
         assert_eq!(packets[1].src, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(packets[1].dst, Ipv4Addr::new(10, 0, 0, 2));
         assert!(packets[1].info.starts_with("Flags [S]"));
+        assert!(!packets[1].is_ipv6());
+    }
+
+    #[test]
+    fn parses_ipv6_icmp6_udp_and_tcp() {
+        // The shapes `tcpdump -nn -l -e` (4.99) prints for ICMPv6, UDP, TCP and NDP/MLD.
+        let text = "\
+15:02:11.204815 0e:4f:8b:1c:2a:90 > 5a:10:dd:3e:71:02, ethertype IPv6 (0x86dd), length 118: fd00:213:7::30 > fd00:213:7::11: ICMP6, echo request, id 4711, seq 1, length 64
+15:02:11.204851 5a:10:dd:3e:71:02 > 0e:4f:8b:1c:2a:90, ethertype IPv6 (0x86dd), length 118: fd00:213:7::11 > fd00:213:7::30: ICMP6, echo reply, id 4711, seq 1, length 64
+15:02:11.300000 0e:4f:8b:1c:2a:90 > 5a:10:dd:3e:71:02, ethertype IPv6 (0x86dd), length 66: fd00:213:7::30.40000 > fd00:213:7::11.9999: UDP, length 4
+15:02:11.400000 0e:4f:8b:1c:2a:90 > 5a:10:dd:3e:71:02, ethertype IPv6 (0x86dd), length 94: fd00:213:7::30.48456 > fd00:213:7::11.443: Flags [S], seq 42519841, win 64800, options [mss 1440,sackOK,TS val 4185857906 ecr 0,nop,wscale 10], length 0
+15:02:11.500000 0e:4f:8b:1c:2a:90 > 33:33:ff:00:00:11, ethertype IPv6 (0x86dd), length 86: fd00:213:7::30 > ff02::1:ff00:11: ICMP6, neighbor solicitation, who has fd00:213:7::11, length 32
+15:02:11.600000 6a:f6:f0:e2:85:c7 > 33:33:00:00:00:16, ethertype IPv6 (0x86dd), length 110: :: > ff02::16: HBH ICMP6, multicast listener report v2, 2 group record(s), length 48
+";
+        let packets = parse_all(text);
+        assert_eq!(packets.len(), 6);
+        let client: Ipv6Addr = "fd00:213:7::30".parse().expect("ip");
+        let source: Ipv6Addr = "fd00:213:7::11".parse().expect("ip");
+        assert!(packets.iter().all(Packet::is_ipv6));
+        assert_eq!((packets[0].src, packets[0].dst), (IpAddr::V6(client), IpAddr::V6(source)));
+        assert_eq!(packets[0].src_mac, "0e:4f:8b:1c:2a:90");
+        assert_eq!(packets[0].dst_mac, "5a:10:dd:3e:71:02");
+        assert!(packets[0].is_echo_request() && !packets[0].is_echo_reply());
+        assert!(packets[1].is_echo_reply() && !packets[1].is_echo_request());
+        assert_eq!(packets[1].src, source);
+        assert_eq!((packets[2].src, packets[2].dst), (IpAddr::V6(client), IpAddr::V6(source)));
+        assert_eq!(packets[2].info, "UDP, length 4");
+        assert_eq!(packets[3].dst, source);
+        assert!(packets[3].info.starts_with("Flags [S]"));
+        assert_eq!(packets[4].dst, "ff02::1:ff00:11".parse::<Ipv6Addr>().expect("ip"));
+        assert!(!packets[4].is_echo_request());
+        assert_eq!(packets[5].src, Ipv6Addr::UNSPECIFIED);
+    }
+
+    #[test]
+    fn mixed_capture_and_family_mismatch() {
+        let text = "\
+10:00:00.000001 aa:aa:aa:aa:aa:aa > bb:bb:bb:bb:bb:bb, ethertype IPv4 (0x0800), length 98: 10.213.7.30 > 10.213.7.11: ICMP echo request, id 1, seq 1, length 64
+10:00:00.000002 aa:aa:aa:aa:aa:aa > bb:bb:bb:bb:bb:bb, ethertype IPv6 (0x86dd), length 118: fd00:213:7::30 > fd00:213:7::11: ICMP6, echo request, id 1, seq 1, length 64
+10:00:00.000003 aa:aa:aa:aa:aa:aa > bb:bb:bb:bb:bb:bb, ethertype IPv6 (0x86dd), length 98: 10.213.7.30 > 10.213.7.11: ICMP echo request, id 1, seq 1, length 64
+10:00:00.000004 aa:aa:aa:aa:aa:aa > bb:bb:bb:bb:bb:bb, ethertype IPv4 (0x0800), length 98: fd00::1 > fd00::2: ICMP6, echo request, id 1, seq 1, length 64
+garbage
+10:00:00.000005 aa:aa:aa:aa:aa:aa > bb:bb:bb:bb:bb:bb, ethertype IPv6 (0x86dd), length 70: fd00::1.5000 > fd00::: UDP, length 8
+";
+        let packets = parse_all(text);
+        assert_eq!(packets.len(), 3, "{packets:?}");
+        assert_eq!(packets[2].dst, "fd00::".parse::<Ipv6Addr>().expect("ip"));
+        assert_eq!(packets[2].info, "UDP, length 8");
+        assert!(!packets[0].is_ipv6() && packets[1].is_ipv6());
+        assert!(packets[..2].iter().all(Packet::is_echo_request));
+        assert_eq!(packets[0].src, Ipv4Addr::new(10, 213, 7, 30));
     }
 }

@@ -1,9 +1,11 @@
 //! The EC2 fixture in moto: one VPC and subnet covering the lab's /24, and one instance per
 //! lab host with the host's address as its primary private IP, so the controller finds the
-//! same addresses through EC2 that the namespaces really have.
+//! same addresses through EC2 that the namespaces really have. IPv6 addresses are assigned
+//! to the instances' primary network interfaces afterwards ([`Ec2Fixture::assign_ipv6`]),
+//! where real EC2 keeps them too.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
@@ -111,6 +113,66 @@ impl Ec2Fixture {
     /// Source/Dest Check of an instance, read with DescribeInstanceAttribute.
     pub async fn source_dest_check(&self, instance_id: &str) -> Result<bool, LabError> {
         source_dest_check(&self.client, instance_id).await
+    }
+
+    /// Assigns `ip6` to the primary network interface of a lab host's instance
+    /// (AssignIpv6Addresses), as EC2 does for an instance in a dual-stack subnet.
+    ///
+    /// DescribeInstances then lists it under `NetworkInterfaces[].Ipv6Addresses`; moto
+    /// leaves the instance-level `Ipv6Address` empty, so readers must look at the interfaces.
+    /// moto checks neither the subnet's IPv6 CIDR (it cannot associate a chosen ULA block
+    /// with a VPC) nor uniqueness, so the lab's own addresses can be used as they are.
+    pub async fn assign_ipv6(&self, host: &str, ip6: Ipv6Addr) -> Result<(), LabError> {
+        let instance_id = self.instance_id(host)?;
+        let eni = self.primary_interface(instance_id).await?;
+        self.client
+            .assign_ipv6_addresses()
+            .network_interface_id(&eni)
+            .ipv6_addresses(ip6.to_string())
+            .send()
+            .await
+            .map_err(|e| ec2_error("AssignIpv6Addresses", e))?;
+        tracing::info!(host, %ip6, instance_id, eni, "EC2 IPv6 address assigned");
+        Ok(())
+    }
+
+    /// The IPv6 addresses of an instance's network interfaces, as DescribeInstances shows them.
+    pub async fn ipv6_addresses(&self, instance_id: &str) -> Result<Vec<Ipv6Addr>, LabError> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| ec2_error("DescribeInstances", e))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.network_interfaces())
+            .flat_map(|n| n.ipv6_addresses())
+            .filter_map(|a| a.ipv6_address()?.parse().ok())
+            .collect())
+    }
+
+    /// The id of an instance's network interface at device index 0.
+    async fn primary_interface(&self, instance_id: &str) -> Result<String, LabError> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| ec2_error("DescribeInstances", e))?;
+        let interfaces: Vec<_> =
+            out.reservations().iter().flat_map(|r| r.instances()).flat_map(|i| i.network_interfaces()).collect();
+        interfaces
+            .iter()
+            .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+            .or(interfaces.first())
+            .and_then(|n| n.network_interface_id())
+            .map(str::to_owned)
+            .ok_or_else(|| ec2_error_text("DescribeInstances", "instance has no network interface"))
     }
 
     /// The primary private IP EC2 reports for an instance.

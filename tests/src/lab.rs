@@ -7,7 +7,7 @@
 //! leaves its evidence behind; `TEEFLEET_LAB_KEEP=1` keeps the directory always.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,6 +26,10 @@ use crate::{LabError, cmd};
 pub const SOURCES: [&str; 2] = ["source1", "source2"];
 /// The lab host that receives the clones.
 pub const COLLECTOR: &str = "collector";
+/// A second collector, for sessions that mirror to different places.
+pub const COLLECTOR2: &str = "collector2";
+/// Both collectors.
+pub const COLLECTORS: [&str; 2] = [COLLECTOR, COLLECTOR2];
 /// The lab host that talks to the sources.
 pub const CLIENT: &str = "client";
 
@@ -38,6 +42,7 @@ pub struct LabBuilder {
     rust_log: String,
     controller_args: Vec<String>,
     agent_args: Vec<String>,
+    ec2_ipv6: bool,
 }
 
 impl Default for LabBuilder {
@@ -50,6 +55,7 @@ impl Default for LabBuilder {
                 .unwrap_or_else(|_| "info,teefleet=debug,fleet=debug".to_owned()),
             controller_args: Vec::new(),
             agent_args: Vec::new(),
+            ec2_ipv6: true,
         }
     }
 }
@@ -91,6 +97,14 @@ impl LabBuilder {
         self
     }
 
+    /// Whether the EC2 instances carry the hosts' IPv6 addresses too (default yes). The
+    /// namespaces are dual-stack either way; without it, EC2 describes IPv4-only instances,
+    /// so the controller sees collectors without an IPv6 address.
+    pub fn ec2_ipv6(mut self, yes: bool) -> Self {
+        self.ec2_ipv6 = yes;
+        self
+    }
+
     /// Brings the lab up; returns once the controller listens and the agents are running.
     pub async fn start(self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
@@ -113,6 +127,11 @@ impl LabBuilder {
         let network = Network::create(self.range).await?;
         let hosts: Vec<(String, Ipv4Addr)> = network.hosts().iter().map(|h| (h.name.clone(), h.ip)).collect();
         let ec2 = Ec2Fixture::create(ec2::client(&moto.endpoint()), &network.cidr(), &hosts).await?;
+        if self.ec2_ipv6 {
+            for host in network.hosts() {
+                ec2.assign_ipv6(&host.name, host.ip6).await?;
+            }
+        }
 
         let mut lab = Lab {
             agents: Mutex::new(Vec::new()),
@@ -136,7 +155,7 @@ impl LabBuilder {
                 }
             }
         }
-        tracing::info!(dir = %lab.logs.display(), subnet = %lab.network.cidr(), "lab ready");
+        tracing::info!(dir = %lab.logs.display(), subnet = %lab.network.cidr(), subnet6 = %lab.network.cidr6(), "lab ready");
         Ok(lab)
     }
 }
@@ -244,9 +263,14 @@ impl Lab {
         &self.logs
     }
 
-    /// A lab host's address.
+    /// A lab host's IPv4 address.
     pub fn ip(&self, host: &str) -> Result<Ipv4Addr, LabError> {
         Ok(self.network.host(host)?.ip)
+    }
+
+    /// A lab host's IPv6 address.
+    pub fn ip6(&self, host: &str) -> Result<Ipv6Addr, LabError> {
+        self.network.ip6(host)
     }
 
     /// A lab host's EC2 instance id.

@@ -1,6 +1,6 @@
 //! The teefleet lab: everything the end-to-end tests and the demo need to run the real
 //! binaries against real peers — a throwaway Postgres, moto's EC2 server with a fixture, a
-//! Linux bridge with network namespaces for source, collector and client hosts, the
+//! dual-stack Linux bridge with network namespaces for source, collector and client hosts, the
 //! workspace's processes, and a tcpdump capture on the collector.
 //!
 //! [`Lab::start`] brings all of it up; the modules can also be used one by one (the
@@ -16,12 +16,12 @@ pub mod netns;
 pub mod postgres;
 pub mod procs;
 
-pub use capture::{Capture, Packet};
+pub use capture::{Capture, Finished, Packet};
 pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;
-pub use lab::{CLIENT, COLLECTOR, Lab, LabBuilder, SOURCES, require_root_or_skip};
+pub use lab::{CLIENT, COLLECTOR, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip};
 pub use moto::Moto;
-pub use netns::{Network, Range};
+pub use netns::{Flood, Network, Range};
 pub use postgres::TempPostgres;
 pub use procs::CliOutput;

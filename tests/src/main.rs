@@ -44,12 +44,13 @@ async fn demo(lab: &Lab) -> Result<()> {
     let (client, collector) = (lab.ip(CLIENT)?, lab.ip(COLLECTOR)?);
     let source1_id = lab.instance_id("source1")?;
     let collector_id = lab.instance_id(COLLECTOR)?;
-    println!("   subnet {} on bridge {}", lab.network.cidr(), lab.network.bridge());
+    println!("   subnets {} and {} on bridge {}", lab.network.cidr(), lab.network.cidr6(), lab.network.bridge());
     for host in lab.network.hosts() {
         println!(
-            "   {:<10} {:<15} {} (netns {})",
+            "   {:<10} {:<15} {:<16} {} (netns {})",
             host.name,
             host.ip.to_string(),
+            host.ip6.to_string(),
             lab.instance_id(&host.name)?,
             host.netns
         );

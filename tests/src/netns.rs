@@ -3,24 +3,31 @@
 //! the hosts), and one network namespace per lab host, each with a veth to the bridge whose
 //! inner end is `eth0` — the shape of the manual recipe's EC2 subnet.
 //!
+//! The network is dual-stack: every host and the bridge also get an IPv6 ULA address in a
+//! /64 that mirrors the /24 (`10.213.7.11` ↔ `fd00:213:7::11`), so a reader of a capture
+//! sees at once which host an address belongs to.
+//!
 //! Every lab gets a unique /24, claimed with a file under the temp dir so concurrent test
 //! processes never share one, and names derived from it (`tf213-7-source1`, bridge
 //! `tfb213-7`).
 //! Creation first removes leftovers with the same names; drop deletes everything it made.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::LabError;
 use crate::cmd::{self, run_quiet_blocking, run_text};
 
-/// Which /16 the lab's /24 comes from: tests and the demo never collide.
+/// Which /16 the lab's /24 comes from (and which /48 its IPv6 /64 comes from): tests and
+/// the demo never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Range {
-    /// 10.213.0.0/16.
+    /// 10.213.0.0/16 and fd00:213::/48.
     Tests,
-    /// 10.214.0.0/16.
+    /// 10.214.0.0/16 and fd00:214::/48.
     Demo,
 }
 
@@ -40,15 +47,24 @@ pub struct Host {
     pub name: String,
     /// The network namespace, e.g. `tf213-7-source1`.
     pub netns: String,
-    /// The address on `eth0`.
+    /// The IPv4 address on `eth0`.
     pub ip: Ipv4Addr,
+    /// The IPv6 (ULA) address on `eth0`.
+    pub ip6: Ipv6Addr,
     /// The root-namespace end of the veth.
     veth: String,
 }
 
 /// The lab hosts and their address in the /24: `(name, last octet, short name for links)`.
-pub const HOSTS: [(&str, u8, &str); 4] =
-    [("source1", 11, "s1"), ("source2", 12, "s2"), ("collector", 20, "col"), ("client", 30, "cli")];
+/// The last octet is also the last group of the IPv6 address, written with the same digits.
+/// Short names keep veth names within the kernel's 15 bytes (`tf213-250-col2p`).
+pub const HOSTS: [(&str, u8, &str); 5] = [
+    ("source1", 11, "s1"),
+    ("source2", 12, "s2"),
+    ("collector", 20, "col"),
+    ("collector2", 21, "col2"),
+    ("client", 30, "cli"),
+];
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -78,35 +94,93 @@ impl Network {
                 name: (*name).to_owned(),
                 netns: format!("{tag}-{name}"),
                 ip: Ipv4Addr::new(prefix[0], prefix[1], prefix[2], *last),
+                ip6: ipv6_of(prefix, *last),
                 veth: format!("{tag}-{short}"),
             })
             .collect();
         let network = Network { bridge, prefix, hosts, _claim: claim };
         network.remove_leftovers();
         network.build().await?;
-        tracing::info!(bridge = %network.bridge, subnet = %network.cidr(), "lab network up");
+        tracing::info!(bridge = %network.bridge, subnet = %network.cidr(), subnet6 = %network.cidr6(), "lab network up");
         Ok(network)
     }
 
     async fn build(&self) -> Result<(), LabError> {
         let gateway = format!("{}/24", self.gateway());
+        let gateway6 = format!("{}/64", self.gateway6());
         ip(&["link", "add", &self.bridge, "type", "bridge"]).await?;
+        // A host may have IPv6 disabled by default for new devices; the lab needs it.
+        write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", self.bridge), "0")?;
         ip(&["addr", "add", &gateway, "dev", &self.bridge]).await?;
+        // `nodad`: duplicate address detection would leave the address tentative (unusable)
+        // for a second or more, and the lab's addresses are unique by construction.
+        ip(&["-6", "addr", "add", &gateway6, "dev", &self.bridge, "nodad"]).await?;
         ip(&["link", "set", &self.bridge, "up"]).await?;
         for host in &self.hosts {
             let inner = format!("{}p", host.veth);
             let addr = format!("{}/24", host.ip);
+            let addr6 = format!("{}/64", host.ip6);
             let ns = host.netns.as_str();
             ip(&["netns", "add", ns]).await?;
             ip(&["link", "add", &host.veth, "type", "veth", "peer", "name", &inner]).await?;
             ip(&["link", "set", &inner, "netns", ns]).await?;
             ip(&["-n", ns, "link", "set", &inner, "name", "eth0"]).await?;
+            // Before the link comes up, so its link-local address skips DAD as well.
+            cmd::run(cmd::command(
+                "ip",
+                [
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.eth0.disable_ipv6=0",
+                    "net.ipv6.conf.eth0.accept_dad=0",
+                ],
+            ))
+            .await?;
             ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]).await?;
+            ip(&["-n", ns, "-6", "addr", "add", &addr6, "dev", "eth0", "nodad"]).await?;
             ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;
             ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
             ip(&["link", "set", &host.veth, "master", &self.bridge, "up"]).await?;
         }
+        self.allow_bridged_forwarding().await
+    }
+
+    /// With `br_netfilter` loaded, frames crossing the bridge also traverse the root
+    /// namespace's FORWARD chains (iptables and ip6tables), where a restrictive host policy
+    /// (Docker sets FORWARD to DROP) would silently cut the lab's hosts off from each other.
+    /// Only then is an ACCEPT for bridge-internal traffic inserted, tagged with the bridge's
+    /// name; drop removes it. A host whose FORWARD chain accepts everything is left alone.
+    async fn allow_bridged_forwarding(&self) -> Result<(), LabError> {
+        for tool in ["iptables", "ip6tables"] {
+            let sysctl = format!("/proc/sys/net/bridge/bridge-nf-call-{tool}");
+            if std::fs::read_to_string(&sysctl).map(|v| v.trim() != "1").unwrap_or(true) {
+                continue;
+            }
+            let chain = run_text(tool, ["-w", "-S", "FORWARD"]).await?;
+            if chain.lines().all(|l| l.trim() == "-P FORWARD ACCEPT" || l.trim().is_empty()) {
+                continue;
+            }
+            let rule = self.forward_rule();
+            let mut args = vec!["-w", "-I", "FORWARD"];
+            args.extend(rule.iter().map(String::as_str));
+            cmd::run(cmd::command(tool, args)).await?;
+            tracing::info!(tool, bridge = %self.bridge, "allowed bridged forwarding in the root namespace");
+        }
         Ok(())
+    }
+
+    /// The root-namespace FORWARD rule that lets the bridge's own traffic through.
+    fn forward_rule(&self) -> Vec<String> {
+        let comment = format!("teefleet-lab {}", self.bridge);
+        ["-i", &self.bridge, "-o", &self.bridge, "-m", "comment", "--comment", &comment, "-j", "ACCEPT"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     }
 
     /// Best-effort removal of everything this network's names refer to.
@@ -116,6 +190,17 @@ impl Network {
             run_quiet_blocking("ip", &["netns", "del", &host.netns]);
         }
         run_quiet_blocking("ip", &["link", "del", &self.bridge]);
+        let rule = self.forward_rule();
+        for tool in ["iptables", "ip6tables"] {
+            let mut args = vec!["-w", "-D", "FORWARD"];
+            args.extend(rule.iter().map(String::as_str));
+            // Deletes one copy per call; a lab that died repeatedly may have left several.
+            for _ in 0..8 {
+                if !run_quiet_blocking(tool, &args) {
+                    break;
+                }
+            }
+        }
     }
 
     /// The bridge's name.
@@ -135,12 +220,27 @@ impl Network {
         Ipv4Addr::new(a, b, c, 1)
     }
 
+    /// The IPv6 subnet, e.g. `fd00:213:7::/64`.
+    pub fn cidr6(&self) -> String {
+        format!("{}/64", ipv6_of(self.prefix, 0))
+    }
+
+    /// The bridge's IPv6 address, `fd00:213:7::1`.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        ipv6_of(self.prefix, 1)
+    }
+
+    /// A host's IPv6 address.
+    pub fn ip6(&self, host: &str) -> Result<Ipv6Addr, LabError> {
+        Ok(self.host(host)?.ip6)
+    }
+
     /// All hosts.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }
 
-    /// A host by its lab name (`source1`, `source2`, `collector`, `client`).
+    /// A host by its lab name (`source1`, `source2`, `collector`, `collector2`, `client`).
     pub fn host(&self, name: &str) -> Result<&Host, LabError> {
         self.hosts
             .iter()
@@ -157,11 +257,51 @@ impl Network {
         run_text("ip", full).await
     }
 
-    /// Pings `to` from inside `from`'s namespace; succeeds if any reply came back.
-    pub async fn ping(&self, from: &str, to: Ipv4Addr, count: u32) -> Result<String, LabError> {
+    /// Pings `to` (either family) from inside `from`'s namespace; succeeds if any reply
+    /// came back.
+    pub async fn ping(&self, from: &str, to: impl Into<IpAddr>, count: u32) -> Result<String, LabError> {
+        let to = to.into();
+        let family = if to.is_ipv4() { "-4" } else { "-6" };
         let count = count.to_string();
         let to = to.to_string();
-        self.exec(from, "ping", &["-n", "-c", &count, "-i", "0.2", "-W", "2", &to]).await
+        self.exec(from, "ping", &[family, "-n", "-c", &count, "-i", "0.2", "-W", "2", &to]).await
+    }
+
+    /// Pings an IPv6 address from inside `from`'s namespace (`ping -6`).
+    pub async fn ping6(&self, from: &str, to: Ipv6Addr, count: u32) -> Result<String, LabError> {
+        self.ping(from, to, count).await
+    }
+
+    /// Floods `to` with `count` ICMP echo requests from inside `from`'s namespace, as fast
+    /// as the replies come back (`ping -f -q`, root only), and reports what ping counted.
+    /// Exactly `count` requests are sent even when replies are lost: no deadline (`-w`) is
+    /// passed, since with one ping keeps sending past the count until the deadline.
+    pub async fn flood(&self, from: &str, to: impl Into<IpAddr>, count: u32) -> Result<Flood, LabError> {
+        let to = to.into();
+        let netns = self.host(from)?.netns.clone();
+        let family = if to.is_ipv4() { "-4" } else { "-6" };
+        let (count_arg, to_arg) = (count.to_string(), to.to_string());
+        // `-W 1`: once all requests are out, wait at most a second for stragglers.
+        let args = ["netns", "exec", &netns, "ping", family, "-n", "-q", "-f", "-W", "1", "-c", &count_arg, &to_arg];
+        let mut command = cmd::command("ip", args);
+        let line = cmd::describe(&command);
+        // Generous: even at ping's slowest flood rate (100/s) the count is reached.
+        let limit = Duration::from_secs(30 + u64::from(count) / 100);
+        let started = Instant::now();
+        let output = tokio::time::timeout(limit, command.stdin(Stdio::null()).output())
+            .await
+            .map_err(|_| LabError::Timeout { what: line.clone(), seconds: limit.as_secs(), log: None })?
+            .map_err(|e| LabError::io(format!("running `{line}`"), e))?;
+        let elapsed = started.elapsed();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // ping exits 1 when replies were missing; the summary still says what was sent.
+        let (sent, received) = parse_ping_summary(&stdout).ok_or_else(|| LabError::Command {
+            command: line.clone(),
+            status: output.status,
+            stderr: format!("{}{}", String::from_utf8_lossy(&output.stderr).trim(), stdout.trim()),
+        })?;
+        tracing::info!(from, %to, sent, received, ms = elapsed.as_millis(), "flood done");
+        Ok(Flood { sent, received, elapsed })
     }
 
     /// `iptables-save -t mangle` inside a host.
@@ -169,11 +309,23 @@ impl Network {
         self.exec(host, "iptables-save", &["-t", "mangle"]).await
     }
 
+    /// `ip6tables-save -t mangle` inside a host.
+    pub async fn mangle_rules6(&self, host: &str) -> Result<String, LabError> {
+        self.exec(host, "ip6tables-save", &["-t", "mangle"]).await
+    }
+
     /// Runs `iptables -w args…` inside a host.
     pub async fn iptables(&self, host: &str, args: &[&str]) -> Result<String, LabError> {
         let mut full = vec!["-w"];
         full.extend_from_slice(args);
         self.exec(host, "iptables", &full).await
+    }
+
+    /// Runs `ip6tables -w args…` inside a host.
+    pub async fn ip6tables(&self, host: &str, args: &[&str]) -> Result<String, LabError> {
+        let mut full = vec!["-w"];
+        full.extend_from_slice(args);
+        self.exec(host, "ip6tables", &full).await
     }
 
     /// The MAC address of a host's `eth0`.
@@ -193,6 +345,50 @@ impl Drop for Network {
     }
 }
 
+/// What a [`Network::flood`] did, as ping counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    /// Echo requests sent ("packets transmitted").
+    pub sent: u64,
+    /// Echo replies received.
+    pub received: u64,
+    /// Wall time of the whole ping run.
+    pub elapsed: Duration,
+}
+
+/// `(transmitted, received)` from ping's summary line,
+/// `20000 packets transmitted, 19998 received, +2 errors, 0.01% packet loss, time 812ms`.
+fn parse_ping_summary(stdout: &str) -> Option<(u64, u64)> {
+    let line = stdout.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut sent = None;
+    let mut received = None;
+    for part in line.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(number), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match (number.parse::<u64>(), what) {
+            (Ok(n), "packets") if part.contains("transmitted") => sent = Some(n),
+            (Ok(n), "received" | "packets") => received = Some(n),
+            _ => {}
+        }
+    }
+    Some((sent?, received?))
+}
+
+/// The lab's IPv6 address for a host octet: the /24's digits reused as hex groups, so
+/// `10.213.7.11` becomes `fd00:213:7::11`. Every octet is at most 255, whose digits are
+/// valid hex, so the text always parses; the fallback is unreachable.
+fn ipv6_of(prefix: [u8; 3], last: u8) -> Ipv6Addr {
+    let group = |n: u8| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
+    Ipv6Addr::new(0xfd00, group(prefix[1]), group(prefix[2]), 0, 0, 0, 0, group(last))
+}
+
+/// Writes a sysctl of the root namespace through `/proc/sys`.
+fn write_sysctl(path: &str, value: &str) -> Result<(), LabError> {
+    std::fs::write(path, value).map_err(|e| LabError::io(format!("writing {value} to {path}"), e))
+}
+
 async fn ip(args: &[&str]) -> Result<(), LabError> {
     cmd::run(cmd::command("ip", args)).await.map(|_| ())
 }
@@ -210,13 +406,14 @@ impl SubnetClaim {
     async fn acquire(range: Range, seed: u32) -> Result<SubnetClaim, LabError> {
         let dir = std::env::temp_dir().join("teefleet-lab-subnets");
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
-        let in_use = run_text("ip", ["-o", "-4", "addr", "show"]).await?;
+        let in_use = run_text("ip", ["-o", "addr", "show"]).await?;
         let second = range.second_octet();
         for i in 0..254u32 {
             // Spread labs over the range so that concurrent processes rarely contend.
             let third = u8::try_from((seed + i) % 254 + 1).unwrap_or(1);
-            let subnet = format!("10.{second}.{third}.");
-            if in_use.contains(&format!(" {subnet}")) {
+            let subnet = format!(" 10.{second}.{third}.");
+            let subnet6 = format!(" {}/", ipv6_of([10, second, third], 1));
+            if in_use.contains(&subnet) || in_use.contains(&subnet6) {
                 continue;
             }
             let path = dir.join(format!("10.{second}.{third}.0"));
@@ -257,5 +454,32 @@ fn try_claim(path: &std::path::Path) -> Result<bool, LabError> {
 impl Drop for SubnetClaim {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_mirror_the_ipv4_ones() {
+        assert_eq!(ipv6_of([10, 213, 7], 11), "fd00:213:7::11".parse::<Ipv6Addr>().expect("ip"));
+        assert_eq!(ipv6_of([10, 214, 250], 1), "fd00:214:250::1".parse::<Ipv6Addr>().expect("ip"));
+        assert_eq!(ipv6_of([10, 213, 254], 0).to_string(), "fd00:213:254::");
+    }
+
+    #[test]
+    fn reads_ping_summaries() {
+        let flood = "\
+PING 10.213.7.11 (10.213.7.11) 56(84) bytes of data.
+
+--- 10.213.7.11 ping statistics ---
+20000 packets transmitted, 19998 received, 0.01% packet loss, time 1712ms
+rtt min/avg/max/mdev = 0.012/0.030/0.402/0.011 ms, ipg/ewma 0.085/0.029 ms
+";
+        assert_eq!(parse_ping_summary(flood), Some((20_000, 19_998)));
+        let errors = "5 packets transmitted, 0 received, +5 errors, 100% packet loss, time 4005ms\n";
+        assert_eq!(parse_ping_summary(errors), Some((5, 0)));
+        assert_eq!(parse_ping_summary("ping: connect: Network is unreachable\n"), None);
     }
 }
