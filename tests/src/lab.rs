@@ -146,6 +146,7 @@ impl LabBuilder {
             logs,
             rust_log: self.rust_log.clone(),
             agent_args: self.agent_args.clone(),
+            controller_args: self.controller_args.clone(),
         };
         if self.start_controller {
             lab.start_controller(&self.controller_args).await?;
@@ -180,6 +181,7 @@ pub struct Lab {
     logs: PathBuf,
     rust_log: String,
     agent_args: Vec<String>,
+    controller_args: Vec<String>,
 }
 
 impl Lab {
@@ -220,6 +222,35 @@ impl Lab {
         Err(last.unwrap_or_else(|| LabError::Missing("the controller did not start".into())))
     }
 
+    /// Stops the controller (SIGTERM), to test agents without it.
+    pub async fn stop_controller(&self) {
+        let proc = lock(&self.controller).take();
+        if let Some(mut proc) = proc {
+            proc.stop().await;
+        }
+    }
+
+    /// Starts the controller again on the address it had, so running agents reconnect.
+    pub async fn restart_controller(&self) -> Result<(), LabError> {
+        let listen = self.controller_url.trim_start_matches("http://").to_owned();
+        let spec = ControllerSpec {
+            database_url: self.database_url.clone(),
+            listen: listen.clone(),
+            aws_env: self.moto.env(),
+            rust_log: self.rust_log.clone(),
+            extra_args: self.controller_args.clone(),
+        };
+        let mut proc = procs::spawn_controller(&spec, &self.logs.join("controller-restarted.log"))?;
+        proc.wait_for_tcp(&listen, Duration::from_secs(60)).await?;
+        *lock(&self.controller) = Some(proc);
+        Ok(())
+    }
+
+    /// The state directory of `host`'s agent.
+    pub fn agent_state_dir(&self, host: &str) -> PathBuf {
+        self.logs.join(format!("agent-{host}-state"))
+    }
+
     /// Starts an agent in `host` (a source) with the host's instance id as its host id.
     pub fn start_agent(&self, host: &str) -> Result<(), LabError> {
         let spec = AgentSpec {
@@ -227,7 +258,7 @@ impl Lab {
             host: host.to_owned(),
             controller_url: self.controller_url.clone(),
             host_id: self.ec2.instance_id(host)?.to_owned(),
-            state_dir: self.logs.join(format!("agent-{host}-state")),
+            state_dir: self.agent_state_dir(host),
             rust_log: self.rust_log.clone(),
             extra_args: self.agent_args.clone(),
         };

@@ -144,6 +144,12 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
             let _ = write!(line, ":{}", ports.last());
         }
     }
+    // A clone of a multicast or broadcast packet is looped back to this host by the output
+    // path and would enter PREROUTING again, be cloned again, and so on forever (IPv6
+    // neighbour solicitations do this at once). Inbound, only unicast frames are mirrored.
+    if rule.direction() == RuleDirection::Ingress {
+        line.push_str(" -m pkttype --pkt-type unicast");
+    }
     let _ = write!(line, " -m iprange ! --src-range {gateway}-{gateway} ! --dst-range {gateway}-{gateway}");
     render_throttle(&mut line, rule.session(), rule.throttle());
     let _ =
@@ -269,6 +275,11 @@ mod tests {
         format!("{EXCL} -m comment --comment \"teefleet:{session}\" -j TEE --gateway {GW}")
     }
 
+    /// Ingress rules match unicast frames only.
+    fn tail_in(session: &str) -> String {
+        format!("-m pkttype --pkt-type unicast {}", tail(session))
+    }
+
     /// Every filter combination renders to the exact line iptables accepts (the same
     /// syntax was checked against the kernel in `tests/iptables.rs`).
     #[test]
@@ -276,14 +287,14 @@ mod tests {
         use Protocol::*;
         use RuleDirection::*;
         let cases: Vec<(MirrorRule, String)> = vec![
-            (rule("s", Ingress, All, None, None), format!("-A TEEFLEET-PRE {}", tail("s"))),
+            (rule("s", Ingress, All, None, None), format!("-A TEEFLEET-PRE {}", tail_in("s"))),
             (rule("s", Egress, All, None, None), format!("-A TEEFLEET-POST {}", tail("s"))),
-            (rule("s", Ingress, Tcp, None, None), format!("-A TEEFLEET-PRE -p tcp {}", tail("s"))),
-            (rule("s", Ingress, Udp, None, None), format!("-A TEEFLEET-PRE -p udp {}", tail("s"))),
+            (rule("s", Ingress, Tcp, None, None), format!("-A TEEFLEET-PRE -p tcp {}", tail_in("s"))),
+            (rule("s", Ingress, Udp, None, None), format!("-A TEEFLEET-PRE -p udp {}", tail_in("s"))),
             (rule("s", Egress, Icmp, None, None), format!("-A TEEFLEET-POST -p icmp {}", tail("s"))),
             (
                 rule("s", Ingress, Tcp, Some((443, 443)), None),
-                format!("-A TEEFLEET-PRE -p tcp -m tcp --dport 443 {}", tail("s")),
+                format!("-A TEEFLEET-PRE -p tcp -m tcp --dport 443 {}", tail_in("s")),
             ),
             (
                 rule("s", Egress, Tcp, Some((443, 443)), None),
@@ -291,7 +302,7 @@ mod tests {
             ),
             (
                 rule("s", Ingress, Udp, Some((5000, 5100)), None),
-                format!("-A TEEFLEET-PRE -p udp -m udp --dport 5000:5100 {}", tail("s")),
+                format!("-A TEEFLEET-PRE -p udp -m udp --dport 5000:5100 {}", tail_in("s")),
             ),
             (
                 rule("s", Egress, Udp, Some((5000, 5100)), None),
@@ -299,7 +310,7 @@ mod tests {
             ),
             (
                 rule("s", Ingress, All, None, Some("192.168.0.0/16")),
-                format!("-A TEEFLEET-PRE -s 192.168.0.0/16 {}", tail("s")),
+                format!("-A TEEFLEET-PRE -s 192.168.0.0/16 {}", tail_in("s")),
             ),
             (
                 rule("s", Egress, All, None, Some("192.168.0.0/16")),
@@ -307,7 +318,7 @@ mod tests {
             ),
             (
                 rule("web", Ingress, Tcp, Some((80, 90)), Some("10.1.0.0/16")),
-                format!("-A TEEFLEET-PRE -s 10.1.0.0/16 -p tcp -m tcp --dport 80:90 {}", tail("web")),
+                format!("-A TEEFLEET-PRE -s 10.1.0.0/16 -p tcp -m tcp --dport 80:90 {}", tail_in("web")),
             ),
             (
                 rule("web", Egress, Tcp, Some((80, 90)), Some("10.1.2.3/32")),
@@ -338,8 +349,8 @@ mod tests {
 -I POSTROUTING 1 -m comment --comment teefleet -j TEEFLEET-POST
 COMMIT
 ",
-            all = tail("all"),
-            web = tail("web"),
+            all = tail_in("all"),
+            web = tail_in("web"),
             dns = tail("dns"),
         );
         assert_eq!(plan_v4(&s, &Observed::default()).as_deref(), Some(want.as_str()));
@@ -391,7 +402,7 @@ COMMIT
         };
         let want = format!(
             "*mangle\n:TEEFLEET-PRE - [0:0]\n:TEEFLEET-POST - [0:0]\n-A TEEFLEET-PRE -p icmp {}\nCOMMIT\n",
-            tail("a")
+            tail_in("a")
         );
         assert_eq!(plan_v4(&s, &o).as_deref(), Some(want.as_str()));
 
@@ -442,11 +453,11 @@ COMMIT
         )
         .expect("rule");
         let s = set(vec![rule("a", RuleDirection::Ingress, Protocol::All, None, None), v6]);
-        assert_eq!(render_rules(&s, Family::V4), [format!("-A TEEFLEET-PRE {}", tail("a"))]);
+        assert_eq!(render_rules(&s, Family::V4), [format!("-A TEEFLEET-PRE {}", tail_in("a"))]);
         assert_eq!(
             render_rules(&s, Family::V6),
             [
-                "-A TEEFLEET-PRE -s fd00:1::/64 -p ipv6-icmp -m iprange ! --src-range fd00::5-fd00::5 ! --dst-range fd00::5-fd00::5 -m comment --comment \"teefleet:six\" -j TEE --gateway fd00::5"
+                "-A TEEFLEET-PRE -s fd00:1::/64 -p ipv6-icmp -m pkttype --pkt-type unicast -m iprange ! --src-range fd00::5-fd00::5 ! --dst-range fd00::5-fd00::5 -m comment --comment \"teefleet:six\" -j TEE --gateway fd00::5"
             ]
         );
         let six: SessionName = "six".parse().expect("name");
@@ -480,7 +491,7 @@ COMMIT
             assert_eq!(
                 line,
                 format!(
-                    "-A TEEFLEET-PRE -p tcp -m tcp --dport 443 {EXCL}{matches} -m comment --comment \"teefleet:web\" -j TEE --gateway {GW}"
+                    "-A TEEFLEET-PRE -p tcp -m tcp --dport 443 -m pkttype --pkt-type unicast {EXCL}{matches} -m comment --comment \"teefleet:web\" -j TEE --gateway {GW}"
                 ),
                 "{throttle:?}"
             );

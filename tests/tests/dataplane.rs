@@ -1,0 +1,394 @@
+//! The agent's dataplane in the namespace lab: IPv6, several sessions and collectors,
+//! sampling and caps, drift repair, cleanup, readiness and metrics, restarts without the
+//! controller. Real controller, agents, fleetctl, Postgres and moto; nothing stubbed.
+//!
+//! Every wait polls with a generous timeout; "nothing more arrived" is proven with a
+//! sentinel ping to the capturing collector, which tcpdump prints after anything sent
+//! before it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use teefleet_lab::{CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, Packet, require_root_or_skip};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The agents' drift interval in these labs, so repairs are seen within seconds.
+const DRIFT_SECS: &str = "1";
+/// Where the agents serve /readyz and /metrics; 0.0.0.0 so the test reaches them over the bridge.
+const METRICS_PORT: u16 = 9477;
+
+/// Someone else's rules in every built-in mangle chain, IPv4 then IPv6.
+const FOREIGN_V4: [&str; 5] = [
+    "-A PREROUTING -p udp --dport 9999 -m comment --comment not-ours -j MARK --set-mark 0x99",
+    "-A INPUT -s 10.99.0.0/16 -j MARK --set-mark 0x98",
+    "-A FORWARD -p tcp --dport 25 -j MARK --set-mark 0x97",
+    "-A OUTPUT -d 10.98.0.0/16 -j MARK --set-mark 0x96",
+    "-A POSTROUTING -p udp --sport 9999 -j MARK --set-mark 0x95",
+];
+const FOREIGN_V6: [&str; 5] = [
+    "-A PREROUTING -p udp --dport 9999 -m comment --comment not-ours6 -j MARK --set-mark 0x89",
+    "-A INPUT -s fd99::/16 -j MARK --set-mark 0x88",
+    "-A FORWARD -p tcp --dport 25 -j MARK --set-mark 0x87",
+    "-A OUTPUT -d fd98::/16 -j MARK --set-mark 0x86",
+    "-A POSTROUTING -p udp --sport 9999 -j MARK --set-mark 0x85",
+];
+
+fn lab_builder() -> LabBuilder {
+    Lab::builder()
+        .agent_arg("--health-interval")
+        .agent_arg("1")
+        .agent_arg("--drift-interval")
+        .agent_arg(DRIFT_SECS)
+        .agent_arg("--metrics-listen")
+        .agent_arg(format!("0.0.0.0:{METRICS_PORT}"))
+}
+
+/// Starts the lab, runs the body, and on failure panics with the error and the logs.
+async fn run(body: impl AsyncFnOnce(&Lab) -> Result<()>) {
+    run_with(lab_builder(), body).await;
+}
+
+async fn run_with(builder: LabBuilder, body: impl AsyncFnOnce(&Lab) -> Result<()>) {
+    if !require_root_or_skip() {
+        return;
+    }
+    let lab = builder.start().await.unwrap_or_else(|e| panic!("the lab did not start: {e}"));
+    if let Err(e) = body(&lab).await {
+        // Lab's drop prints the logs and keeps the directory while panicking.
+        panic!("{e:#}");
+    }
+}
+
+/// Registers `collector` with both its addresses (`--ipv6`) and `collector2` with what EC2
+/// knows of it.
+async fn add_collectors(lab: &Lab) -> Result<(String, String)> {
+    let (c1, c2) = (lab.instance_id(COLLECTOR)?.to_owned(), lab.instance_id(COLLECTOR2)?.to_owned());
+    let ip6 = lab.ip6(COLLECTOR)?.to_string();
+    let added = lab.fleetctl_ok(&["collector", "add", &c1, "--ipv6", &ip6, "-o", "json"]).await?.json()?;
+    ensure!(added["ipv6"] == ip6.as_str(), "collector add --ipv6 printed {added}");
+    lab.fleetctl_ok(&["collector", "add", &c2]).await?;
+    Ok((c1, c2))
+}
+
+/// `fleetctl session create NAME --source source1 --collector C ARGS… --wait`.
+async fn create_session(lab: &Lab, name: &str, collector: &str, args: &[&str]) -> Result<Value> {
+    let source = lab.instance_id("source1")?.to_owned();
+    let mut full = vec!["session", "create", name, "--source", &source, "--collector", collector];
+    full.extend(args);
+    full.extend(["--wait", "--timeout", "60", "-o", "json"]);
+    let out = lab.fleetctl(&full).await?;
+    ensure!(out.success(), "session create {name} failed: {out}");
+    let session = out.json()?;
+    ensure!(session["state"] == "active", "session {name}: {session}");
+    Ok(session)
+}
+
+/// Pings `collector` from the client and waits until its capture printed that request:
+/// everything that reached the collector before is in the capture file then.
+async fn flush(lab: &Lab, capture: &Capture, collector: &str) -> Result<()> {
+    let (client, target) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip(collector)?));
+    let sentinel = move |p: &Packet| p.src == client && p.dst == target && p.is_echo_request();
+    let before = capture.count(sentinel);
+    lab.network.ping(CLIENT, target, 1).await?;
+    capture.wait_for("the sentinel ping to reach the capture", before + 1, WAIT, sentinel).await?;
+    Ok(())
+}
+
+/// A clone arrives at the collector's MAC but is addressed to someone else.
+async fn clone_at(lab: &Lab, collector: &str) -> Result<impl Fn(&Packet) -> bool + use<>> {
+    let mac = lab.network.mac(collector).await?;
+    let own: [IpAddr; 2] = [lab.ip(collector)?.into(), lab.ip6(collector)?.into()];
+    Ok(move |p: &Packet| p.dst_mac == mac && !own.contains(&p.dst) && !own.contains(&p.src))
+}
+
+/// Echo requests from `src` to `dst` and the replies back, as (requests, replies).
+fn echoes(capture: &Capture, is_clone: &impl Fn(&Packet) -> bool, src: IpAddr, dst: IpAddr) -> (usize, usize) {
+    let requests = capture.count(|p| is_clone(p) && p.src == src && p.dst == dst && p.is_echo_request());
+    let replies = capture.count(|p| is_clone(p) && p.src == dst && p.dst == src && p.is_echo_reply());
+    (requests, replies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sessions_two_collectors_both_families_each_clone_exactly_once() {
+    // EC2 knows no IPv6 addresses here, so only `collector add --ipv6` gives one.
+    run_with(lab_builder().ec2_ipv6(false), async |lab: &Lab| {
+        let (c1, c2) = add_collectors(lab).await?;
+        // collector has IPv4 and IPv6, so "all-icmp" mirrors both families to it;
+        // collector2 has IPv4 only and gets requests from one session, replies from another.
+        create_session(lab, "all-icmp", &c1, &["--protocol", "icmp"]).await?;
+        create_session(lab, "in-icmp", &c2, &["--protocol", "icmp", "--direction", "ingress"]).await?;
+        create_session(lab, "out-icmp", &c2, &["--protocol", "icmp", "--direction", "egress", "--max-pps", "1000"])
+            .await?;
+        let v6_rules = lab.network.mangle_rules6("source1").await?;
+        ensure!(v6_rules.contains("teefleet:all-icmp"), "IPv6 rules on source1:\n{v6_rules}");
+        ensure!(!v6_rules.contains("in-icmp"), "collector2 has no IPv6 address:\n{v6_rules}");
+
+        let cap1 = lab.capture(COLLECTOR, "three-sessions", Some("icmp or icmp6")).await?;
+        let cap2 = lab.capture(COLLECTOR2, "three-sessions", Some("icmp or icmp6")).await?;
+        let (clone1, clone2) = (clone_at(lab, COLLECTOR).await?, clone_at(lab, COLLECTOR2).await?);
+        let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+        let (client6, source1_6) = (IpAddr::from(lab.ip6(CLIENT)?), IpAddr::from(lab.ip6("source1")?));
+
+        lab.network.ping(CLIENT, source1, 4).await.context("ping source1")?;
+        lab.network.ping6(CLIENT, lab.ip6("source1")?, 4).await.context("ping6 source1")?;
+        cap1.wait_for("IPv6 clones at collector", 8, WAIT, |p| clone1(p) && p.is_ipv6()).await?;
+        flush(lab, &cap1, COLLECTOR).await?;
+        flush(lab, &cap2, COLLECTOR2).await?;
+
+        let got = [
+            ("collector v4", echoes(&cap1, &clone1, client, source1)),
+            ("collector v6", echoes(&cap1, &clone1, client6, source1_6)),
+            ("collector2 v4", echoes(&cap2, &clone2, client, source1)),
+            ("collector2 v6", echoes(&cap2, &clone2, client6, source1_6)),
+        ];
+        let want = [("collector v4", (4, 4)), ("collector v6", (4, 4)), ("collector2 v4", (4, 4)), ("collector2 v6", (0, 0))];
+        ensure!(
+            got == want,
+            "(requests, replies) cloned per collector and family: {got:?}, expected {want:?}\n--- collector ---\n{}--- collector2 ---\n{}",
+            cap1.text(),
+            cap2.text()
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// The value of `key` for `source1` in `session get -o json`, and the session's total.
+async fn session_counter(lab: &Lab, session: &str, key: &str) -> Result<(u64, u64)> {
+    let got = lab.fleetctl_ok(&["session", "get", session, "-o", "json"]).await?.json()?;
+    let id = lab.instance_id("source1")?;
+    let host = got["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host_id"] == id))
+        .with_context(|| format!("source1 missing from {got}"))?;
+    let host_value = host[key].as_u64().with_context(|| format!("hosts[].{key} in {got}"))?;
+    let total = got[key].as_u64().with_context(|| format!("{key} in {got}"))?;
+    Ok((host_value, total))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_percent_sample_of_a_flood_arrives_at_about_one_percent_and_a_cap_holds() {
+    run(async |lab: &Lab| {
+        let (c1, _) = add_collectors(lab).await?;
+        let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+        let is_clone = clone_at(lab, COLLECTOR).await?;
+
+        // Ingress only: every rule match sends exactly one clone, so counters and capture agree.
+        create_session(lab, "sampled", &c1, &["--protocol", "icmp", "--direction", "ingress", "--sample", "1%"])
+            .await?;
+        let capture = lab.capture(COLLECTOR, "sampled", Some("icmp")).await?;
+        let flood = lab.network.flood(CLIENT, source1, 20_000).await?;
+        flush(lab, &capture, COLLECTOR).await?;
+        let cloned = capture.count(|p| is_clone(p) && p.src == client && p.dst == source1 && p.is_echo_request());
+        // Binomial(20 000, 0.01): mean 200, standard deviation 14; the bounds are 7 of those.
+        ensure!(
+            (100..=300).contains(&cloned),
+            "{cloned} of {} flood packets were cloned; a 1 % sample should be about 200",
+            flood.sent
+        );
+        // The counters reach the controller with the next Health after a drift check.
+        let counted = lab
+            .wait_until("the session's counters to show the clones", WAIT, || async {
+                let (host, total) = session_counter(lab, "sampled", "packets")
+                    .await
+                    .map_err(|e| teefleet_lab::LabError::Invalid(format!("{e:#}")))?;
+                Ok((host >= cloned as u64 && total == host).then_some(host))
+            })
+            .await?;
+        ensure!(counted == cloned as u64, "the counters say {counted} packets, the collector saw {cloned}");
+        lab.fleetctl_ok(&["session", "delete", "sampled"]).await?;
+
+        // A cap: however fast the flood, at most max-pps clones per second (plus one burst).
+        create_session(lab, "capped", &c1, &["--protocol", "icmp", "--direction", "ingress", "--max-pps", "100"])
+            .await?;
+        let capture = lab.capture(COLLECTOR, "capped", Some("icmp")).await?;
+        let flood = lab.network.flood(CLIENT, source1, 5_000).await?;
+        flush(lab, &capture, COLLECTOR).await?;
+        let cloned = capture.count(|p| is_clone(p) && p.src == client && p.dst == source1 && p.is_echo_request());
+        let allowed = 100.0 * (flood.elapsed.as_secs_f64() + 1.0) + 100.0;
+        ensure!(
+            (cloned as f64) <= allowed && cloned >= 100,
+            "{cloned} clones of {} packets in {:?}; the cap allows at most {allowed:.0}",
+            flood.sent,
+            flood.elapsed
+        );
+        ensure!(
+            (cloned as u64) < flood.sent / 2,
+            "the flood ({} packets in {:?}) was too slow to show the cap: {cloned} clones",
+            flood.sent,
+            flood.elapsed
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// Both families' mangle tables of `host` without our objects, timestamps or counters.
+async fn foreign(lab: &Lab, host: &str) -> Result<String> {
+    let both = lab.network.mangle_rules(host).await? + &lab.network.mangle_rules6(host).await?;
+    Ok(both
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("TEEFLEET"))
+        .map(|l| match l.find(" [") {
+            Some(i) if l.starts_with(':') => format!("{}\n", &l[..i]),
+            _ => format!("{l}\n"),
+        })
+        .collect())
+}
+
+/// `GET path` from an agent's HTTP endpoint: (status code, body).
+async fn http_get(lab: &Lab, host: &str, path: &str) -> Result<(u16, String)> {
+    let addr = (lab.ip(host)?, METRICS_PORT);
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr)).await.context("connect")??;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.context("read")??;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("status line")?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_and_reported_and_cleanup_removes_only_ours() {
+    run(async |lab: &Lab| {
+        for rule in FOREIGN_V4 {
+            let args: Vec<&str> = ["-t", "mangle"].into_iter().chain(rule.split_whitespace()).collect();
+            lab.network.iptables("source1", &args).await?;
+        }
+        for rule in FOREIGN_V6 {
+            let args: Vec<&str> = ["-t", "mangle"].into_iter().chain(rule.split_whitespace()).collect();
+            lab.network.ip6tables("source1", &args).await?;
+        }
+        let before = foreign(lab, "source1").await?;
+        ensure!(before.matches("MARK").count() == 10, "foreign rules:\n{before}");
+
+        let (c1, _) = add_collectors(lab).await?;
+        create_session(lab, "watched", &c1, &["--protocol", "icmp"]).await?;
+        ensure!(foreign(lab, "source1").await? == before, "apply changed foreign rules");
+
+        // Someone flushes our IPv4 chain and deletes our IPv6 jump.
+        lab.network.iptables("source1", &["-t", "mangle", "-F", "TEEFLEET-PRE"]).await?;
+        lab.network
+            .ip6tables(
+                "source1",
+                &["-t", "mangle", "-D", "POSTROUTING", "-m", "comment", "--comment", "teefleet", "-j", "TEEFLEET-POST"],
+            )
+            .await?;
+        let id = lab.instance_id("source1")?.to_owned();
+        let host = lab
+            .wait_until("two drift repairs to show in fleetctl host get", WAIT, || async {
+                let host = lab.fleetctl_ok(&["host", "get", &id, "-o", "json"]).await?.json()?;
+                let repairs = host["drift_repairs"].as_u64().unwrap_or(0);
+                let events =
+                    host["events"].as_array().map_or(0, |e| e.iter().filter(|e| e["kind"] == "drift_repaired").count());
+                Ok((repairs >= 2 && events >= 2).then_some(host))
+            })
+            .await?;
+        let messages: Vec<&str> =
+            host["events"].as_array().into_iter().flatten().filter_map(|e| e["message"].as_str()).collect();
+        ensure!(
+            messages.iter().any(|m| m.contains("TEEFLEET-PRE was flushed"))
+                && messages.iter().any(|m| m.contains("ipv6") && m.contains("POSTROUTING")),
+            "drift events: {messages:?}"
+        );
+        ensure!(host["dataplane"]["backend"] == "nft" || host["dataplane"]["backend"] == "legacy", "dataplane: {host}");
+        ensure!(host["dataplane"]["ipv6"] == true, "dataplane: {host}");
+        let table = lab.fleetctl_ok(&["host", "get", &id]).await?.stdout;
+        ensure!(table.contains("drift_repaired"), "host get table:\n{table}");
+        let v4 = lab.network.mangle_rules("source1").await?;
+        let v6 = lab.network.mangle_rules6("source1").await?;
+        ensure!(
+            v4.contains("-A TEEFLEET-PRE -p icmp")
+                && v6.contains("-A POSTROUTING -m comment --comment teefleet -j TEEFLEET-POST"),
+            "not restored:\n{v4}\n{v6}"
+        );
+        ensure!(foreign(lab, "source1").await? == before, "repair changed foreign rules");
+
+        // Readiness and metrics come from the agent itself.
+        let (status, body) = http_get(lab, "source1", "/readyz").await?;
+        ensure!(status == 200 && body.starts_with("ready"), "/readyz: {status} {body}");
+        let (status, metrics) = http_get(lab, "source1", "/metrics").await?;
+        let repairs = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("teefleet_agent_drift_repairs_total "))
+            .and_then(|v| v.parse::<u64>().ok());
+        ensure!(status == 200 && repairs >= Some(2), "/metrics: {status}\n{metrics}");
+        ensure!(metrics.contains("teefleet_agent_rules{family=\"ipv6\"} 2"), "/metrics:\n{metrics}");
+
+        // Uninstall: the agent stops, cleanup removes all of ours in both families, twice.
+        lab.stop_agent("source1").await;
+        for _ in 0..2 {
+            let agent = teefleet_lab::procs::binary("fleet-agent")?;
+            let agent = agent.to_str().context("agent path")?.to_owned();
+            lab.network.exec("source1", &agent, &["cleanup"]).await?;
+            let all = lab.network.mangle_rules("source1").await? + &lab.network.mangle_rules6("source1").await?;
+            ensure!(!all.contains("TEEFLEET"), "left after cleanup:\n{all}");
+            ensure!(foreign(lab, "source1").await? == before, "cleanup changed foreign rules");
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Sends an echo through source1 and returns whether a clone reached the collector.
+async fn mirrored(lab: &Lab, label: &str) -> Result<bool> {
+    let capture = lab.capture(COLLECTOR, label, Some("icmp")).await?;
+    let is_clone = clone_at(lab, COLLECTOR).await?;
+    let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+    lab.network.ping(CLIENT, source1, 2).await?;
+    flush(lab, &capture, COLLECTOR).await?;
+    Ok(capture.count(|p| is_clone(p) && p.src == client && p.dst == source1) > 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_without_its_controller_keeps_mirroring_and_ignores_a_corrupt_state() {
+    run(async |lab: &Lab| {
+        let (c1, _) = add_collectors(lab).await?;
+        create_session(lab, "steady", &c1, &["--protocol", "icmp"]).await?;
+        ensure!(mirrored(lab, "before").await?, "no clones before the restart");
+
+        // A reboot while the controller is down: the kernel forgets, the agent remembers.
+        lab.stop_agent("source1").await;
+        lab.stop_controller().await;
+        let agent = teefleet_lab::procs::binary("fleet-agent")?.to_str().context("agent path")?.to_owned();
+        lab.network.exec("source1", &agent, &["cleanup"]).await?;
+        ensure!(!mirrored(lab, "rebooted").await?, "clones without rules");
+        lab.start_agent("source1")?;
+        lab.wait_until("the saved rules to come back", WAIT, || async {
+            Ok(lab.network.mangle_rules("source1").await?.contains("teefleet:steady").then_some(()))
+        })
+        .await?;
+        ensure!(mirrored(lab, "restored").await?, "no clones from the saved rules");
+
+        // A corrupt state file is reported and ignored; the controller sends the set again.
+        lab.stop_agent("source1").await;
+        lab.network.exec("source1", &agent, &["cleanup"]).await?;
+        let state = lab.agent_state_dir("source1").join("ruleset.json");
+        let text = std::fs::read_to_string(&state).context("state file")?;
+        std::fs::write(&state, &text[..text.len() / 2]).context("truncating the state file")?;
+        lab.restart_controller().await?;
+        lab.start_agent("source1")?;
+        let id = lab.instance_id("source1")?.to_owned();
+        let host = lab
+            .wait_until("the ignored state file to show in host get", WAIT, || async {
+                let host = lab.fleetctl_ok(&["host", "get", &id, "-o", "json"]).await?.json()?;
+                let ignored = host["events"].as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "state_ignored"));
+                Ok(ignored.then_some(host))
+            })
+            .await?;
+        lab.wait_until("the controller to re-apply the session", WAIT, || async {
+            Ok(lab.network.mangle_rules("source1").await?.contains("teefleet:steady").then_some(()))
+        })
+        .await?;
+        ensure!(mirrored(lab, "re-pushed").await?, "no clones after the controller re-pushed: {host}");
+        let saved = std::fs::read_to_string(&state).context("state file")?;
+        if serde_json::from_str::<Value>(&saved).is_err() {
+            bail!("the state file was not rewritten: {saved}");
+        }
+        Ok(())
+    })
+    .await;
+}
