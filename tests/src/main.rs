@@ -28,7 +28,16 @@ async fn main() -> Result<()> {
         _ => bail!("usage: teefleet-lab demo"),
     }
     println!("== starting the lab: Postgres, moto (EC2), namespaces, controller, agents");
-    let lab = Lab::builder().range(Range::Demo).start().await.context("starting the lab")?;
+    // Frequent health reports and drift checks, so the counters show within seconds.
+    let lab = Lab::builder()
+        .range(Range::Demo)
+        .agent_arg("--health-interval")
+        .agent_arg("1")
+        .agent_arg("--drift-interval")
+        .agent_arg("1")
+        .start()
+        .await
+        .context("starting the lab")?;
     let result = demo(&lab).await;
     if let Err(e) = &result {
         eprintln!("{}", lab.log_report(30));
@@ -96,7 +105,10 @@ async fn demo(lab: &Lab) -> Result<()> {
     );
     println!("   packets of client<->source2: {to_source2} (source2 is not in the session)");
 
+    // Counters travel with the next drift check and health report (one second each here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     show(lab, "\n$ fleetctl session get demo", &["session", "get", "demo"]).await?;
+    show(lab, &format!("\n$ fleetctl host get {source1_id}"), &["host", "get", source1_id]).await?;
     let check = lab.source_dest_check(COLLECTOR).await?;
     println!("\n== EC2 DescribeInstanceAttribute sourceDestCheck of the collector: {check}");
 
