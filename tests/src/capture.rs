@@ -102,6 +102,10 @@ impl Capture {
     pub async fn start(netns: &str, label: &str, dir: &Path, filter: Option<&str>) -> Result<Capture, LabError> {
         let output = dir.join(format!("capture-{label}.txt"));
         let log = dir.join(format!("tcpdump-{label}.log"));
+        // Two captures writing one file would each see the other's packets.
+        if output.exists() {
+            return Err(LabError::Invalid(format!("a capture labelled {label:?} already ran in this lab")));
+        }
         let mut args = vec!["netns", "exec", netns, "tcpdump", "-nn", "-l", "-e", "-i", "eth0"];
         if let Some(filter) = filter {
             args.push(filter);

@@ -126,8 +126,8 @@ async fn three_sessions_two_collectors_both_families_each_clone_exactly_once() {
         ensure!(v6_rules.contains("teefleet:all-icmp"), "IPv6 rules on source1:\n{v6_rules}");
         ensure!(!v6_rules.contains("in-icmp"), "collector2 has no IPv6 address:\n{v6_rules}");
 
-        let cap1 = lab.capture(COLLECTOR, "three-sessions", Some("icmp or icmp6")).await?;
-        let cap2 = lab.capture(COLLECTOR2, "three-sessions", Some("icmp or icmp6")).await?;
+        let cap1 = lab.capture(COLLECTOR, "three-sessions-c1", Some("icmp or icmp6")).await?;
+        let cap2 = lab.capture(COLLECTOR2, "three-sessions-c2", Some("icmp or icmp6")).await?;
         let (clone1, clone2) = (clone_at(lab, COLLECTOR).await?, clone_at(lab, COLLECTOR2).await?);
         let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
         let (client6, source1_6) = (IpAddr::from(lab.ip6(CLIENT)?), IpAddr::from(lab.ip6("source1")?));
