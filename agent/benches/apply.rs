@@ -139,18 +139,21 @@ async fn inside(netns: &str, mode: Mode) -> Result<()> {
     let set = rule_set(n, 1)?;
     host.apply(&empty).await?;
     host.apply(&set).await?;
-    let before = host.writes();
+    let (before, reads_before) = (host.writes(), host.reads());
     let started = Instant::now();
     host.apply(&set).await?;
     let same = started.elapsed();
-    let same_writes = host.writes() - before;
+    let (same_writes, same_reads) = (host.writes() - before, host.reads() - reads_before);
     let before = host.writes();
     host.apply(&rule_set(n, 2)?).await?;
     let bumped_writes = host.writes() - before;
     host.apply(&empty).await?;
     println!();
     println!("no-change push ({n} rules already applied, target: 0 writes):");
-    println!("  same set again:                 {same_writes} iptables-restore writes, {:.1} ms", ms(same));
+    println!(
+        "  same set again:                 {same_writes} iptables-restore writes, {same_reads} iptables-save reads, {:.1} ms",
+        ms(same)
+    );
     println!("  same rules at a higher version: {bumped_writes} iptables-restore writes");
     Ok(())
 }

@@ -107,6 +107,11 @@ async fn apply_replace_remove_leave_foreign_rules_alone() {
         assert_applied(&ns, &set_b());
         assert_eq!(ns.foreign(), foreign);
     }
+    // Re-pushing IPv4-only rules reads the IPv4 table once and writes nothing; IPv6, known
+    // to hold nothing of ours, is not even read.
+    let (reads, writes) = (dp.reads(), dp.writes());
+    dp.apply(&RuleSet::new(7, set_b().rules().to_vec()).expect("set")).await.expect("same rules");
+    assert_eq!((dp.reads() - reads, dp.writes() - writes), (1, 0));
     // The jump is inserted first, before the foreign rules.
     assert_eq!(ns.chain("PREROUTING")[0], "-A PREROUTING -m comment --comment teefleet -j TEEFLEET-PRE");
 

@@ -140,6 +140,7 @@ pub struct IptablesDataplane {
     /// plan from the same observation and both insert a jump.
     state: Mutex<State>,
     writes: AtomicU64,
+    reads: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -165,7 +166,13 @@ impl IptablesDataplane {
     /// Finds out what the host's iptables can do (see [`DataplaneInfo::detect`]).
     pub async fn new(iptables: Iptables) -> Self {
         let info = DataplaneInfo::detect(&iptables).await;
-        Self { iptables, info, state: Mutex::new(State::default()), writes: AtomicU64::new(0) }
+        Self {
+            iptables,
+            info,
+            state: Mutex::new(State::default()),
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        }
     }
 
     /// How many `iptables-restore` transactions this dataplane has committed.
@@ -173,10 +180,17 @@ impl IptablesDataplane {
         self.writes.load(Ordering::Relaxed)
     }
 
+    /// How many times this dataplane has run `iptables-save` (either family).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// Removes every chain and jump of ours in every family, whatever set was applied: for
     /// uninstalling. Returns how many families had something to remove; idempotent.
     pub async fn cleanup(&self) -> Result<usize, ApplyError> {
         let mut state = self.state.lock().await;
+        // Whatever this dataplane believes, cleanup looks at the kernel.
+        state.families = Default::default();
         let mut changed = 0;
         for family in self.families() {
             if self.converge(&mut state, family, &[], &[vec![], vec![]]).await? {
@@ -193,6 +207,7 @@ impl IptablesDataplane {
     }
 
     async fn observe(&self, family: Family) -> Result<Observed, ApplyError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Observed::parse(&self.iptables.save(family).await?)
     }
 
@@ -212,6 +227,12 @@ impl IptablesDataplane {
         rules: &[String],
         expected: &[Vec<&SessionName>; 2],
     ) -> Result<bool, ApplyError> {
+        let current = &state.families[family.index()];
+        // Nothing of ours is there and nothing is wanted: not even a read is needed (the
+        // usual case for IPv6 on an IPv4-only host, at every push).
+        if rules.is_empty() && current.rules.is_empty() && current.shape.as_ref() == Some(&Shape::default()) {
+            return Ok(false);
+        }
         let observed = self.observe(family).await?;
         let current = &mut state.families[family.index()];
         current.live = observed.counters();
