@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use teefleet_model::HostId;
 
+use crate::firewall::Variant;
+
 /// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -36,6 +38,12 @@ pub struct Config {
     #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub drift_interval: u64,
+
+    /// Which iptables to use: `auto` runs `iptables` (the host's choice), `nft` and
+    /// `legacy` run `iptables-nft` or `iptables-legacy` and their -save/-restore.
+    #[arg(long, env = "FLEET_IPTABLES_BACKEND", value_name = "auto|nft|legacy", default_value = "auto",
+          value_parser = parse_backend)]
+    pub iptables_backend: Variant,
 
     /// Where to serve /healthz, /readyz and /metrics; `off` disables them.
     #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9477",
@@ -72,6 +80,11 @@ pub struct CleanupConfig {
     /// The agent's state directory; its saved rule set is deleted.
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub state_dir: Option<PathBuf>,
+
+    /// As for the agent: auto, nft or legacy.
+    #[arg(long, env = "FLEET_IPTABLES_BACKEND", value_name = "auto|nft|legacy", default_value = "auto",
+          value_parser = parse_backend)]
+    pub iptables_backend: Variant,
 }
 
 /// Where the HTTP endpoints listen, if anywhere.
@@ -79,6 +92,15 @@ pub struct CleanupConfig {
 pub enum Listen {
     Off,
     On(SocketAddr),
+}
+
+fn parse_backend(s: &str) -> Result<Variant, String> {
+    match s {
+        "auto" => Ok(Variant::System),
+        "nft" => Ok(Variant::Nft),
+        "legacy" => Ok(Variant::Legacy),
+        _ => Err(format!("{s:?} is not auto, nft or legacy")),
+    }
 }
 
 fn parse_listen(s: &str) -> Result<Listen, String> {
@@ -171,6 +193,7 @@ mod tests {
             (vec!["--controller", "http://c", "--imds-endpoint", "x"], "--imds-endpoint"),
             (vec!["--controller", "http://c", "--drift-interval", "0"], "--drift-interval"),
             (vec!["--controller", "http://c", "--metrics-listen", "localhost"], "--metrics-listen"),
+            (vec!["--controller", "http://c", "--iptables-backend", "xtables"], "--iptables-backend"),
         ] {
             let args: Vec<&str> = base.iter().copied().chain(extra).collect();
             let err = parse(&args).expect_err("invalid").to_string();

@@ -77,7 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tokio::fs::create_dir_all(&config.state_dir)
         .await
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
-    let dataplane = IptablesDataplane::new(Iptables::host()).await;
+    let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend)).await;
     let info = dataplane.info();
     info!(backend = %info.backend, version = %info.iptables_version, ipv6 = info.ipv6, "iptables found");
     for problem in &info.problems {
@@ -125,7 +125,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// Removes every chain and jump of ours in both families and, when `state_dir` is given,
 /// the saved rule set. Returns a summary for the operator.
 pub async fn cleanup(config: CleanupConfig) -> Result<String, CleanupError> {
-    let dataplane = IptablesDataplane::new(Iptables::host()).await;
+    let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend)).await;
     let families = dataplane.cleanup().await?;
     let mut summary = if families == 0 {
         "no teefleet rules were installed".to_owned()

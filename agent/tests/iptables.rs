@@ -7,7 +7,7 @@ mod common;
 use common::{Netns, root_or_skip};
 use teefleet_agent::{
     ApplyError, Dataplane, Iptables, IptablesDataplane,
-    firewall::{Family, Observed, render},
+    firewall::{Family, Observed, Variant, render},
 };
 use teefleet_model::{MirrorRule, PortRange, Protocol, RuleDirection, RuleSet};
 
@@ -205,13 +205,27 @@ async fn assert_applied_dual(ipt: &Iptables, set: &RuleSet) {
 
 #[tokio::test]
 async fn drift_in_either_family_is_repaired_and_foreign_rules_never_change() {
-    let Some((ns, _, dp)) = setup("drift_in_either_family_is_repaired_and_foreign_rules_never_change").await else {
+    drift_scenario("drift_in_either_family_is_repaired_and_foreign_rules_never_change", Variant::System, "nft").await;
+}
+
+#[tokio::test]
+async fn the_legacy_backend_gets_the_same_treatment() {
+    drift_scenario("the_legacy_backend_gets_the_same_treatment", Variant::Legacy, "legacy").await;
+}
+
+async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
+    if !root_or_skip(test) {
         return;
-    };
+    }
+    let mut ns = Netns::new();
+    ns.legacy = variant == Variant::Legacy;
+    add_foreign_rules(&ns);
     add_foreign_rules6(&ns);
     let foreign = ns.foreign();
-    assert!(dp.info().ipv6, "ip6tables works in the namespace: {:?}", dp.info());
-    let ipt = Iptables::in_netns(&ns.name);
+    let ipt = Iptables::in_netns(&ns.name).with_variant(variant);
+    let dp = IptablesDataplane::new(ipt.clone()).await;
+    let info = dp.info();
+    assert!(info.ipv6 && info.problems.is_empty() && info.backend == backend, "{info:?}");
 
     dp.apply(&set_dual(1)).await.expect("apply");
     assert_applied_dual(&ipt, &set_dual(1)).await;
@@ -278,7 +292,7 @@ async fn drift_in_either_family_is_repaired_and_foreign_rules_never_change() {
     assert_eq!(dp.cleanup().await.expect("cleanup"), 2);
     assert!(!ns.save().contains("TEEFLEET") && !ns.save6().contains("TEEFLEET"), "{}{}", ns.save(), ns.save6());
     assert_eq!(ns.foreign(), foreign);
-    let again = IptablesDataplane::new(Iptables::in_netns(&ns.name)).await;
+    let again = IptablesDataplane::new(ipt.clone()).await;
     assert_eq!(again.cleanup().await.expect("cleanup again"), 0);
     assert_eq!(ns.foreign(), foreign);
 }
@@ -314,4 +328,23 @@ async fn counters_are_per_session_and_survive_reapplies() {
     let check = dp.check().await.expect("check");
     assert_eq!(check.counters[&icmp].packets, 10 + 2 * 2 * 2, "two rules of the session match each packet");
     assert!(!check.counters.contains_key(&udp), "a session no longer applied is no longer reported");
+}
+
+#[tokio::test]
+async fn a_table_iptables_save_calls_incompatible_is_reported_and_never_written() {
+    if !root_or_skip("a_table_iptables_save_calls_incompatible_is_reported_and_never_written") {
+        return;
+    }
+    let ns = Netns::new();
+    // A base chain iptables-nft cannot represent: iptables-save exits 0 but says so.
+    ns.exec(&["nft", "add", "table", "ip", "mangle"]);
+    ns.exec(&["nft", "add", "chain", "ip", "mangle", "other", "{ type filter hook prerouting priority 0; }"]);
+    let before = ns.exec(&["nft", "list", "ruleset"]);
+    let dp = IptablesDataplane::new(Iptables::in_netns(&ns.name)).await;
+    let info = dp.info();
+    assert!(info.problems.iter().any(|p| p.contains("incompatible")), "{info:?}");
+    let err = dp.apply(&set_a()).await.expect_err("refused");
+    assert!(matches!(err, ApplyError::Incompatible(_)), "{err}");
+    assert!(err.to_string().contains("incompatible"), "{err}");
+    assert_eq!(ns.exec(&["nft", "list", "ruleset"]), before, "nothing was written");
 }

@@ -218,6 +218,7 @@ fn clean_env(command: &mut Command) {
         "FLEET_HEALTH_INTERVAL",
         "FLEET_DRIFT_INTERVAL",
         "FLEET_METRICS_LISTEN",
+        "FLEET_IPTABLES_BACKEND",
         "FLEET_IMDS_ENDPOINT",
         "FLEET_DATABASE_URL",
         "FLEET_LISTEN",

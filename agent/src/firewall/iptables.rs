@@ -30,17 +30,36 @@ const LOCK_WAIT_SECS: &str = "5";
 #[derive(Debug, Clone, Default)]
 pub struct Iptables {
     netns: Option<String>,
+    variant: Variant,
+}
+
+/// Which iptables binaries to run. Both backends' rules are live in the kernel at once, so
+/// the agent uses the one the host's other tools use: by default whatever `iptables` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// `iptables`, `iptables-save`, ... as the host's alternatives choose them.
+    #[default]
+    System,
+    /// `iptables-nft`, `iptables-nft-save`, ...
+    Nft,
+    /// `iptables-legacy`, `iptables-legacy-save`, ...
+    Legacy,
 }
 
 impl Iptables {
     /// The tools acting on the agent's own network namespace.
     pub fn host() -> Self {
-        Self { netns: None }
+        Self::default()
     }
 
     /// The tools acting on the named namespace (as created by `ip netns add`).
     pub fn in_netns(name: impl Into<String>) -> Self {
-        Self { netns: Some(name.into()) }
+        Self { netns: Some(name.into()), variant: Variant::System }
+    }
+
+    /// The same, running the binaries of `variant`.
+    pub fn with_variant(self, variant: Variant) -> Self {
+        Self { variant, ..self }
     }
 
     fn command(&self, program: &'static str, args: &[&str]) -> Command {
@@ -88,22 +107,24 @@ impl Iptables {
 
     /// `iptables --version` (or ip6tables'), trimmed.
     pub async fn version(&self, family: Family) -> Result<String, ApplyError> {
-        Ok(self.run(tools(family).main, &["--version"], None).await?.trim().to_owned())
+        Ok(self.run(tools(family, self.variant).main, &["--version"], None).await?.trim().to_owned())
     }
 
     /// The `mangle` table with counters, in `iptables-save -c` syntax.
     pub async fn save(&self, family: Family) -> Result<String, ApplyError> {
-        self.run(tools(family).save, &["-c", "-t", render::TABLE], None).await
+        self.run(tools(family, self.variant).save, &["-c", "-t", render::TABLE], None).await
     }
 
     /// Applies `input` as one `iptables-restore --noflush` transaction: all of it or none.
     pub async fn restore(&self, family: Family, input: &str) -> Result<(), ApplyError> {
-        self.run(tools(family).restore, &["-w", LOCK_WAIT_SECS, "--noflush"], Some(input)).await.map(drop)
+        self.run(tools(family, self.variant).restore, &["-w", LOCK_WAIT_SECS, "--noflush"], Some(input)).await.map(drop)
     }
 
     /// Parses and checks `input` without committing it (`iptables-restore --test`).
     pub async fn test_restore(&self, family: Family, input: &str) -> Result<(), ApplyError> {
-        self.run(tools(family).restore, &["-w", LOCK_WAIT_SECS, "--noflush", "--test"], Some(input)).await.map(drop)
+        self.run(tools(family, self.variant).restore, &["-w", LOCK_WAIT_SECS, "--noflush", "--test"], Some(input))
+            .await
+            .map(drop)
     }
 }
 
@@ -113,11 +134,17 @@ struct Tools {
     restore: &'static str,
 }
 
-fn tools(family: Family) -> Tools {
-    match family {
-        Family::V4 => Tools { main: "iptables", save: "iptables-save", restore: "iptables-restore" },
-        Family::V6 => Tools { main: "ip6tables", save: "ip6tables-save", restore: "ip6tables-restore" },
-    }
+fn tools(family: Family, variant: Variant) -> Tools {
+    use {Family::*, Variant::*};
+    let (main, save, restore) = match (family, variant) {
+        (V4, System) => ("iptables", "iptables-save", "iptables-restore"),
+        (V6, System) => ("ip6tables", "ip6tables-save", "ip6tables-restore"),
+        (V4, Nft) => ("iptables-nft", "iptables-nft-save", "iptables-nft-restore"),
+        (V6, Nft) => ("ip6tables-nft", "ip6tables-nft-save", "ip6tables-nft-restore"),
+        (V4, Legacy) => ("iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore"),
+        (V6, Legacy) => ("ip6tables-legacy", "ip6tables-legacy-save", "ip6tables-legacy-restore"),
+    };
+    Tools { main, save, restore }
 }
 
 /// The input line `iptables-restore` names in its error: the nft backend says

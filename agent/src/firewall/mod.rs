@@ -17,7 +17,7 @@ pub mod observe;
 pub mod render;
 
 pub use backend::DataplaneInfo;
-pub use iptables::{Iptables, IptablesDataplane};
+pub use iptables::{Iptables, IptablesDataplane, Variant};
 pub use observe::Observed;
 pub use render::Family;
 

@@ -32,6 +32,8 @@ pub fn root_or_skip(test: &str) -> bool {
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
     pub name: String,
+    /// Use the `iptables-legacy` tools instead of the system's `iptables`.
+    pub legacy: bool,
 }
 
 impl Netns {
@@ -39,7 +41,7 @@ impl Netns {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!("tfa-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]));
-        Netns { name }
+        Netns { name, legacy: false }
     }
 
     /// Runs a command inside the namespace and returns its stdout; panics on failure.
@@ -55,8 +57,14 @@ impl Netns {
         self.tool("ip6tables", args);
     }
 
+    /// `iptables-save` → `iptables-legacy-save` when the namespace is tested with legacy.
+    fn program(&self, base: &str) -> String {
+        if self.legacy { base.replacen("tables", "tables-legacy", 1) } else { base.to_owned() }
+    }
+
     fn tool(&self, program: &str, args: &str) {
-        let mut full = vec![program, "-w", "5", "-t", "mangle"];
+        let program = self.program(program);
+        let mut full = vec![program.as_str(), "-w", "5", "-t", "mangle"];
         full.extend(args.split_whitespace());
         self.exec(&full);
     }
@@ -72,7 +80,7 @@ impl Netns {
     }
 
     fn save_with(&self, program: &str) -> String {
-        self.exec(&[program, "-t", "mangle"])
+        self.exec(&[&self.program(program), "-t", "mangle"])
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| format!("{l}\n"))
