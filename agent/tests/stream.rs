@@ -9,7 +9,11 @@ use std::{
     time::Duration,
 };
 
-use teefleet_agent::{Agent, ApplyError, Dataplane, StateStore, StreamOptions, backoff::Backoff};
+use teefleet_agent::{
+    Agent, ApplyError, Dataplane, StateStore, StreamOptions,
+    backoff::Backoff,
+    firewall::{Check, Counter, Family, Repair},
+};
 use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet};
 use teefleet_proto::v1::{
     self as pb,
@@ -23,11 +27,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Records every applied set; fails with `fail` when it is set.
+/// Records every applied set; fails with `fail` when it is set; every drift check returns
+/// `check`.
 #[derive(Clone, Default)]
 struct FakeDataplane {
     applied: Arc<Mutex<Vec<RuleSet>>>,
     fail: Arc<Mutex<Option<String>>>,
+    check: Arc<Mutex<Check>>,
 }
 
 impl Dataplane for FakeDataplane {
@@ -42,6 +48,10 @@ impl Dataplane for FakeDataplane {
         }
         self.applied.lock().expect("lock").push(set.clone());
         Ok(())
+    }
+
+    async fn check(&self) -> Result<Check, ApplyError> {
+        Ok(self.check.lock().expect("lock").clone())
     }
 }
 
@@ -254,5 +264,69 @@ async fn health_reports_the_applied_version() {
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, task).await.expect("stops").expect("join");
+    server.abort();
+}
+
+#[tokio::test]
+async fn queued_events_counters_and_repairs_reach_the_controller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::new(dir.path());
+    std::fs::write(store.path(), "{\"version\": 3, \"rules\": [").expect("truncated state");
+    let dp = FakeDataplane::default();
+    *dp.check.lock().expect("lock") = Check {
+        repairs: vec![Repair { family: Family::V6, drift: "chain TEEFLEET-PRE was flushed".into() }],
+        counters: [("web".parse().expect("name"), Counter { packets: 7, bytes: 700 })].into(),
+    };
+    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));
+    agent.restore().await;
+    assert!(dp.versions().is_empty(), "a corrupt state file is never applied");
+
+    // Events queue up while there is no controller: the ignored file, then one repair.
+    let token = CancellationToken::new();
+    let drift = tokio::spawn(teefleet_agent::drift::run(
+        agent.dataplane(),
+        agent.status(),
+        agent.events(),
+        Duration::from_secs(3600),
+        token.clone(),
+    ));
+    let status = agent.status();
+    tokio::time::timeout(WAIT, async {
+        while status.drift_repairs() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first drift check runs at once");
+    let Harness { mut conns, server, shutdown, task, .. } = Harness::start(agent, Duration::from_millis(50)).await;
+
+    let mut conn = tokio::time::timeout(WAIT, conns.recv()).await.expect("connect").expect("conn");
+    expect_hello(conn.next().await, 0);
+    let Msg::Event(ignored) = conn.next().await else { panic!("expected the state_ignored event") };
+    assert_eq!(ignored.kind, "state_ignored");
+    assert!(ignored.message.contains("corrupt"), "{}", ignored.message);
+    let Msg::Event(repaired) = conn.next().await else { panic!("expected the drift_repaired event") };
+    assert_eq!(
+        (repaired.kind.as_str(), repaired.message.as_str()),
+        ("drift_repaired", "ipv6: chain TEEFLEET-PRE was flushed")
+    );
+    assert!(repaired.at_unix_ms > 1_700_000_000_000, "{}", repaired.at_unix_ms);
+
+    let health = loop {
+        let msg = tokio::time::timeout(WAIT, conn.inbound.next()).await.expect("health").expect("open").expect("ok");
+        if let Some(Msg::Health(h)) = msg.msg {
+            break h;
+        }
+    };
+    assert_eq!(health.drift_repairs, 1);
+    assert_eq!(
+        health.counters.iter().map(|c| (c.session.as_str(), c.packets, c.bytes)).collect::<Vec<_>>(),
+        [("web", 7, 700)]
+    );
+
+    token.cancel();
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("stops").expect("join");
+    tokio::time::timeout(WAIT, drift).await.expect("drift loop stops").expect("join");
     server.abort();
 }
