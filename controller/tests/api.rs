@@ -597,13 +597,18 @@ async fn ec2_failures_show_in_the_session_and_are_retried() {
         .expect("created: EC2 trouble does not refuse the session");
     let set = agent.next_rule_set().await;
     agent.send(Msg::Ack(pb::Ack { version: set.version })).await;
-    let degraded = state_becomes(&ctl.channel, "web", pb::SessionState::Degraded).await;
+    // The Ack and the EC2 failure are recorded independently; wait until both show.
+    let degraded = eventually(10, "session web to be degraded with its source applied", || async {
+        let s = session(&ctl.channel, "web").await;
+        let applied = s.hosts.first().is_some_and(|h| h.applied);
+        (s.state == i32::from(pb::SessionState::Degraded) && applied).then_some(s)
+    })
+    .await;
     assert!(
         degraded.problems.iter().any(|p| p.contains("could not disable Source/Dest Check") && p.contains(COLLECTOR)),
         "{:?}",
         degraded.problems
     );
-    assert!(degraded.hosts[0].applied, "the source itself is fine");
     *cloud.fail.lock().expect("lock") = false;
     // The reconciler may be in a backoff of several seconds by now.
     eventually(40, "session web to recover", || async {
