@@ -551,6 +551,11 @@ async fn run(program: &str, args: &[&str]) -> Result<String> {
         .output()
         .await
         .with_context(|| format!("running {program}"))?;
+    check_status(program, args, &output)?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn check_status(program: &str, args: &[&str], output: &std::process::Output) -> Result<()> {
     if !output.status.success() {
         bail!(
             "`{program} {}` failed ({}): {}",
@@ -559,7 +564,7 @@ async fn run(program: &str, args: &[&str]) -> Result<String> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(())
 }
 
 /// Runs a command with `input` on stdin; fails on a non-zero exit.
@@ -581,14 +586,7 @@ async fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<()>
     };
     let (written, output) = tokio::join!(feed, child.wait_with_output());
     let output = output.with_context(|| format!("waiting for {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    check_status(program, args, &output)?;
     written.with_context(|| format!("writing to {program}"))?;
     Ok(())
 }

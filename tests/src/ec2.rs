@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::types::{InstanceAttributeName, InstanceType};
+use aws_sdk_ec2::types::{Instance, InstanceAttributeName, InstanceType};
 
 use crate::LabError;
 use crate::moto::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
@@ -136,8 +136,8 @@ impl Ec2Fixture {
         Ok(())
     }
 
-    /// The IPv6 addresses of an instance's network interfaces, as DescribeInstances shows them.
-    pub async fn ipv6_addresses(&self, instance_id: &str) -> Result<Vec<Ipv6Addr>, LabError> {
+    /// One instance as DescribeInstances shows it.
+    async fn describe(&self, instance_id: &str) -> Result<Vec<Instance>, LabError> {
         let out = self
             .client
             .describe_instances()
@@ -145,10 +145,15 @@ impl Ec2Fixture {
             .send()
             .await
             .map_err(|e| ec2_error("DescribeInstances", e))?;
-        Ok(out
-            .reservations()
+        Ok(out.reservations().iter().flat_map(|r| r.instances()).cloned().collect())
+    }
+
+    /// The IPv6 addresses of an instance's network interfaces, as DescribeInstances shows them.
+    pub async fn ipv6_addresses(&self, instance_id: &str) -> Result<Vec<Ipv6Addr>, LabError> {
+        Ok(self
+            .describe(instance_id)
+            .await?
             .iter()
-            .flat_map(|r| r.instances())
             .flat_map(|i| i.network_interfaces())
             .flat_map(|n| n.ipv6_addresses())
             .filter_map(|a| a.ipv6_address()?.parse().ok())
@@ -157,15 +162,8 @@ impl Ec2Fixture {
 
     /// The id of an instance's network interface at device index 0.
     async fn primary_interface(&self, instance_id: &str) -> Result<String, LabError> {
-        let out = self
-            .client
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeInstances", e))?;
-        let interfaces: Vec<_> =
-            out.reservations().iter().flat_map(|r| r.instances()).flat_map(|i| i.network_interfaces()).collect();
+        let instances = self.describe(instance_id).await?;
+        let interfaces: Vec<_> = instances.iter().flat_map(|i| i.network_interfaces()).collect();
         interfaces
             .iter()
             .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
@@ -177,16 +175,9 @@ impl Ec2Fixture {
 
     /// The primary private IP EC2 reports for an instance.
     pub async fn private_ip(&self, instance_id: &str) -> Result<String, LabError> {
-        let out = self
-            .client
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeInstances", e))?;
-        out.reservations()
+        self.describe(instance_id)
+            .await?
             .iter()
-            .flat_map(|r| r.instances())
             .find_map(|i| i.private_ip_address())
             .map(str::to_owned)
             .ok_or_else(|| ec2_error_text("DescribeInstances", "instance has no private IP"))
