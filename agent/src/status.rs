@@ -290,4 +290,25 @@ mod tests {
         }
         assert_eq!(status.counters()[&web].packets_per_second, 0.0, "no rate from a single reading");
     }
+
+    #[test]
+    fn rates_are_taken_over_the_last_interval() {
+        let status = Status::new(Duration::from_secs(5));
+        let web: SessionName = "web".parse().expect("name");
+        let reading =
+            |packets, bytes| Check { repairs: vec![], counters: [(web.clone(), Counter { packets, bytes })].into() };
+        let started = Instant::now();
+        status.record_check(Ok(&reading(10, 1000)));
+        std::thread::sleep(Duration::from_millis(20));
+        status.record_check(Ok(&reading(30, 5000)));
+        let elapsed = started.elapsed().as_secs_f64();
+        let rated = status.counters()[&web];
+        assert_eq!(rated.counter, Counter { packets: 30, bytes: 5000 });
+        // 20 packets and 4 000 bytes over at least the 20 ms slept (and at most `elapsed`).
+        assert!(rated.packets_per_second <= 20.0 / 0.02 && rated.packets_per_second >= 20.0 / elapsed, "{rated:?}");
+        assert!(rated.bytes_per_second <= 4000.0 / 0.02 && rated.bytes_per_second >= 4000.0 / elapsed, "{rated:?}");
+        // A session that disappears from the counters is no longer reported.
+        status.record_check(Ok(&Check::default()));
+        assert!(status.counters().is_empty());
+    }
 }
