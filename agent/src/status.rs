@@ -209,13 +209,13 @@ impl Status {
         metric(
             "teefleet_agent_mirrored_packets_total",
             "counter",
-            "Packets cloned to collectors, by session.",
+            "Packets matched by the session's mirroring rules (egress clones count twice, see the README).",
             &per_session(|r| r.counter.packets),
         );
         metric(
             "teefleet_agent_mirrored_bytes_total",
             "counter",
-            "Bytes cloned to collectors, by session.",
+            "Bytes matched by the session's mirroring rules.",
             &per_session(|r| r.counter.bytes),
         );
         out

@@ -274,9 +274,12 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
         for command in &commands {
             ns.iptables(command);
         }
+        let (reads, writes) = (dp.reads(), dp.writes());
         let check = dp.check().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         let repairs: Vec<(Family, &str)> = check.repairs.iter().map(|r| (r.family, r.drift.as_str())).collect();
         assert_eq!(repairs, [(Family::V4, description)], "{what}");
+        // One read per family, one write and one read-back for the drifted family.
+        assert_eq!((dp.reads() - reads, dp.writes() - writes), (3, 1), "{what}");
         assert_applied_dual(&ipt, &set_dual(2)).await;
         assert_eq!(ns.foreign(), foreign, "{what}");
     }

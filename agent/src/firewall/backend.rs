@@ -37,14 +37,14 @@ impl DataplaneInfo {
             }
             Err(e) => {
                 info.backend = "unknown".to_owned();
-                info.problems.push(format!("iptables: {}", error_chain(&e)));
+                info.problems.push(format!("{}: {}", iptables.program(Family::V4), error_chain(&e)));
             }
         }
         let v4 = check_family(iptables, Family::V4).await;
         info.problems.extend(v4);
         let v6 = match iptables.version(Family::V6).await {
             Ok(_) => check_family(iptables, Family::V6).await,
-            Err(e) => vec![format!("ip6tables: {}", error_chain(&e))],
+            Err(e) => vec![format!("{}: {}", iptables.program(Family::V6), error_chain(&e))],
         };
         info.ipv6 = v6.is_empty();
         info.problems.extend(v6);
@@ -73,10 +73,7 @@ fn backend_of(version: &str) -> &'static str {
 /// Reads the mangle table (catching an incompatible one) and dry-runs a rule that uses
 /// every match and target the renderer can emit.
 async fn check_family(iptables: &Iptables, family: Family) -> Vec<String> {
-    let tool = match family {
-        Family::V4 => "iptables",
-        Family::V6 => "ip6tables",
-    };
+    let tool = iptables.program(family);
     let mut problems = Vec::new();
     match iptables.save(family).await.map(|text| Observed::parse(&text)) {
         Ok(Ok(_)) => {}

@@ -105,6 +105,11 @@ impl Iptables {
         Err(ApplyError::Failed { program, status: output.status.to_string(), stderr, input_line })
     }
 
+    /// The main tool of `family`, e.g. `ip6tables-legacy`, for messages.
+    pub fn program(&self, family: Family) -> &'static str {
+        tools(family, self.variant).main
+    }
+
     /// `iptables --version` (or ip6tables'), trimmed.
     pub async fn version(&self, family: Family) -> Result<String, ApplyError> {
         Ok(self.run(tools(family, self.variant).main, &["--version"], None).await?.trim().to_owned())
@@ -261,6 +266,18 @@ impl IptablesDataplane {
             return Ok(false);
         }
         let observed = self.observe(family).await?;
+        self.converge_from(state, family, rules, expected, observed).await
+    }
+
+    /// [`Self::converge`] from an observation just made.
+    async fn converge_from(
+        &self,
+        state: &mut State,
+        family: Family,
+        rules: &[String],
+        expected: &[Vec<&SessionName>; 2],
+        observed: Observed,
+    ) -> Result<bool, ApplyError> {
         let current = &mut state.families[family.index()];
         current.live = observed.counters();
         let shape = observed.shape();
@@ -346,13 +363,11 @@ impl Dataplane for IptablesDataplane {
 
     async fn check(&self) -> Result<Check, ApplyError> {
         let mut state = self.state.lock().await;
-        let Some(set) = state.set.clone() else {
-            return Ok(Check::default());
-        };
         let mut repairs = Vec::new();
         for family in self.families() {
             let current = &state.families[family.index()];
-            // Nothing of ours belongs in this family: no process is spent looking.
+            // Nothing of ours belongs in this family (or nothing was applied yet): no process
+            // is spent looking.
             if current.rules.is_empty() {
                 continue;
             }
@@ -365,11 +380,13 @@ impl Dataplane for IptablesDataplane {
             }
             // The caller logs and reports the repair; here it only has to happen.
             let drift = baseline.describe_change(&shape);
-            let rules = render::render_rules(&set, family);
+            // Rules are only recorded for an applied set, so the set is there.
+            let Some(set) = state.set.clone() else { continue };
+            let rules = state.families[family.index()].rules.clone();
             let expected = render::expected_sessions(&set, family);
-            // Forget the baseline so converge rewrites even if the rules are equal.
+            // Without a baseline, converge rewrites even though the rules are the same.
             state.families[family.index()].shape = None;
-            self.converge(&mut state, family, &rules, &expected).await?;
+            self.converge_from(&mut state, family, &rules, &expected, observed).await?;
             repairs.push(Repair { family, drift });
         }
         Ok(Check { repairs, counters: Self::totals(&state) })
