@@ -2,11 +2,9 @@
 //! and the events they saw. Agents are not trusted to send tidy data, so every value here
 //! is bounded and printable by construction (`grpc::convert` builds them from the wire).
 
-use std::{fmt, str::FromStr};
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use teefleet_model::{SessionName, ValidationError};
+use teefleet_model::{EventKind, SessionName};
 
 /// The most events kept per host; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS_PER_HOST: i64 = 50;
@@ -81,54 +79,6 @@ pub struct Health {
     pub dataplane: Option<Dataplane>,
 }
 
-/// What kind of thing an agent did or saw: a short snake_case word such as
-/// `drift_repaired`. Agents may add kinds, so the alphabet is checked, not a list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct EventKind(String);
-
-impl EventKind {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = (1..=32).contains(&s.len())
-            && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ValidationError::new(
-                "kind",
-                format!("{:?} is not a snake_case word of at most 32 characters", clean_text(s, 64)),
-            ))
-        }
-    }
-}
-
-impl TryFrom<String> for EventKind {
-    type Error = ValidationError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<EventKind> for String {
-    fn from(k: EventKind) -> String {
-        k.0
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Something an agent did or saw on its own, such as repairing drifted rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEvent {
@@ -154,16 +104,6 @@ mod tests {
         assert_eq!(clean_text("a\x1b[2Jb\nc", 100), "a [2Jb c");
         assert_eq!(clean_text("ééé", 5), "éé");
         assert_eq!(clean_text(&"x".repeat(5000), MAX_EVENT_MESSAGE).len(), MAX_EVENT_MESSAGE);
-    }
-
-    #[test]
-    fn kinds() {
-        for ok in ["drift_repaired", "state_ignored", "a", "apply_failed2"] {
-            assert!(ok.parse::<EventKind>().is_ok(), "{ok}");
-        }
-        for bad in ["", "Drift", "2x", "a-b", "a b", "_x", &"a".repeat(33)] {
-            assert_eq!(bad.parse::<EventKind>().unwrap_err().field, "kind", "{bad:?}");
-        }
     }
 
     #[test]

@@ -94,6 +94,24 @@ string_id!(
     |s| check_token(s, "session name", 63)
 );
 
+string_id!(
+    /// What kind of thing an agent did or saw: a short snake_case word such as
+    /// `drift_repaired`. Agents may add kinds, so the alphabet is checked, not a list.
+    EventKind,
+    |s| {
+        let ok = (1..=32).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            // Debug formatting escapes control characters; the excerpt bounds the message.
+            let excerpt: String = s.chars().take(64).collect();
+            Err(ValidationError::new("kind", format!("{excerpt:?} is not a snake_case word of at most 32 characters")))
+        }
+    }
+);
+
 impl From<InstanceId> for HostId {
     fn from(id: InstanceId) -> Self {
         // An instance id always satisfies the host id alphabet and length.
@@ -104,6 +122,18 @@ impl From<InstanceId> for HostId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_kinds() {
+        for ok in ["drift_repaired", "state_ignored", "a", "apply_failed2"] {
+            assert!(ok.parse::<EventKind>().is_ok(), "{ok}");
+        }
+        for bad in ["", "Drift", "2x", "a-b", "a b", "_x", &"a".repeat(33)] {
+            assert_eq!(bad.parse::<EventKind>().unwrap_err().field, "kind", "{bad:?}");
+        }
+        let err = "a\u{1b}[2J".parse::<EventKind>().unwrap_err();
+        assert!(err.reason.contains("\\u{1b}"), "control characters are escaped: {}", err.reason);
+    }
 
     #[test]
     fn instance_ids() {

@@ -16,7 +16,7 @@ mod throttle;
 pub use compile::{CompileInput, compile};
 pub use error::ValidationError;
 pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
-pub use ids::{HostId, InstanceId, SessionName};
+pub use ids::{EventKind, HostId, InstanceId, SessionName};
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
 pub use session::SessionSpec;
 pub use throttle::{MaxPps, Sample, Throttle};

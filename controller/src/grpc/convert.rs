@@ -8,13 +8,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use teefleet_model::{
-    Cidr, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet,
-    Sample, SessionName, Throttle, ValidationError,
+    Cidr, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection,
+    RuleSet, Sample, SessionName, Throttle, ValidationError,
 };
 use teefleet_proto::v1 as pb;
 
 use crate::{
-    report::{Dataplane, EventKind, HostEvent, SessionCounters, Traffic, clean_text},
+    report::{Dataplane, HostEvent, SessionCounters, Traffic, clean_text},
     status::{SessionState, StatusView},
     store::{CollectorRecord, HostRecord, SessionRecord},
 };
