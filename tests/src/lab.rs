@@ -149,7 +149,7 @@ impl LabBuilder {
             controller_args: self.controller_args.clone(),
         };
         if self.start_controller {
-            lab.start_controller(&self.controller_args).await?;
+            lab.start_controller().await?;
             if self.start_agents {
                 for source in SOURCES {
                     lab.start_agent(source)?;
@@ -195,31 +195,36 @@ impl Lab {
         LabBuilder::default().start().await
     }
 
-    async fn start_controller(&mut self, extra_args: &[String]) -> Result<(), LabError> {
+    async fn start_controller(&mut self) -> Result<(), LabError> {
         let gateway = self.network.gateway();
         let mut last = None;
         // The port is free when picked but may be taken before the controller binds it.
         for _ in 0..3 {
-            let port = cmd::free_port(gateway)?;
-            let listen = format!("{gateway}:{port}");
-            let spec = ControllerSpec {
-                database_url: self.database_url.clone(),
-                listen: listen.clone(),
-                aws_env: self.moto.env(),
-                rust_log: self.rust_log.clone(),
-                extra_args: extra_args.to_vec(),
-            };
-            let mut proc = procs::spawn_controller(&spec, &self.logs.join("controller.log"))?;
-            match proc.wait_for_tcp(&listen, Duration::from_secs(60)).await {
+            let listen = format!("{gateway}:{}", cmd::free_port(gateway)?);
+            match self.launch_controller(&listen, "controller.log").await {
                 Ok(()) => {
                     self.controller_url = format!("http://{listen}");
-                    *lock(&self.controller) = Some(proc);
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| LabError::Missing("the controller did not start".into())))
+    }
+
+    /// Spawns the controller on `listen` and waits until it accepts connections.
+    async fn launch_controller(&self, listen: &str, log: &str) -> Result<(), LabError> {
+        let spec = ControllerSpec {
+            database_url: self.database_url.clone(),
+            listen: listen.to_owned(),
+            aws_env: self.moto.env(),
+            rust_log: self.rust_log.clone(),
+            extra_args: self.controller_args.clone(),
+        };
+        let mut proc = procs::spawn_controller(&spec, &self.logs.join(log))?;
+        proc.wait_for_tcp(listen, Duration::from_secs(60)).await?;
+        *lock(&self.controller) = Some(proc);
+        Ok(())
     }
 
     /// Stops the controller (SIGTERM), to test agents without it.
@@ -233,17 +238,7 @@ impl Lab {
     /// Starts the controller again on the address it had, so running agents reconnect.
     pub async fn restart_controller(&self) -> Result<(), LabError> {
         let listen = self.controller_url.trim_start_matches("http://").to_owned();
-        let spec = ControllerSpec {
-            database_url: self.database_url.clone(),
-            listen: listen.clone(),
-            aws_env: self.moto.env(),
-            rust_log: self.rust_log.clone(),
-            extra_args: self.controller_args.clone(),
-        };
-        let mut proc = procs::spawn_controller(&spec, &self.logs.join("controller-restarted.log"))?;
-        proc.wait_for_tcp(&listen, Duration::from_secs(60)).await?;
-        *lock(&self.controller) = Some(proc);
-        Ok(())
+        self.launch_controller(&listen, "controller-restarted.log").await
     }
 
     /// The state directory of `host`'s agent.
