@@ -182,7 +182,7 @@ async fn a_one_percent_sample_of_a_flood_arrives_at_about_one_percent_and_a_cap_
         let capture = lab.capture(COLLECTOR, "sampled", Some("icmp")).await?;
         let flood = lab.network.flood(CLIENT, source1, 20_000).await?;
         flush(lab, &capture, COLLECTOR).await?;
-        let cloned = capture.count(|p| is_clone(p) && p.src == client && p.dst == source1 && p.is_echo_request());
+        let cloned = echoes(&capture, &is_clone, client, source1).0;
         // Binomial(20 000, 0.01): mean 200, standard deviation 14; the bounds are 7 of those.
         ensure!(
             (100..=300).contains(&cloned),
@@ -207,7 +207,7 @@ async fn a_one_percent_sample_of_a_flood_arrives_at_about_one_percent_and_a_cap_
         let capture = lab.capture(COLLECTOR, "capped", Some("icmp")).await?;
         let flood = lab.network.flood(CLIENT, source1, 5_000).await?;
         flush(lab, &capture, COLLECTOR).await?;
-        let cloned = capture.count(|p| is_clone(p) && p.src == client && p.dst == source1 && p.is_echo_request());
+        let cloned = echoes(&capture, &is_clone, client, source1).0;
         let allowed = 100.0 * (flood.elapsed.as_secs_f64() + 1.0) + 100.0;
         ensure!(
             (cloned as f64) <= allowed && cloned >= 100,
