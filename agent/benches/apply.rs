@@ -4,7 +4,8 @@
 //! The outer process creates a namespace, then runs itself again inside it (`ip netns exec
 //! NS <this binary> --inside`), so that both the agent and the manual recipe call iptables
 //! the way they do on a real host: directly, without `ip netns exec` in front of every
-//! command. Inside, it measures for 1, 100, 1 000 and 5 000 rules:
+//! command. Inside, it measures for 1, 100, 1 000 and 5 000 rules, once with the nft
+//! backend's binaries (`iptables-nft*`) and once with the legacy ones (`iptables-legacy*`):
 //! - the agent's apply path (`IptablesDataplane::apply`, which writes one
 //!   `iptables-restore` transaction and reads it back), from a state without our rules;
 //! - the same through `Iptables::in_netns`, i.e. with `ip netns exec` in front of every
@@ -30,8 +31,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use teefleet_agent::firewall::Family;
 use teefleet_agent::firewall::render::{render_rule, render_rules};
+use teefleet_agent::firewall::{Family, Variant};
 use teefleet_agent::{Dataplane, Iptables, IptablesDataplane, StateStore};
 use teefleet_model::{Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName};
 use tokio::io::AsyncWriteExt;
@@ -50,6 +51,34 @@ const TARGET_APPLY_MS: f64 = 50.0;
 const TARGET_RATIO: f64 = 50.0;
 const TARGET_RSS_MB: f64 = 15.0;
 const TARGET_CPU_PCT: f64 = 0.5;
+
+/// The binaries of one iptables backend, named explicitly so the bench measures the backend
+/// it says whatever the host's alternatives point `iptables` at.
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    name: &'static str,
+    variant: Variant,
+    iptables: &'static str,
+    restore: &'static str,
+    save: &'static str,
+}
+
+const BACKENDS: [Backend; 2] = [
+    Backend {
+        name: "nft",
+        variant: Variant::Nft,
+        iptables: "iptables-nft",
+        restore: "iptables-nft-restore",
+        save: "iptables-nft-save",
+    },
+    Backend {
+        name: "legacy",
+        variant: Variant::Legacy,
+        iptables: "iptables-legacy",
+        restore: "iptables-legacy-restore",
+        save: "iptables-legacy-save",
+    },
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -100,28 +129,43 @@ async fn outer(mode: Mode) -> Result<()> {
 
 /// Runs inside the bench namespace.
 async fn inside(netns: &str, mode: Mode) -> Result<()> {
-    let (sizes, runs): (&[usize], usize) = match mode {
-        Mode::Full => (&SIZES, env_number("BENCH_RUNS", 5)?.max(1) as usize),
-        Mode::Smoke => (&SMOKE_SIZES, 1),
+    let runs = match mode {
+        Mode::Full => env_number("BENCH_RUNS", 5)?.max(1) as usize,
+        Mode::Smoke => 1,
     };
-    let manual_max = Duration::from_secs(env_number("BENCH_MANUAL_MAX_SECS", 120)?);
-    let host = IptablesDataplane::new(Iptables::host()).await;
-    let via_exec = IptablesDataplane::new(Iptables::in_netns(netns)).await;
-    let empty = RuleSet::default();
-    println!("apply bench: {} runs per size, namespace {netns}, {}", runs, iptables_version().await?);
-    println!();
+    println!("apply bench: {runs} runs per size, namespace {netns}");
+    for backend in BACKENDS {
+        println!();
+        match run(backend.iptables, &["--version"]).await {
+            Ok(version) => println!("backend {}: {}", backend.name, version.trim()),
+            Err(e) => {
+                println!("backend {}: skipped ({e:#})", backend.name);
+                continue;
+            }
+        }
+        sizes_table(netns, mode, runs, backend).await?;
+    }
+    no_change_push(mode).await
+}
 
+/// The table of apply times by size for one backend.
+async fn sizes_table(netns: &str, mode: Mode, runs: usize, backend: Backend) -> Result<()> {
+    let sizes: &[usize] = if mode == Mode::Full { &SIZES } else { &SMOKE_SIZES };
+    let manual_max = Duration::from_secs(env_number("BENCH_MANUAL_MAX_SECS", 120)?);
+    let host = IptablesDataplane::new(Iptables::host().with_variant(backend.variant)).await;
+    let via_exec = IptablesDataplane::new(Iptables::in_netns(netns).with_variant(backend.variant)).await;
+    let empty = RuleSet::default();
     let mut rows = Vec::new();
     let mut manual_times: Vec<(usize, Duration)> = Vec::new();
     for &n in sizes {
         let set = rule_set(n, 1)?;
-        let agent = time_applies(&host, &set, &empty, runs).await?;
-        let (restore, read) = time_parts(&set, runs).await?;
-        let exec = time_applies(&via_exec, &set, &empty, runs).await?;
+        let agent = time_applies(&host, &set, &empty, runs, backend).await?;
+        let (restore, read) = time_parts(&set, runs, backend).await?;
+        let exec = time_applies(&via_exec, &set, &empty, runs, backend).await?;
         let manual = match projected_manual(&manual_times, n) {
             Some(projected) if projected > manual_max => Manual::Skipped(projected),
             _ => {
-                let t = manual_recipe(&set).await?;
+                let t = manual_recipe(&set, backend).await?;
                 manual_times.push((n, t));
                 Manual::Ran(t)
             }
@@ -132,9 +176,15 @@ async fn inside(netns: &str, mode: Mode) -> Result<()> {
     }
     println!();
     print_table(&rows);
+    Ok(())
+}
 
-    // A push that changes nothing: the same 1 000 rules again, then at a new version (what
-    // the controller sends when a recompile yields the same rules).
+/// A push that changes nothing: the same rules again, then at a new version (what the
+/// controller sends when a recompile yields the same rules). With the host's default
+/// backend, as the agent runs by default.
+async fn no_change_push(mode: Mode) -> Result<()> {
+    let host = IptablesDataplane::new(Iptables::host()).await;
+    let empty = RuleSet::default();
     let n = if mode == Mode::Full { 1_000 } else { 100 };
     let set = rule_set(n, 1)?;
     host.apply(&empty).await?;
@@ -149,7 +199,7 @@ async fn inside(netns: &str, mode: Mode) -> Result<()> {
     let bumped_writes = host.writes() - before;
     host.apply(&empty).await?;
     println!();
-    println!("no-change push ({n} rules already applied, target: 0 writes):");
+    println!("no-change push ({n} rules already applied, default backend, target: 0 writes):");
     println!(
         "  same set again:                 {same_writes} iptables-restore writes, {same_reads} iptables-save reads, {:.1} ms",
         ms(same)
@@ -190,15 +240,21 @@ impl Stats {
 
 /// Applies `set` `runs` times, each from a state without our rules (reached by applying
 /// the empty set, untimed), and checks every time that the kernel holds all the rules.
-async fn time_applies(dataplane: &IptablesDataplane, set: &RuleSet, empty: &RuleSet, runs: usize) -> Result<Stats> {
+async fn time_applies(
+    dataplane: &IptablesDataplane,
+    set: &RuleSet,
+    empty: &RuleSet,
+    runs: usize,
+    backend: Backend,
+) -> Result<Stats> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         dataplane.apply(empty).await.context("removing our rules between runs")?;
-        ensure!(count_our_rules().await? == 0, "our rules are still there after applying the empty set");
+        ensure!(count_our_rules(backend).await? == 0, "our rules are still there after applying the empty set");
         let started = Instant::now();
         dataplane.apply(set).await.with_context(|| format!("applying {} rules", set.rules().len()))?;
         samples.push(started.elapsed());
-        let n = count_our_rules().await?;
+        let n = count_our_rules(backend).await?;
         ensure!(n == set.rules().len(), "applied {} rules but the kernel holds {n}", set.rules().len());
     }
     dataplane.apply(empty).await?;
@@ -209,7 +265,7 @@ async fn time_applies(dataplane: &IptablesDataplane, set: &RuleSet, empty: &Rule
 /// one `iptables-restore --noflush` transaction writing the chains and all rules into an
 /// empty table, and one `iptables-save -t mangle` reading them back (the agent reads once
 /// before writing and once after, and once per drift check). Medians of `runs`.
-async fn time_parts(set: &RuleSet, runs: usize) -> Result<(Stats, Stats)> {
+async fn time_parts(set: &RuleSet, runs: usize, backend: Backend) -> Result<(Stats, Stats)> {
     let mut input = String::from("*mangle\n:TEEFLEET-PRE - [0:0]\n:TEEFLEET-POST - [0:0]\n");
     for line in render_rules(set, Family::V4) {
         input.push_str(&line);
@@ -219,22 +275,22 @@ async fn time_parts(set: &RuleSet, runs: usize) -> Result<(Stats, Stats)> {
     let (mut restores, mut reads) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let started = Instant::now();
-        run_with_input("iptables-restore", &["-w", "5", "--noflush"], &input).await?;
+        run_with_input(backend.restore, &["-w", "5", "--noflush"], &input).await?;
         restores.push(started.elapsed());
         let started = Instant::now();
-        let text = run("iptables-save", &["-t", "mangle"]).await?;
+        let text = run(backend.save, &["-t", "mangle"]).await?;
         reads.push(started.elapsed());
         let n = text.lines().filter(|l| l.starts_with("-A TEEFLEET-")).count();
         ensure!(n == set.rules().len(), "restored {} rules but read back {n}", set.rules().len());
-        remove_chains().await?;
+        remove_chains(backend).await?;
     }
     Ok((Stats::of(restores), Stats::of(reads)))
 }
 
-async fn remove_chains() -> Result<()> {
+async fn remove_chains(backend: Backend) -> Result<()> {
     for chain in ["TEEFLEET-PRE", "TEEFLEET-POST"] {
-        run("iptables", &["-w", "-t", "mangle", "-F", chain]).await?;
-        run("iptables", &["-w", "-t", "mangle", "-X", chain]).await?;
+        run(backend.iptables, &["-w", "-t", "mangle", "-F", chain]).await?;
+        run(backend.iptables, &["-w", "-t", "mangle", "-X", chain]).await?;
     }
     Ok(())
 }
@@ -242,26 +298,26 @@ async fn remove_chains() -> Result<()> {
 /// The manual recipe: create the chains, then one `iptables -A` process per rule with the
 /// text the agent renders. Returns the time of the appends (the chains are created first,
 /// untimed); removes everything afterwards.
-async fn manual_recipe(set: &RuleSet) -> Result<Duration> {
+async fn manual_recipe(set: &RuleSet, backend: Backend) -> Result<Duration> {
     let lines: Vec<Vec<String>> = set.rules().iter().map(|r| split_args(&render_rule(r, Family::V4))).collect();
     for chain in ["TEEFLEET-PRE", "TEEFLEET-POST"] {
-        run("iptables", &["-w", "-t", "mangle", "-N", chain]).await?;
+        run(backend.iptables, &["-w", "-t", "mangle", "-N", chain]).await?;
     }
     let started = Instant::now();
     for argv in &lines {
         let mut args = vec!["-w", "-t", "mangle"];
         args.extend(argv.iter().map(String::as_str));
-        run("iptables", &args).await?;
+        run(backend.iptables, &args).await?;
     }
     let elapsed = started.elapsed();
-    let n = count_our_rules().await?;
+    let n = count_our_rules(backend).await?;
     ensure!(n == set.rules().len(), "the manual recipe left {n} rules instead of {}", set.rules().len());
-    remove_chains().await?;
+    remove_chains(backend).await?;
     Ok(elapsed)
 }
 
 /// How long the manual recipe would take for `n` rules, from the sizes measured so far.
-/// With the nft backend every `iptables` process fetches the whole ruleset, so the cost
+/// Every `iptables` process reads the whole table (and legacy writes it back), so the cost
 /// per rule grows with the chain: a mean per-rule cost `a + b·n/2` is fitted to the last
 /// two measurements. `None` until two sizes are known.
 fn projected_manual(measured: &[(usize, Duration)], n: usize) -> Option<Duration> {
@@ -325,13 +381,9 @@ fn split_args(line: &str) -> Vec<String> {
     args
 }
 
-async fn count_our_rules() -> Result<usize> {
-    let text = run("iptables-save", &["-t", "mangle"]).await?;
+async fn count_our_rules(backend: Backend) -> Result<usize> {
+    let text = run(backend.save, &["-t", "mangle"]).await?;
     Ok(text.lines().filter(|l| l.starts_with("-A TEEFLEET-")).count())
-}
-
-async fn iptables_version() -> Result<String> {
-    Ok(run("iptables", &["--version"]).await?.trim().to_owned())
 }
 
 fn print_table(rows: &[Row]) {
