@@ -105,6 +105,15 @@ impl AgentService for FakeController {
             .map_err(|_| Status::internal("test gone"))?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    // These tests run the agent with --insecure, which never enrolls.
+    async fn enroll(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn renew(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
 }
 
 async fn serve(listener: TcpListener, conns: mpsc::Sender<Conn>) -> JoinHandle<()> {

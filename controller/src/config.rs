@@ -1,15 +1,136 @@
 //! The controller's configuration: flags with environment fallbacks, read once.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "fleet-controller", version, about = "teefleet controller: sessions in, rule sets out")]
 pub struct Config {
-    /// Postgres connection URL; migrations are applied at start.
-    #[arg(long, env = "FLEET_DATABASE_URL")]
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Postgres connection URL; migrations are applied at start. Required (it is optional
+    /// only to clap, so that `ca print --database-url URL` works as well).
+    #[arg(long, env = "FLEET_DATABASE_URL", global = true, default_value = "")]
     pub database_url: String,
 
     /// Address to serve gRPC on (admin API, agent streams, grpc.health.v1).
     #[arg(long, env = "FLEET_LISTEN", default_value = "127.0.0.1:7300")]
     pub listen: SocketAddr,
+
+    /// A DNS name or IP address agents and fleetctl use to reach this controller; put in
+    /// the server certificate. Repeat or separate with commas. Default: localhost,
+    /// 127.0.0.1, ::1 and the --listen address.
+    #[arg(long = "tls-san", env = "FLEET_TLS_SAN", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// Seals the CA's private key in the database with a key derived from this secret.
+    /// Every replica needs the same secret. Without it the key is stored in the clear.
+    #[arg(long, env = "FLEET_CA_KEY_SECRET", hide_env_values = true)]
+    pub ca_key_secret: Option<String>,
+
+    /// How long an agent's client certificate is valid; agents renew at two thirds.
+    #[arg(long, env = "FLEET_AGENT_CERT_TTL", default_value = "24h", value_parser = teefleet_model::parse_lifetime)]
+    pub agent_cert_ttl: Duration,
+
+    /// The admin token to accept (at least 16 characters). Without it, a first start with
+    /// no usable admin token creates one and logs it once.
+    #[arg(long, env = "FLEET_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+
+    /// Plaintext gRPC with no authentication: anyone who can connect is an admin and any
+    /// agent may speak for any host. For labs only.
+    #[arg(long, env = "FLEET_INSECURE")]
+    pub insecure: bool,
+
+    /// Allow --insecure on an address other than loopback.
+    #[arg(long, env = "FLEET_ALLOW_INSECURE_REMOTE", requires = "insecure")]
+    pub allow_insecure_remote: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// The fleet's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        what: CaCommand,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM), e.g. for fleetctl --ca-cert.
+    Print,
+    /// Print the CA's pin, `sha256:HEX` of its DER, for fleet-agent --ca-pin.
+    Pin,
+}
+
+impl Config {
+    /// Flag combinations clap cannot check.
+    pub fn check(&self) -> Result<(), String> {
+        if self.database_url.is_empty() {
+            return Err("give the Postgres URL with --database-url or FLEET_DATABASE_URL".to_owned());
+        }
+        if self.insecure && !self.listen.ip().is_loopback() && !self.allow_insecure_remote {
+            return Err(format!(
+                "--insecure serves plaintext without authentication; on {} anyone who can reach it controls \
+                 mirroring. Listen on loopback, drop --insecure, or add --allow-insecure-remote",
+                self.listen
+            ));
+        }
+        if let Some(t) = self.bootstrap_token.as_ref().filter(|t| t.len() < crate::auth::MIN_BOOTSTRAP_LEN) {
+            return Err(format!(
+                "the bootstrap token has {} characters; give at least {}",
+                t.len(),
+                crate::auth::MIN_BOOTSTRAP_LEN
+            ));
+        }
+        Ok(())
+    }
+
+    /// The names in the server certificate.
+    pub fn sans(&self) -> Vec<String> {
+        if !self.tls_sans.is_empty() {
+            return self.tls_sans.clone();
+        }
+        let mut sans: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(str::to_owned).into();
+        let ip = self.listen.ip();
+        if !ip.is_unspecified() && !ip.is_loopback() {
+            sans.push(ip.to_string());
+        }
+        sans
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from([&["fleet-controller", "--database-url", "postgres://x"], args].concat()).expect("parse")
+    }
+
+    #[test]
+    fn insecure_is_loopback_only_unless_asked() {
+        assert!(parse(&["--insecure"]).check().is_ok());
+        let remote = parse(&["--insecure", "--listen", "10.0.0.1:7300"]);
+        assert!(remote.check().expect_err("refused").contains("--allow-insecure-remote"));
+        assert!(parse(&["--insecure", "--allow-insecure-remote", "--listen", "10.0.0.1:7300"]).check().is_ok());
+        assert!(
+            Config::try_parse_from(["fleet-controller", "--database-url", "x", "--allow-insecure-remote"]).is_err()
+        );
+        assert!(parse(&["--bootstrap-token", "short"]).check().is_err());
+    }
+
+    #[test]
+    fn default_sans_include_the_listen_address() {
+        assert_eq!(parse(&["--listen", "10.0.0.1:7300"]).sans(), ["localhost", "127.0.0.1", "::1", "10.0.0.1"]);
+        assert_eq!(parse(&["--tls-san", "ctl.example,10.0.0.9"]).sans(), ["ctl.example", "10.0.0.9"]);
+        assert!(matches!(parse(&["ca", "pin"]).command, Some(Command::Ca { what: CaCommand::Pin })));
+        let late = Config::try_parse_from(["fleet-controller", "ca", "print", "--database-url", "postgres://y"]);
+        assert_eq!(late.expect("parse").database_url, "postgres://y");
+        let missing = Config::try_parse_from(["fleet-controller"]).expect("parse");
+        assert!(missing.check().expect_err("refused").contains("--database-url"));
+    }
 }

@@ -6,9 +6,11 @@
 //! `run` is the whole server; `main.rs` only parses config and wires signals, so tests
 //! can run the server on `127.0.0.1:0`.
 
+pub mod auth;
 pub mod cloud;
 mod config;
 pub mod grpc;
+pub mod pki;
 mod push;
 pub mod reconcile;
 pub mod report;
@@ -18,17 +20,30 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use teefleet_proto::v1::{
-    agent_service_server::AgentServiceServer, collector_service_server::CollectorServiceServer,
-    host_service_server::HostServiceServer, session_service_server::SessionServiceServer,
+    agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
+    collector_service_server::CollectorServiceServer, host_service_server::HostServiceServer,
+    session_service_server::SessionServiceServer, token_service_server::TokenServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::Config;
+pub use config::{CaCommand, Command, Config};
 
-use crate::{cloud::Cloud, grpc::Api, push::Hub, store::Store};
+use crate::{
+    cloud::Cloud,
+    grpc::{Access, Api},
+    pki::{Ca, PkiError},
+    push::Hub,
+    store::{AuditEntry, Store},
+};
+
+/// The largest request an admin call may send: a session with the most sources fits many
+/// times over.
+const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
+/// The largest message on an agent stream (a Health with every session's counters).
+const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
 
 /// How long in-flight calls and streams get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -39,6 +54,60 @@ pub enum Error {
     Store(#[source] store::StoreError),
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
+    #[error("the certificate authority is unusable")]
+    Pki(#[source] PkiError),
+    #[error("could not set up access control")]
+    Access(#[source] store::StoreError),
+    #[error("the server's TLS configuration is invalid")]
+    Tls(#[source] tonic::transport::Error),
+}
+
+/// The fleet's CA: the one in the database, or a new one stored there if there is none
+/// (the first replica to store one wins; the others load it).
+pub async fn load_or_create_ca(store: &Store, secret: Option<&str>) -> Result<Ca, Error> {
+    let stored = match store.stored_ca().await.map_err(Error::Store)? {
+        Some(stored) => stored,
+        None => {
+            let (_, stored) = Ca::generate(secret).map_err(Error::Pki)?;
+            let kept = store.store_ca_once(&stored).await.map_err(Error::Store)?;
+            if kept.cert_pem == stored.cert_pem {
+                info!(sealed = stored.sealed, "created the fleet CA");
+            }
+            kept
+        }
+    };
+    if !stored.sealed && secret.is_some() {
+        warn!("the CA key in the database is not sealed; --ca-key-secret does not apply to a CA created without it");
+    }
+    Ca::load(&stored, secret).map_err(Error::Pki)
+}
+
+/// The bootstrap admin token: the configured one, or a new one logged once when no admin
+/// token is usable (a first start, or every admin token expired or revoked).
+async fn bootstrap_token(store: &Store, configured: Option<&str>) -> Result<(), Error> {
+    let entry =
+        |action| AuditEntry { actor: "controller".into(), peer: "local".into(), action, target: "bootstrap".into() };
+    if let Some(secret) = configured {
+        return store
+            .upsert_bootstrap_token(&auth::hash_secret(secret), &entry("token.bootstrap"))
+            .await
+            .map_err(Error::Access);
+    }
+    if store.usable_admin_token_exists().await.map_err(Error::Access)? {
+        return Ok(());
+    }
+    let (_, secret) = auth::new_token().map_err(|_| Error::Pki(PkiError::Random))?;
+    store
+        .upsert_bootstrap_token(&auth::hash_secret(&secret), &entry("token.bootstrap"))
+        .await
+        .map_err(Error::Access)?;
+    // Logged once, as the only way to get the first admin token without FLEET_BOOTSTRAP_TOKEN.
+    warn!(
+        token = %secret,
+        "no admin token existed: created the bootstrap admin token (shown only now; store it, e.g. \
+         fleetctl --token ..., or set FLEET_BOOTSTRAP_TOKEN)"
+    );
+    Ok(())
 }
 
 /// Serves until `shutdown` is cancelled.
@@ -49,7 +118,29 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let store = Store::connect(&config.database_url).await.map_err(Error::Store)?;
+    let mut builder = tonic::transport::Server::builder();
+    let ca = if config.insecure {
+        warn!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "--insecure: plaintext and no authentication; anyone who can connect controls mirroring"
+        );
+        None
+    } else {
+        let ca = load_or_create_ca(&store, config.ca_key_secret.as_deref()).await?;
+        bootstrap_token(&store, config.bootstrap_token.as_deref()).await?;
+        let (chain, key) = ca.server_identity(&config.sans()).map_err(Error::Pki)?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(chain, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+            // Enrollment and the admin API have no client certificate; the agent stream
+            // checks for one itself.
+            .client_auth_optional(true);
+        builder = builder.tls_config(tls).map_err(Error::Tls)?;
+        info!(pin = %ca.pin(), sans = ?config.sans(), "serving TLS");
+        Some(ca)
+    };
     let api = Api {
+        access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl }),
         store: store.clone(),
         cloud: cloud.clone(),
         hub: Hub::default(),
@@ -63,13 +154,15 @@ pub async fn run(
     health.set_serving::<AgentServiceServer<Api>>().await;
 
     info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
-        .add_service(SessionServiceServer::new(api.clone()))
-        .add_service(CollectorServiceServer::new(api.clone()))
-        .add_service(HostServiceServer::new(api.clone()))
-        .add_service(AgentServiceServer::new(api))
+        .add_service(SessionServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
+        .add_service(CollectorServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
+        .add_service(HostServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
+        .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
+        .add_service(AuditServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
+        .add_service(AgentServiceServer::new(api).max_decoding_message_size(MAX_AGENT_MESSAGE))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
 
     let mut server = std::pin::pin!(server);

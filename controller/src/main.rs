@@ -5,7 +5,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
-use teefleet_controller::{Config, cloud::Ec2, run};
+use teefleet_controller::{CaCommand, Command, Config, cloud::Ec2, load_or_create_ca, run, store::Store};
 use tokio_util::sync::CancellationToken;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong, retrying will not help.
@@ -24,8 +24,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = config.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -34,7 +39,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let work = async {
+        match &config.command {
+            Some(Command::Ca { what }) => ca(&config, what).await,
+            None => serve(config.clone()).await,
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fleet-controller failed");
@@ -51,6 +62,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(signals(shutdown.clone()));
     let cloud = Arc::new(Ec2::from_env().await);
     run(&config, listener, cloud, shutdown).await.context("controller stopped with an error")
+}
+
+/// `fleet-controller ca print|pin`: the CA from the database, created if this is the
+/// first use, so an operator can take the pin before the first start.
+#[allow(clippy::print_stdout)] // The certificate or pin is the command's output.
+async fn ca(config: &Config, what: &CaCommand) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url).await.context("cannot open the database (--database-url)")?;
+    let ca = load_or_create_ca(&store, config.ca_key_secret.as_deref()).await?;
+    match what {
+        CaCommand::Print => print!("{}", ca.cert_pem()),
+        CaCommand::Pin => println!("{}", ca.pin()),
+    }
+    Ok(())
 }
 
 async fn signals(shutdown: CancellationToken) {

@@ -9,9 +9,16 @@ use std::{
 
 use teefleet_model::HostId;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Each connected host's stream: its connection id and what wakes it.
-type Streams = HashMap<HostId, (i64, Arc<Notify>)>;
+type Streams = HashMap<HostId, (i64, Arc<Notify>, CancellationToken)>;
+
+/// What a stream waits on: wake-ups, and being cut off when its host is revoked.
+pub struct Registration {
+    pub wake: Arc<Notify>,
+    pub cut: CancellationToken,
+}
 
 #[derive(Clone, Default)]
 pub struct Hub {
@@ -26,15 +33,20 @@ impl Hub {
     }
 
     /// Registers a host's stream; a newer stream for the same host replaces an older one.
-    pub fn register(&self, host: &HostId, connection_id: i64) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
-        self.streams().insert(host.clone(), (connection_id, notify.clone()));
-        notify
+    pub fn register(&self, host: &HostId, connection_id: i64) -> Registration {
+        let registration = Registration { wake: Arc::new(Notify::new()), cut: CancellationToken::new() };
+        self.streams().insert(host.clone(), (connection_id, registration.wake.clone(), registration.cut.clone()));
+        registration
+    }
+
+    /// Ends the host's stream, if it has one here; true if it had.
+    pub fn cut_off(&self, host: &HostId) -> bool {
+        self.streams().remove(host).map(|(_, _, cut)| cut.cancel()).is_some()
     }
 
     pub fn unregister(&self, host: &HostId, connection_id: i64) {
         let mut streams = self.streams();
-        if streams.get(host).is_some_and(|(id, _)| *id == connection_id) {
+        if streams.get(host).is_some_and(|(id, ..)| *id == connection_id) {
             streams.remove(host);
         }
     }
@@ -42,7 +54,7 @@ impl Hub {
     pub fn notify(&self, hosts: &[HostId]) {
         let streams = self.streams();
         for host in hosts {
-            if let Some((_, notify)) = streams.get(host) {
+            if let Some((_, notify, _)) = streams.get(host) {
                 notify.notify_one();
             }
         }
@@ -61,8 +73,19 @@ mod tests {
         let new = hub.register(&h, 2);
         hub.unregister(&h, 1);
         hub.notify(std::slice::from_ref(&h));
-        tokio::time::timeout(std::time::Duration::from_secs(1), new.notified()).await.expect("woken");
+        tokio::time::timeout(std::time::Duration::from_secs(1), new.wake.notified()).await.expect("woken");
         hub.unregister(&h, 2);
         assert!(hub.streams().is_empty());
+    }
+
+    #[test]
+    fn cutting_off_ends_only_that_host() {
+        let hub = Hub::default();
+        let (a, b): (HostId, HostId) = ("a".parse().expect("host"), "b".parse().expect("host"));
+        let ra = hub.register(&a, 1);
+        let rb = hub.register(&b, 2);
+        assert!(hub.cut_off(&a));
+        assert!(ra.cut.is_cancelled() && !rb.cut.is_cancelled());
+        assert!(!hub.cut_off(&a), "a host without a stream has nothing to cut");
     }
 }

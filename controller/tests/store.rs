@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use common::database;
 use teefleet_controller::{
     report::{Dataplane, Health, HostEvent, SessionCounters, Traffic},
-    store::{HelloRecord, NewCollector, Store},
+    store::{AuditEntry, HelloRecord, NewCollector, Store},
 };
 use teefleet_lab::postgres::TempPostgres;
 use teefleet_model::{Filter, HostId, MaxPps, SessionSpec, Throttle};
@@ -21,16 +21,23 @@ async fn store() -> (TempPostgres, Store) {
     let (pg, url) = database().await;
     let store = Store::connect(&url).await.expect("connect and migrate");
     store
-        .add_collector(&NewCollector {
-            instance_id: COLLECTOR.parse().expect("id"),
-            ip: "10.9.0.100".parse().expect("ip"),
-            ipv6: None,
-            subnet_id: "subnet-1".into(),
-            source_dest_check: true,
-        })
+        .add_collector(
+            &NewCollector {
+                instance_id: COLLECTOR.parse().expect("id"),
+                ip: "10.9.0.100".parse().expect("ip"),
+                ipv6: None,
+                subnet_id: "subnet-1".into(),
+                source_dest_check: true,
+            },
+            &audit(),
+        )
         .await
         .expect("collector");
     (pg, store)
+}
+
+fn audit() -> AuditEntry {
+    AuditEntry { actor: "test".into(), peer: "local".into(), action: "test", target: String::new() }
 }
 
 fn hello(applied_version: u64, connection_id: i64) -> HelloRecord<'static> {
@@ -58,7 +65,7 @@ async fn concurrent_changes_get_distinct_increasing_versions() {
     let creates = (0..8).map(|i| {
         let store = store.clone();
         let hosts = hosts.clone();
-        async move { store.create_session(&spec(&format!("s{i}"), &["h1"]), &hosts).await }
+        async move { store.create_session(&spec(&format!("s{i}"), &["h1"]), &hosts, &audit()).await }
     });
     for result in futures::future::join_all(creates).await {
         assert_eq!(result.expect("created"), [host("h1")]);
@@ -75,11 +82,11 @@ async fn concurrent_changes_get_distinct_increasing_versions() {
 async fn only_covered_hosts_are_recompiled() {
     let (_pg, store) = store().await;
     let known = [host("h1"), host("h2")];
-    assert_eq!(store.create_session(&spec("a", &["h1", "h2"]), &known).await.expect("a").len(), 2);
-    assert_eq!(store.create_session(&spec("b", &["h2"]), &known).await.expect("b"), [host("h2")]);
+    assert_eq!(store.create_session(&spec("a", &["h1", "h2"]), &known, &audit()).await.expect("a").len(), 2);
+    assert_eq!(store.create_session(&spec("b", &["h2"]), &known, &audit()).await.expect("b"), [host("h2")]);
     assert_eq!(store.desired(&host("h1")).await.expect("h1").version(), 1);
     assert_eq!(store.desired(&host("h2")).await.expect("h2").version(), 2);
-    assert_eq!(store.delete_session(&"b".parse().expect("name")).await.expect("delete"), [host("h2")]);
+    assert_eq!(store.delete_session(&"b".parse().expect("name"), &audit()).await.expect("delete"), [host("h2")]);
     let h2 = store.desired(&host("h2")).await.expect("h2");
     assert_eq!((h2.version(), h2.rules().len()), (3, 2), "a removal is a new version too");
 }
@@ -90,7 +97,7 @@ async fn agent_ahead_of_the_database_gets_a_higher_version() {
     // An agent whose state file outlived the database says it applied version 7.
     let desired = store.host_hello(&host("h1"), &hello(7, 1)).await.expect("hello");
     assert_eq!((desired.version(), desired.rules().len()), (8, 0));
-    store.create_session(&spec("a", &["h1"]), &[]).await.expect("create");
+    store.create_session(&spec("a", &["h1"]), &[], &audit()).await.expect("create");
     assert_eq!(store.desired(&host("h1")).await.expect("desired").version(), 9);
 }
 
@@ -111,13 +118,16 @@ async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
     let (_pg, store) = store().await;
     let dual = "i-0c0000000000000d2";
     let added = store
-        .add_collector(&NewCollector {
-            instance_id: dual.parse().expect("id"),
-            ip: "10.9.0.200".parse().expect("ip"),
-            ipv6: Some("2001:db8::200".parse().expect("ip")),
-            subnet_id: "subnet-1".into(),
-            source_dest_check: true,
-        })
+        .add_collector(
+            &NewCollector {
+                instance_id: dual.parse().expect("id"),
+                ip: "10.9.0.200".parse().expect("ip"),
+                ipv6: Some("2001:db8::200".parse().expect("ip")),
+                subnet_id: "subnet-1".into(),
+                source_dest_check: true,
+            },
+            &audit(),
+        )
         .await
         .expect("collector");
     assert_eq!(added.ipv6, "2001:db8::200".parse().ok());
@@ -131,7 +141,7 @@ async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
         Filter::default().with_throttle(throttle),
     )
     .expect("spec");
-    store.create_session(&spec, &[host("h1")]).await.expect("created");
+    store.create_session(&spec, &[host("h1")], &audit()).await.expect("created");
     let stored = store.session(spec.name()).await.expect("session");
     assert_eq!(stored.spec, spec);
     let rules = store.desired(&host("h1")).await.expect("desired");
@@ -147,8 +157,8 @@ fn traffic(packets: u64) -> Traffic {
 #[tokio::test]
 async fn agent_reports_are_stored_and_shown_per_session() {
     let (_pg, store) = store().await;
-    store.create_session(&spec("web", &["h1"]), &[host("h1")]).await.expect("web");
-    store.create_session(&spec("db", &["h1"]), &[]).await.expect("db");
+    store.create_session(&spec("web", &["h1"]), &[host("h1")], &audit()).await.expect("web");
+    store.create_session(&spec("db", &["h1"]), &[], &audit()).await.expect("db");
     let nft = Dataplane { backend: "nft".into(), iptables_version: "v1.8.9".into(), ipv6: true, problems: vec![] };
     store.host_hello(&host("h1"), &HelloRecord { dataplane: Some(&nft), ..hello(0, 1) }).await.expect("hello");
     store

@@ -220,6 +220,7 @@ impl Lab {
             aws_env: self.moto.env(),
             rust_log: self.rust_log.clone(),
             extra_args: self.controller_args.clone(),
+            insecure: true,
         };
         let mut proc = procs::spawn_controller(&spec, &self.logs.join(log))?;
         proc.wait_for_tcp(listen, Duration::from_secs(60)).await?;

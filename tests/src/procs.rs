@@ -163,6 +163,9 @@ pub struct ControllerSpec {
     pub aws_env: Vec<(&'static str, String)>,
     pub rust_log: String,
     pub extra_args: Vec<String>,
+    /// `--insecure --allow-insecure-remote`: plaintext, no authentication (the lab's
+    /// controller listens on the bridge, not loopback).
+    pub insecure: bool,
 }
 
 /// Spawns the controller in the root namespace; does not wait for it to listen.
@@ -171,6 +174,9 @@ pub fn spawn_controller(spec: &ControllerSpec, log: &Path) -> Result<Proc, LabEr
         binary(CONTROLLER_BIN)?,
         ["--database-url", spec.database_url.as_str(), "--listen", spec.listen.as_str()],
     );
+    if spec.insecure {
+        command.args(["--insecure", "--allow-insecure-remote"]);
+    }
     command.args(&spec.extra_args);
     clean_env(&mut command);
     command.envs(spec.aws_env.iter().map(|(k, v)| (*k, v.as_str())));

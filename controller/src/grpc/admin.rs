@@ -11,7 +11,12 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::{Api, ApiError, convert};
-use crate::{cloud::CloudError, status::session_status, store::NewCollector};
+use crate::{
+    auth::Role,
+    cloud::CloudError,
+    status::session_status,
+    store::{AuditEntry, NewCollector},
+};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -39,7 +44,7 @@ impl Api {
         Ok(found)
     }
 
-    async fn create_session(&self, req: pb::CreateSessionRequest) -> Result<pb::Session, ApiError> {
+    async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
         let name = convert::session_name(&req.name)?;
         let sources = convert::sources(&req.sources)?;
         let collector = convert::instance_id("collector", &req.collector)?;
@@ -69,7 +74,7 @@ impl Api {
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
         let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
 
-        let changed = self.store.create_session(&spec, &found_in_ec2).await?;
+        let changed = self.store.create_session(&spec, &found_in_ec2, audit).await?;
         info!(session = %spec.name(), collector = %spec.collector(), hosts = changed.len(), "session created");
         self.hub.notify(&changed);
         self.ec2_wake.notify_one();
@@ -81,7 +86,7 @@ impl Api {
         Ok(convert::pb_session(&record, &session_status(&record)))
     }
 
-    async fn add_collector(&self, req: pb::AddCollectorRequest) -> Result<pb::Collector, ApiError> {
+    async fn add_collector(&self, req: pb::AddCollectorRequest, audit: &AuditEntry) -> Result<pb::Collector, ApiError> {
         let id = convert::instance_id("instance_id", &req.instance_id)?;
         let ip_override = convert::collector_ip(&req.ip)?;
         let ipv6_override = convert::collector_ipv6(&req.ipv6)?;
@@ -108,14 +113,17 @@ impl Api {
         });
         let record = self
             .store
-            .add_collector(&NewCollector {
-                instance_id: id.clone(),
-                ip,
-                ipv6,
-                subnet_id: instance.subnet_id.unwrap_or_default(),
-                // EC2 reports the check on for every instance unless someone turned it off.
-                source_dest_check: instance.source_dest_check.unwrap_or(true),
-            })
+            .add_collector(
+                &NewCollector {
+                    instance_id: id.clone(),
+                    ip,
+                    ipv6,
+                    subnet_id: instance.subnet_id.unwrap_or_default(),
+                    // EC2 reports the check on for every instance unless someone turned it off.
+                    source_dest_check: instance.source_dest_check.unwrap_or(true),
+                },
+                audit,
+            )
             .await?;
         info!(collector = %id, %ip, ipv6 = ?ipv6, "collector registered");
         Ok(convert::pb_collector(&record))
@@ -128,12 +136,12 @@ impl Api {
         Ok(pb::Host { events: events.iter().map(convert::pb_host_event).collect(), ..convert::pb_host(&record) })
     }
 
-    async fn remove_collector(&self, req: pb::RemoveCollectorRequest) -> Result<(), ApiError> {
+    async fn remove_collector(&self, req: pb::RemoveCollectorRequest, audit: &AuditEntry) -> Result<(), ApiError> {
         let id = convert::instance_id("instance_id", &req.instance_id)?;
         let record = self.store.collector(&id).await?;
         if record.session_count > 0 {
             // Let the store produce the message naming the sessions.
-            self.store.delete_collector(&id).await?;
+            self.store.delete_collector(&id, audit).await?;
         }
         // Put Source/Dest Check back before forgetting the collector: afterwards nothing
         // would remember that teefleet changed it.
@@ -148,7 +156,7 @@ impl Api {
                 })
             })?;
         }
-        self.store.delete_collector(&id).await?;
+        self.store.delete_collector(&id, audit).await?;
         info!(collector = %id, "collector removed");
         Ok(())
     }
@@ -157,24 +165,31 @@ impl Api {
 #[tonic::async_trait]
 impl SessionService for Api {
     async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Reply<pb::Session> {
-        Ok(Response::new(Api::create_session(self, req.into_inner()).await?))
+        let caller = self.authorize(&req, Role::Operator, "session create").await?;
+        let req = req.into_inner();
+        let entry = caller.audit("session.create", req.name.chars().take(64).collect::<String>());
+        Ok(Response::new(self.audited(&entry, Api::create_session(self, req, &entry)).await?))
     }
 
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Reply<pb::Session> {
+        self.authorize(&req, Role::Viewer, "session get").await?;
         let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
         Ok(Response::new(self.session_reply(&name).await?))
     }
 
-    async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+    async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+        self.authorize(&req, Role::Viewer, "session list").await?;
         let records = self.store.list_sessions().await.map_err(ApiError::from)?;
         let sessions = records.iter().map(|r| convert::pb_session(r, &session_status(r))).collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
     async fn delete_session(&self, req: Request<pb::DeleteSessionRequest>) -> Reply<pb::DeleteSessionResponse> {
+        let caller = self.authorize(&req, Role::Operator, "session delete").await?;
         let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
-        let changed = self.store.delete_session(&name).await.map_err(ApiError::from)?;
-        info!(session = %name, hosts = changed.len(), "session deleted");
+        let entry = caller.audit("session.delete", name.as_str());
+        let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
+        info!(session = %name, hosts = changed.len(), by = %entry.actor, "session deleted");
         self.hub.notify(&changed);
         self.ec2_wake.notify_one();
         Ok(Response::new(pb::DeleteSessionResponse {}))
@@ -184,10 +199,14 @@ impl SessionService for Api {
 #[tonic::async_trait]
 impl CollectorService for Api {
     async fn add_collector(&self, req: Request<pb::AddCollectorRequest>) -> Reply<pb::Collector> {
-        Ok(Response::new(Api::add_collector(self, req.into_inner()).await?))
+        let caller = self.authorize(&req, Role::Admin, "collector add").await?;
+        let req = req.into_inner();
+        let entry = caller.audit("collector.add", req.instance_id.chars().take(64).collect::<String>());
+        Ok(Response::new(self.audited(&entry, Api::add_collector(self, req, &entry)).await?))
     }
 
-    async fn list_collectors(&self, _: Request<pb::ListCollectorsRequest>) -> Reply<pb::ListCollectorsResponse> {
+    async fn list_collectors(&self, req: Request<pb::ListCollectorsRequest>) -> Reply<pb::ListCollectorsResponse> {
+        self.authorize(&req, Role::Viewer, "collector list").await?;
         let records = self.store.list_collectors().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListCollectorsResponse {
             collectors: records.iter().map(convert::pb_collector).collect(),
@@ -195,19 +214,28 @@ impl CollectorService for Api {
     }
 
     async fn remove_collector(&self, req: Request<pb::RemoveCollectorRequest>) -> Reply<pb::RemoveCollectorResponse> {
-        Api::remove_collector(self, req.into_inner()).await?;
+        let caller = self.authorize(&req, Role::Admin, "collector remove").await?;
+        let req = req.into_inner();
+        let entry = caller.audit("collector.remove", req.instance_id.chars().take(64).collect::<String>());
+        self.audited(&entry, Api::remove_collector(self, req, &entry)).await?;
         Ok(Response::new(pb::RemoveCollectorResponse {}))
     }
 }
 
 #[tonic::async_trait]
 impl HostService for Api {
-    async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
+    async fn list_hosts(&self, req: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
+        self.authorize(&req, Role::Viewer, "host list").await?;
         let records = self.store.list_hosts().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListHostsResponse { hosts: records.iter().map(convert::pb_host).collect() }))
     }
 
     async fn get_host(&self, req: Request<pb::GetHostRequest>) -> Reply<pb::Host> {
+        self.authorize(&req, Role::Viewer, "host get").await?;
         Ok(Response::new(Api::get_host(self, req.get_ref()).await?))
+    }
+
+    async fn revoke_host(&self, req: Request<pb::RevokeHostRequest>) -> Reply<pb::RevokeHostResponse> {
+        Ok(Response::new(Api::revoke_host(self, req).await?))
     }
 }

@@ -84,11 +84,22 @@ impl AgentService for Api {
     type SyncStream = PushStream;
 
     async fn sync(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<PushStream>, Status> {
+        let identity = match self.access.ca {
+            Some(_) => Some(self.agent_identity(&req).await?),
+            None => None,
+        };
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))??;
         let hello = hello(first)?;
+        if let Some((_, host)) = identity.as_ref().filter(|(_, host)| *host != hello.host) {
+            warn!(certificate_host = %host, hello_host = %hello.host, "refused an agent speaking for another host");
+            return Err(Status::permission_denied(format!(
+                "this client certificate belongs to host {host}; it cannot speak for host {}",
+                hello.host
+            )));
+        }
         let connection_id = fastrand::i64(..);
         let record = HelloRecord {
             agent_version: &hello.agent_version,
@@ -109,7 +120,7 @@ impl AgentService for Api {
         if let Some(d) = hello.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
             warn!(host_id = %hello.host, problems = ?d.problems, "agent reports dataplane problems");
         }
-        let wake = self.hub.register(&hello.host, connection_id);
+        let registration = self.hub.register(&hello.host, connection_id);
         let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
             api: self.clone(),
@@ -119,10 +130,19 @@ impl AgentService for Api {
             sent: None,
             dataplane: hello.dataplane,
             events: Budget::new(EVENT_BURST, EVENT_EVERY, Instant::now()),
+            certificate: identity.map(|(print, _)| print),
             tx,
         };
-        tokio::spawn(conn.run(inbound, wake, desired));
+        tokio::spawn(conn.run(inbound, registration, desired));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        Ok(Response::new(Api::enroll(self, req).await?))
+    }
+
+    async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        Ok(Response::new(Api::renew(self, req).await?))
     }
 }
 
@@ -137,6 +157,9 @@ struct Connection {
     /// The dataplane as last stored, so an unchanged report is not written again.
     dataplane: Option<Dataplane>,
     events: Budget,
+    /// The fingerprint of the agent's client certificate (`None` with --insecure), checked
+    /// again at every resync so a revocation on another replica ends this stream too.
+    certificate: Option<[u8; 32]>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 }
 
@@ -144,7 +167,7 @@ impl Connection {
     async fn run(
         mut self,
         mut inbound: Streaming<pb::AgentMessage>,
-        wake: std::sync::Arc<tokio::sync::Notify>,
+        registration: crate::push::Registration,
         desired: RuleSet,
     ) {
         let mut open = self.push(&desired).await;
@@ -153,8 +176,18 @@ impl Connection {
         while open {
             tokio::select! {
                 () = self.api.shutdown.cancelled() => break,
-                () = wake.notified() => open = self.refresh().await,
-                _ = resync.tick() => open = self.refresh().await,
+                () = registration.cut.cancelled() => {
+                    self.revoked().await;
+                    break;
+                }
+                () = registration.wake.notified() => open = self.refresh().await,
+                _ = resync.tick() => {
+                    if !self.still_trusted().await {
+                        self.revoked().await;
+                        break;
+                    }
+                    open = self.refresh().await;
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => self.handle(msg).await,
                     Ok(None) => open = false,
@@ -170,6 +203,30 @@ impl Connection {
             warn!(host_id = %self.host, error = %e, "could not record disconnect");
         }
         info!(host_id = %self.host, "agent disconnected");
+    }
+
+    /// Tells the agent why its stream ends.
+    async fn revoked(&self) {
+        warn!(host_id = %self.host, "host revoked; closing its stream");
+        let status = Status::unauthenticated(format!(
+            "host {}'s certificate was revoked; enroll again with a new join token",
+            self.host
+        ));
+        let _ = self.tx.send(Err(status)).await;
+    }
+
+    /// False once the certificate is revoked or expired. A database error keeps the stream:
+    /// a brief outage must not cut every agent off.
+    async fn still_trusted(&self) -> bool {
+        let Some(print) = self.certificate else { return true };
+        match self.api.store.agent_cert(&print).await {
+            Ok(Some(cert)) => !cert.revoked && cert.not_after > chrono::Utc::now(),
+            Ok(None) => false,
+            Err(e) => {
+                warn!(host_id = %self.host, error = %e, "could not re-check the agent's certificate");
+                true
+            }
+        }
     }
 
     async fn refresh(&mut self) -> bool {

@@ -2,6 +2,7 @@
 //! requests into domain types (`convert`), call the store and the cloud, and map errors
 //! in one place (`error`).
 
+mod access;
 mod admin;
 mod agent;
 mod budget;
@@ -15,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{cloud::Cloud, push::Hub, store::Store};
 
+pub use access::Access;
 pub use error::ApiError;
 
 /// Everything a handler needs; cheap to clone, one per service.
 #[derive(Clone)]
 pub struct Api {
     pub(crate) store: Store,
+    pub(crate) access: Arc<Access>,
     pub(crate) cloud: Arc<dyn Cloud>,
     pub(crate) hub: Hub,
     /// Wakes the EC2 reconciler after a change of which collectors are in use.

@@ -4,6 +4,7 @@
 //! recompiles those hosts' rule sets, under a transaction-scoped advisory lock so two
 //! concurrent changes cannot both read the old state and hand out the same version.
 
+mod access;
 mod hosts;
 mod records;
 
@@ -19,6 +20,7 @@ use teefleet_model::{
     Sample, SessionName, SessionSpec, Throttle, compile,
 };
 
+pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, NewToken, TokenRecord};
 pub use hosts::HelloRecord;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 
@@ -94,7 +96,8 @@ impl Store {
 
     // ---- collectors ---------------------------------------------------------------------
 
-    pub async fn add_collector(&self, c: &NewCollector) -> Result<CollectorRecord> {
+    pub async fn add_collector(&self, c: &NewCollector, audit: &AuditEntry) -> Result<CollectorRecord> {
+        let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check, ipv6)
              VALUES ($1, $2, $3, $4, $5, $6::inet)",
@@ -105,15 +108,18 @@ impl Store {
         .bind(c.source_dest_check)
         .bind(SdcState::from(c.source_dest_check).as_str())
         .bind(c.ipv6.map(|ip| ip.to_string()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match res {
             Err(e) if unique_violation(&e) => {
-                Err(StoreError::AlreadyExists { what: "collector", id: c.instance_id.to_string() })
+                return Err(StoreError::AlreadyExists { what: "collector", id: c.instance_id.to_string() });
             }
-            Err(e) => Err(e.into()),
-            Ok(_) => self.collector(&c.instance_id).await,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
         }
+        access::audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.collector(&c.instance_id).await
     }
 
     pub async fn collector(&self, id: &InstanceId) -> Result<CollectorRecord> {
@@ -131,7 +137,7 @@ impl Store {
     }
 
     /// Deletes a collector no session uses.
-    pub async fn delete_collector(&self, id: &InstanceId) -> Result<()> {
+    pub async fn delete_collector(&self, id: &InstanceId, audit: &AuditEntry) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let users: Vec<String> = sqlx::query_scalar("SELECT name FROM sessions WHERE collector_id = $1 ORDER BY name")
@@ -152,6 +158,7 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound { what: "collector", id: id.to_string() });
         }
+        access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -176,7 +183,12 @@ impl Store {
     /// changed. The collector must be known, and every source must be a known host or in
     /// `found_in_ec2`, which are registered in the same transaction so a refused session
     /// leaves nothing behind.
-    pub async fn create_session(&self, spec: &SessionSpec, found_in_ec2: &[HostId]) -> Result<Vec<HostId>> {
+    pub async fn create_session(
+        &self,
+        spec: &SessionSpec,
+        found_in_ec2: &[HostId],
+        audit: &AuditEntry,
+    ) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let new_hosts: Vec<&str> = found_in_ec2.iter().map(HostId::as_str).collect();
@@ -240,13 +252,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(changed)
     }
 
     /// Deletes a session and recompiles its sources; returns the hosts whose rule set
     /// changed.
-    pub async fn delete_session(&self, name: &SessionName) -> Result<Vec<HostId>> {
+    pub async fn delete_session(&self, name: &SessionName, audit: &AuditEntry) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let sources: Vec<String> = sqlx::query_scalar(
@@ -265,6 +278,7 @@ impl Store {
         }
         let hosts = sources.into_iter().map(|h| h.parse().map_err(corrupt)).collect::<Result<Vec<HostId>>>()?;
         let (_, changed) = recompile(&mut tx, &hosts).await?;
+        access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(changed)
     }

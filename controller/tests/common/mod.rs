@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use clap::Parser;
 use futures::future::BoxFuture;
 use teefleet_controller::{
     Config,
@@ -100,7 +101,9 @@ impl Controller {
     pub async fn start(database_url: String, cloud: Arc<FakeCloud>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config { database_url, listen: addr };
+        let config = Config::try_parse_from(["fleet-controller", "--insecure", "--database-url", &database_url])
+            .expect("config");
+        let config = Config { listen: addr, ..config };
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

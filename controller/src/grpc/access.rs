@@ -1,0 +1,325 @@
+//! Authentication and authorisation at the gRPC edge, and the services that manage access:
+//! tokens, the audit log, host revocation, and agent enrollment.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use teefleet_model::HostId;
+use teefleet_proto::v1::{self as pb, audit_service_server::AuditService, token_service_server::TokenService};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::{Api, ApiError, convert};
+use crate::{
+    auth::{self, Principal, Role},
+    pki::{Ca, fingerprint},
+    store::{AuditEntry, EnrollRefusal, NewToken},
+};
+
+/// The shortest and longest lifetime of a token.
+const MIN_TTL: Duration = Duration::from_secs(60);
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_TOKEN_USES: u32 = 100_000;
+const AUDIT_DEFAULT_LIMIT: u32 = 100;
+const AUDIT_MAX_LIMIT: u32 = 1_000;
+
+/// How the controller authenticates: nobody (`--insecure`) or tokens and certificates.
+pub struct Access {
+    /// `None` with --insecure: plaintext, no authentication.
+    pub ca: Option<Ca>,
+    pub agent_cert_lifetime: Duration,
+}
+
+/// An authenticated caller and where it called from.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub principal: Principal,
+    pub peer: String,
+}
+
+impl Caller {
+    pub fn audit(&self, action: &'static str, target: impl Into<String>) -> AuditEntry {
+        AuditEntry { actor: self.principal.actor(), peer: self.peer.clone(), action, target: target.into() }
+    }
+}
+
+pub(crate) fn peer<T>(req: &Request<T>) -> String {
+    req.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
+impl Api {
+    /// Authenticates the caller of an admin call and checks it may do `action`, which needs
+    /// `need`. Unknown, expired and revoked tokens are UNAUTHENTICATED (the caller must get
+    /// another token); a valid token with too small a role is PERMISSION_DENIED.
+    pub(crate) async fn authorize<T>(&self, req: &Request<T>, need: Role, action: &str) -> Result<Caller, Status> {
+        let peer = peer(req);
+        if self.access.ca.is_none() {
+            return Ok(Caller { principal: Principal::Insecure, peer });
+        }
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let Some(secret) = header.and_then(auth::bearer) else {
+            warn!(%peer, action, "refused a call without a bearer token");
+            return Err(Status::unauthenticated(
+                "no bearer token: pass --token or set FLEET_TOKEN (fleetctl token create makes one)",
+            ));
+        };
+        let token = self.store.token_by_secret(&auth::hash_secret(secret)).await.map_err(ApiError::from)?;
+        let Some(token) = token else {
+            warn!(%peer, action, "refused an unknown token");
+            return Err(Status::unauthenticated("the token is not known to this controller"));
+        };
+        if let Some(why) = token.unusable(Utc::now()) {
+            warn!(%peer, action, token = %token.id, why, "refused an unusable token");
+            return Err(Status::unauthenticated(format!("token {} is {why}; ask an admin for a new one", token.id)));
+        }
+        if !token.role.allows(need) {
+            warn!(%peer, action, token = %token.id, role = %token.role, "refused: role too small");
+            return Err(Status::permission_denied(format!(
+                "token {} has role {}; {action} needs {need} or above",
+                token.id, token.role
+            )));
+        }
+        Ok(Caller { principal: Principal::Token { id: token.id, role: token.role }, peer })
+    }
+
+    /// Runs a mutation and, when it fails, records the failure with the message the caller
+    /// gets (a success is recorded by the store inside the mutation's transaction).
+    pub(crate) async fn audited<T>(
+        &self,
+        entry: &AuditEntry,
+        change: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, Status> {
+        let status = match change.await {
+            Ok(value) => return Ok(value),
+            Err(e) => Status::from(e),
+        };
+        let result = format!("{:?}: {}", status.code(), status.message());
+        if let Err(e) = self.store.audit_failure(entry, &result).await {
+            warn!(action = entry.action, error = %e, "could not record a failed change in the audit log");
+        }
+        Err(status)
+    }
+
+    fn ca(&self) -> Result<&Ca, Status> {
+        self.access.ca.as_ref().ok_or_else(|| {
+            Status::failed_precondition("the controller runs with --insecure: it has no CA and enrolls no agents")
+        })
+    }
+
+    /// The client certificate presented on this connection: its fingerprint and the host
+    /// it was issued to. UNAUTHENTICATED when missing, unknown, expired or revoked.
+    pub(crate) async fn agent_identity<T>(&self, req: &Request<T>) -> Result<([u8; 32], HostId), Status> {
+        let certs = req.peer_certs();
+        let Some(der) = certs.as_ref().and_then(|c| c.first()) else {
+            return Err(Status::unauthenticated(
+                "no client certificate: enroll the agent first (fleet-agent --join-token T --ca-pin sha256:...)",
+            ));
+        };
+        let print = fingerprint(der);
+        let cert = self.store.agent_cert(&print).await.map_err(ApiError::from)?;
+        let Some(cert) = cert else {
+            return Err(Status::unauthenticated("this client certificate was not issued to an agent"));
+        };
+        if cert.revoked {
+            return Err(Status::unauthenticated(format!(
+                "host {}'s certificate was revoked; enroll again with a new join token",
+                cert.host_id
+            )));
+        }
+        if cert.not_after <= Utc::now() {
+            return Err(Status::unauthenticated("the client certificate has expired; enroll again"));
+        }
+        let host = cert.host_id.parse().map_err(|_| Status::internal("a stored certificate names an invalid host"))?;
+        Ok((print, host))
+    }
+
+    pub(crate) async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
+        let ca = self.ca()?;
+        let peer = peer(&req);
+        let req = req.into_inner();
+        let host = convert::host_id("host_id", &req.host_id).map_err(ApiError::from)?;
+        if req.join_token.is_empty() || req.join_token.len() > auth::MAX_TOKEN_LEN {
+            return Err(Status::unauthenticated(
+                "a join token is needed to enroll (fleetctl token create --role agent)",
+            ));
+        }
+        let entry = AuditEntry { actor: "unknown token".into(), peer, action: "host.enroll", target: host.to_string() };
+        let lifetime = self.access.agent_cert_lifetime;
+        let outcome = self
+            .store
+            .enroll(&auth::hash_secret(&req.join_token), &host, || ca.sign_agent(&req.csr, &host, lifetime), &entry)
+            .await
+            .map_err(ApiError::from)?;
+        let issued = match outcome {
+            Ok(issued) => issued,
+            Err(EnrollRefusal::Token(why)) => {
+                warn!(host_id = %host, peer = %entry.peer, why = %why, "refused an enrollment");
+                return Err(Status::unauthenticated(format!("the join token is {why}")));
+            }
+            Err(EnrollRefusal::Csr(why)) => return Err(Status::invalid_argument(why)),
+        };
+        info!(host_id = %host, not_after = %issued.not_after, "agent enrolled");
+        Ok(pb::EnrollResponse {
+            certificate: issued.pem,
+            ca_certificate: ca.cert_pem().to_owned(),
+            not_after: issued.not_after.to_rfc3339(),
+        })
+    }
+
+    pub(crate) async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
+        let ca = self.ca()?;
+        let (_, host) = self.agent_identity(&req).await?;
+        let peer = peer(&req);
+        let req = req.into_inner();
+        if !req.host_id.is_empty() && req.host_id != host.as_str() {
+            return Err(Status::permission_denied(format!(
+                "this certificate belongs to host {host}, not {}",
+                convert::host_id("host_id", &req.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string())
+            )));
+        }
+        let issued = ca
+            .sign_agent(&req.csr, &host, self.access.agent_cert_lifetime)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let entry = AuditEntry { actor: format!("host:{host}"), peer, action: "host.renew", target: host.to_string() };
+        self.store.record_renewal(&host, &issued, &entry).await.map_err(ApiError::from)?;
+        info!(host_id = %host, not_after = %issued.not_after, "agent certificate renewed");
+        Ok(pb::EnrollResponse {
+            certificate: issued.pem,
+            ca_certificate: ca.cert_pem().to_owned(),
+            not_after: issued.not_after.to_rfc3339(),
+        })
+    }
+
+    pub(crate) async fn revoke_host(
+        &self,
+        req: Request<pb::RevokeHostRequest>,
+    ) -> Result<pb::RevokeHostResponse, Status> {
+        let caller = self.authorize(&req, Role::Admin, "host revoke").await?;
+        let host = convert::host_id("host_id", &req.get_ref().host_id).map_err(ApiError::from)?;
+        let entry = caller.audit("host.revoke", host.as_str());
+        let revoked = self.audited(&entry, async { Ok(self.store.revoke_host(&host, &entry).await?) }).await?;
+        let disconnected = self.hub.cut_off(&host);
+        info!(host_id = %host, revoked, disconnected, "host revoked");
+        Ok(pb::RevokeHostResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX), disconnected })
+    }
+}
+
+fn pb_token(t: &crate::store::TokenRecord) -> pb::Token {
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    pb::Token {
+        id: t.id.clone(),
+        role: t.role.to_string(),
+        expires_at: time(t.expires_at),
+        uses_left: t.uses_left,
+        created_at: t.created_at.to_rfc3339(),
+        created_by: t.created_by.clone(),
+        revoked_at: time(t.revoked_at),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for Api {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = self.authorize(&req, Role::Admin, "token create").await?;
+        let req = req.into_inner();
+        let role: Role =
+            req.role.parse().map_err(|e: auth::UnknownRole| Status::invalid_argument(format!("role: {e}")))?;
+        let ttl = Duration::from_secs(req.ttl_seconds);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(Status::invalid_argument(format!(
+                "ttl: {} s is out of range; give between {} s and {} days",
+                req.ttl_seconds,
+                MIN_TTL.as_secs(),
+                MAX_TTL.as_secs() / 86_400
+            )));
+        }
+        match req.uses {
+            Some(_) if role != Role::Agent => {
+                return Err(Status::invalid_argument(
+                    "uses: only join tokens (role agent) have a number of uses; operator tokens last until they expire",
+                ));
+            }
+            Some(n) if n == 0 || n > MAX_TOKEN_USES => {
+                return Err(Status::invalid_argument(format!("uses: give between 1 and {MAX_TOKEN_USES}")));
+            }
+            _ => {}
+        }
+        let (id, secret) = auth::new_token().map_err(|_| Status::internal("the system random generator failed"))?;
+        let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let entry = caller.audit("token.create", format!("{id} ({role})"));
+        let token = NewToken {
+            id,
+            secret_sha256: auth::hash_secret(&secret),
+            role,
+            expires_at: Some(expires_at),
+            uses: req.uses,
+            created_by: caller.principal.actor(),
+        };
+        let record = self.audited(&entry, async { Ok(self.store.create_token(&token, &entry).await?) }).await?;
+        info!(token = %record.id, role = %role, by = %entry.actor, "token created");
+        Ok(Response::new(pb::CreateTokenResponse { token: Some(pb_token(&record)), secret }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.authorize(&req, Role::Admin, "token list").await?;
+        let tokens = self.store.list_tokens().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListTokensResponse { tokens: tokens.iter().map(pb_token).collect() }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = self.authorize(&req, Role::Admin, "token revoke").await?;
+        let id = req.get_ref().id.clone();
+        if id.is_empty() || id.len() > 64 {
+            return Err(Status::invalid_argument("id: give the token id shown by `fleetctl token list`"));
+        }
+        let entry = caller.audit("token.revoke", id.as_str());
+        self.audited(&entry, async { Ok(self.store.revoke_token(&id, &entry).await?) }).await?;
+        info!(token = %id, by = %entry.actor, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Api {
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.authorize(&req, Role::Admin, "audit list").await?;
+        let req = req.into_inner();
+        let since = match req.since.as_str() {
+            "" => None,
+            s => Some(DateTime::parse_from_rfc3339(s).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "since: {s:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T10:00:00Z"
+                ))
+            })?),
+        };
+        let limit = match req.limit {
+            0 => AUDIT_DEFAULT_LIMIT,
+            n => n.min(AUDIT_MAX_LIMIT),
+        };
+        let records =
+            self.store.list_audit(since.map(|t| t.with_timezone(&Utc)), limit).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            records: records
+                .into_iter()
+                .map(|r| pb::AuditRecord {
+                    id: u64::try_from(r.id).unwrap_or(0),
+                    at: r.at.to_rfc3339(),
+                    actor: r.actor,
+                    peer: r.peer,
+                    action: r.action,
+                    target: r.target,
+                    result: r.result,
+                })
+                .collect(),
+        }))
+    }
+}

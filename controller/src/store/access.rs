@@ -1,0 +1,349 @@
+//! Access control in the store: the CA row, tokens, agent certificates and the audit log.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
+use teefleet_model::HostId;
+
+use super::{Result, Store, StoreError, corrupt, unique_violation};
+use crate::auth::Role;
+use crate::pki::{Issued, StoredCa};
+
+/// Who did what to what, from where: one audit record without its result.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub peer: String,
+    pub action: &'static str,
+    pub target: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub peer: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: String,
+    pub secret_sha256: [u8; 32],
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub uses: Option<u32>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub uses_left: Option<u32>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TokenRecord {
+    /// Why the token cannot be used now, if it cannot.
+    pub fn unusable(&self, now: DateTime<Utc>) -> Option<&'static str> {
+        if self.revoked_at.is_some() {
+            Some("revoked")
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            Some("expired")
+        } else if self.uses_left == Some(0) {
+            Some("used up")
+        } else {
+            None
+        }
+    }
+}
+
+/// What the store knows about a presented client certificate.
+#[derive(Debug, Clone)]
+pub struct AgentCert {
+    pub host_id: String,
+    pub not_after: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, role, created_at, created_by, expires_at, uses_left, revoked_at"
+    };
+}
+
+fn token_record(row: &PgRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role")?;
+    let uses_left: Option<i32> = row.try_get("uses_left")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        role: role.parse().map_err(|_| corrupt(format!("token role {role:?}")))?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        uses_left: uses_left.map(|n| u32::try_from(n).unwrap_or(0)),
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Records a change's success inside the change's own transaction.
+pub(super) async fn audit_ok(tx: &mut Transaction<'_, Postgres>, entry: &AuditEntry) -> Result<()> {
+    insert_audit(&mut **tx, entry, "ok").await
+}
+
+async fn insert_audit<'e>(exec: impl sqlx::PgExecutor<'e>, entry: &AuditEntry, result: &str) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (actor, peer, action, target, result) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&entry.actor)
+        .bind(&entry.peer)
+        .bind(entry.action)
+        .bind(&entry.target)
+        .bind(result)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    // ---- CA -------------------------------------------------------------------------------
+
+    pub async fn stored_ca(&self) -> Result<Option<StoredCa>> {
+        let row = sqlx::query("SELECT ca_cert_pem, ca_key, key_sealed FROM pki").fetch_optional(&self.pool).await?;
+        row.map(|r| Ok(StoredCa { cert_pem: r.try_get(0)?, key: r.try_get(1)?, sealed: r.try_get(2)? })).transpose()
+    }
+
+    /// Stores `ca` unless another replica stored one first; returns the one stored.
+    pub async fn store_ca_once(&self, ca: &StoredCa) -> Result<StoredCa> {
+        sqlx::query("INSERT INTO pki (ca_cert_pem, ca_key, key_sealed) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&ca.cert_pem)
+            .bind(&ca.key)
+            .bind(ca.sealed)
+            .execute(&self.pool)
+            .await?;
+        self.stored_ca().await?.ok_or_else(|| corrupt("the CA row vanished right after it was written"))
+    }
+
+    // ---- tokens ---------------------------------------------------------------------------
+
+    pub async fn create_token(&self, token: &NewToken, audit: &AuditEntry) -> Result<TokenRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO tokens (id, secret_sha256, role, expires_at, uses_left, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            token_columns!()
+        ))
+        .bind(&token.id)
+        .bind(&token.secret_sha256[..])
+        .bind(token.role.as_str())
+        .bind(token.expires_at)
+        .bind(token.uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .bind(&token.created_by)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::AlreadyExists { what: "token", id: token.id.clone() }
+            } else {
+                e.into()
+            }
+        })?;
+        let record = token_record(&row)?;
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// The bootstrap admin token: created, or its secret replaced, so that the secret in
+    /// the controller's environment is always the one that works.
+    pub async fn upsert_bootstrap_token(&self, secret_sha256: &[u8; 32], audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, secret_sha256, role, created_by) VALUES ('bootstrap', $1, 'admin', 'controller')
+             ON CONFLICT (id) DO UPDATE SET secret_sha256 = EXCLUDED.secret_sha256, revoked_at = NULL",
+        )
+        .bind(&secret_sha256[..])
+        .execute(&mut *tx)
+        .await?;
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether any admin token could still be used: if none, the controller makes one.
+    pub async fn usable_admin_token_exists(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > now()))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn token_by_secret(&self, secret_sha256: &[u8; 32]) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE secret_sha256 = $1"))
+            .bind(&secret_sha256[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_record).transpose()
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_record).collect()
+    }
+
+    pub async fn revoke_token(&self, id: &str, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "token", id: id.to_owned() });
+        }
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- agent certificates ---------------------------------------------------------------
+
+    /// Enrollment: spends one use of the join token (which must be an agent token, usable
+    /// now) and records the certificate, in one transaction. `issue` runs only once the
+    /// token is known to be good, so a bad token costs no signature.
+    pub async fn enroll(
+        &self,
+        secret_sha256: &[u8; 32],
+        host: &HostId,
+        issue: impl FnOnce() -> Result<Issued, crate::pki::PkiError>,
+        audit: &AuditEntry,
+    ) -> Result<Result<Issued, EnrollRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE secret_sha256 = $1 FOR UPDATE"))
+            .bind(&secret_sha256[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(token) = row.as_ref().map(token_record).transpose()? else {
+            return Ok(Err(EnrollRefusal::Token("unknown".into())));
+        };
+        if token.role != Role::Agent {
+            return Ok(Err(EnrollRefusal::Token(format!("a {} token, not a join token", token.role))));
+        }
+        if let Some(why) = token.unusable(Utc::now()) {
+            return Ok(Err(EnrollRefusal::Token(why.into())));
+        }
+        let issued = match issue() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(EnrollRefusal::Csr(e.to_string()))),
+        };
+        sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left IS NOT NULL")
+            .bind(&token.id)
+            .execute(&mut *tx)
+            .await?;
+        insert_cert(&mut tx, host, &issued, Some(&token.id)).await?;
+        audit_ok(&mut tx, &AuditEntry { actor: format!("token:{} (agent)", token.id), ..audit.clone() }).await?;
+        tx.commit().await?;
+        Ok(Ok(issued))
+    }
+
+    /// A renewal: the new certificate, recorded with its audit entry.
+    pub async fn record_renewal(&self, host: &HostId, issued: &Issued, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_cert(&mut tx, host, issued, None).await?;
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn agent_cert(&self, fingerprint: &[u8; 32]) -> Result<Option<AgentCert>> {
+        let row =
+            sqlx::query("SELECT host_id, not_after, revoked_at IS NOT NULL FROM agent_certs WHERE fingerprint = $1")
+                .bind(&fingerprint[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok(AgentCert { host_id: r.try_get(0)?, not_after: r.try_get(1)?, revoked: r.try_get(2)? }))
+            .transpose()
+    }
+
+    /// Revokes every certificate of `host` that is not revoked yet; returns how many.
+    pub async fn revoke_host(&self, host: &HostId, audit: &AuditEntry) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE agent_certs SET revoked_at = now() WHERE host_id = $1 AND revoked_at IS NULL")
+            .bind(host.as_str())
+            .execute(&mut *tx)
+            .await?;
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- audit ----------------------------------------------------------------------------
+
+    /// Records a mutation that failed: its own transaction rolled back, so this is separate.
+    pub async fn audit_failure(&self, entry: &AuditEntry, error: &str) -> Result<()> {
+        insert_audit(&self.pool, entry, error).await
+    }
+
+    /// Records a success that changed nothing in the database (e.g. an EC2 call).
+    pub async fn audit_success(&self, entry: &AuditEntry) -> Result<()> {
+        insert_audit(&self.pool, entry, "ok").await
+    }
+
+    /// Oldest first, at most `limit`: the first records at or after `since`, or without it
+    /// the most recent ones.
+    pub async fn list_audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditRecord>> {
+        let query = match since {
+            Some(_) => {
+                "SELECT id, at, actor, peer, action, target, result FROM audit_log WHERE at >= $1 ORDER BY id LIMIT $2"
+            }
+            None => {
+                "SELECT * FROM (SELECT id, at, actor, peer, action, target, result FROM audit_log
+                 WHERE $1::timestamptz IS NULL ORDER BY id DESC LIMIT $2) recent ORDER BY id"
+            }
+        };
+        let rows = sqlx::query(query).bind(since).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    peer: r.try_get("peer")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    result: r.try_get("result")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Why an enrollment was refused (as opposed to failing).
+#[derive(Debug, Clone)]
+pub enum EnrollRefusal {
+    Token(String),
+    Csr(String),
+}
+
+async fn insert_cert(
+    tx: &mut Transaction<'_, Postgres>,
+    host: &HostId,
+    issued: &Issued,
+    token_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, not_after, token_id) VALUES ($1, $2, $3, $4)")
+        .bind(&issued.fingerprint[..])
+        .bind(host.as_str())
+        .bind(issued.not_after)
+        .bind(token_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
