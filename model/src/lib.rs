@@ -11,7 +11,12 @@ mod filter;
 mod ids;
 mod rule;
 mod session;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategy;
 mod throttle;
+
+#[cfg(test)]
+mod hostile_input;
 
 pub use compile::{CompileInput, compile};
 pub use error::ValidationError;
