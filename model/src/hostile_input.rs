@@ -254,6 +254,19 @@ proptest! {
             }
         }
     }
+    /// A throttle comes back from a state file or a database row inside a rule; read
+    /// back, it must be the one `Throttle::new` builds, or equal rules compare unequal.
+    #[test]
+    fn throttles_read_back_as_built(
+        ppm in option::of(around(Sample::PER_MILLION)),
+        pps in option::of(around(MaxPps::MAX)),
+    ) {
+        let read = serde_json::from_value::<Throttle>(json!({ "sample": ppm, "max_pps": pps }));
+        let sample = ppm.map(Sample::from_ppm).transpose();
+        let max_pps = pps.map(MaxPps::new).transpose();
+        let built = sample.and_then(|s| Ok(Throttle::new(s, max_pps?)));
+        prop_assert_eq!(read.ok(), built.ok());
+    }
 }
 
 proptest! {
