@@ -18,7 +18,7 @@ use teefleet_agent::firewall::{
     render::{HOOKS, expected_sessions, plan, render_rule, render_rules, rules_of},
 };
 use teefleet_model::{
-    MirrorRule, Protocol, RuleDirection,
+    Cidr, MirrorRule, Protocol, RuleDirection, RuleSet, Sample,
     strategy::{self, config},
 };
 
@@ -76,6 +76,36 @@ fn saved_text() -> impl Strategy<Value = String> {
         1 => any::<String>(),
     ];
     (vec(line, 0..16), select(vec!["\n", "\r\n"])).prop_map(|(lines, end)| lines.join(end))
+}
+
+/// A rule and copies of it that differ only where two values mean the same traffic: no
+/// peer and the all-addresses peer, no sample and a sample of every packet (built field
+/// by field, as the public fields allow).
+fn near_twins() -> impl Strategy<Value = RuleSet> {
+    let variant = (any::<bool>(), any::<bool>());
+    (strategy::mirror_rule(), vec(variant, 1..4)).prop_map(|(base, variants)| {
+        let everywhere: Cidr = if base.gateway().is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().expect("a network");
+        let mut rules = vec![base.clone()];
+        for (any_peer, full_sample) in variants {
+            let peer = if any_peer { None } else { Some(everywhere) };
+            let mut throttle = base.throttle();
+            if full_sample {
+                throttle.sample = Some(Sample::from_ppm(Sample::PER_MILLION).expect("every packet"));
+            }
+            let twin = MirrorRule::new(
+                base.session().clone(),
+                base.direction(),
+                base.gateway(),
+                base.protocol(),
+                base.ports(),
+                peer,
+            )
+            .expect("the parts of a valid rule")
+            .with_throttle(throttle);
+            rules.push(twin);
+        }
+        RuleSet::new(1, rules).expect("a few rules")
+    })
 }
 
 /// What an iptables-save of exactly what the agent applied looks like.
@@ -138,6 +168,15 @@ proptest! {
             }
             want.push_str("COMMIT\n");
             prop_assert_eq!(text, want);
+        }
+    }
+
+    #[test]
+    fn different_rules_render_different_lines(set in prop_oneof![strategy::rule_set(8), near_twins()]) {
+        for family in Family::ALL {
+            let lines = render_rules(&set, family);
+            // Two equal lines are two kernel rules: every packet they match is cloned twice.
+            prop_assert_eq!(lines.iter().collect::<BTreeSet<_>>().len(), lines.len(), "{:#?}", lines);
         }
     }
 

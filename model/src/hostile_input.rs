@@ -366,7 +366,13 @@ fn expected_rules(s: &CompileInput) -> Option<BTreeSet<RuleKey>> {
         let peers: Vec<Option<Cidr>> = if s.filter.cidrs().is_empty() {
             vec![None]
         } else {
-            s.filter.cidrs().iter().filter(|c| c.is_ipv4() == gateway.is_ipv4()).map(|c| Some(*c)).collect()
+            // A /0 network is every peer, stored as no peer.
+            s.filter
+                .cidrs()
+                .iter()
+                .filter(|c| c.is_ipv4() == gateway.is_ipv4())
+                .map(|c| Some(*c).filter(|c| c.prefix() != 0))
+                .collect()
         };
         // An unusable address is refused when a rule would use it.
         if !peers.is_empty() && check_gateway(gateway).is_err() {
