@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    Cidr, CompileInput, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, PortRange, Protocol, RuleDirection,
-    Sample, SessionName, SessionSpec, Throttle, ValidationError, check_gateway, compile, limits,
+    Cidr, CompileInput, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol,
+    RuleDirection, RuleSet, Sample, SessionName, SessionSpec, Throttle, ValidationError, check_gateway, compile,
+    limits,
     strategy::{self, config, hostile},
 };
 
@@ -266,6 +267,63 @@ proptest! {
         let max_pps = pps.map(MaxPps::new).transpose();
         let built = sample.and_then(|s| Ok(Throttle::new(s, max_pps?)));
         prop_assert_eq!(read.ok(), built.ok());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn rules_need_a_usable_gateway_and_a_peer_of_its_family(
+        session in strategy::session_name(),
+        direction in strategy::rule_direction(),
+        gateway in strategy::ip(),
+        protocol in strategy::protocol(),
+        ports in option::of(strategy::port_range()),
+        peer in option::of(strategy::cidr()),
+        throttle in strategy::throttle(),
+    ) {
+        let valid = check_gateway(gateway).is_ok()
+            && (ports.is_none() || protocol.has_ports())
+            && peer.is_none_or(|p| p.is_ipv4() == gateway.is_ipv4());
+        match MirrorRule::new(session.clone(), direction, gateway, protocol, ports, peer) {
+            Ok(rule) => {
+                prop_assert!(valid);
+                let rule = rule.with_throttle(throttle);
+                prop_assert_eq!((rule.session(), rule.direction(), rule.gateway()), (&session, direction, gateway));
+                prop_assert_eq!((rule.protocol(), rule.ports(), rule.throttle()), (protocol, ports, throttle));
+                prop_assert_eq!(rule.peer(), peer.filter(|p| p.prefix() != 0), "/0 is stored as no peer");
+                let json = serde_json::to_value(&rule).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(serde_json::from_value::<MirrorRule>(json).ok(), Some(rule));
+            }
+            Err(e) => {
+                prop_assert!(!valid);
+                prop_assert!(["gateway", "ports", "peer_cidr"].contains(&e.field.as_str()), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn rule_sets_are_sorted_unique_and_bounded(
+        version in any::<u64>(),
+        rules in prop_oneof![
+            8 => vec(strategy::mirror_rule(), 0..8),
+            1 => (limits::MAX_RULES..=limits::MAX_RULES + 1, strategy::mirror_rule()).prop_map(|(n, r)| vec![r; n]),
+        ],
+    ) {
+        match RuleSet::new(version, rules.clone()) {
+            Ok(set) => {
+                prop_assert!(rules.len() <= limits::MAX_RULES);
+                prop_assert!(set.rules().windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+                prop_assert_eq!(set.rules().iter().collect::<BTreeSet<_>>(), rules.iter().collect::<BTreeSet<_>>());
+                let json = serde_json::to_vec(&set).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(serde_json::from_slice::<RuleSet>(&json).ok(), Some(set));
+            }
+            Err(e) => {
+                prop_assert!(rules.len() > limits::MAX_RULES);
+                check_error(&e, "rules")?;
+            }
+        }
     }
 }
 
