@@ -325,10 +325,6 @@ proptest! {
             }
         }
     }
-}
-
-proptest! {
-    #![proptest_config(config(256))]
 
     #[test]
     fn filters_check_ports_and_bound_cidrs(

@@ -197,7 +197,7 @@ mod tests {
         let plain = rule("fd00::9", "").expect("rule");
         let full = Throttle { sample: Some(Sample::from_ppm(Sample::PER_MILLION).expect("all")), max_pps: None };
         let twins = vec![plain.clone(), rule("fd00::9", "::/0").expect("rule"), plain.clone().with_throttle(full)];
-        assert_eq!(RuleSet::new(1, twins).expect("set").rules(), [plain.clone()]);
+        assert_eq!(RuleSet::new(1, twins).expect("set").rules(), std::slice::from_ref(&plain));
         let read: MirrorRule = serde_json::from_value(serde_json::json!({
             "session": "s", "direction": "ingress", "gateway": "fd00::9", "protocol": "all",
             "peer": "::/0", "throttle": { "sample": 1_000_000 },
