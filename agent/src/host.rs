@@ -30,7 +30,7 @@ pub async fn global_addresses() -> Vec<String> {
 }
 
 /// Each line looks like `2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0 ...`.
-fn parse_addresses(output: &str) -> Vec<String> {
+pub(crate) fn parse_addresses(output: &str) -> Vec<String> {
     let mut addrs: Vec<String> = output
         .lines()
         .filter_map(|line| {

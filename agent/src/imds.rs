@@ -79,7 +79,7 @@ async fn exchange(authority: &str, method: &str, path: &'static str, header: &st
 }
 
 /// Status code and body of an HTTP/1.1 response read until the server closed.
-fn parse_response(raw: &[u8]) -> Result<(u16, String), ImdsError> {
+pub(crate) fn parse_response(raw: &[u8]) -> Result<(u16, String), ImdsError> {
     let text = std::str::from_utf8(raw).map_err(|_| ImdsError::Malformed)?;
     let (head, body) = text.split_once("\r\n\r\n").ok_or(ImdsError::Malformed)?;
     let mut lines = head.split("\r\n");

@@ -31,6 +31,8 @@ pub mod drift;
 pub mod events;
 pub mod firewall;
 pub mod host;
+#[cfg(test)]
+mod hostile_input;
 pub mod http;
 pub mod imds;
 pub mod state;

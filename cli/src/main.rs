@@ -3,6 +3,8 @@
 //! `error: <message>` with exit code 1 when the controller refuses or cannot be reached.
 
 mod args;
+#[cfg(test)]
+mod args_fuzz;
 mod client;
 mod output;
 

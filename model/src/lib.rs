@@ -12,7 +12,12 @@ mod ids;
 mod lifetime;
 mod rule;
 mod session;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategy;
 mod throttle;
+
+#[cfg(test)]
+mod hostile_input;
 
 pub use compile::{CompileInput, compile};
 pub use error::ValidationError;

@@ -27,6 +27,8 @@ pub struct MirrorRule {
 }
 
 impl MirrorRule {
+    /// A peer of `/0` is every address, so it is stored as no peer: two rules that match
+    /// the same packets are equal, and a set cannot hold both and clone every packet twice.
     pub fn new(
         session: SessionName,
         direction: RuleDirection,
@@ -47,6 +49,7 @@ impl MirrorRule {
                 format!("{peer} is not of the same address family as the collector {gateway}"),
             ));
         }
+        let peer = peer.filter(|p| p.prefix() != 0);
         Ok(Self { session, direction, gateway, protocol, ports, peer, throttle: Throttle::default() })
     }
 
@@ -78,8 +81,10 @@ impl MirrorRule {
         self.throttle
     }
 
+    /// Normalised like [`Throttle::new`] (the fields are public), for the same reason as
+    /// the peer in [`MirrorRule::new`].
     pub fn with_throttle(self, throttle: Throttle) -> Self {
-        Self { throttle, ..self }
+        Self { throttle: Throttle::new(throttle.sample, throttle.max_pps), ..self }
     }
 }
 
@@ -171,5 +176,34 @@ impl TryFrom<RawRuleSet> for RuleSet {
 impl From<RuleSet> for RawRuleSet {
     fn from(r: RuleSet) -> Self {
         RawRuleSet { version: r.version, rules: r.rules }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Sample;
+
+    fn rule(gateway: &str, peer: &str) -> Result<MirrorRule, ValidationError> {
+        let peer = Some(peer).filter(|p| !p.is_empty()).map(|p| p.parse().expect("cidr"));
+        let (session, gateway) = ("s".parse().expect("name"), gateway.parse().expect("ip"));
+        MirrorRule::new(session, RuleDirection::Ingress, gateway, Protocol::All, None, peer)
+    }
+
+    /// Both render as the same iptables rule; kept apart, a set installed it twice and
+    /// every matching packet was cloned twice.
+    #[test]
+    fn rules_that_match_the_same_packets_are_one_rule() {
+        let plain = rule("fd00::9", "").expect("rule");
+        let full = Throttle { sample: Some(Sample::from_ppm(Sample::PER_MILLION).expect("all")), max_pps: None };
+        let twins = vec![plain.clone(), rule("fd00::9", "::/0").expect("rule"), plain.clone().with_throttle(full)];
+        assert_eq!(RuleSet::new(1, twins).expect("set").rules(), std::slice::from_ref(&plain));
+        let read: MirrorRule = serde_json::from_value(serde_json::json!({
+            "session": "s", "direction": "ingress", "gateway": "fd00::9", "protocol": "all",
+            "peer": "::/0", "throttle": { "sample": 1_000_000 },
+        }))
+        .expect("a valid rule");
+        assert_eq!(read, plain);
+        assert!(rule("10.0.0.9", "::/0").is_err(), "the family is still checked first");
     }
 }

@@ -133,6 +133,7 @@ impl fmt::Display for MaxPps {
 
 /// How much of a session's matching traffic is cloned: a random sample, then a cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(from = "RawThrottle")]
 pub struct Throttle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
@@ -156,6 +157,23 @@ impl Throttle {
 
     pub fn is_none(&self) -> bool {
         self.sample.is_none() && self.max_pps.is_none()
+    }
+}
+
+/// The serialised shape of a throttle, normalised on the way in by [`Throttle::new`]: a
+/// rule read back from a state file or a database row with a full sample must equal the
+/// same rule without one, or a set could hold both and install the same rule twice.
+#[derive(Deserialize)]
+struct RawThrottle {
+    #[serde(default)]
+    sample: Option<Sample>,
+    #[serde(default)]
+    max_pps: Option<MaxPps>,
+}
+
+impl From<RawThrottle> for Throttle {
+    fn from(r: RawThrottle) -> Self {
+        Throttle::new(r.sample, r.max_pps)
     }
 }
 
@@ -191,6 +209,8 @@ mod tests {
         assert!(Throttle::new(Some(all), None).is_none());
         assert_eq!(serde_json::to_string(&Throttle::default()).expect("json"), "{}");
         assert!(serde_json::from_str::<Throttle>(r#"{"sample":0}"#).is_err());
+        let read: Throttle = serde_json::from_str(r#"{"sample":1000000}"#).expect("a full sample");
+        assert_eq!(read, Throttle::default(), "read back, a full sample is no sample either");
         assert!(serde_json::from_str::<Throttle>(r#"{"max_pps":2000000}"#).is_err());
     }
 }

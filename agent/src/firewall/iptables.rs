@@ -154,7 +154,7 @@ fn tools(family: Family, variant: Variant) -> Tools {
 
 /// The input line `iptables-restore` names in its error: the nft backend says
 /// "Error occurred at line: N", the legacy one "line N failed".
-fn failing_line(stderr: &str, input: &str) -> Option<(usize, String)> {
+pub(crate) fn failing_line(stderr: &str, input: &str) -> Option<(usize, String)> {
     let number = stderr.lines().find_map(|l| {
         let rest = l.split_once("line: ").map(|(_, r)| r).or_else(|| l.split_once("line ").map(|(_, r)| r))?;
         rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
