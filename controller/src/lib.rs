@@ -126,6 +126,9 @@ pub async fn run(
         );
         None
     } else {
+        // aws-sdk-ec2 enables rustls' aws-lc-rs provider and tonic its ring one; with both
+        // compiled in, rustls needs to be told. The error means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = load_or_create_ca(&store, config.ca_key_secret.as_deref()).await?;
         bootstrap_token(&store, config.bootstrap_token.as_deref()).await?;
         let (chain, key) = ca.server_identity(&config.sans()).map_err(Error::Pki)?;

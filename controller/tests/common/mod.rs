@@ -98,10 +98,29 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// The controller with --insecure: plaintext, no authentication.
     pub async fn start(database_url: String, cloud: Arc<FakeCloud>) -> Self {
+        let (ctl, _) = Self::launch(&database_url, cloud, &["--insecure"]).await;
+        ctl
+    }
+
+    /// The controller serving TLS with `bootstrap` as its admin token. Returns it with the
+    /// CA certificate (PEM); its channel is TLS without a client certificate.
+    pub async fn start_secure(database_url: String, cloud: Arc<FakeCloud>, bootstrap: &str) -> (Self, String) {
+        let (ctl, addr) = Self::launch(&database_url, cloud, &["--bootstrap-token", bootstrap]).await;
+        let store = teefleet_controller::store::Store::connect(&database_url).await.expect("store");
+        let ca = eventually(30, "the controller to create its CA", || async {
+            store.stored_ca().await.expect("read CA").map(|ca| ca.cert_pem)
+        })
+        .await;
+        let channel = tls_channel(addr, &ca, None).await;
+        (Self { channel, ..ctl }, ca)
+    }
+
+    async fn launch(database_url: &str, cloud: Arc<FakeCloud>, args: &[&str]) -> (Self, SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config::try_parse_from(["fleet-controller", "--insecure", "--database-url", &database_url])
+        let config = Config::try_parse_from([&["fleet-controller", "--database-url", database_url], args].concat())
             .expect("config");
         let config = Config { listen: addr, ..config };
         let shutdown = CancellationToken::new();
@@ -109,14 +128,41 @@ impl Controller {
         let task = tokio::spawn(async move {
             teefleet_controller::run(&config, listener, cloud, token).await.expect("controller runs");
         });
-        let channel = connect(addr).await;
-        Self { addr, channel, shutdown, task }
+        let secure = !args.contains(&"--insecure");
+        let channel = if secure { lazy_channel(addr) } else { connect(addr).await };
+        (Self { addr, channel, shutdown, task }, addr)
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("stops in time").expect("no panic");
     }
+}
+
+/// A channel that connects on first use (the TLS one replaces it once the CA is known).
+fn lazy_channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect_lazy()
+}
+
+/// A TLS channel to `localhost` (a default name in the server certificate) trusting `ca`,
+/// with a client certificate when `identity` is (cert PEM, key PEM).
+pub async fn tls_channel(addr: SocketAddr, ca: &str, identity: Option<(&str, &str)>) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config");
+    for _ in 0..100 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not connect with TLS to {addr}");
 }
 
 async fn connect(addr: SocketAddr) -> Channel {
