@@ -2,7 +2,10 @@
 # Installs and starts fleet-agent on a source host. Terraform's user-data runs it at first
 # boot (see terraform/agent); it is idempotent, so it can also be re-run by hand.
 #
-#   FLEET_CONTROLLER   controller URL the agent connects to (required)
+#   FLEET_CONTROLLER   controller URL the agent connects to (required; https://)
+#   FLEET_CA_PIN       sha256:HEX pin of the controller's CA (fleet-controller ca pin)
+#   FLEET_JOIN_TOKEN   a short-lived join token (fleetctl token create --role agent);
+#                      needed until the agent has enrolled, useless once it expires
 #   FLEET_AGENT_URL    where to download the fleet-agent binary (required unless
 #                      /usr/local/bin/fleet-agent already exists)
 #   FLEET_AGENT_SHA256 expected sha256 of that binary (required with FLEET_AGENT_URL)
@@ -62,6 +65,8 @@ install -d -m 0755 /etc/teefleet
 umask 077
 {
   echo "FLEET_CONTROLLER=$FLEET_CONTROLLER"
+  [[ -n "${FLEET_CA_PIN:-}" ]] && echo "FLEET_CA_PIN=$FLEET_CA_PIN"
+  [[ -n "${FLEET_JOIN_TOKEN:-}" ]] && echo "FLEET_JOIN_TOKEN=$FLEET_JOIN_TOKEN"
   [[ -n "${FLEET_HOST_ID:-}" ]] && echo "FLEET_HOST_ID=$FLEET_HOST_ID"
 } > /etc/teefleet/agent.env.new
 mv /etc/teefleet/agent.env.new /etc/teefleet/agent.env

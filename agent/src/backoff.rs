@@ -18,7 +18,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
+    pub const fn new(base: Duration, cap: Duration) -> Self {
         Self { base, cap, attempt: 0 }
     }
 

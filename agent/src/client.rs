@@ -5,6 +5,10 @@
 //! Ack (or Nack with the reason), Health at a fixed interval, and the events the agent
 //! queued (drift repairs, an ignored state file). Shutdown stops the stream and leaves the
 //! applied rules in place: mirroring fails open.
+//!
+//! With TLS the stream presents the agent's client certificate; when it is renewed the
+//! stream reconnects with the new one. A controller that refuses the certificate (the host
+//! was revoked) is retried only at a long interval, and the rules stay applied.
 
 use std::{
     sync::Arc,
@@ -16,7 +20,10 @@ use teefleet_model::{HostId, RuleSet};
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
 };
-use tokio::{sync::mpsc, time::MissedTickBehavior};
+use tokio::{
+    sync::{mpsc, watch},
+    time::MissedTickBehavior,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
@@ -24,10 +31,14 @@ use tracing::{error, info, warn};
 
 use crate::{
     backoff::Backoff,
-    convert, error_chain,
+    config::ControllerUrl,
+    convert,
+    enroll::Controller,
+    error_chain,
     events::{self, Event, EventKind, EventReceiver, EventSender},
     firewall::{Dataplane, DataplaneInfo},
     host,
+    pki::Credentials,
     state::StateStore,
     status::Status,
 };
@@ -37,16 +48,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long to wait after the controller refused the agent's certificate: it will not
+/// change its mind quickly (a revoked host must enroll again), so retrying at the usual
+/// pace would only load it.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
 /// How to reach the controller and what to tell it.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
-    /// `http://HOST:PORT`.
-    pub controller: String,
+    pub transport: Transport,
     pub host_id: HostId,
     pub health_interval: Duration,
     /// The addresses reported in Hello; `None` asks `ip` at every connect.
     pub addresses: Option<Vec<String>>,
     pub backoff: Backoff,
+    /// The wait after a refusal, [`REFUSED_RETRY`] but in tests.
+    pub refused_retry: Duration,
+}
+
+/// Plaintext or mutual TLS.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// `--insecure`: an `http://` controller, no authentication.
+    Plaintext(ControllerUrl),
+    /// The controller verified against its CA; the agent presents the current client
+    /// certificate, which the renewal loop replaces.
+    Tls { controller: Controller, identity: watch::Receiver<Credentials> },
+}
+
+impl Transport {
+    pub fn url(&self) -> &ControllerUrl {
+        match self {
+            Transport::Plaintext(url) => url,
+            Transport::Tls { controller, .. } => controller.url(),
+        }
+    }
+
+    fn endpoint(&self, identity: Option<&Credentials>) -> Result<Endpoint, tonic::transport::Error> {
+        match self {
+            Transport::Plaintext(url) => Endpoint::from_shared(url.to_string()),
+            Transport::Tls { controller, .. } => controller.endpoint(identity),
+        }
+    }
 }
 
 /// Why one stream ended (other than shutdown).
@@ -64,6 +107,28 @@ pub enum StreamError {
     Closed,
     #[error("the outgoing half of the stream closed")]
     Send,
+}
+
+impl StreamError {
+    /// The controller's refusal of the agent's certificate (revoked, expired, unknown, or
+    /// another host's), which reconnecting at once cannot cure.
+    pub fn refusal(&self) -> Option<&tonic::Status> {
+        match self {
+            StreamError::Open(status) | StreamError::Receive(status)
+                if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+            {
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How a stream ended, other than by an error.
+enum Ended {
+    Shutdown,
+    /// A renewed certificate is to be presented.
+    Renewed,
 }
 
 /// The agent proper: the dataplane, the state file, what it has applied, and what it
@@ -150,39 +215,68 @@ impl<D: Dataplane> Agent<D> {
     /// Keeps a stream to the controller until `shutdown`, reconnecting with backoff.
     pub async fn run(&mut self, options: &StreamOptions, shutdown: &CancellationToken) {
         let mut backoff = options.backoff.clone();
+        let mut identity = match &options.transport {
+            Transport::Tls { identity, .. } => Some(identity.clone()),
+            Transport::Plaintext(_) => None,
+        };
+        let controller = options.transport.url();
         loop {
             let mut got_message = false;
-            let Err(e) = self.stream_once(options, shutdown, &mut got_message).await else {
-                info!("stream stopped for shutdown; applied rules stay in place");
-                return;
+            let e = match self.stream_once(options, &mut identity, shutdown, &mut got_message).await {
+                Ok(Ended::Shutdown) => {
+                    info!("stream stopped for shutdown; applied rules stay in place");
+                    return;
+                }
+                Ok(Ended::Renewed) => {
+                    info!("reconnecting with the renewed client certificate");
+                    continue;
+                }
+                Err(e) => e,
             };
             if got_message {
                 backoff.reset();
             }
-            let delay = backoff.next_delay();
-            warn!(controller = %options.controller, error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "disconnected from the controller; reconnecting");
+            let delay = if let Some(status) = e.refusal() {
+                self.status.record_refused(status.message().to_owned());
+                error!(
+                    %controller, code = ?status.code(), error = %status.message(), retry_secs = options.refused_retry.as_secs(),
+                    "the controller refuses this agent's certificate; the applied rules stay in place. \
+                     If the host was revoked, delete agent.crt and agent.key in the state directory and \
+                     restart the agent with a new --join-token"
+                );
+                options.refused_retry
+            } else {
+                let delay = backoff.next_delay();
+                warn!(%controller, error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "disconnected from the controller; reconnecting");
+                delay
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
+                () = renewed(&mut identity) => info!("reconnecting with the renewed client certificate"),
             }
         }
     }
 
-    /// One stream, from connect to its end. `Ok` means shutdown was requested.
+    /// One stream, from connect to its end: shutdown, a renewed certificate, or an error.
     async fn stream_once(
         &mut self,
         options: &StreamOptions,
+        identity: &mut Option<watch::Receiver<Credentials>>,
         shutdown: &CancellationToken,
         got_message: &mut bool,
-    ) -> Result<(), StreamError> {
-        let endpoint = Endpoint::from_shared(options.controller.clone())
+    ) -> Result<Ended, StreamError> {
+        let creds = identity.as_mut().map(|rx| rx.borrow_and_update().clone());
+        let endpoint = options
+            .transport
+            .endpoint(creds.as_ref())
             .map_err(StreamError::Endpoint)?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
             channel = endpoint.connect() => channel.map_err(StreamError::Connect)?,
         };
         let addresses = match &options.addresses {
@@ -201,10 +295,10 @@ impl<D: Dataplane> Agent<D> {
         send(&tx, hello).await?;
         let mut client = AgentServiceClient::new(channel);
         let mut inbound = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
             response = client.sync(ReceiverStream::new(rx)) => response.map_err(StreamError::Open)?.into_inner(),
         };
-        info!(controller = %options.controller, host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
+        info!(controller = %options.transport.url(), host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
         self.status.record_synced();
 
         let period = options.health_interval;
@@ -212,7 +306,8 @@ impl<D: Dataplane> Agent<D> {
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                () = renewed(identity) => return Ok(Ended::Renewed),
                 _ = health.tick() => send(&tx, Msg::Health(self.health())).await?,
                 Some(event) = self.pending_events.recv() => send(&tx, Msg::Event(event_to_proto(event))).await?,
                 message = inbound.next() => {
@@ -304,6 +399,17 @@ fn event_to_proto(event: Event) -> pb::HostEvent {
     let at_unix_ms =
         event.at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     pb::HostEvent { kind: event.kind.as_str().to_owned(), message: event.message, at_unix_ms }
+}
+
+/// Resolves when the renewal loop publishes a new certificate; never without TLS, nor once
+/// the loop has stopped.
+async fn renewed(identity: &mut Option<watch::Receiver<Credentials>>) {
+    if let Some(rx) = identity
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 async fn send(tx: &mpsc::Sender<pb::AgentMessage>, msg: Msg) -> Result<(), StreamError> {

@@ -1,11 +1,11 @@
 //! The agent's configuration: one typed struct, read once from flags and environment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
 use teefleet_model::HostId;
 
-use crate::firewall::Variant;
+use crate::{firewall::Variant, pki::CaPin};
 
 /// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
 #[derive(Debug, Clone, Parser)]
@@ -16,15 +16,37 @@ use crate::firewall::Variant;
     after_help = "Run `fleet-agent cleanup --help` for removing every rule of ours (uninstall)."
 )]
 pub struct Config {
-    /// The controller's agent endpoint, e.g. http://controller:7000.
-    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", value_parser = parse_http_url)]
-    pub controller: String,
+    /// The controller's agent endpoint: https://HOST[:PORT] (TLS, and the agent enrolls for
+    /// a client certificate), or http://HOST[:PORT] together with --insecure.
+    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", value_parser = ControllerUrl::from_str)]
+    pub controller: ControllerUrl,
+
+    /// A join token (`fleetctl token create --role agent`). Needed only to enroll, that is
+    /// when the state directory holds no valid client certificate for this host; a restart
+    /// with a stored certificate does not use it.
+    #[arg(long, env = "FLEET_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          value_parser = JoinToken::from_str)]
+    pub join_token: Option<JoinToken>,
+
+    /// The SHA-256 of the controller's CA certificate (`fleet-controller ca pin`), to trust
+    /// the controller the first time. The CA found with it is saved as ca.pem in the state
+    /// directory, which is trusted from then on.
+    #[arg(long, env = "FLEET_CA_PIN", value_name = "sha256:HEX", value_parser = CaPin::from_str)]
+    pub ca_pin: Option<CaPin>,
+
+    /// Talk plaintext to an http:// controller that runs with --insecure: no TLS, no
+    /// enrollment, and anyone on the path can change this host's mirroring. For labs only.
+    /// From the environment: FLEET_INSECURE=true.
+    #[arg(long, env = "FLEET_INSECURE")]
+    pub insecure: bool,
 
     /// This host's id; defaults to the EC2 instance id from instance metadata.
     #[arg(long, env = "FLEET_HOST_ID", value_name = "ID", value_parser = parse_host_id)]
     pub host_id: Option<HostId>,
 
-    /// Where the last applied rule set is kept across restarts.
+    /// Where the last applied rule set is kept across restarts; with TLS also the
+    /// controller's CA (ca.pem) and this agent's key and certificate (agent.key, agent.crt),
+    /// each mode 0600.
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub state_dir: PathBuf,
 
@@ -57,6 +79,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// Flag combinations clap cannot check; the message names the flags.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.controller.is_tls(), self.insecure) {
+            (false, false) => Err(format!(
+                "--controller {} is plaintext: use an https:// URL, or add --insecure (FLEET_INSECURE=true) \
+                 against a controller that runs with --insecure",
+                self.controller
+            )),
+            (true, true) => Err(format!(
+                "--insecure is for an http:// controller, but --controller is {}; drop --insecure",
+                self.controller
+            )),
+            (false, true) if self.join_token.is_some() || self.ca_pin.is_some() => Err(
+                "--join-token and --ca-pin need an https:// --controller; with --insecure the agent does not enroll"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(self.health_interval)
     }
@@ -110,19 +152,21 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     s.parse().map(Listen::On).map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9477) or off"))
 }
 
-/// A URL that is not a plain `http://HOST[:PORT]`.
+/// A URL that is not a plain `SCHEME://HOST[:PORT]`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not an http://HOST[:PORT] URL")]
-pub struct UrlError(String);
+#[error("{url:?} is not an {expected}://HOST[:PORT] URL")]
+pub struct UrlError {
+    url: String,
+    expected: &'static str,
+}
 
-/// `HOST:PORT` of an `http://HOST[:PORT][/]` URL, with the default port made explicit.
-/// Only plain HTTP is supported for now, and a path would be silently ignored by gRPC,
-/// so both are refused instead of surprising the operator.
-pub fn http_authority(url: &str) -> Result<String, UrlError> {
-    let bad = || UrlError(url.to_owned());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?.trim_end_matches('/');
+/// `(host, port)` of the `HOST[:PORT][/]` after a URL's scheme, with `default_port` when
+/// none is given. A path would be silently ignored by gRPC, and user info or a query has
+/// no meaning here, so all are refused instead of surprising the operator.
+fn host_port(rest: &str, default_port: u16) -> Option<(&str, u16)> {
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
-        return Err(bad());
+        return None;
     }
     // A bracketed IPv6 literal has colons of its own; only a colon after `]` is a port.
     let (host, port) = match rest.rsplit_once(':') {
@@ -130,16 +174,103 @@ pub fn http_authority(url: &str) -> Result<String, UrlError> {
         _ => (rest, None),
     };
     if host.is_empty() || host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(bad());
+        return None;
     }
     match port {
-        Some(p) => p.parse::<u16>().map(|p| format!("{host}:{p}")).map_err(|_| bad()),
-        None => Ok(format!("{host}:80")),
+        Some(p) => p.parse::<u16>().ok().map(|p| (host, p)),
+        None => Some((host, default_port)),
     }
+}
+
+/// `HOST:PORT` of an `http://HOST[:PORT][/]` URL, with the default port made explicit.
+pub fn http_authority(url: &str) -> Result<String, UrlError> {
+    url.strip_prefix("http://")
+        .and_then(|rest| host_port(rest, 80))
+        .map(|(host, port)| format!("{host}:{port}"))
+        .ok_or_else(|| UrlError { url: url.to_owned(), expected: "http" })
 }
 
 fn parse_http_url(s: &str) -> Result<String, UrlError> {
     http_authority(s).map(|_| s.trim_end_matches('/').to_owned())
+}
+
+/// The controller's `http://` or `https://HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerUrl {
+    tls: bool,
+    /// As written in the URL: an IPv6 literal keeps its brackets.
+    host: String,
+    port: u16,
+}
+
+impl ControllerUrl {
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `HOST:PORT`, for connecting.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The name the controller's certificate must carry: the host, an IPv6 literal
+    /// without its brackets.
+    pub fn server_name(&self) -> &str {
+        self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host)
+    }
+}
+
+impl FromStr for ControllerUrl {
+    type Err = UrlError;
+
+    fn from_str(url: &str) -> Result<Self, UrlError> {
+        let parsed = match url.split_once("://") {
+            Some(("http", rest)) => host_port(rest, 80).map(|hp| (false, hp)),
+            Some(("https", rest)) => host_port(rest, 443).map(|hp| (true, hp)),
+            _ => None,
+        };
+        let (tls, (host, port)) = parsed.ok_or_else(|| UrlError { url: url.to_owned(), expected: "http(s)" })?;
+        Ok(Self { tls, host: host.to_owned(), port })
+    }
+}
+
+impl fmt::Display for ControllerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// A join token; its `Debug` does not show the secret, so the config can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken(String);
+
+/// The longest token the controller accepts.
+const MAX_TOKEN_LEN: usize = 256;
+
+impl JoinToken {
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JoinToken {
+    type Err = String;
+
+    /// Surrounding whitespace (a stray space in an environment file) is dropped.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > MAX_TOKEN_LEN || !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(format!("a join token is 1 to {MAX_TOKEN_LEN} printable characters without spaces"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
 }
 
 fn parse_host_id(s: &str) -> Result<HostId, String> {
@@ -161,6 +292,8 @@ fn parse_dir(s: &str) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
+    const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("fleet-agent").chain(args.iter().copied()))
     }
@@ -168,9 +301,10 @@ mod tests {
     #[test]
     fn flags() {
         let c =
-            parse(&["--controller", "http://c:7000/", "--host-id", "h1", "--state-dir", "/var/lib/x"]).expect("valid");
+            parse(&["--controller", "http://c:7000/", "--host-id", "h1", "--state-dir", "/var/lib/x", "--insecure"])
+                .expect("valid");
         assert_eq!(
-            (c.controller.as_str(), c.health_interval, c.imds_endpoint.as_str()),
+            (c.controller.to_string().as_str(), c.health_interval, c.imds_endpoint.as_str()),
             ("http://c:7000", 10, "http://169.254.169.254")
         );
         assert_eq!(
@@ -182,18 +316,31 @@ mod tests {
             parse(&["--controller", "http://c", "--host-id", "h", "--state-dir", "/tmp", "--metrics-listen", "off"])
                 .expect("valid");
         assert_eq!(c.metrics_listen, Listen::Off);
+        let c =
+            parse(&["--controller", "https://c", "--state-dir", "/tmp", "--join-token", " s3cret ", "--ca-pin", PIN])
+                .expect("valid");
+        assert_eq!((c.controller.authority().as_str(), c.controller.is_tls()), ("c:443", true));
+        assert_eq!(c.join_token.as_ref().map(JoinToken::secret), Some("s3cret"));
+        assert_eq!(c.ca_pin.map(|p| p.to_string()).as_deref(), Some(PIN));
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug hides the token");
+        assert_eq!(c.check(), Ok(()));
     }
 
     #[test]
     fn invalid_values_name_the_flag() {
         let base = ["--host-id", "h1", "--state-dir", "/tmp"];
         for (extra, flag) in [
-            (vec!["--controller", "https://c"], "--controller"),
+            (vec!["--controller", "ftp://c"], "--controller"),
+            (vec!["--controller", "https://c/path"], "--controller"),
             (vec!["--controller", "http://c", "--health-interval", "0"], "--health-interval"),
-            (vec!["--controller", "http://c", "--imds-endpoint", "x"], "--imds-endpoint"),
+            (vec!["--controller", "http://c", "--imds-endpoint", "https://x"], "--imds-endpoint"),
             (vec!["--controller", "http://c", "--drift-interval", "0"], "--drift-interval"),
             (vec!["--controller", "http://c", "--metrics-listen", "localhost"], "--metrics-listen"),
             (vec!["--controller", "http://c", "--iptables-backend", "xtables"], "--iptables-backend"),
+            (vec!["--controller", "https://c", "--ca-pin", "0123abcd"], "--ca-pin"),
+            (vec!["--controller", "https://c", "--ca-pin", &PIN[..70]], "--ca-pin"),
+            (vec!["--controller", "https://c", "--join-token", "a b"], "--join-token"),
+            (vec!["--controller", "https://c", "--join-token", " "], "--join-token"),
         ] {
             let args: Vec<&str> = base.iter().copied().chain(extra).collect();
             let err = parse(&args).expect_err("invalid").to_string();
@@ -207,6 +354,27 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_only_with_insecure_and_insecure_only_with_http() {
+        let check = |args: &[&str]| {
+            let base = ["--host-id", "h1", "--state-dir", "/tmp"];
+            parse(&[&base[..], args].concat()).expect("parses").check()
+        };
+        let err = check(&["--controller", "http://c:7000"]).expect_err("plaintext needs --insecure");
+        assert!(err.contains("--controller http://c:7000") && err.contains("--insecure"), "{err}");
+        assert_eq!(check(&["--controller", "http://c:7000", "--insecure"]), Ok(()));
+        let err = check(&["--controller", "https://c:7000", "--insecure"]).expect_err("TLS refuses --insecure");
+        assert!(err.contains("drop --insecure"), "{err}");
+        for extra in [["--join-token", "t"], ["--ca-pin", PIN]] {
+            let args = [&["--controller", "http://c", "--insecure"][..], &extra[..]].concat();
+            let err = check(&args).expect_err("nothing to enroll with");
+            assert!(err.contains("--join-token and --ca-pin need an https://"), "{err}");
+        }
+        // No pin and no token is fine here: whether they are needed depends on the state
+        // directory, which the agent checks at start.
+        assert_eq!(check(&["--controller", "https://c"]), Ok(()));
+    }
+
+    #[test]
     fn authorities() {
         assert_eq!(http_authority("http://169.254.169.254").expect("ok"), "169.254.169.254:80");
         assert_eq!(http_authority("http://127.0.0.1:8080/").expect("ok"), "127.0.0.1:8080");
@@ -217,5 +385,28 @@ mod tests {
         {
             assert!(http_authority(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn controller_urls() {
+        let url: ControllerUrl = "https://[fd00::7]:7000/".parse().expect("ok");
+        assert_eq!((url.authority().as_str(), url.server_name(), url.is_tls()), ("[fd00::7]:7000", "fd00::7", true));
+        assert_eq!(url.to_string(), "https://[fd00::7]:7000");
+        let url: ControllerUrl = "http://controller".parse().expect("ok");
+        assert_eq!((url.to_string().as_str(), url.server_name()), ("http://controller:80", "controller"));
+        for bad in ["HTTPS://c", "https://", "https://c/x", "grpc://c", "https//c", "https://u@c", "c:7000"] {
+            let err = bad.parse::<ControllerUrl>().expect_err(bad).to_string();
+            assert!(err.contains("http(s)://HOST[:PORT]"), "{err}");
+        }
+    }
+
+    #[test]
+    fn insecure_comes_from_the_environment_too() {
+        // A flag with `env` reads true/false (and 1/0, yes/no...) from the variable.
+        let cmd = <Config as clap::CommandFactory>::command();
+        let insecure = cmd.get_arguments().find(|a| a.get_id() == "insecure").expect("flag");
+        assert_eq!(insecure.get_env().and_then(|e| e.to_str()), Some("FLEET_INSECURE"));
+        let token = cmd.get_arguments().find(|a| a.get_id() == "join_token").expect("flag");
+        assert!(token.is_hide_env_values_set(), "--help must not print the token from the environment");
     }
 }

@@ -1,4 +1,5 @@
-//! Things the agent did or saw on its own (a drift repair, an ignored state file), queued
+//! Things the agent did or saw on its own (a drift repair, an ignored state file, a failed
+//! certificate renewal), queued
 //! for the controller. The queue is bounded: during a long outage the oldest events are
 //! kept and new ones are dropped with a warning, so memory stays flat.
 
@@ -18,6 +19,7 @@ pub enum EventKind {
     StateIgnored,
     ApplyFailed,
     RepairFailed,
+    RenewFailed,
 }
 
 impl EventKind {
@@ -28,6 +30,7 @@ impl EventKind {
             EventKind::StateIgnored => "state_ignored",
             EventKind::ApplyFailed => "apply_failed",
             EventKind::RepairFailed => "repair_failed",
+            EventKind::RenewFailed => "renew_failed",
         }
     }
 }

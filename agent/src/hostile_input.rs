@@ -13,7 +13,10 @@ use proptest::{collection::vec, prelude::*, sample::select};
 use teefleet_model::strategy::{self, config, edited, hostile};
 
 use crate::{
-    CleanupConfig, Config, config::http_authority, firewall::iptables::failing_line, host::parse_addresses,
+    CleanupConfig, Config,
+    config::{ControllerUrl, http_authority},
+    firewall::iptables::failing_line,
+    host::parse_addresses,
     imds::parse_response,
 };
 
@@ -108,6 +111,12 @@ const AGENT_WORDS: &[&str] = &[
     "--controller",
     "http://c:7000",
     "http://[fd00::1]:81/",
+    "https://c",
+    "https://[fd00::1]:7000",
+    "--insecure",
+    "--join-token",
+    "--ca-pin",
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     "--host-id",
     "h1",
     "i-0123456789abcdef0",
@@ -200,7 +209,8 @@ proptest! {
     fn any_agent_argv_parses_or_is_a_usage_error(argv in agent_argv()) {
         match Config::try_parse_from(argv.clone()) {
             Ok(c) => {
-                prop_assert!(http_authority(&c.controller).is_ok() && http_authority(&c.imds_endpoint).is_ok());
+                prop_assert_eq!(c.controller.to_string().parse::<ControllerUrl>().ok(), Some(c.controller.clone()));
+                prop_assert!(http_authority(&c.imds_endpoint).is_ok());
                 prop_assert!((1..=3600).contains(&c.health_interval) && (1..=3600).contains(&c.drift_interval));
             }
             Err(e) => {

@@ -4,6 +4,9 @@
 //! - [`config`]: the typed configuration (flags and environment).
 //! - [`client`]: the stream to the controller (Hello, RuleSet → Ack/Nack, Health, events)
 //!   and the [`Agent`] that applies and persists what it receives.
+//! - [`enroll`], [`discovery`], [`credentials`], [`pki`]: TLS to the controller: the CA
+//!   found by its pin, enrollment with a join token, the client certificate on disk and
+//!   its renewal.
 //! - [`convert`]: the only place where wire types become domain types on the agent.
 //! - [`firewall`]: the [`Dataplane`] trait and its iptables implementation (render,
 //!   observe, apply, verify, repair, backend detection).
@@ -15,7 +18,9 @@
 //!
 //! Invariants: the agent only touches the chains it owns (`TEEFLEET-PRE`, `TEEFLEET-POST`
 //! in `mangle`, IPv4 and IPv6) and one jump to each; the kernel holds the old rule set or
-//! the new one, never a mix; stopping the agent leaves the rules in place.
+//! the new one, never a mix; stopping the agent leaves the rules in place; mirroring never
+//! waits for the controller (the saved set is applied before any network, and a refused
+//! or lost stream leaves the rules as they are); the private key never leaves the host.
 
 use std::error::Error;
 
@@ -27,7 +32,10 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod credentials;
+pub mod discovery;
 pub mod drift;
+pub mod enroll;
 pub mod events;
 pub mod firewall;
 pub mod host;
@@ -35,18 +43,21 @@ pub mod host;
 mod hostile_input;
 pub mod http;
 pub mod imds;
+pub mod pki;
 pub mod state;
 pub mod status;
 
-pub use client::{Agent, StreamError, StreamOptions};
+pub use client::{Agent, StreamError, StreamOptions, Transport};
 pub use config::{CleanupConfig, Config, Listen};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
 
-/// Why the agent could not start. Both are configuration problems the operator fixes
-/// with a flag, hence [`RunError::EXIT_CODE`].
+/// Why the agent could not start. All are problems the operator fixes with a flag or in
+/// the state directory, hence [`RunError::EXIT_CODE`].
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("{0}")]
+    Config(String),
     #[error(
         "cannot determine the host id from EC2 instance metadata at {endpoint}; pass --host-id (or set FLEET_HOST_ID)"
     )]
@@ -67,6 +78,12 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up TLS to the controller {controller}")]
+    Tls {
+        controller: config::ControllerUrl,
+        #[source]
+        source: enroll::SetupError,
+    },
 }
 
 impl RunError {
@@ -76,6 +93,7 @@ impl RunError {
 
 /// Runs the agent with the host's iptables until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    config.check().map_err(RunError::Config)?;
     tokio::fs::create_dir_all(&config.state_dir)
         .await
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
@@ -107,16 +125,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Some(id) => id.clone(),
         None => resolve_host_id(&config.imds_endpoint).await?,
     };
-    let options = StreamOptions {
-        controller: config.controller.clone(),
-        host_id,
-        health_interval: config.health_interval(),
-        addresses: None,
-        backoff: backoff::Backoff::default(),
-    };
-    agent.run(&options, &shutdown).await;
-    // Both watch `shutdown`, so they end promptly; a panic there is only logged.
-    for task in [Some(drift), http].into_iter().flatten() {
+    let mut renewal = None;
+    if let Some((transport, renewal_task)) = transport(&config, &host_id, &agent, &shutdown).await? {
+        renewal = renewal_task;
+        let options = StreamOptions {
+            transport,
+            host_id,
+            health_interval: config.health_interval(),
+            addresses: None,
+            backoff: backoff::Backoff::default(),
+            refused_retry: client::REFUSED_RETRY,
+        };
+        agent.run(&options, &shutdown).await;
+    }
+    // All watch `shutdown`, so they end promptly; a panic there is only logged.
+    for task in [Some(drift), http, renewal].into_iter().flatten() {
         if let Err(e) = task.await {
             error!(error = %e, "a background task failed");
         }
@@ -152,6 +175,44 @@ pub enum CleanupError {
     Rules(#[from] ApplyError),
     #[error("cannot delete the saved rule set")]
     State(#[from] state::StateError),
+}
+
+/// How the stream reaches the controller and, with TLS, the running renewal loop; `None`
+/// when `shutdown` came while enrolling.
+async fn transport<D: Dataplane>(
+    config: &Config,
+    host_id: &HostId,
+    agent: &Agent<D>,
+    shutdown: &CancellationToken,
+) -> Result<Option<(Transport, Option<tokio::task::JoinHandle<()>>)>, RunError> {
+    if !config.controller.is_tls() {
+        warn!(controller = %config.controller, "--insecure: plaintext to the controller, no authentication");
+        return Ok(Some((Transport::Plaintext(config.controller.clone()), None)));
+    }
+    let store = credentials::CredentialStore::new(&config.state_dir);
+    let enrollment = enroll::Enrollment {
+        url: config.controller.clone(),
+        host_id: host_id.clone(),
+        store: store.clone(),
+        ca_pin: config.ca_pin,
+        join_token: config.join_token.clone(),
+        backoff: backoff::Backoff::default(),
+    };
+    let established = enrollment
+        .establish(shutdown)
+        .await
+        .map_err(|source| RunError::Tls { controller: config.controller.clone(), source })?;
+    let Some((controller, creds)) = established else { return Ok(None) };
+    let (publish, identity) = tokio::sync::watch::channel(creds);
+    let renewal = enroll::Renewal {
+        controller: controller.clone(),
+        host_id: host_id.clone(),
+        join_token: config.join_token.clone(),
+        store,
+        backoff: enroll::RENEWAL_BACKOFF,
+    };
+    let task = tokio::spawn(renewal.run(publish, agent.events(), shutdown.clone()));
+    Ok(Some((Transport::Tls { controller, identity }, Some(task))))
 }
 
 async fn resolve_host_id(endpoint: &str) -> Result<HostId, RunError> {

@@ -2,8 +2,9 @@
 //! outages: the agent re-applies it at start, before it connects.
 
 use std::{
-    fs::{self, File},
+    fs::{self, File, OpenOptions},
     io::Write,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -86,27 +87,45 @@ impl StateStore {
     pub async fn save(&self, set: &RuleSet) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(set).map_err(StateError::Encode)?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &json)).await.map_err(StateError::Join)?
+        let path = self.path();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &[(FILE_NAME, &json)], 0o644))
+            .await
+            .map_err(StateError::Join)?
+            .map_err(|source| StateError::Write { path, source })
     }
 }
 
-/// Temp file in the same directory (so `rename` is atomic), fsync, rename, then fsync the
-/// directory so the rename itself survives a power cut.
-fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let target = dir.join(FILE_NAME);
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
+/// Replaces `files` (name, contents) in `dir` as atomically as the filesystem allows: each
+/// is written to a temp file in the same directory (so `rename` is atomic), created with
+/// `mode`, and fsynced; only then are they renamed over the targets, and the directory is
+/// fsynced so the renames survive a power cut. A crash leaves each file old or new, and a
+/// set of files mixed only if it strikes between two renames.
+pub(crate) fn write_atomically(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> std::io::Result<()> {
+    let temp = |name: &str| dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         fs::create_dir_all(dir)?;
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &target)?;
+        for (name, bytes) in files {
+            let tmp = temp(name);
+            // A temp file left by a crash may have other permissions: start afresh, so
+            // the file never exists with more than `mode`.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        for (name, _) in files {
+            fs::rename(temp(name), dir.join(name))?;
+        }
         File::open(dir)?.sync_all()
     };
-    write().map_err(|source| {
+    write().inspect_err(|_| {
         // Best effort: a leftover temp file is harmless but untidy.
-        let _ = fs::remove_file(&tmp);
-        StateError::Write { path: target.clone(), source }
+        for (name, _) in files {
+            let _ = fs::remove_file(temp(name));
+        }
     })
 }
 

@@ -37,6 +37,9 @@ struct Inner {
     rules_by_family: [usize; 2],
     /// A stream has been open since start, so the controller had its say about the version.
     synced: bool,
+    /// Why the controller last refused the agent's certificate (revoked, expired, unknown),
+    /// until a stream opens again.
+    refused: Option<String>,
     /// The latest pushed version and, if it failed, why.
     last_push: Option<(u64, Option<String>)>,
     last_check: Option<Instant>,
@@ -83,8 +86,17 @@ impl Status {
         self.lock().last_push = Some((version, error));
     }
 
+    /// A stream opened: the controller accepts the agent.
     pub fn record_synced(&self) {
-        self.lock().synced = true;
+        let mut s = self.lock();
+        s.synced = true;
+        s.refused = None;
+    }
+
+    /// The controller refused the agent's certificate: the applied rules stay, but the
+    /// controller's later changes cannot arrive, so the agent is not ready.
+    pub fn record_refused(&self, why: String) {
+        self.lock().refused = Some(why);
     }
 
     /// A drift check's result; counters' rates are taken against the previous check.
@@ -133,6 +145,12 @@ impl Status {
     /// and passed; otherwise `Err(why not)`.
     pub fn readiness(&self) -> Result<String, String> {
         let s = self.lock();
+        if let Some(why) = &s.refused {
+            return Err(format!(
+                "the controller refuses this agent's certificate (applied version {} stays in place): {why}",
+                s.applied_version
+            ));
+        }
         if !s.synced {
             return Err(format!(
                 "not yet in touch with the controller since start (applied version {})",
@@ -257,6 +275,11 @@ mod tests {
         assert!(status.readiness().unwrap_err().contains("drift check failed"));
         status.record_check(Ok(&Check::default()));
         assert_eq!(status.readiness(), Ok("applied version 4".to_owned()));
+        status.record_refused("host h1's certificate was revoked".to_owned());
+        let why = status.readiness().unwrap_err();
+        assert!(why.contains("revoked") && why.contains("applied version 4 stays"), "{why}");
+        status.record_synced();
+        assert_eq!(status.readiness(), Ok("applied version 4".to_owned()), "a new stream clears it");
     }
 
     #[test]

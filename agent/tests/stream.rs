@@ -3,14 +3,13 @@
 //! invalid or failing sets → Nack, the state file follows, reconnect after the server
 //! goes away.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod common;
 
+use std::{net::SocketAddr, time::Duration};
+
+use common::FakeDataplane;
 use teefleet_agent::{
-    Agent, ApplyError, Dataplane, StateStore, StreamOptions,
+    Agent, StateStore, StreamOptions, Transport,
     backoff::Backoff,
     firewall::{Check, Counter, Family, Repair},
 };
@@ -26,40 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Records every applied set; fails with `fail` when it is set; every drift check returns
-/// `check`.
-#[derive(Clone, Default)]
-struct FakeDataplane {
-    applied: Arc<Mutex<Vec<RuleSet>>>,
-    fail: Arc<Mutex<Option<String>>>,
-    check: Arc<Mutex<Check>>,
-}
-
-impl Dataplane for FakeDataplane {
-    async fn apply(&self, set: &RuleSet) -> Result<(), ApplyError> {
-        if let Some(stderr) = self.fail.lock().expect("lock").clone() {
-            return Err(ApplyError::Failed {
-                program: "fake",
-                status: "exit status: 1".into(),
-                stderr,
-                input_line: None,
-            });
-        }
-        self.applied.lock().expect("lock").push(set.clone());
-        Ok(())
-    }
-
-    async fn check(&self) -> Result<Check, ApplyError> {
-        Ok(self.check.lock().expect("lock").clone())
-    }
-}
-
-impl FakeDataplane {
-    fn versions(&self) -> Vec<u64> {
-        self.applied.lock().expect("lock").iter().map(RuleSet::version).collect()
-    }
-}
 
 /// One accepted stream: what the agent sent, and a sender for pushes.
 struct Conn {
@@ -155,11 +120,12 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
 
 fn options(addr: SocketAddr, health_interval: Duration) -> StreamOptions {
     StreamOptions {
-        controller: format!("http://{addr}"),
+        transport: Transport::Plaintext(format!("http://{addr}").parse().expect("url")),
         host_id: "host-1".parse().expect("id"),
         health_interval,
         addresses: Some(vec!["10.0.0.9".into()]),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
+        refused_retry: Duration::from_secs(60),
     }
 }
 

@@ -1,28 +1,124 @@
 //! The command line: clap derive types and the light parsing the CLI does itself (enum
-//! names, the `N` / `N-M` port syntax, and the throttle, parsed with the model's own types
-//! so a range error reads the same as the controller's). Everything else — CIDRs, port
-//! ranges, names — goes to the controller as typed, which validates it and answers with a
-//! message naming the field.
+//! names, the `N` / `N-M` port syntax, the throttle and token lifetimes, parsed with the
+//! model's own functions so an error reads the same as the controller's). Everything else
+//! — CIDRs, port ranges, names — goes to the controller as typed, which validates it and
+//! answers with a message naming the field.
+//!
+//! The connection flags (`--controller`, `--token`, `--ca-cert`, `--insecure`, `--config`)
+//! hold only what was typed: `config.rs` layers them over the environment and the config
+//! file, so clap reads no environment variable itself.
+
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use teefleet_model::{MaxPps, Sample};
 use teefleet_proto::v1;
 
-/// The default admin endpoint: the controller on the same machine.
-pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7300";
+/// The controller's port when no URL is configured: the controller's own default.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7300";
 
-/// fleetctl: manage teefleet's mirroring sessions, collectors and hosts.
+/// fleetctl: manage teefleet's mirroring sessions, collectors, hosts and access.
 #[derive(Debug, Parser)]
-#[command(name = "fleetctl", version, about)]
+#[command(
+    name = "fleetctl",
+    version,
+    about,
+    after_help = "Each connection setting is taken from its flag, else its environment variable, else the \
+                  config file (see `fleetctl config show`), else the default.\n\n\
+                  Exit codes: 0 success, 1 the controller refused or could not be reached, 2 bad \
+                  arguments, 64 bad connection settings or config file."
+)]
 pub struct Cli {
-    /// The controller's admin endpoint.
-    #[arg(long, env = "FLEET_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
-    pub controller: String,
+    #[command(flatten)]
+    pub connection: ConnectionFlags,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
     pub output: Format,
     #[command(subcommand)]
     pub command: Command,
+}
+
+const CONNECTION: &str = "Connection";
+
+/// How to reach the controller and who to be there, as typed on the command line. An empty
+/// value unsets the setting, hiding the environment's and the config file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConnectionFlags {
+    /// The controller's URL [env: FLEET_CONTROLLER]. An https:// URL uses TLS and needs
+    /// --ca-cert; an http:// URL is plaintext and needs --insecure. Default:
+    /// https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure.
+    #[arg(long, value_name = "URL", global = true, help_heading = CONNECTION)]
+    pub controller: Option<String>,
+    /// The bearer token sent with every call [env: FLEET_TOKEN]. Prefer the environment or
+    /// `fleetctl config set --token`: other users can see command lines.
+    #[arg(long, value_name = "TOKEN", global = true, help_heading = CONNECTION)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) to trust for an https:// controller, as printed by
+    /// `fleet-controller ca print` [env: FLEET_CA_CERT].
+    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
+    pub ca_cert: Option<PathBuf>,
+    /// Talk plaintext to a controller started with --insecure (labs only): needs an http://
+    /// URL, and sends no token [env: FLEET_INSECURE]. --insecure=false turns off a
+    /// config file's `insecure = true`.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        global = true,
+        help_heading = CONNECTION,
+        hide_possible_values = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub insecure: Option<bool>,
+    /// The config file [env: FLEET_CONFIG]. Default: $XDG_CONFIG_HOME/fleetctl/config.toml,
+    /// else ~/.config/fleetctl/config.toml.
+    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Refuses what `check` refuses as clap does a usage error: the message and the
+    /// subcommand's usage on stderr, exit code 2.
+    pub fn check_or_exit(&self) {
+        use clap::CommandFactory;
+        let Err((kind, message)) = self.check() else { return };
+        let mut command = Cli::command();
+        command.build();
+        let path: &[&str] = match self.command {
+            Command::Token(_) => &["token", "create"],
+            _ => &["config", "set"],
+        };
+        for name in path {
+            if let Some(found) = command.find_subcommand(name) {
+                command = found.clone();
+            }
+        }
+        command.error(kind, message).exit()
+    }
+
+    /// Argument combinations clap cannot express, refused as usage errors before anything
+    /// is read or sent.
+    pub fn check(&self) -> Result<(), (clap::error::ErrorKind, String)> {
+        use clap::error::ErrorKind;
+        match &self.command {
+            Command::Token(TokenCommand::Create(args)) => {
+                args.to_request().map(|_| ()).map_err(|e| (ErrorKind::ArgumentConflict, e.to_owned()))
+            }
+            Command::Config(ConfigCommand::Set) => {
+                let ConnectionFlags { controller, token, ca_cert, insecure, config: _ } = &self.connection;
+                if controller.is_none() && token.is_none() && ca_cert.is_none() && insecure.is_none() {
+                    return Err((
+                        ErrorKind::MissingRequiredArgument,
+                        "config set needs at least one of --controller, --token, --ca-cert, --insecure".to_owned(),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How results are printed.
@@ -45,6 +141,15 @@ pub enum Command {
     /// Mirroring sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Bearer tokens for operators and join tokens for agents (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The controller's record of every change and who made it (admin).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// fleetctl's own config file; needs no controller.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +184,108 @@ pub enum HostCommand {
         /// The host's id (its EC2 instance id, or the id its agent was given).
         host_id: String,
     },
+    /// Revoke every certificate of a host and close its stream (admin). Its agent can
+    /// come back only by enrolling again with a new join token.
+    Revoke {
+        /// The host's id.
+        host_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret, once.
+    Create(TokenCreateArgs),
+    /// List the tokens (never their secrets).
+    List,
+    /// Revoke a token: calls with it fail from now on.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// What the token may do: agent (enroll an agent only), viewer (read), operator (also
+    /// manage sessions), admin (also collectors, tokens and hosts).
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// How long the token is valid: 90s, 30m, 1h, 7d (at least a minute).
+    #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_lifetime)]
+    pub ttl: std::time::Duration,
+    /// How many agents may enroll with it (role agent only); default: unlimited until it
+    /// expires.
+    #[arg(long, value_name = "N")]
+    pub uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Agent,
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl RoleArg {
+    /// The role's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Agent => "agent",
+            RoleArg::Viewer => "viewer",
+            RoleArg::Operator => "operator",
+            RoleArg::Admin => "admin",
+        }
+    }
+}
+
+/// The controller's own words when `--uses` comes with another role than agent.
+pub const USES_NEEDS_AGENT: &str =
+    "uses: only join tokens (role agent) have a number of uses; operator tokens last until they expire";
+
+impl TokenCreateArgs {
+    /// The request the controller receives, or the controller's refusal of `--uses` for
+    /// another role than agent, given early.
+    pub fn to_request(&self) -> Result<v1::CreateTokenRequest, &'static str> {
+        if self.uses.is_some() && self.role != RoleArg::Agent {
+            return Err(USES_NEEDS_AGENT);
+        }
+        Ok(v1::CreateTokenRequest {
+            role: self.role.as_str().to_owned(),
+            ttl_seconds: self.ttl.as_secs(),
+            uses: self.uses,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit records, oldest first.
+    List {
+        /// Only records at or after this time, RFC 3339: 2026-11-25T10:00:00Z.
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<String>,
+        /// At most this many records (1-1000); default: the controller's, 100.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+}
+
+/// Checks `--since` is RFC 3339 and passes it on as typed.
+pub fn parse_since(text: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T10:00:00Z"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Save --controller, --token, --ca-cert and --insecure to the config file (mode 0600),
+    /// keeping the settings not given. An empty value removes the setting.
+    Set,
+    /// Show the settings in force and where each comes from; the token is redacted.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +334,10 @@ pub struct CreateArgs {
     /// Clone at most this many packets per second per host and address family.
     #[arg(long, value_name = "N", value_parser = parse_max_pps)]
     pub max_pps: Option<MaxPps>,
+    /// Accept sources in another EC2 subnet than the collector. TEE needs the collector
+    /// on-link; say this only if it is (clones to an off-link gateway are dropped).
+    #[arg(long)]
+    pub allow_routed: bool,
     /// Wait until every source has applied the session.
     #[arg(long)]
     pub wait: bool,
@@ -211,6 +422,7 @@ impl CreateArgs {
                 sample: self.sample.map_or(0.0, Sample::fraction),
                 max_pps: self.max_pps.map_or(0, MaxPps::get),
             }),
+            allow_routed: self.allow_routed,
         }
     }
 }
@@ -345,7 +557,7 @@ mod tests {
     fn global_options_go_anywhere() {
         let cli = parse(&["session", "list", "-o", "json", "--controller", "http://c:1"]).expect("parses");
         assert_eq!(cli.output, Format::Json);
-        assert_eq!(cli.controller, "http://c:1");
+        assert_eq!(cli.connection.controller.as_deref(), Some("http://c:1"));
         let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);
         match cli.command {
@@ -362,6 +574,116 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn connection_flags_are_global_and_hold_only_what_was_typed() {
+        let cli = parse(&[
+            "session",
+            "list",
+            "--token",
+            "tf1.a.b",
+            "--ca-cert",
+            "/etc/ca.pem",
+            "--config",
+            "/c.toml",
+            "--insecure",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.connection,
+            ConnectionFlags {
+                controller: None,
+                token: Some("tf1.a.b".into()),
+                ca_cert: Some("/etc/ca.pem".into()),
+                insecure: Some(true),
+                config: Some("/c.toml".into()),
+            }
+        );
+        let insecure = |args: &[&str]| parse(args).map(|c| c.connection.insecure).map_err(|e| e.kind());
+        assert_eq!(insecure(&["--insecure=false", "host", "list"]), Ok(Some(false)));
+        assert_eq!(insecure(&["--insecure=yes", "host", "list"]), Ok(Some(true)));
+        assert_eq!(insecure(&["host", "list"]), Ok(None));
+        // --insecure takes no separate value: the next word stays a subcommand.
+        assert_eq!(insecure(&["--insecure", "host", "list"]), Ok(Some(true)));
+        assert_eq!(insecure(&["--insecure=maybe", "host", "list"]), Err(ErrorKind::ValueValidation));
+    }
+
+    fn token_create(args: &[&str]) -> Result<TokenCreateArgs, clap::Error> {
+        match parse(&[&["token", "create"], args].concat())?.command {
+            Command::Token(TokenCommand::Create(c)) => Ok(c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_create_builds_the_request() {
+        let c = token_create(&["--role", "agent", "--ttl", "30m", "--uses", "3"]).expect("parses");
+        assert_eq!(
+            c.to_request(),
+            Ok(v1::CreateTokenRequest { role: "agent".into(), ttl_seconds: 1800, uses: Some(3) })
+        );
+        let c = token_create(&["--role", "viewer", "--ttl", "1h"]).expect("parses");
+        assert_eq!(c.to_request(), Ok(v1::CreateTokenRequest { role: "viewer".into(), ttl_seconds: 3600, uses: None }));
+        // The controller's own refusal, given before connecting.
+        let c = token_create(&["--role", "operator", "--ttl", "1h", "--uses", "2"]).expect("parses");
+        assert_eq!(c.to_request(), Err(USES_NEEDS_AGENT));
+        let cli = parse(&["token", "create", "--role", "admin", "--ttl", "1d", "--uses", "1"]).expect("parses");
+        assert_eq!(cli.check(), Err((ErrorKind::ArgumentConflict, USES_NEEDS_AGENT.to_owned())));
+
+        let kind = |args: &[&str]| token_create(args).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(kind(&["--role", "root", "--ttl", "1h"]), Err(ErrorKind::InvalidValue));
+        assert_eq!(kind(&["--role", "agent", "--ttl", "1.5h"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["--role", "agent", "--ttl", "0m"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["--role", "agent"]), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(kind(&["--ttl", "1h"]), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(kind(&["--role", "agent", "--ttl", "1h", "--uses", "many"]), Err(ErrorKind::ValueValidation));
+        let err = token_create(&["--role", "agent", "--ttl", "1w"]).expect_err("weeks").to_string();
+        assert!(err.contains("\"1w\" is not a duration; write e.g. 90s, 30m, 1h or 7d"), "{err}");
+    }
+
+    #[test]
+    fn token_host_and_audit_commands_parse() {
+        match parse(&["token", "revoke", "0a1b2c3d4e5f"]).expect("parses").command {
+            Command::Token(TokenCommand::Revoke { id }) => assert_eq!(id, "0a1b2c3d4e5f"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["token", "list", "-o", "json"]).expect("parses").command,
+            Command::Token(TokenCommand::List)
+        ));
+        match parse(&["host", "revoke", "i-1"]).expect("parses").command {
+            Command::Host(HostCommand::Revoke { host_id }) => assert_eq!(host_id, "i-1"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["audit", "list", "--since", "2026-11-25T10:00:00+01:00", "--limit", "5"]).expect("parses").command
+        {
+            Command::Audit(AuditCommand::List { since, limit }) => {
+                assert_eq!((since.as_deref(), limit), (Some("2026-11-25T10:00:00+01:00"), Some(5)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["audit", "list"]).expect("parses").command {
+            Command::Audit(AuditCommand::List { since, limit }) => assert_eq!((since, limit), (None, None)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let kind = |args: &[&str]| parse(args).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(kind(&["audit", "list", "--since", "yesterday"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["audit", "list", "--since", "2026-11-25"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["audit", "list", "--limit", "0"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["audit", "list", "--limit", "1001"]), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&["host", "revoke"]), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(kind(&["token", "revoke"]), Err(ErrorKind::MissingRequiredArgument));
+    }
+
+    #[test]
+    fn config_set_needs_a_setting() {
+        let cli = parse(&["config", "set", "--controller", "https://c:7300", "--insecure=false"]).expect("parses");
+        assert_eq!(cli.check(), Ok(()));
+        assert_eq!(cli.connection.insecure, Some(false));
+        let cli = parse(&["config", "set", "--config", "/c.toml"]).expect("parses");
+        assert_eq!(cli.check().map_err(|(kind, _)| kind), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(parse(&["config", "show"]).expect("parses").check(), Ok(()));
     }
 
     #[test]

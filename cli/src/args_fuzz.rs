@@ -1,9 +1,11 @@
 //! fleetctl's arguments are typed by a person or pasted by a script. Whatever argv holds
 //! (real words in odd orders, flags without values, garbage, bytes that are not UTF-8),
 //! clap parses it or returns a usage error that renders and exits 2; a parsed `session
-//! create` always builds its request, with exactly the throttle given; and the value
+//! create` always builds its request, with exactly the throttle given, and a parsed `token
+//! create` with exactly the lifetime given; the cross-flag check never panics; the value
 //! parsers agree with the model, so the CLI refuses nothing the controller would accept
-//! and reads no value differently from it.
+//! and reads no value differently from it; and the connection settings resolve with a
+//! flag over the environment over the file, whatever each layer holds.
 
 use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
@@ -15,7 +17,11 @@ use teefleet_model::{
 };
 use teefleet_proto::v1;
 
-use crate::args::{Cli, Command, SessionCommand, parse_max_pps, parse_port, parse_sample};
+use crate::args::{
+    Cli, Command, ConnectionFlags, SessionCommand, TokenCommand, USES_NEEDS_AGENT, parse_max_pps, parse_port,
+    parse_sample,
+};
+use crate::config::{self, FileConfig, LoadedFile, Source};
 
 const WORDS: &[&str] = &[
     "session",
@@ -37,6 +43,7 @@ const WORDS: &[&str] = &[
     "--sample",
     "--max-pps",
     "--wait",
+    "--allow-routed",
     "--timeout",
     "--ip",
     "--ipv6",
@@ -68,6 +75,37 @@ const WORDS: &[&str] = &[
     "1e3",
     "10.0.0.0/8",
     "i-0123456789abcdef0",
+    "token",
+    "revoke",
+    "audit",
+    "config",
+    "set",
+    "show",
+    "--role",
+    "--ttl",
+    "--uses",
+    "--since",
+    "--limit",
+    "--token",
+    "--ca-cert",
+    "--insecure",
+    "--insecure=false",
+    "--insecure=",
+    "--config",
+    "agent",
+    "viewer",
+    "operator",
+    "admin",
+    "30m",
+    "1h",
+    "0s",
+    "7d",
+    "3",
+    "2026-11-25T10:00:00Z",
+    "https://127.0.0.1:7300",
+    "http://127.0.0.1:7300",
+    "/etc/teefleet/ca.pem",
+    "tf1.0a1b2c3d4e5f.00ff",
 ];
 
 fn arg() -> impl Strategy<Value = OsString> {
@@ -111,12 +149,52 @@ fn create_argv() -> impl Strategy<Value = Vec<OsString>> {
     )
 }
 
+/// A `token create` that parses (bar `--uses` with a role other than agent, which the
+/// check refuses), then maybe random arguments after it.
+fn token_create_argv() -> impl Strategy<Value = Vec<OsString>> {
+    let role = select(vec!["agent", "viewer", "operator", "admin"]);
+    let ttl = ("[0-9]{1,6}", select(vec!["s", "m", "h", "d"])).prop_map(|(n, unit)| format!("{n}{unit}"));
+    (role, ttl, option::of(any::<u32>()), vec(arg(), 0..3)).prop_map(|(role, ttl, uses, extra)| {
+        let mut argv: Vec<OsString> =
+            ["token", "create", "--role", role, "--ttl", &ttl].into_iter().map(OsString::from).collect();
+        if let Some(n) = uses {
+            argv.extend(["--uses".into(), n.to_string().into()]);
+        }
+        argv.extend(extra);
+        argv
+    })
+}
+
+/// A value for one layer of one setting: absent, empty (which unsets) or a word.
+fn layer() -> impl Strategy<Value = Option<String>> {
+    option::of(prop_oneof![Just(String::new()), "[a-z0-9:/.]{1,12}"])
+}
+
 proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn any_argv_parses_or_is_a_usage_error(args in prop_oneof![vec(arg(), 0..10), create_argv()]) {
-        match Cli::try_parse_from(std::iter::once(OsString::from("fleetctl")).chain(args)) {
+    fn any_argv_parses_or_is_a_usage_error(args in prop_oneof![vec(arg(), 0..10), create_argv(), token_create_argv()]) {
+        let parsed = Cli::try_parse_from(std::iter::once(OsString::from("fleetctl")).chain(args));
+        if let Ok(cli) = &parsed {
+            // The checks clap cannot express refuse with a message, never a panic.
+            if let Err((_, message)) = cli.check() {
+                prop_assert!(!message.is_empty());
+            }
+        }
+        match parsed {
+            Ok(Cli { command: Command::Token(TokenCommand::Create(create)), .. }) => {
+                let ttl = create.ttl;
+                match create.to_request() {
+                    Ok(request) => {
+                        prop_assert_eq!(request.ttl_seconds, ttl.as_secs());
+                        prop_assert!(request.ttl_seconds > 0);
+                        prop_assert_eq!(request.uses, create.uses);
+                        prop_assert!(request.uses.is_none() || request.role == "agent");
+                    }
+                    Err(e) => prop_assert_eq!(e, USES_NEEDS_AGENT),
+                }
+            }
             Ok(Cli { command: Command::Session(SessionCommand::Create(create)), .. }) => {
                 let request = create.to_request();
                 prop_assert_eq!((&request.name, &request.sources, &request.collector), (&create.name, &create.sources, &create.collector));
@@ -136,6 +214,43 @@ proptest! {
                 prop_assert_eq!(e.exit_code(), if e.use_stderr() { 2 } else { 0 }, "{:?}", e.kind());
             }
         }
+    }
+
+    #[test]
+    fn settings_take_the_first_layer_that_sets_them(
+        flag in layer(),
+        env in layer(),
+        file in layer(),
+        insecure in (option::of(any::<bool>()), option::of(select(vec!["", "1", "0", "true", "off", "maybe"])), option::of(any::<bool>())),
+    ) {
+        let flags = ConnectionFlags { token: flag.clone(), insecure: insecure.0, ..Default::default() };
+        let vars = [("FLEET_TOKEN", env.clone()), ("FLEET_INSECURE", insecure.1.map(str::to_owned))];
+        let lookup = |name: &str| vars.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone());
+        let loaded = LoadedFile {
+            path: Some("/c.toml".into()),
+            config: FileConfig { token: file.clone(), insecure: insecure.2, ..Default::default() },
+        };
+        let resolved = config::resolve(&flags, &lookup, &loaded);
+        // Only a bad FLEET_INSECURE fails, and only when no flag hides it.
+        let Ok(settings) = resolved else {
+            prop_assert!(insecure.1 == Some("maybe") && insecure.0.is_none());
+            return Ok(());
+        };
+        // An empty environment variable counts as unset; an empty flag or key unsets.
+        let expected = [
+            (flag, Source::Flag("--token")),
+            (env.filter(|v| !v.is_empty()), Source::Env("FLEET_TOKEN")),
+            (file, Source::File("/c.toml".into())),
+        ]
+        .into_iter()
+        .find_map(|(v, s)| v.map(|v| (v, s)))
+        .filter(|(v, _)| !v.trim().is_empty());
+        prop_assert_eq!(settings.token.map(|t| (t.value, t.source)), expected);
+        prop_assert!(insecure.1 != Some("maybe") || insecure.0.is_some());
+        let insecure_env = insecure.1.filter(|v| !v.is_empty()).map(|v| matches!(v, "1" | "true"));
+        let want = insecure.0.or(insecure_env).or(insecure.2).unwrap_or(false);
+        prop_assert_eq!(settings.insecure.value, want);
+        prop_assert_eq!(settings.controller.value.starts_with("http://"), want);
     }
 
     #[test]

@@ -1,45 +1,76 @@
-//! The calls fleetctl makes: one gRPC channel to the controller's admin API, one function
-//! per subcommand, and the `--wait` loop. Errors keep the controller's message verbatim,
-//! because it names the offending field.
+//! The calls fleetctl makes: the settings resolved, one gRPC channel to the controller's
+//! admin API, one function per subcommand, and the `--wait` loop. Errors keep the
+//! controller's message verbatim, because it names the offending field.
 
 use std::io::Write;
 use std::time::Duration;
 
 use teefleet_proto::v1;
+use teefleet_proto::v1::audit_service_client::AuditServiceClient;
 use teefleet_proto::v1::collector_service_client::CollectorServiceClient;
 use teefleet_proto::v1::host_service_client::HostServiceClient;
 use teefleet_proto::v1::session_service_client::SessionServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use teefleet_proto::v1::token_service_client::TokenServiceClient;
 
-use crate::args::{CollectorCommand, Command, CreateArgs, Format, HostCommand, SessionCommand};
-use crate::output::{self, CollectorOut, DeletedOut, HostOut, SessionOut};
+use crate::args::{
+    AuditCommand, Cli, CollectorCommand, Command, ConfigCommand, CreateArgs, Format, HostCommand, SessionCommand,
+    TokenCommand,
+};
+use crate::config::{self, ConfigError, Settings};
+use crate::output::{
+    self, AuditOut, CollectorOut, ConfigOut, DeletedOut, HostOut, HostRevokedOut, NewTokenOut, RevokedOut, SessionOut,
+    TokenOut,
+};
+use crate::transport::{self, Transport};
 
 /// How often `--wait` asks for the session's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Why a command failed; printed as `error: <message>` with exit code 1.
+/// Why a command failed; printed as `error: <message>`, with the exit code of `exit_code`.
 #[derive(Debug)]
 pub enum CliError {
     /// The controller answered with an error status; its message is shown verbatim.
     Status(tonic::Status),
-    /// The controller could not be reached.
-    Connect { url: String, detail: String },
+    /// The controller refused the caller's token (UNAUTHENTICATED) or its role
+    /// (PERMISSION_DENIED): its message, then what to do about it.
+    Access { status: tonic::Status, hint: String },
+    /// The controller could not be reached, or the connection failed during the call.
+    Connect { url: String, detail: String, hint: Option<String> },
+    /// The settings or the config file cannot be used; nothing was sent.
+    Config(ConfigError),
     /// `--wait` gave up; the message lists the hosts that have not applied the session.
     WaitTimeout(String),
     /// Writing the output failed (for example a closed pipe).
     Output(std::io::Error),
 }
 
+/// The exit code for bad connection settings or config file (EX_USAGE), apart from clap's
+/// 2 for bad arguments and 1 for what the controller said.
+pub const EXIT_CONFIG: u8 = 64;
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+fn status_text(status: &tonic::Status) -> &str {
+    if status.message().is_empty() { status.code().description() } else { status.message() }
+}
+
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Status(status) if status.message().is_empty() => {
-                write!(f, "{}", status.code().description())
+            CliError::Status(status) => f.write_str(status_text(status)),
+            CliError::Access { status, hint } => write!(f, "{}\nhint: {hint}", status_text(status)),
+            CliError::Connect { url, detail, hint } => {
+                write!(f, "cannot reach the controller at {url}: {detail}")?;
+                hint.as_ref().map_or(Ok(()), |hint| write!(f, "\nhint: {hint}"))
             }
-            CliError::Status(status) => f.write_str(status.message()),
-            CliError::Connect { url, detail } => {
-                write!(f, "cannot reach the controller at {url}: {detail}")
-            }
+            CliError::Config(e) => write!(f, "{e}"),
             CliError::WaitTimeout(message) => f.write_str(message),
             CliError::Output(e) => write!(f, "writing output: {e}"),
         }
@@ -58,46 +89,170 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-/// Connects lazily-but-checked: a bad URL or an unreachable controller fails here with a
-/// message naming the URL, not later with an opaque transport error.
-pub async fn connect(url: &str) -> Result<Channel, CliError> {
-    let connect_error = |detail: String| CliError::Connect { url: url.to_owned(), detail };
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| connect_error(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
-    endpoint.connect().await.map_err(|e| {
-        // The transport error's Display is terse ("transport error"); its source says why.
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            detail = format!("{detail}: {s}");
-            source = s.source();
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Config(e)
+    }
+}
+
+/// Adds what to do to a refusal of the caller's token or role, naming where the token
+/// came from, since a stale one in the config file or the environment is the usual cause.
+pub fn with_access_hint(error: CliError, settings: &Settings) -> CliError {
+    let CliError::Status(status) = error else { return error };
+    let save = "pass it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`";
+    let hint = match (status.code(), &settings.token) {
+        (tonic::Code::Unauthenticated, None) => {
+            format!("no token is configured; ask an admin for one (`fleetctl token create`) and {save}")
         }
-        connect_error(detail)
+        (tonic::Code::Unauthenticated, Some(token)) => format!(
+            "the token sent ({}) came from {}; ask an admin for a valid one (`fleetctl token create`) and {save}",
+            config::redact(&token.value),
+            token.source
+        ),
+        (tonic::Code::PermissionDenied, Some(token)) => format!(
+            "the token sent ({}) came from {}; ask an admin for a token with a larger role",
+            config::redact(&token.value),
+            token.source
+        ),
+        _ => return CliError::Status(status),
+    };
+    CliError::Access { status, hint }
+}
+
+/// Runs one parsed command: config commands locally, the others against the controller.
+/// `env` looks up environment variables (injected so tests need not set the process's).
+pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl Write) -> Result<(), CliError> {
+    let location = config::file_path(&cli.connection, env);
+    if let Command::Config(ConfigCommand::Set) = cli.command {
+        let Some((path, _)) = location else {
+            return Err(
+                ConfigError("no config file location: set HOME or XDG_CONFIG_HOME, or pass --config".into()).into()
+            );
+        };
+        return config_set(&cli, &path, out);
+    }
+    let file = config::load(location, true)?;
+    let settings = config::resolve(&cli.connection, env, &file)?;
+    if let Command::Config(ConfigCommand::Show) = cli.command {
+        let exists = settings.file.as_ref().is_some_and(|p| p.exists());
+        let problem = transport::plan(&settings).err().map(|e| e.0);
+        let shown = ConfigOut::new(&settings, exists, problem);
+        return Ok(output::emit(out, cli.output, &shown, || output::config_detail(&shown))?);
+    }
+    let plan = transport::plan(&settings)?;
+    let channel = transport::connect(&plan).await?;
+    execute(channel, cli.command, cli.output, out).await.map_err(|e| match e {
+        // A status with a source was made on this side, by the transport, not sent by the
+        // controller (which can only send a code and a message).
+        CliError::Status(status) if std::error::Error::source(&status).is_some() => {
+            transport::unreachable(&plan, &status)
+        }
+        other => with_access_hint(other, &settings),
     })
 }
 
-/// Runs one parsed command against the controller, writing its result to `out`.
-pub async fn execute(channel: Channel, command: Command, format: Format, out: &mut impl Write) -> Result<(), CliError> {
+/// `config set`: merges the flags given into the file, checks the result makes sense on
+/// its own, and writes it with mode 0600.
+fn config_set(cli: &Cli, path: &std::path::Path, out: &mut impl Write) -> Result<(), CliError> {
+    let current = config::load(Some((path.to_owned(), true)), false)?;
+    let merged = config::merge(current.config, &cli.connection)?;
+    let saved = config::LoadedFile { path: Some(path.to_owned()), config: merged };
+    // The file alone must be usable, bar a missing CA (it may be set next), so a typo in a
+    // URL is caught now rather than at the next command.
+    let alone = config::resolve(&Default::default(), &|_| None, &saved)?;
+    let mut probe = alone.clone();
+    probe.ca_cert.get_or_insert(config::Setting { value: "(set later)".into(), source: config::Source::Default });
+    if let Err(e) = transport::plan(&probe) {
+        return Err(
+            ConfigError(format!("not saved: {e}; give the settings that go together in one `config set`")).into()
+        );
+    }
+    if let Some(ca) = cli.connection.ca_cert.as_ref().and(saved.config.ca_cert.as_ref()) {
+        transport::read_ca(ca)?;
+    }
+    config::save(path, &saved.config)?;
+    let shown = ConfigOut::new(&alone, true, transport::plan(&alone).err().map(|e| e.0));
+    Ok(output::emit(out, cli.output, &shown, || format!("saved {}\n", path.display()))?)
+}
+
+/// Runs one parsed controller command, writing its result to `out`.
+pub async fn execute(
+    channel: Transport,
+    command: Command,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     match command {
         Command::Collector(cmd) => collector(CollectorServiceClient::new(channel), cmd, format, out).await,
-        Command::Host(HostCommand::List) => {
-            let hosts = HostServiceClient::new(channel).list_hosts(v1::ListHostsRequest {}).await?.into_inner().hosts;
+        Command::Host(cmd) => host(HostServiceClient::new(channel), cmd, format, out).await,
+        Command::Session(cmd) => session(SessionServiceClient::new(channel), cmd, format, out).await,
+        Command::Token(cmd) => token(TokenServiceClient::new(channel), cmd, format, out).await,
+        Command::Audit(AuditCommand::List { since, limit }) => {
+            let request = v1::ListAuditRequest { since: since.unwrap_or_default(), limit: limit.unwrap_or(0) };
+            let records = AuditServiceClient::new(channel).list_audit(request).await?.into_inner().records;
+            let records: Vec<AuditOut> = records.iter().map(AuditOut::from).collect();
+            Ok(output::emit(out, format, &records, || output::audit_table(&records))?)
+        }
+        // `run` handles these without a controller.
+        Command::Config(_) => Ok(()),
+    }
+}
+
+async fn host(
+    mut client: HostServiceClient<Transport>,
+    cmd: HostCommand,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match cmd {
+        HostCommand::List => {
+            let hosts = client.list_hosts(v1::ListHostsRequest {}).await?.into_inner().hosts;
             let hosts: Vec<HostOut> = hosts.iter().map(HostOut::from).collect();
             Ok(output::emit(out, format, &hosts, || output::hosts_table(&hosts))?)
         }
-        Command::Host(HostCommand::Get { host_id }) => {
-            let host = HostServiceClient::new(channel).get_host(v1::GetHostRequest { host_id }).await?.into_inner();
+        HostCommand::Get { host_id } => {
+            let host = client.get_host(v1::GetHostRequest { host_id }).await?.into_inner();
             let host = HostOut::from(&host);
             Ok(output::emit(out, format, &host, || output::host_detail(&host))?)
         }
-        Command::Session(cmd) => session(SessionServiceClient::new(channel), cmd, format, out).await,
+        HostCommand::Revoke { host_id } => {
+            let answer = client.revoke_host(v1::RevokeHostRequest { host_id: host_id.clone() }).await?.into_inner();
+            let revoked = HostRevokedOut::new(host_id, &answer);
+            Ok(output::emit(out, format, &revoked, || output::host_revoked_text(&revoked))?)
+        }
+    }
+}
+
+async fn token(
+    mut client: TokenServiceClient<Transport>,
+    cmd: TokenCommand,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match cmd {
+        TokenCommand::Create(args) => {
+            // `Cli::check` refused --uses with another role before connecting.
+            let request = args.to_request().map_err(tonic::Status::invalid_argument)?;
+            let created = client.create_token(request).await?.into_inner();
+            let created = NewTokenOut::from(&created);
+            Ok(output::emit(out, format, &created, || output::new_token_text(&created))?)
+        }
+        TokenCommand::List => {
+            let tokens = client.list_tokens(v1::ListTokensRequest {}).await?.into_inner().tokens;
+            let now = chrono::Utc::now();
+            let tokens: Vec<TokenOut> = tokens.iter().map(|t| TokenOut::new(t, now)).collect();
+            Ok(output::emit(out, format, &tokens, || output::tokens_table(&tokens))?)
+        }
+        TokenCommand::Revoke { id } => {
+            client.revoke_token(v1::RevokeTokenRequest { id: id.clone() }).await?;
+            let revoked = RevokedOut { kind: "token", id, revoked: true };
+            Ok(output::emit(out, format, &revoked, || format!("token {} revoked\n", revoked.id))?)
+        }
     }
 }
 
 async fn collector(
-    mut client: CollectorServiceClient<Channel>,
+    mut client: CollectorServiceClient<Transport>,
     cmd: CollectorCommand,
     format: Format,
     out: &mut impl Write,
@@ -129,7 +284,7 @@ async fn collector(
 }
 
 async fn session(
-    mut client: SessionServiceClient<Channel>,
+    mut client: SessionServiceClient<Transport>,
     cmd: SessionCommand,
     format: Format,
     out: &mut impl Write,
@@ -159,7 +314,7 @@ fn deleted(out: &mut impl Write, format: Format, kind: &'static str, name: Strin
 }
 
 async fn create_session(
-    mut client: SessionServiceClient<Channel>,
+    mut client: SessionServiceClient<Transport>,
     args: &CreateArgs,
     format: Format,
     out: &mut impl Write,
@@ -174,7 +329,7 @@ async fn create_session(
 
 /// Polls the session until it is active or the timeout passes.
 async fn wait_active(
-    client: &mut SessionServiceClient<Channel>,
+    client: &mut SessionServiceClient<Transport>,
     mut session: v1::Session,
     timeout: Duration,
 ) -> Result<v1::Session, CliError> {
@@ -286,13 +441,125 @@ mod tests {
         assert_eq!(e.to_string(), "The service is currently unavailable");
     }
 
+    fn settings_with_token(source: Option<config::Source>) -> Settings {
+        let file = config::LoadedFile::default();
+        let mut s = config::resolve(&Default::default(), &|_| None, &file).expect("resolves");
+        s.token = source.map(|source| config::Setting { value: "tf1.0a1b2c3d4e5f.secret".into(), source });
+        s
+    }
+
+    #[test]
+    fn access_refusals_get_a_hint_naming_the_tokens_source() {
+        let none = settings_with_token(None);
+        let e = with_access_hint(tonic::Status::unauthenticated("no bearer token").into(), &none);
+        assert_eq!(
+            e.to_string(),
+            "no bearer token\nhint: no token is configured; ask an admin for one (`fleetctl token create`) and pass \
+             it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`"
+        );
+        assert_eq!(e.exit_code(), 1);
+        let from_file = settings_with_token(Some(config::Source::File("/c.toml".into())));
+        let e = with_access_hint(tonic::Status::unauthenticated("token 0a1b2c3d4e5f is expired").into(), &from_file);
+        assert!(
+            e.to_string().starts_with(
+                "token 0a1b2c3d4e5f is expired\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config \
+                 file /c.toml; ask an admin for a valid one"
+            ),
+            "{e}"
+        );
+        let e = with_access_hint(tonic::Status::permission_denied("role viewer").into(), &from_file);
+        assert_eq!(
+            e.to_string(),
+            "role viewer\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config file /c.toml; ask an \
+             admin for a token with a larger role"
+        );
+        // Other codes, and the secret, stay out of it.
+        let e = with_access_hint(tonic::Status::not_found("no session web").into(), &from_file);
+        assert_eq!(e.to_string(), "no session web");
+        assert!(
+            !with_access_hint(tonic::Status::unauthenticated("x").into(), &from_file).to_string().contains("secret")
+        );
+    }
+
+    async fn run_in(home: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> (Result<(), CliError>, String) {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("fleetctl").chain(args.iter().copied())).expect("parses");
+        let mut vars: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        vars.entry("HOME".into()).or_insert_with(|| home.display().to_string());
+        let env = move |name: &str| vars.get(name).cloned();
+        let mut out = Vec::new();
+        let result = run(cli, &env, &mut out).await;
+        (result, String::from_utf8(out).expect("utf-8"))
+    }
+
     #[tokio::test]
-    async fn unreachable_controller_names_the_url() {
-        // Port 1 on loopback refuses connections immediately.
-        let err = connect("http://127.0.0.1:1").await.expect_err("nothing listens on port 1");
-        let text = err.to_string();
-        assert!(text.starts_with("cannot reach the controller at http://127.0.0.1:1: "), "{text}");
-        let err = connect("not a url").await.expect_err("bad url");
-        assert!(err.to_string().contains("not a url"), "{err}");
+    async fn config_set_refuses_a_file_that_cannot_work() {
+        let home = tempfile::tempdir().expect("home");
+        let file = home.path().join(".config/fleetctl/config.toml");
+        let (result, _) = run_in(home.path(), &[], &["config", "set", "--controller", "http://lab:7300"]).await;
+        let err = result.expect_err("plaintext without --insecure");
+        assert_eq!(err.exit_code(), EXIT_CONFIG);
+        assert!(err.to_string().starts_with("not saved: http://lab:7300 (from config file "), "{err}");
+        assert!(err.to_string().ends_with("give the settings that go together in one `config set`"), "{err}");
+        assert!(!file.exists());
+
+        let (result, out) =
+            run_in(home.path(), &[], &["config", "set", "--controller", "http://lab:7300", "--insecure"]).await;
+        result.expect("saved");
+        assert_eq!(out, format!("saved {}\n", file.display()));
+        let (result, _) = run_in(home.path(), &[], &["config", "set", "--controller", "https://lab:7300"]).await;
+        assert!(result.expect_err("contradiction").to_string().contains("asks for plaintext but https://lab:7300"));
+
+        // A TLS URL without its CA yet is fine: it may come next.
+        let (result, _) =
+            run_in(home.path(), &[], &["config", "set", "--controller", "https://lab:7300", "--insecure=false"]).await;
+        result.expect("saved");
+        let missing = home.path().join("missing.pem");
+        let (result, _) =
+            run_in(home.path(), &[], &["config", "set", "--ca-cert", missing.to_str().expect("utf-8")]).await;
+        assert!(result.expect_err("no such CA").to_string().starts_with("reading the CA certificate"));
+        let (result, _) = run_in(home.path(), &[], &["config", "set", "--token", "a b"]).await;
+        assert!(result.expect_err("not a header").to_string().contains("holds spaces"));
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("read"),
+            "# fleetctl's settings; `fleetctl config set` rewrites this file.\n\
+             controller = \"https://lab:7300\"\n\
+             insecure = false\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn config_show_and_refusals_need_no_controller() {
+        let home = tempfile::tempdir().expect("home");
+        let (result, out) = run_in(
+            home.path(),
+            &[("FLEET_TOKEN", "tf1.0a1b2c3d4e5f.s"), ("FLEET_INSECURE", "1")],
+            &["config", "show", "-o", "json"],
+        )
+        .await;
+        result.expect("shows");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v["controller"], serde_json::json!({"value": "http://127.0.0.1:7300", "source": "default"}));
+        assert_eq!(v["token"]["value"], "tf1.0a1b2c3d4e5f.<redacted>");
+        assert_eq!(v["file_exists"], false);
+        assert_eq!(v["problem"], serde_json::Value::Null);
+
+        let (result, out) = run_in(home.path(), &[], &["--controller", "http://127.0.0.1:1", "session", "list"]).await;
+        let err = result.expect_err("plaintext without --insecure");
+        assert_eq!((err.exit_code(), out.as_str()), (EXIT_CONFIG, ""));
+        let (result, _) =
+            run_in(home.path(), &[], &["--config", "/nonexistent/fleetctl.toml", "session", "list"]).await;
+        assert!(
+            result
+                .expect_err("named but absent")
+                .to_string()
+                .starts_with("reading config file /nonexistent/fleetctl.toml")
+        );
+        let (result, _) = run_in(home.path(), &[("HOME", "")], &["config", "set", "--insecure"]).await;
+        assert_eq!(
+            result.expect_err("nowhere to write").to_string(),
+            "no config file location: set HOME or XDG_CONFIG_HOME, or pass --config"
+        );
     }
 }

@@ -8,6 +8,7 @@ use teefleet_model::Sample;
 use teefleet_proto::v1;
 
 use crate::args::Format;
+use crate::config::{self, Setting, Settings, Source};
 
 /// A session as printed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -298,6 +299,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `Key:` and value lines, the values aligned one space after the longest key.
+fn key_values(fields: &[(&str, String)]) -> String {
+    let width = fields.iter().map(|(key, _)| key.chars().count() + 2).max().unwrap_or(0);
+    fields.iter().map(|(key, value)| format!("{:<width$}{value}\n", format!("{key}:"))).collect()
+}
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
@@ -398,10 +405,7 @@ pub fn session_detail(s: &SessionOut) -> String {
         ("Max pps", s.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
         ("Created", or_dash(&s.created_at)),
     ];
-    let mut out = String::new();
-    for (key, value) in fields {
-        out.push_str(&format!("{:<11}{value}\n", format!("{key}:")));
-    }
+    let mut out = key_values(&fields);
     out.push('\n');
     let mut rows: Vec<Vec<String>> = s
         .hosts
@@ -497,10 +501,7 @@ pub fn host_detail(h: &HostOut) -> String {
         None => fields.push(("Backend", "not reported".to_owned())),
     }
     fields.push(("Drift repairs", h.drift_repairs.to_string()));
-    let mut out = String::new();
-    for (key, value) in fields {
-        out.push_str(&format!("{:<15}{value}\n", format!("{key}:")));
-    }
+    let mut out = key_values(&fields);
     if let Some(d) = h.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
         out.push_str("\nDataplane problems:\n");
         for p in &d.problems {
@@ -532,6 +533,259 @@ pub fn host_detail(h: &HostOut) -> String {
             h.events.iter().map(|e| vec![or_dash(&e.at), e.kind.clone(), e.message.clone()]).collect();
         out.push_str("Recent events:\n");
         out.push_str(&table(&["AT", "KIND", "MESSAGE"], &rows));
+    }
+    out
+}
+
+/// A token as listed; never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenOut {
+    pub id: String,
+    pub role: String,
+    /// `active`, `expired`, `used up` or `revoked`, as of the listing.
+    pub state: &'static str,
+    /// Null for a token that never expires (the bootstrap token).
+    pub expires_at: Option<String>,
+    /// Enrollments left for an agent token; null when unlimited.
+    pub uses_left: Option<u32>,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+}
+
+impl TokenOut {
+    /// The token as of `now`, which decides whether it has expired.
+    pub fn new(t: &v1::Token, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let expired = chrono::DateTime::parse_from_rfc3339(&t.expires_at).is_ok_and(|at| at <= now);
+        let state = if !t.revoked_at.is_empty() {
+            "revoked"
+        } else if expired {
+            "expired"
+        } else if t.uses_left == Some(0) {
+            "used up"
+        } else {
+            "active"
+        };
+        TokenOut {
+            id: t.id.clone(),
+            role: t.role.clone(),
+            state,
+            expires_at: non_empty(&t.expires_at),
+            uses_left: t.uses_left,
+            created_at: t.created_at.clone(),
+            created_by: t.created_by.clone(),
+            revoked_at: non_empty(&t.revoked_at),
+        }
+    }
+}
+
+/// A token just created, with its secret: `token` is what to pass as --token or to
+/// fleet-agent --join-token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewTokenOut {
+    pub id: String,
+    pub token: String,
+    pub role: String,
+    pub expires_at: Option<String>,
+    /// Null when unlimited (and for every role but agent).
+    pub uses_left: Option<u32>,
+}
+
+impl From<&v1::CreateTokenResponse> for NewTokenOut {
+    fn from(r: &v1::CreateTokenResponse) -> Self {
+        let t = r.token.clone().unwrap_or_default();
+        NewTokenOut {
+            id: t.id,
+            token: r.secret.clone(),
+            role: t.role,
+            expires_at: non_empty(&t.expires_at),
+            uses_left: t.uses_left,
+        }
+    }
+}
+
+/// The acknowledgement of a revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedOut {
+    pub kind: &'static str,
+    pub id: String,
+    pub revoked: bool,
+}
+
+/// What revoking a host did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRevokedOut {
+    pub host_id: String,
+    /// How many of its certificates were still valid.
+    pub revoked_certificates: u32,
+    /// Whether its agent was connected, and now is not.
+    pub disconnected: bool,
+}
+
+impl HostRevokedOut {
+    pub fn new(host_id: String, r: &v1::RevokeHostResponse) -> Self {
+        HostRevokedOut { host_id, revoked_certificates: r.revoked_certificates, disconnected: r.disconnected }
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditOut {
+    pub id: u64,
+    pub at: String,
+    /// `token:<id> (<role>)`, `host:<id>`, or `insecure`.
+    pub actor: String,
+    pub peer: String,
+    pub action: String,
+    pub target: String,
+    /// `ok`, or the error the caller got.
+    pub result: String,
+}
+
+impl From<&v1::AuditRecord> for AuditOut {
+    fn from(r: &v1::AuditRecord) -> Self {
+        AuditOut {
+            id: r.id,
+            at: r.at.clone(),
+            actor: r.actor.clone(),
+            peer: r.peer.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            result: r.result.clone(),
+        }
+    }
+}
+
+/// One connection setting as `config show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingOut<T> {
+    /// Null when unset.
+    pub value: T,
+    /// `--token`, `env FLEET_TOKEN`, `config file`, `default`, or `unset`.
+    pub source: String,
+}
+
+/// The settings in force; the token only as its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigOut {
+    /// Null when there is no place for one (no HOME).
+    pub file: Option<String>,
+    pub file_exists: bool,
+    pub controller: SettingOut<String>,
+    pub token: SettingOut<Option<String>>,
+    pub ca_cert: SettingOut<Option<String>>,
+    pub insecure: SettingOut<bool>,
+    /// Why commands would refuse these settings; null when they would connect.
+    pub problem: Option<String>,
+}
+
+fn source_name(source: &Source) -> String {
+    match source {
+        Source::File(_) => "config file".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+impl ConfigOut {
+    pub fn new(s: &Settings, file_exists: bool, problem: Option<String>) -> Self {
+        fn opt<T>(setting: Option<&Setting<T>>, show: impl Fn(&T) -> String) -> SettingOut<Option<String>> {
+            match setting {
+                Some(s) => SettingOut { value: Some(show(&s.value)), source: source_name(&s.source) },
+                None => SettingOut { value: None, source: "unset".to_owned() },
+            }
+        }
+        ConfigOut {
+            file: s.file.as_ref().map(|p| p.display().to_string()),
+            file_exists,
+            controller: SettingOut { value: s.controller.value.clone(), source: source_name(&s.controller.source) },
+            token: opt(s.token.as_ref(), |t| config::redact(t)),
+            ca_cert: opt(s.ca_cert.as_ref(), |p| p.display().to_string()),
+            insecure: SettingOut { value: s.insecure.value, source: source_name(&s.insecure.source) },
+            problem,
+        }
+    }
+}
+
+/// `token create`'s view: the token, its secret, and the warning that it is shown once.
+pub fn new_token_text(t: &NewTokenOut) -> String {
+    let mut fields = vec![
+        ("ID", t.id.clone()),
+        ("Role", t.role.clone()),
+        ("Expires", t.expires_at.clone().unwrap_or_else(|| "never".to_owned())),
+    ];
+    if t.role == "agent" {
+        fields.push(("Uses", t.uses_left.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())));
+    }
+    fields.push(("Token", t.token.clone()));
+    let mut out = key_values(&fields);
+    out.push_str("\nSave the token now: it cannot be shown again (the controller keeps only its hash).\n");
+    out
+}
+
+/// The `token list` table.
+pub fn tokens_table(tokens: &[TokenOut]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.role.clone(),
+                t.state.to_owned(),
+                t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                t.uses_left.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                or_dash(&t.created_at),
+                or_dash(&t.created_by),
+            ]
+        })
+        .collect();
+    table(&["ID", "ROLE", "STATE", "EXPIRES", "USES-LEFT", "CREATED", "CREATED-BY"], &rows)
+}
+
+/// `host revoke`'s one line.
+pub fn host_revoked_text(h: &HostRevokedOut) -> String {
+    let certs = match h.revoked_certificates {
+        1 => "1 certificate".to_owned(),
+        n => format!("{n} certificates"),
+    };
+    let stream = if h.disconnected { "its stream was closed" } else { "it was not connected" };
+    format!("host {} revoked: {certs} revoked, {stream}\n", h.host_id)
+}
+
+/// The `audit list` table.
+pub fn audit_table(records: &[AuditOut]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                or_dash(&r.at),
+                or_dash(&r.actor),
+                or_dash(&r.action),
+                or_dash(&r.target),
+                or_dash(&r.result),
+                or_dash(&r.peer),
+            ]
+        })
+        .collect();
+    table(&["AT", "ACTOR", "ACTION", "TARGET", "RESULT", "PEER"], &rows)
+}
+
+/// `config show`'s view: the file, then each setting, its value and where it came from.
+pub fn config_detail(c: &ConfigOut) -> String {
+    let file = match (&c.file, c.file_exists) {
+        (Some(path), true) => path.clone(),
+        (Some(path), false) => format!("{path} (absent)"),
+        (None, _) => "none (no HOME or XDG_CONFIG_HOME; pass --config)".to_owned(),
+    };
+    let unset = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    let rows = vec![
+        vec!["controller".to_owned(), c.controller.value.clone(), c.controller.source.clone()],
+        vec!["token".to_owned(), unset(&c.token.value), c.token.source.clone()],
+        vec!["ca_cert".to_owned(), unset(&c.ca_cert.value), c.ca_cert.source.clone()],
+        vec!["insecure".to_owned(), c.insecure.value.to_string(), c.insecure.source.clone()],
+    ];
+    let mut out = format!("Config file: {file}\n\n{}", table(&["SETTING", "VALUE", "SOURCE"], &rows));
+    if let Some(problem) = &c.problem {
+        out.push_str(&format!("\nProblem: {problem}\n"));
     }
     out
 }
@@ -841,5 +1095,189 @@ mod tests {
         let t = hosts_table(&[h]);
         let cols: Vec<&str> = t.lines().nth(1).expect("row").split_whitespace().collect();
         assert_eq!(cols, ["i-src1", "yes", "3/4", "2", "never", "0.1.0", "10.0.0.2,fd00::2", "-"]);
+    }
+
+    fn proto_token(id: &str, role: &str) -> v1::Token {
+        v1::Token {
+            id: id.into(),
+            role: role.into(),
+            expires_at: "2026-06-01T00:00:00+00:00".into(),
+            uses_left: None,
+            created_at: "2026-05-01T00:00:00+00:00".into(),
+            created_by: "token:0a1b2c3d4e5f (admin)".into(),
+            revoked_at: String::new(),
+        }
+    }
+
+    fn may_2026() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339("2026-05-15T00:00:00Z").expect("time").to_utc()
+    }
+
+    #[test]
+    fn token_states_and_table() {
+        let now = may_2026();
+        let active = TokenOut::new(&proto_token("aaaaaaaaaaaa", "operator"), now);
+        let join = TokenOut::new(&v1::Token { uses_left: Some(2), ..proto_token("bbbbbbbbbbbb", "agent") }, now);
+        let used = TokenOut::new(&v1::Token { uses_left: Some(0), ..proto_token("cccccccccccc", "agent") }, now);
+        let expired = TokenOut::new(
+            &v1::Token { expires_at: "2026-05-14T00:00:00Z".into(), ..proto_token("dddddddddddd", "viewer") },
+            now,
+        );
+        let revoked = TokenOut::new(
+            &v1::Token { revoked_at: "2026-05-02T00:00:00+00:00".into(), ..proto_token("eeeeeeeeeeee", "admin") },
+            now,
+        );
+        let bootstrap = TokenOut::new(
+            &v1::Token { expires_at: String::new(), created_by: String::new(), ..proto_token("ffffffffffff", "admin") },
+            now,
+        );
+        let states: Vec<&str> =
+            [&active, &join, &used, &expired, &revoked, &bootstrap].iter().map(|t| t.state).collect();
+        assert_eq!(states, ["active", "active", "used up", "expired", "revoked", "active"]);
+        assert_eq!(
+            tokens_table(&[active, join, used, expired, revoked, bootstrap.clone()]),
+            "ID            ROLE      STATE    EXPIRES                    USES-LEFT  CREATED                    CREATED-BY\n\
+             aaaaaaaaaaaa  operator  active   2026-06-01T00:00:00+00:00  -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             bbbbbbbbbbbb  agent     active   2026-06-01T00:00:00+00:00  2          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             cccccccccccc  agent     used up  2026-06-01T00:00:00+00:00  0          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             dddddddddddd  viewer    expired  2026-05-14T00:00:00Z       -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             eeeeeeeeeeee  admin     revoked  2026-06-01T00:00:00+00:00  -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             ffffffffffff  admin     active   never                      -          2026-05-01T00:00:00+00:00  -\n"
+        );
+        assert_eq!(
+            serde_json::to_value(&bootstrap).expect("serializes"),
+            serde_json::json!({
+                "id": "ffffffffffff",
+                "role": "admin",
+                "state": "active",
+                "expires_at": null,
+                "uses_left": null,
+                "created_at": "2026-05-01T00:00:00+00:00",
+                "created_by": "",
+                "revoked_at": null,
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_token_shows_its_secret_once() {
+        let created = NewTokenOut::from(&v1::CreateTokenResponse {
+            token: Some(v1::Token { uses_left: Some(5), ..proto_token("0a1b2c3d4e5f", "agent") }),
+            secret: "tf1.0a1b2c3d4e5f.cafe".into(),
+        });
+        let mut buf = Vec::new();
+        emit(&mut buf, Format::Json, &created, || unreachable!()).expect("writes");
+        assert_eq!(
+            String::from_utf8(buf).expect("utf-8"),
+            "{\n  \"id\": \"0a1b2c3d4e5f\",\n  \"token\": \"tf1.0a1b2c3d4e5f.cafe\",\n  \"role\": \"agent\",\n  \
+             \"expires_at\": \"2026-06-01T00:00:00+00:00\",\n  \"uses_left\": 5\n}\n"
+        );
+        assert_eq!(
+            new_token_text(&created),
+            "ID:      0a1b2c3d4e5f\n\
+             Role:    agent\n\
+             Expires: 2026-06-01T00:00:00+00:00\n\
+             Uses:    5\n\
+             Token:   tf1.0a1b2c3d4e5f.cafe\n\
+             \n\
+             Save the token now: it cannot be shown again (the controller keeps only its hash).\n"
+        );
+        let unlimited = NewTokenOut { uses_left: None, ..created.clone() };
+        assert!(new_token_text(&unlimited).contains("Uses:    unlimited\n"));
+        let operator = NewTokenOut { role: "operator".into(), uses_left: None, ..created };
+        assert!(!new_token_text(&operator).contains("Uses:"));
+        assert_eq!(serde_json::to_value(&operator).expect("serializes")["uses_left"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn host_revocation_and_audit() {
+        let r =
+            HostRevokedOut::new("i-1".into(), &v1::RevokeHostResponse { revoked_certificates: 1, disconnected: false });
+        assert_eq!(host_revoked_text(&r), "host i-1 revoked: 1 certificate revoked, it was not connected\n");
+        let r =
+            HostRevokedOut::new("i-2".into(), &v1::RevokeHostResponse { revoked_certificates: 0, disconnected: true });
+        assert_eq!(host_revoked_text(&r), "host i-2 revoked: 0 certificates revoked, its stream was closed\n");
+
+        let records: Vec<AuditOut> = [
+            v1::AuditRecord {
+                id: 1,
+                at: "2026-11-25T10:00:00+00:00".into(),
+                actor: "token:0a1b2c3d4e5f (admin)".into(),
+                peer: "10.0.0.5:40000".into(),
+                action: "session.create".into(),
+                target: "web".into(),
+                result: "ok".into(),
+            },
+            v1::AuditRecord {
+                id: 2,
+                at: "2026-11-25T10:00:05+00:00".into(),
+                actor: "insecure".into(),
+                peer: String::new(),
+                action: "token.revoke".into(),
+                target: "ffffffffffff".into(),
+                result: "NotFound: no token ffffffffffff".into(),
+            },
+        ]
+        .iter()
+        .map(AuditOut::from)
+        .collect();
+        assert_eq!(
+            audit_table(&records),
+            "AT                         ACTOR                       ACTION          TARGET        RESULT                           PEER\n\
+             2026-11-25T10:00:00+00:00  token:0a1b2c3d4e5f (admin)  session.create  web           ok                               10.0.0.5:40000\n\
+             2026-11-25T10:00:05+00:00  insecure                    token.revoke    ffffffffffff  NotFound: no token ffffffffffff  -\n"
+        );
+        assert_eq!(
+            serde_json::to_value(&records[0]).expect("serializes"),
+            serde_json::json!({
+                "id": 1,
+                "at": "2026-11-25T10:00:00+00:00",
+                "actor": "token:0a1b2c3d4e5f (admin)",
+                "peer": "10.0.0.5:40000",
+                "action": "session.create",
+                "target": "web",
+                "result": "ok",
+            })
+        );
+    }
+
+    #[test]
+    fn config_view_redacts_the_token() {
+        let settings = Settings {
+            controller: Setting { value: "https://ctl:7300".into(), source: Source::File("/c.toml".into()) },
+            token: Some(Setting { value: "tf1.0a1b2c3d4e5f.secret".into(), source: Source::Env("FLEET_TOKEN") }),
+            ca_cert: None,
+            insecure: Setting { value: false, source: Source::Flag("--insecure") },
+            file: Some("/c.toml".into()),
+        };
+        let shown = ConfigOut::new(&settings, true, None);
+        assert_eq!(
+            config_detail(&shown),
+            "Config file: /c.toml\n\
+             \n\
+             SETTING     VALUE                        SOURCE\n\
+             controller  https://ctl:7300             config file\n\
+             token       tf1.0a1b2c3d4e5f.<redacted>  env FLEET_TOKEN\n\
+             ca_cert     -                            unset\n\
+             insecure    false                        --insecure\n"
+        );
+        assert_eq!(
+            serde_json::to_value(&shown).expect("serializes"),
+            serde_json::json!({
+                "file": "/c.toml",
+                "file_exists": true,
+                "controller": {"value": "https://ctl:7300", "source": "config file"},
+                "token": {"value": "tf1.0a1b2c3d4e5f.<redacted>", "source": "env FLEET_TOKEN"},
+                "ca_cert": {"value": null, "source": "unset"},
+                "insecure": {"value": false, "source": "--insecure"},
+                "problem": null,
+            })
+        );
+        let absent = ConfigOut::new(&Settings { file: Some("/c.toml".into()), ..settings.clone() }, false, None);
+        assert!(config_detail(&absent).starts_with("Config file: /c.toml (absent)\n"));
+        let troubled = ConfigOut::new(&settings, true, Some("it needs a CA".into()));
+        assert!(config_detail(&troubled).ends_with("--insecure\n\nProblem: it needs a CA\n"));
+        let nowhere = ConfigOut::new(&Settings { file: None, ..settings }, false, None);
+        assert!(config_detail(&nowhere).starts_with("Config file: none (no HOME or XDG_CONFIG_HOME; pass --config)\n"));
     }
 }

@@ -44,6 +44,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         sources: vec![SOURCE.into()],
         collector: COLLECTOR.into(),
         filter: None,
+        allow_routed: false,
     }
 }
 

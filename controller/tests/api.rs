@@ -40,6 +40,7 @@ fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filt
         sources: sources.iter().map(|s| (*s).to_owned()).collect(),
         collector: collector.into(),
         filter,
+        allow_routed: false,
     }
 }
 
@@ -635,5 +636,28 @@ async fn stream_must_start_with_a_valid_hello() {
     let err = AgentServiceClient::new(ctl.channel.clone()).sync(ReceiverStream::new(rx)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("host_id: "), "{}", err.message());
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn sources_off_the_collectors_subnet_need_allow_routed() {
+    let (_pg, url) = database().await;
+    let cloud = cloud();
+    cloud.instances.lock().expect("lock").get_mut(OTHER).expect("other").subnet_id = Some("subnet-2".into());
+    let ctl = Controller::start(url, cloud).await;
+    add_collector(&ctl.channel).await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+
+    let err = sessions.create_session(create("far", &[SOURCE, OTHER], COLLECTOR, None)).await.expect_err("off-link");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for part in [OTHER, "subnet-2", "subnet-1", "--allow-routed"] {
+        assert!(err.message().contains(part), "{part} in {err:?}");
+    }
+    let listed = sessions.list_sessions(pb::ListSessionsRequest {}).await.expect("list").into_inner();
+    assert!(listed.sessions.is_empty(), "a refused session is not stored");
+
+    let routed = pb::CreateSessionRequest { allow_routed: true, ..create("far", &[SOURCE, OTHER], COLLECTOR, None) };
+    sessions.create_session(routed).await.expect("the operator says it is reachable");
+    sessions.create_session(create("near", &[SOURCE], COLLECTOR, None)).await.expect("same subnet");
     ctl.stop().await;
 }

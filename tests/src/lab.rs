@@ -43,6 +43,20 @@ pub struct LabBuilder {
     controller_args: Vec<String>,
     agent_args: Vec<String>,
     ec2_ipv6: bool,
+    secure: bool,
+}
+
+/// The admin token of a secure lab's controller (FLEET_BOOTSTRAP_TOKEN).
+pub const LAB_ADMIN_TOKEN: &str = "lab-bootstrap-admin-token-0123456789";
+
+/// How the lab's controller, agents and fleetctl talk.
+#[derive(Debug, Clone)]
+enum Security {
+    /// `--insecure` on all sides: plaintext, no authentication (the default, and the demo).
+    Insecure,
+    /// TLS with the controller's CA; fleetctl with the bootstrap admin token; agents enroll
+    /// with one join token shared by the lab's agents.
+    Secure { ca_cert: PathBuf, pin: String, join_token: String },
 }
 
 impl Default for LabBuilder {
@@ -56,6 +70,7 @@ impl Default for LabBuilder {
             controller_args: Vec::new(),
             agent_args: Vec::new(),
             ec2_ipv6: true,
+            secure: false,
         }
     }
 }
@@ -105,6 +120,14 @@ impl LabBuilder {
         self
     }
 
+    /// Whether the controller serves TLS and authenticates (default no: `--insecure`).
+    /// Agents then enroll with a join token and the CA's pin, and fleetctl uses the
+    /// bootstrap admin token, [`LAB_ADMIN_TOKEN`].
+    pub fn secure(mut self, yes: bool) -> Self {
+        self.secure = yes;
+        self
+    }
+
     /// Brings the lab up; returns once the controller listens and the agents are running.
     pub async fn start(self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
@@ -147,9 +170,10 @@ impl LabBuilder {
             rust_log: self.rust_log.clone(),
             agent_args: self.agent_args.clone(),
             controller_args: self.controller_args.clone(),
+            security: Security::Insecure,
         };
         if self.start_controller {
-            lab.start_controller().await?;
+            lab.start_controller(self.secure).await?;
             if self.start_agents {
                 for source in SOURCES {
                     lab.start_agent(source)?;
@@ -158,6 +182,31 @@ impl LabBuilder {
         }
         tracing::info!(dir = %lab.logs.display(), subnet = %lab.network.cidr(), subnet6 = %lab.network.cidr6(), "lab ready");
         Ok(lab)
+    }
+}
+
+/// fleetctl's connection flags for the lab's admin.
+fn client_args(security: &Security) -> Vec<String> {
+    match security {
+        Security::Insecure => vec!["--insecure".to_owned()],
+        Security::Secure { ca_cert, .. } => {
+            vec![
+                "--token".to_owned(),
+                LAB_ADMIN_TOKEN.to_owned(),
+                "--ca-cert".to_owned(),
+                ca_cert.display().to_string(),
+            ]
+        }
+    }
+}
+
+/// fleet-agent's connection flags.
+fn agent_args(security: &Security) -> Vec<String> {
+    match security {
+        Security::Insecure => vec!["--insecure".to_owned()],
+        Security::Secure { pin, join_token, .. } => {
+            vec!["--ca-pin".to_owned(), pin.clone(), "--join-token".to_owned(), join_token.clone()]
+        }
     }
 }
 
@@ -182,6 +231,7 @@ pub struct Lab {
     rust_log: String,
     agent_args: Vec<String>,
     controller_args: Vec<String>,
+    security: Security,
 }
 
 impl Lab {
@@ -195,15 +245,23 @@ impl Lab {
         LabBuilder::default().start().await
     }
 
-    async fn start_controller(&mut self) -> Result<(), LabError> {
+    async fn start_controller(&mut self, secure: bool) -> Result<(), LabError> {
         let gateway = self.network.gateway();
+        let scheme = if secure { "https" } else { "http" };
+        if secure {
+            // The agents reach the controller by the bridge address, so it must be a SAN.
+            self.controller_args.extend(["--tls-san".to_owned(), gateway.to_string()]);
+        }
         let mut last = None;
         // The port is free when picked but may be taken before the controller binds it.
         for _ in 0..3 {
             let listen = format!("{gateway}:{}", cmd::free_port(gateway)?);
-            match self.launch_controller(&listen, "controller.log").await {
+            match self.launch_controller(&listen, "controller.log", secure).await {
                 Ok(()) => {
-                    self.controller_url = format!("http://{listen}");
+                    self.controller_url = format!("{scheme}://{listen}");
+                    if secure {
+                        self.security = self.secure_access().await?;
+                    }
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -212,15 +270,48 @@ impl Lab {
         Err(last.unwrap_or_else(|| LabError::Missing("the controller did not start".into())))
     }
 
+    /// The CA (as a file for fleetctl), its pin (for agents), and a join token for the
+    /// lab's agents, from the running secure controller.
+    async fn secure_access(&self) -> Result<Security, LabError> {
+        let controller = procs::binary(procs::CONTROLLER_BIN)?.display().to_string();
+        let ca = |sub: &'static str| cmd::run_text(&controller, ["ca", sub, "--database-url", &self.database_url]);
+        let pem = ca("print").await?;
+        let pin = ca("pin").await?.trim().to_owned();
+        let ca_cert = self.logs.join("ca.pem");
+        std::fs::write(&ca_cert, pem).map_err(|e| LabError::io("writing ca.pem", e))?;
+        let security = Security::Secure { ca_cert, pin, join_token: String::new() };
+        let out = procs::fleetctl(
+            &self.controller_url,
+            &client_args(&security),
+            &["-o", "json", "token", "create", "--role", "agent", "--ttl", "2h", "--uses", "50"],
+        )
+        .await?;
+        if !out.success() {
+            return Err(LabError::Invalid(format!("creating the lab's join token failed: {out}")));
+        }
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)
+            .map_err(|e| LabError::Invalid(format!("token create printed no JSON ({e}): {out}")))?;
+        let join_token = json["token"].as_str().unwrap_or_default().to_owned();
+        if join_token.is_empty() {
+            return Err(LabError::Invalid(format!("token create printed no token: {out}")));
+        }
+        let Security::Secure { ca_cert, pin, .. } = security else { unreachable!() };
+        Ok(Security::Secure { ca_cert, pin, join_token })
+    }
+
     /// Spawns the controller on `listen` and waits until it accepts connections.
-    async fn launch_controller(&self, listen: &str, log: &str) -> Result<(), LabError> {
+    async fn launch_controller(&self, listen: &str, log: &str, secure: bool) -> Result<(), LabError> {
+        let mut aws_env = self.moto.env();
+        if secure {
+            aws_env.push(("FLEET_BOOTSTRAP_TOKEN", LAB_ADMIN_TOKEN.to_owned()));
+        }
         let spec = ControllerSpec {
             database_url: self.database_url.clone(),
             listen: listen.to_owned(),
-            aws_env: self.moto.env(),
+            aws_env,
             rust_log: self.rust_log.clone(),
             extra_args: self.controller_args.clone(),
-            insecure: true,
+            insecure: !secure,
         };
         let mut proc = procs::spawn_controller(&spec, &self.logs.join(log))?;
         proc.wait_for_tcp(listen, Duration::from_secs(60)).await?;
@@ -238,8 +329,9 @@ impl Lab {
 
     /// Starts the controller again on the address it had, so running agents reconnect.
     pub async fn restart_controller(&self) -> Result<(), LabError> {
-        let listen = self.controller_url.trim_start_matches("http://").to_owned();
-        self.launch_controller(&listen, "controller-restarted.log").await
+        let secure = matches!(self.security, Security::Secure { .. });
+        let listen = self.controller_url.split_once("://").map_or("", |(_, l)| l).to_owned();
+        self.launch_controller(&listen, "controller-restarted.log", secure).await
     }
 
     /// The state directory of `host`'s agent.
@@ -256,7 +348,7 @@ impl Lab {
             host_id: self.ec2.instance_id(host)?.to_owned(),
             state_dir: self.agent_state_dir(host),
             rust_log: self.rust_log.clone(),
-            extra_args: self.agent_args.clone(),
+            extra_args: agent_args(&self.security).into_iter().chain(self.agent_args.iter().cloned()).collect(),
         };
         let proc = procs::spawn_agent(&spec, &self.logs.join(format!("agent-{host}.log")))?;
         lock(&self.agents).push(proc);
@@ -305,9 +397,18 @@ impl Lab {
         self.ec2.instance_id(host)
     }
 
-    /// Runs `fleetctl --controller <lab> args…`.
+    /// Runs `fleetctl --controller <lab> args…`, authenticated as the lab's admin.
     pub async fn fleetctl(&self, args: &[&str]) -> Result<CliOutput, LabError> {
-        procs::fleetctl(&self.controller_url, args).await
+        procs::fleetctl(&self.controller_url, &client_args(&self.security), args).await
+    }
+
+    /// Runs fleetctl against the lab without credentials (only `--ca-cert` when secure).
+    pub async fn fleetctl_anonymous(&self, args: &[&str]) -> Result<CliOutput, LabError> {
+        let trust = match &self.security {
+            Security::Insecure => vec!["--insecure".to_owned()],
+            Security::Secure { ca_cert, .. } => vec!["--ca-cert".to_owned(), ca_cert.display().to_string()],
+        };
+        procs::fleetctl(&self.controller_url, &trust, args).await
     }
 
     /// Runs fleetctl and fails unless it exits 0.

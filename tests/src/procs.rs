@@ -228,6 +228,15 @@ fn clean_env(command: &mut Command) {
         "FLEET_IMDS_ENDPOINT",
         "FLEET_DATABASE_URL",
         "FLEET_LISTEN",
+        "FLEET_TOKEN",
+        "FLEET_CA_CERT",
+        "FLEET_INSECURE",
+        "FLEET_JOIN_TOKEN",
+        "FLEET_CA_PIN",
+        "FLEET_BOOTSTRAP_TOKEN",
+        "FLEET_TLS_SAN",
+        "FLEET_CA_KEY_SECRET",
+        "FLEET_CONFIG",
         "AWS_PROFILE",
         "AWS_ENDPOINT_URL",
     ] {
@@ -263,12 +272,15 @@ impl std::fmt::Display for CliOutput {
     }
 }
 
-/// Runs `fleetctl --controller URL args…` to completion. A non-zero exit is not an error
-/// here: tests look at the code and the message.
-pub async fn fleetctl(controller_url: &str, args: &[&str]) -> Result<CliOutput, LabError> {
+/// Runs `fleetctl --controller URL connection… args…` to completion. A non-zero exit is
+/// not an error here: tests look at the code and the message.
+pub async fn fleetctl(controller_url: &str, connection: &[String], args: &[&str]) -> Result<CliOutput, LabError> {
     let mut command = cmd::command(binary(FLEETCTL_BIN)?, ["--controller", controller_url]);
+    command.args(connection);
     command.args(args);
     clean_env(&mut command);
+    // The lab's fleetctl must not read the operator's own ~/.config/fleetctl.
+    command.env("XDG_CONFIG_HOME", "/nonexistent/teefleet-lab");
     let line = cmd::describe(&command);
     let out = tokio::time::timeout(Duration::from_secs(180), command.stdin(Stdio::null()).output())
         .await

@@ -1,12 +1,19 @@
 //! Helpers shared by the integration tests: the root check and throwaway network
-//! namespaces, so tests run against real iptables without touching the host's rules.
+//! namespaces, so tests run against real iptables without touching the host's rules, and
+//! a recording fake dataplane for tests of the stream.
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
 use std::{
     process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
+
+use teefleet_agent::{ApplyError, Dataplane, firewall::Check};
+use teefleet_model::RuleSet;
 
 /// True when the test may run. Without root it fails loudly, unless the environment says
 /// root tests are to be skipped (developer machines; CI runs as root).
@@ -125,4 +132,38 @@ fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Records every applied set; fails with `fail` when it is set; every drift check returns
+/// `check`.
+#[derive(Clone, Default)]
+pub struct FakeDataplane {
+    pub applied: Arc<Mutex<Vec<RuleSet>>>,
+    pub fail: Arc<Mutex<Option<String>>>,
+    pub check: Arc<Mutex<Check>>,
+}
+
+impl Dataplane for FakeDataplane {
+    async fn apply(&self, set: &RuleSet) -> Result<(), ApplyError> {
+        if let Some(stderr) = self.fail.lock().expect("lock").clone() {
+            return Err(ApplyError::Failed {
+                program: "fake",
+                status: "exit status: 1".into(),
+                stderr,
+                input_line: None,
+            });
+        }
+        self.applied.lock().expect("lock").push(set.clone());
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<Check, ApplyError> {
+        Ok(self.check.lock().expect("lock").clone())
+    }
+}
+
+impl FakeDataplane {
+    pub fn versions(&self) -> Vec<u64> {
+        self.applied.lock().expect("lock").iter().map(RuleSet::version).collect()
+    }
 }

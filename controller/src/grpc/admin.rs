@@ -15,7 +15,7 @@ use crate::{
     auth::Role,
     cloud::CloudError,
     status::session_status,
-    store::{AuditEntry, NewCollector},
+    store::{AuditEntry, CollectorRecord, NewCollector},
 };
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -42,6 +42,39 @@ impl Api {
             }
         }
         Ok(found)
+    }
+
+    /// Refuses sources EC2 places in another subnet than the collector: TEE's gateway must
+    /// be on-link, and a clone sent to an off-link gateway is silently dropped. Hosts EC2
+    /// does not know (agents off EC2), a collector without a known subnet, and sources EC2
+    /// cannot describe right now are not checked.
+    async fn check_on_link(&self, sources: &[HostId], collector: &CollectorRecord) -> Result<(), ApiError> {
+        if collector.subnet_id.is_empty() {
+            return Ok(());
+        }
+        for host in sources {
+            let Ok(instance) = host.as_str().parse::<InstanceId>() else { continue };
+            let subnet = match self.cloud.describe_instance(&instance).await {
+                Ok(info) => info.subnet_id,
+                Err(CloudError::NotFound(_)) => continue,
+                // EC2 trouble does not refuse a session (its status shows the trouble); the
+                // check is a guard against a mistake, not a security boundary.
+                Err(CloudError::Unavailable(m)) => {
+                    warn!(source = %host, error = %m, "cannot check the source's subnet; accepting it");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(subnet) = subnet.filter(|s| *s != collector.subnet_id) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "source {host} is in subnet {subnet} but collector {} is in {}: TEE can only send clones to \
+                     a gateway on the source's own link, so they would be dropped. Use a collector in {subnet}, \
+                     or pass --allow-routed if the collector is reachable on-link anyway",
+                    collector.instance_id, collector.subnet_id
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
@@ -73,6 +106,9 @@ impl Api {
         }])
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
         let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
+        if !req.allow_routed {
+            self.check_on_link(spec.sources(), &collector).await?;
+        }
 
         let changed = self.store.create_session(&spec, &found_in_ec2, audit).await?;
         info!(session = %spec.name(), collector = %spec.collector(), hosts = changed.len(), "session created");

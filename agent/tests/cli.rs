@@ -1,0 +1,71 @@
+//! The `fleet-agent` binary's configuration errors: each exits 64 (EX_USAGE) with a
+//! message naming what to fix, including the settings taken from the environment and those
+//! that depend on the state directory.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Netns, root_or_skip};
+
+const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Runs the agent (inside `netns` if given) with `args` and `env`, and nothing from the
+/// caller's environment that could change what it does.
+fn agent(netns: Option<&Netns>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_fleet-agent");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("FLEET_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).args(["--host-id", "h1", "--metrics-listen", "off"]).envs(env.iter().copied());
+    command.output().expect("run fleet-agent")
+}
+
+fn usage_error(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{text}");
+    text
+}
+
+#[test]
+fn plaintext_and_insecure_must_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_str().expect("utf-8");
+    let text = usage_error(&agent(None, &["--controller", "http://127.0.0.1:1", "--state-dir", state], &[]));
+    assert!(text.contains("--controller http://127.0.0.1:1 is plaintext") && text.contains("--insecure"), "{text}");
+    let env = [("FLEET_CONTROLLER", "https://127.0.0.1:1"), ("FLEET_INSECURE", "true")];
+    let text = usage_error(&agent(None, &["--state-dir", state], &env));
+    assert!(text.contains("drop --insecure"), "{text}");
+    let env = [("FLEET_CA_PIN", PIN)];
+    let text =
+        usage_error(&agent(None, &["--controller", "http://127.0.0.1:1", "--insecure", "--state-dir", state], &env));
+    assert!(text.contains("need an https://"), "{text}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "nothing was written");
+}
+
+#[test]
+fn https_needs_a_pin_or_a_saved_ca_and_a_token_or_a_certificate() {
+    if !root_or_skip("https_needs_a_pin_or_a_saved_ca_and_a_token_or_a_certificate") {
+        return;
+    }
+    // The agent applies its saved set and starts its drift loop before it looks at the
+    // state directory's TLS files, so it runs in a namespace of its own.
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_str().expect("utf-8");
+    let base = ["--controller", "https://127.0.0.1:1", "--state-dir", state];
+    let text = usage_error(&agent(Some(&ns), &base, &[]));
+    assert!(text.contains("ca.pem does not exist yet") && text.contains("--ca-pin"), "{text}");
+    let text = usage_error(&agent(Some(&ns), &base, &[("FLEET_CA_PIN", PIN)]));
+    assert!(text.contains("no client certificate yet") && text.contains("--join-token"), "{text}");
+}
