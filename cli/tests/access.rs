@@ -165,6 +165,9 @@ async fn serve(tls: Option<&Pki>) -> (SocketAddr, Seen) {
     let seen = Seen::default();
     let mut builder = Server::builder();
     if let Some(pki) = tls {
+        // In a workspace build rustls has aws-lc-rs (from aws-sdk) and ring compiled in, and
+        // tonic's server asks for the process default; the controller picks ring the same way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let identity = Identity::from_pem(&pki.cert, &pki.key);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).expect("tls");
     }
