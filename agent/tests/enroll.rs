@@ -199,6 +199,9 @@ impl Fixture {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (chain, key) = ca.server_identity();
+        // In a workspace build rustls also has aws-lc-rs (through aws-sdk), and tonic's
+        // server asks for the process default; pick ring as the controller does.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(chain, key))
             .client_ca_root(Certificate::from_pem(ca.cert.pem()))
