@@ -131,7 +131,8 @@ pub async fn run(
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = load_or_create_ca(&store, config.ca_key_secret.as_deref()).await?;
         bootstrap_token(&store, config.bootstrap_token.as_deref()).await?;
-        let (chain, key) = ca.server_identity(&config.sans()).map_err(Error::Pki)?;
+        let sans = config.sans();
+        let (chain, key) = ca.server_identity(&sans).map_err(Error::Pki)?;
         let tls = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(chain, key))
             .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
@@ -139,7 +140,7 @@ pub async fn run(
             // checks for one itself.
             .client_auth_optional(true);
         builder = builder.tls_config(tls).map_err(Error::Tls)?;
-        info!(pin = %ca.pin(), sans = ?config.sans(), "serving TLS");
+        info!(pin = %ca.pin(), ?sans, "serving TLS");
         Some(ca)
     };
     let api = Api {

@@ -38,6 +38,15 @@ async fn create_token(channel: &Channel, admin: &str, role: &str, uses: Option<u
     Ok(TokenServiceClient::new(channel.clone()).create_token(with_token(req, admin)).await?.into_inner().secret)
 }
 
+/// Registers the collector with the bootstrap token, which is an admin's.
+async fn add_collector_as_admin(channel: &Channel) {
+    let req = pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ..Default::default() };
+    CollectorServiceClient::new(channel.clone())
+        .add_collector(with_token(req, BOOTSTRAP))
+        .await
+        .expect("the bootstrap token registers a collector");
+}
+
 fn session_request(name: &str) -> pb::CreateSessionRequest {
     pb::CreateSessionRequest {
         name: name.into(),
@@ -97,13 +106,7 @@ async fn callers_need_a_usable_token_with_a_big_enough_role() {
     let (_pg, url) = database().await;
     let (ctl, _) = Controller::start_secure(url.clone(), cloud(), BOOTSTRAP).await;
     let ch = &ctl.channel;
-    CollectorServiceClient::new(ch.clone())
-        .add_collector(with_token(
-            pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ..Default::default() },
-            BOOTSTRAP,
-        ))
-        .await
-        .expect("the bootstrap token is an admin");
+    add_collector_as_admin(ch).await;
 
     let sessions = SessionServiceClient::new(ch.clone());
     let err = sessions.clone().create_session(session_request("nobody")).await.expect_err("no token");
@@ -183,13 +186,7 @@ async fn every_change_is_audited_and_the_log_is_append_only() {
     let (_pg, url) = database().await;
     let (ctl, _) = Controller::start_secure(url.clone(), cloud(), BOOTSTRAP).await;
     let ch = &ctl.channel;
-    CollectorServiceClient::new(ch.clone())
-        .add_collector(with_token(
-            pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ..Default::default() },
-            BOOTSTRAP,
-        ))
-        .await
-        .expect("collector");
+    add_collector_as_admin(ch).await;
     let operator = create_token(ch, BOOTSTRAP, "operator", None).await.expect("operator token");
     let sessions = SessionServiceClient::new(ch.clone());
     sessions.clone().create_session(with_token(session_request("web"), &operator)).await.expect("create");

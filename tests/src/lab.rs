@@ -279,10 +279,11 @@ impl Lab {
         let pin = ca("pin").await?.trim().to_owned();
         let ca_cert = self.logs.join("ca.pem");
         std::fs::write(&ca_cert, pem).map_err(|e| LabError::io("writing ca.pem", e))?;
-        let security = Security::Secure { ca_cert, pin, join_token: String::new() };
+        // The admin's flags need only the CA; the join token is what this call makes.
+        let admin = Security::Secure { ca_cert: ca_cert.clone(), pin: pin.clone(), join_token: String::new() };
         let out = procs::fleetctl(
             &self.controller_url,
-            &client_args(&security),
+            &client_args(&admin),
             &["-o", "json", "token", "create", "--role", "agent", "--ttl", "2h", "--uses", "50"],
         )
         .await?;
@@ -295,7 +296,6 @@ impl Lab {
         if join_token.is_empty() {
             return Err(LabError::Invalid(format!("token create printed no token: {out}")));
         }
-        let Security::Secure { ca_cert, pin, .. } = security else { unreachable!() };
         Ok(Security::Secure { ca_cert, pin, join_token })
     }
 

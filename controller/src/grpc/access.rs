@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::{Api, ApiError, convert};
 use crate::{
     auth::{self, Principal, Role},
-    pki::{Ca, fingerprint},
+    pki::{Ca, Issued, fingerprint},
     store::{AuditEntry, EnrollRefusal, NewToken},
 };
 
@@ -159,11 +159,7 @@ impl Api {
             Err(EnrollRefusal::Csr(why)) => return Err(Status::invalid_argument(why)),
         };
         info!(host_id = %host, not_after = %issued.not_after, "agent enrolled");
-        Ok(pb::EnrollResponse {
-            certificate: issued.pem,
-            ca_certificate: ca.cert_pem().to_owned(),
-            not_after: issued.not_after.to_rfc3339(),
-        })
+        Ok(enroll_response(ca, issued))
     }
 
     pub(crate) async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
@@ -183,11 +179,7 @@ impl Api {
         let entry = AuditEntry { actor: format!("host:{host}"), peer, action: "host.renew", target: host.to_string() };
         self.store.record_renewal(&host, &issued, &entry).await.map_err(ApiError::from)?;
         info!(host_id = %host, not_after = %issued.not_after, "agent certificate renewed");
-        Ok(pb::EnrollResponse {
-            certificate: issued.pem,
-            ca_certificate: ca.cert_pem().to_owned(),
-            not_after: issued.not_after.to_rfc3339(),
-        })
+        Ok(enroll_response(ca, issued))
     }
 
     pub(crate) async fn revoke_host(
@@ -201,6 +193,14 @@ impl Api {
         let disconnected = self.hub.cut_off(&host);
         info!(host_id = %host, revoked, disconnected, "host revoked");
         Ok(pb::RevokeHostResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX), disconnected })
+    }
+}
+
+fn enroll_response(ca: &Ca, issued: Issued) -> pb::EnrollResponse {
+    pb::EnrollResponse {
+        certificate: issued.pem,
+        ca_certificate: ca.cert_pem().to_owned(),
+        not_after: issued.not_after.to_rfc3339(),
     }
 }
 

@@ -291,11 +291,6 @@ impl Store {
         insert_audit(&self.pool, entry, error).await
     }
 
-    /// Records a success that changed nothing in the database (e.g. an EC2 call).
-    pub async fn audit_success(&self, entry: &AuditEntry) -> Result<()> {
-        insert_audit(&self.pool, entry, "ok").await
-    }
-
     /// Oldest first, at most `limit`: the first records at or after `since`, or without it
     /// the most recent ones.
     pub async fn list_audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditRecord>> {
