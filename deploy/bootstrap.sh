@@ -2,7 +2,10 @@
 # Installs and starts fleet-agent on a source host. Terraform's user-data runs it at first
 # boot (see terraform/agent); it is idempotent, so it can also be re-run by hand.
 #
-#   FLEET_CONTROLLER   controller URL the agent connects to (required; https://)
+#   FLEET_CONTROLLER   controller URL the agent connects to (required; https://). With
+#                      several controller replicas, all their URLs, comma-separated
+#                      (https://c1:7300,https://c2:7300): the agent streams with one and
+#                      moves to the next when it fails
 #   FLEET_CA_PIN       sha256:HEX pin of the controller's CA (fleet-controller ca pin)
 #   FLEET_JOIN_TOKEN   a short-lived join token (fleetctl token create --role agent);
 #                      needed until the agent has enrolled, useless once it expires
@@ -26,7 +29,7 @@ if [[ "${1:-}" == uninstall ]]; then
   exit 0
 fi
 
-: "${FLEET_CONTROLLER:?set FLEET_CONTROLLER to the controller URL}"
+: "${FLEET_CONTROLLER:?set FLEET_CONTROLLER to the controller URL (or the URLs of its replicas, comma-separated)}"
 bin=/usr/local/bin/fleet-agent
 
 install_packages() {

@@ -1,5 +1,6 @@
 //! Reconnect delays: capped exponential backoff with full jitter, so a fleet of agents
-//! that lost the controller at the same moment does not reconnect in lockstep.
+//! that lost the controller at the same moment does not reconnect in lockstep; and the
+//! rotation through the controller's replicas, which waits only after a whole round failed.
 
 use std::time::Duration;
 
@@ -41,9 +42,69 @@ impl Backoff {
     }
 }
 
+/// Which of `replicas` to try, and when to wait: every failure moves on to the next
+/// replica at once, since another may well be up; only a whole round of failures in a row
+/// means the controller is down, and calls for the backoff.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    replicas: usize,
+    current: usize,
+    /// Failures in a row since a replica last worked.
+    failures: usize,
+}
+
+impl Rotation {
+    pub fn new(replicas: usize) -> Self {
+        Self { replicas: replicas.max(1), current: 0, failures: 0 }
+    }
+
+    /// The replica to try now, the one that last worked while it does.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// The attempt with the current replica ended (`worked`: after a working stream);
+    /// moves on to the next and returns whether to wait with the backoff first.
+    pub fn failed(&mut self, worked: bool) -> bool {
+        if worked {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.current = (self.current + 1) % self.replicas;
+        self.failures.is_multiple_of(self.replicas)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_waits_only_after_a_whole_round_failed() {
+        let mut one = Rotation::new(1);
+        assert_eq!([one.failed(true), one.failed(false), one.failed(true)], [true; 3], "one replica: as before");
+        assert_eq!(one.current(), 0);
+
+        let mut three = Rotation::new(3);
+        let mut seen = Vec::new();
+        for worked in [false, false, false, false, true, false, false, false] {
+            let tried = three.current();
+            seen.push((tried, three.failed(worked)));
+        }
+        assert_eq!(
+            seen,
+            [
+                (0, false),
+                (1, false),
+                (2, true), // all three down: back off
+                (0, false),
+                (1, false), // a stream that worked ends: the next replica at once...
+                (2, false),
+                (0, true), // ...and the backoff once all three failed since
+                (1, false),
+            ]
+        );
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {

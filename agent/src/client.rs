@@ -1,6 +1,11 @@
 //! The stream client: one `fleet.v1.AgentService/Sync` stream to the controller,
 //! reconnected forever.
 //!
+//! The controller may run as several replicas, all given to the agent. It streams with one
+//! at a time; when a connect fails or an open stream ends, it moves to the next at once, so
+//! agents of a replica that died reach a live one within seconds. The backoff applies only
+//! after a whole round of replicas failed.
+//!
 //! Per stream: Hello first, then for each pushed RuleSet convert → apply → persist →
 //! Ack (or Nack with the reason), Health at a fixed interval, and the events the agent
 //! queued (drift repairs, an ignored state file). Shutdown stops the stream and leaves the
@@ -30,8 +35,8 @@ use tonic::transport::Endpoint;
 use tracing::{error, info, warn};
 
 use crate::{
-    backoff::Backoff,
-    config::ControllerUrl,
+    backoff::{Backoff, Rotation},
+    config::{ControllerUrl, ControllerUrls},
     convert,
     enroll::Controller,
     error_chain,
@@ -43,10 +48,23 @@ use crate::{
     status::Status,
 };
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 pings notice a controller that vanished without closing the connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A replica in the same network answers a TCP connect in milliseconds; one that does not
+/// within this is taken for gone, and the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// From connect to the controller accepting the stream, TLS handshake included: a replica
+/// that accepts connections but never answers (stopped, wedged) must not hold the agent.
+/// The controller records the Hello before it answers, so this leaves room for a slow
+/// database.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP/2 pings notice a controller that vanished without closing the connection (its
+/// host died, or the network dropped it), within interval + timeout. A replica killed on a
+/// live host is noticed at once: its kernel resets the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream open this long had a working controller even if nothing was pushed (nothing is,
+/// while the agent has the current set); shorter ones count as failed attempts, so a
+/// controller that accepts and at once drops streams is retried with backoff, not in a loop.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// How long to wait after the controller refused the agent's certificate: it will not
 /// change its mind quickly (a revoked host must enroll again), so retrying at the usual
@@ -69,25 +87,29 @@ pub struct StreamOptions {
 /// Plaintext or mutual TLS.
 #[derive(Debug, Clone)]
 pub enum Transport {
-    /// `--insecure`: an `http://` controller, no authentication.
-    Plaintext(ControllerUrl),
-    /// The controller verified against its CA; the agent presents the current client
-    /// certificate, which the renewal loop replaces.
+    /// `--insecure`: `http://` replicas, no authentication.
+    Plaintext(ControllerUrls),
+    /// The controller's replicas verified against its CA; the agent presents the current
+    /// client certificate, which the renewal loop replaces.
     Tls { controller: Controller, identity: watch::Receiver<Credentials> },
 }
 
 impl Transport {
-    pub fn url(&self) -> &ControllerUrl {
+    pub fn urls(&self) -> &ControllerUrls {
         match self {
-            Transport::Plaintext(url) => url,
-            Transport::Tls { controller, .. } => controller.url(),
+            Transport::Plaintext(urls) => urls,
+            Transport::Tls { controller, .. } => controller.urls(),
         }
     }
 
-    fn endpoint(&self, identity: Option<&Credentials>) -> Result<Endpoint, tonic::transport::Error> {
+    fn endpoint(
+        &self,
+        url: &ControllerUrl,
+        identity: Option<&Credentials>,
+    ) -> Result<Endpoint, tonic::transport::Error> {
         match self {
-            Transport::Plaintext(url) => Endpoint::from_shared(url.to_string()),
-            Transport::Tls { controller, .. } => controller.endpoint(identity),
+            Transport::Plaintext(_) => Endpoint::from_shared(url.to_string()),
+            Transport::Tls { controller, .. } => controller.endpoint(url, identity),
         }
     }
 }
@@ -99,6 +121,8 @@ pub enum StreamError {
     Endpoint(#[source] tonic::transport::Error),
     #[error("cannot connect to the controller")]
     Connect(#[source] tonic::transport::Error),
+    #[error("the controller did not accept the stream within {} s", OPEN_TIMEOUT.as_secs())]
+    OpenTimeout,
     #[error("the controller refused the stream")]
     Open(#[source] tonic::Status),
     #[error("the stream failed")]
@@ -129,6 +153,21 @@ enum Ended {
     Shutdown,
     /// A renewed certificate is to be presented.
     Renewed,
+}
+
+/// How far one stream got before it ended.
+#[derive(Default)]
+struct Progress {
+    /// When the controller accepted the stream.
+    opened: Option<Instant>,
+    got_message: bool,
+}
+
+impl Progress {
+    /// Whether the controller worked: it pushed something, or kept the stream for [`STABLE`].
+    fn worked(&self) -> bool {
+        self.got_message || self.opened.is_some_and(|at| at.elapsed() >= STABLE)
+    }
 }
 
 /// The agent proper: the dataplane, the state file, what it has applied, and what it
@@ -212,43 +251,55 @@ impl<D: Dataplane> Agent<D> {
         result
     }
 
-    /// Keeps a stream to the controller until `shutdown`, reconnecting with backoff.
+    /// Keeps a stream to the controller until `shutdown`: with the replica that last
+    /// worked, else the next one, waiting with backoff after each round that all failed.
     pub async fn run(&mut self, options: &StreamOptions, shutdown: &CancellationToken) {
         let mut backoff = options.backoff.clone();
         let mut identity = match &options.transport {
             Transport::Tls { identity, .. } => Some(identity.clone()),
             Transport::Plaintext(_) => None,
         };
-        let controller = options.transport.url();
+        let urls = options.transport.urls();
+        let mut rotation = Rotation::new(urls.count());
         loop {
-            let mut got_message = false;
-            let e = match self.stream_once(options, &mut identity, shutdown, &mut got_message).await {
+            let controller = urls.get(rotation.current());
+            let mut progress = Progress::default();
+            let result = self.stream_once(options, controller, &mut identity, shutdown, &mut progress).await;
+            self.status.record_disconnected();
+            let e = match result {
                 Ok(Ended::Shutdown) => {
-                    info!("stream stopped for shutdown; applied rules stay in place");
+                    info!(%controller, "stream stopped for shutdown; applied rules stay in place");
                     return;
                 }
                 Ok(Ended::Renewed) => {
-                    info!("reconnecting with the renewed client certificate");
+                    info!(%controller, "reconnecting with the renewed client certificate");
                     continue;
                 }
                 Err(e) => e,
             };
-            if got_message {
+            let worked = progress.worked();
+            if worked {
                 backoff.reset();
             }
+            let round_failed = rotation.failed(worked);
+            let next = urls.get(rotation.current());
             let delay = if let Some(status) = e.refusal() {
+                // Every replica shares the revocations, so the next one is asked as slowly.
                 self.status.record_refused(status.message().to_owned());
                 error!(
-                    %controller, code = ?status.code(), error = %status.message(), retry_secs = options.refused_retry.as_secs(),
+                    %controller, %next, code = ?status.code(), error = %status.message(), retry_secs = options.refused_retry.as_secs(),
                     "the controller refuses this agent's certificate; the applied rules stay in place. \
                      If the host was revoked, delete agent.crt and agent.key in the state directory and \
                      restart the agent with a new --join-token"
                 );
                 options.refused_retry
-            } else {
+            } else if round_failed {
                 let delay = backoff.next_delay();
-                warn!(%controller, error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "disconnected from the controller; reconnecting");
+                warn!(%controller, %next, error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "disconnected from the controller; reconnecting");
                 delay
+            } else {
+                warn!(%controller, %next, error = %error_chain(&e), "disconnected from the controller; trying the next replica");
+                continue;
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -258,48 +309,52 @@ impl<D: Dataplane> Agent<D> {
         }
     }
 
-    /// One stream, from connect to its end: shutdown, a renewed certificate, or an error.
+    /// One stream to the replica at `controller`, from connect to its end: shutdown, a
+    /// renewed certificate, or an error.
     async fn stream_once(
         &mut self,
         options: &StreamOptions,
+        controller: &ControllerUrl,
         identity: &mut Option<watch::Receiver<Credentials>>,
         shutdown: &CancellationToken,
-        got_message: &mut bool,
+        progress: &mut Progress,
     ) -> Result<Ended, StreamError> {
         let creds = identity.as_mut().map(|rx| rx.borrow_and_update().clone());
         let endpoint = options
             .transport
-            .endpoint(creds.as_ref())
+            .endpoint(controller, creds.as_ref())
             .map_err(StreamError::Endpoint)?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            channel = endpoint.connect() => channel.map_err(StreamError::Connect)?,
-        };
-        let addresses = match &options.addresses {
-            Some(a) => a.clone(),
-            None => host::global_addresses().await,
-        };
         let (tx, rx) = mpsc::channel(16);
-        let hello = Msg::Hello(pb::Hello {
-            host_id: options.host_id.to_string(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            addresses,
-            applied_version: self.applied_version(),
-            dataplane: Some(dataplane_to_proto(self.dataplane.info())),
-        });
-        // Queued before the stream opens, so Hello is always the first message.
-        send(&tx, hello).await?;
-        let mut client = AgentServiceClient::new(channel);
+        let open = async {
+            let channel = endpoint.connect().await.map_err(StreamError::Connect)?;
+            let addresses = match &options.addresses {
+                Some(a) => a.clone(),
+                None => host::global_addresses().await,
+            };
+            let hello = Msg::Hello(pb::Hello {
+                host_id: options.host_id.to_string(),
+                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                addresses,
+                applied_version: self.applied_version(),
+                dataplane: Some(dataplane_to_proto(self.dataplane.info())),
+            });
+            // Queued before the stream opens, so Hello is always the first message.
+            send(&tx, hello).await?;
+            let mut client = AgentServiceClient::new(channel);
+            let response = client.sync(ReceiverStream::new(rx)).await.map_err(StreamError::Open)?;
+            Ok::<_, StreamError>(response.into_inner())
+        };
         let mut inbound = tokio::select! {
             () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            response = client.sync(ReceiverStream::new(rx)) => response.map_err(StreamError::Open)?.into_inner(),
+            opened = tokio::time::timeout(OPEN_TIMEOUT, open) => opened.map_err(|_| StreamError::OpenTimeout)??,
         };
-        info!(controller = %options.transport.url(), host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
-        self.status.record_synced();
+        progress.opened = Some(Instant::now());
+        info!(%controller, host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
+        self.status.record_synced(controller);
 
         let period = options.health_interval;
         let mut health = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -316,7 +371,7 @@ impl<D: Dataplane> Agent<D> {
                         Some(Err(status)) => return Err(StreamError::Receive(status)),
                         None => return Err(StreamError::Closed),
                     };
-                    *got_message = true;
+                    progress.got_message = true;
                     match message.msg {
                         Some(controller_message::Msg::RuleSet(set)) => {
                             let reply = self.handle(set).await;

@@ -17,9 +17,12 @@ use crate::{firewall::Variant, pki::CaPin};
 )]
 pub struct Config {
     /// The controller's agent endpoint: https://HOST[:PORT] (TLS, and the agent enrolls for
-    /// a client certificate), or http://HOST[:PORT] together with --insecure.
-    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", value_parser = ControllerUrl::from_str)]
-    pub controller: ControllerUrl,
+    /// a client certificate), or http://HOST[:PORT] together with --insecure. Give every
+    /// replica (repeat the flag, or separate URLs with commas; FLEET_CONTROLLER takes a
+    /// comma-separated list): the agent stays with one and moves to the next when it fails.
+    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", required = true, value_delimiter = ',',
+          value_parser = ControllerUrl::from_str)]
+    pub controller: Vec<ControllerUrl>,
 
     /// A join token (`fleetctl token create --role agent`). Needed only to enroll, that is
     /// when the state directory holds no valid client certificate for this host; a restart
@@ -79,23 +82,23 @@ pub struct Config {
 }
 
 impl Config {
-    /// Flag combinations clap cannot check; the message names the flags.
-    pub fn check(&self) -> Result<(), String> {
-        match (self.controller.is_tls(), self.insecure) {
+    /// Flag combinations clap cannot check; the message names the flags. On success, the
+    /// controller's URLs as a valid list.
+    pub fn check(&self) -> Result<ControllerUrls, String> {
+        let urls = ControllerUrls::new(self.controller.clone()).map_err(|e| e.to_string())?;
+        match (urls.is_tls(), self.insecure) {
             (false, false) => Err(format!(
-                "--controller {} is plaintext: use an https:// URL, or add --insecure (FLEET_INSECURE=true) \
-                 against a controller that runs with --insecure",
-                self.controller
+                "--controller {urls} is plaintext: use an https:// URL, or add --insecure (FLEET_INSECURE=true) \
+                 against a controller that runs with --insecure"
             )),
-            (true, true) => Err(format!(
-                "--insecure is for an http:// controller, but --controller is {}; drop --insecure",
-                self.controller
-            )),
+            (true, true) => {
+                Err(format!("--insecure is for an http:// controller, but --controller is {urls}; drop --insecure"))
+            }
             (false, true) if self.join_token.is_some() || self.ca_pin.is_some() => Err(
                 "--join-token and --ca-pin need an https:// --controller; with --insecure the agent does not enroll"
                     .to_owned(),
             ),
-            _ => Ok(()),
+            _ => Ok(urls),
         }
     }
 
@@ -223,7 +226,9 @@ impl ControllerUrl {
 impl FromStr for ControllerUrl {
     type Err = UrlError;
 
+    /// Surrounding whitespace (a space after a comma in a list) is dropped.
     fn from_str(url: &str) -> Result<Self, UrlError> {
+        let url = url.trim();
         let parsed = match url.split_once("://") {
             Some(("http", rest)) => host_port(rest, 80).map(|hp| (false, hp)),
             Some(("https", rest)) => host_port(rest, 443).map(|hp| (true, hp)),
@@ -239,6 +244,76 @@ impl fmt::Display for ControllerUrl {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
+}
+
+/// The URLs of the controller's replicas, in the operator's order: at least one, all
+/// of one scheme (the replicas share one CA, or all run with --insecure), none twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerUrls(Vec<ControllerUrl>);
+
+/// Why a list of controller URLs is not one controller's replicas.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControllerUrlsError {
+    #[error("--controller needs at least one URL")]
+    Empty,
+    #[error(
+        "--controller mixes https:// and http:// URLs ({0}): every replica is reached the same way, \
+         all with TLS or all with --insecure"
+    )]
+    MixedSchemes(String),
+    #[error("--controller lists {0} twice")]
+    Duplicate(ControllerUrl),
+}
+
+impl ControllerUrls {
+    pub fn new(urls: Vec<ControllerUrl>) -> Result<Self, ControllerUrlsError> {
+        let first = urls.first().ok_or(ControllerUrlsError::Empty)?;
+        if urls.iter().any(|u| u.tls != first.tls) {
+            return Err(ControllerUrlsError::MixedSchemes(join(&urls)));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            if urls[..i].contains(url) {
+                return Err(ControllerUrlsError::Duplicate(url.clone()));
+            }
+        }
+        Ok(Self(urls))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.first().is_some_and(ControllerUrl::is_tls)
+    }
+
+    /// Never empty.
+    pub fn as_slice(&self) -> &[ControllerUrl] {
+        &self.0
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `i`-th URL, counting on from the first after the last.
+    pub fn get(&self, i: usize) -> &ControllerUrl {
+        // Never empty, so the remainder is an index.
+        &self.0[i % self.0.len()]
+    }
+}
+
+impl From<ControllerUrl> for ControllerUrls {
+    fn from(url: ControllerUrl) -> Self {
+        Self(vec![url])
+    }
+}
+
+/// Comma-separated, as FLEET_CONTROLLER takes them.
+impl fmt::Display for ControllerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&join(&self.0))
+    }
+}
+
+fn join(urls: &[ControllerUrl]) -> String {
+    urls.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A join token; its `Debug` does not show the secret, so the config can be logged.
@@ -304,7 +379,7 @@ mod tests {
             parse(&["--controller", "http://c:7000/", "--host-id", "h1", "--state-dir", "/var/lib/x", "--insecure"])
                 .expect("valid");
         assert_eq!(
-            (c.controller.to_string().as_str(), c.health_interval, c.imds_endpoint.as_str()),
+            (c.check().expect("valid").to_string().as_str(), c.health_interval, c.imds_endpoint.as_str()),
             ("http://c:7000", 10, "http://169.254.169.254")
         );
         assert_eq!(
@@ -319,11 +394,11 @@ mod tests {
         let c =
             parse(&["--controller", "https://c", "--state-dir", "/tmp", "--join-token", " s3cret ", "--ca-pin", PIN])
                 .expect("valid");
-        assert_eq!((c.controller.authority().as_str(), c.controller.is_tls()), ("c:443", true));
+        assert_eq!((c.controller[0].authority().as_str(), c.controller[0].is_tls()), ("c:443", true));
         assert_eq!(c.join_token.as_ref().map(JoinToken::secret), Some("s3cret"));
         assert_eq!(c.ca_pin.map(|p| p.to_string()).as_deref(), Some(PIN));
         assert!(!format!("{c:?}").contains("s3cret"), "Debug hides the token");
-        assert_eq!(c.check(), Ok(()));
+        assert_eq!(c.check(), Ok(ControllerUrls::from(c.controller[0].clone())));
     }
 
     #[test]
@@ -357,11 +432,11 @@ mod tests {
     fn plaintext_only_with_insecure_and_insecure_only_with_http() {
         let check = |args: &[&str]| {
             let base = ["--host-id", "h1", "--state-dir", "/tmp"];
-            parse(&[&base[..], args].concat()).expect("parses").check()
+            parse(&[&base[..], args].concat()).expect("parses").check().map(|urls| urls.to_string())
         };
         let err = check(&["--controller", "http://c:7000"]).expect_err("plaintext needs --insecure");
         assert!(err.contains("--controller http://c:7000") && err.contains("--insecure"), "{err}");
-        assert_eq!(check(&["--controller", "http://c:7000", "--insecure"]), Ok(()));
+        assert_eq!(check(&["--controller", "http://c:7000", "--insecure"]), Ok("http://c:7000".to_owned()));
         let err = check(&["--controller", "https://c:7000", "--insecure"]).expect_err("TLS refuses --insecure");
         assert!(err.contains("drop --insecure"), "{err}");
         for extra in [["--join-token", "t"], ["--ca-pin", PIN]] {
@@ -371,7 +446,7 @@ mod tests {
         }
         // No pin and no token is fine here: whether they are needed depends on the state
         // directory, which the agent checks at start.
-        assert_eq!(check(&["--controller", "https://c"]), Ok(()));
+        assert_eq!(check(&["--controller", "https://c"]), Ok("https://c:443".to_owned()));
     }
 
     #[test]
@@ -401,6 +476,65 @@ mod tests {
     }
 
     #[test]
+    fn several_controllers_repeated_or_comma_separated_in_order() {
+        let urls = |args: &[&str]| {
+            let base = ["--host-id", "h1", "--state-dir", "/tmp"];
+            parse(&[&base[..], args].concat()).expect("parses").check().map(|urls| urls.to_string())
+        };
+        let want = Ok("https://a:443,https://b:7000,https://[fd00::7]:443".to_owned());
+        assert_eq!(
+            urls(&["--controller", "https://a", "--controller", "https://b:7000", "--controller", "https://[fd00::7]"]),
+            want
+        );
+        assert_eq!(urls(&["--controller", "https://a,https://b:7000,https://[fd00::7]/"]), want);
+        assert_eq!(urls(&["--controller", "https://a, https://b:7000", "--controller", " https://[fd00::7] "]), want);
+        assert_eq!(
+            urls(&["--controller", "http://b:7000,http://a:7000", "--insecure"]),
+            Ok("http://b:7000,http://a:7000".to_owned()),
+            "the operator's order is the order they are tried in"
+        );
+    }
+
+    #[test]
+    fn controller_lists_must_be_one_scheme_without_duplicates() {
+        let check = |args: &[&str]| {
+            let base = ["--host-id", "h1", "--state-dir", "/tmp"];
+            parse(&[&base[..], args].concat()).expect("parses").check()
+        };
+        for args in [
+            &["--controller", "https://a,http://b"][..],
+            &["--controller", "http://a", "--controller", "https://b", "--insecure"],
+        ] {
+            let err = check(args).expect_err("mixed schemes");
+            assert!(err.contains("--controller mixes https:// and http://"), "{err}");
+        }
+        for (args, twice) in [
+            (&["--controller", "https://a,https://b,https://a"][..], "https://a:443"),
+            (&["--controller", "https://a:443", "--controller", "https://a/"], "https://a:443"),
+            (&["--controller", "http://[fd00::1]:80,http://[fd00::1]", "--insecure"], "http://[fd00::1]:80"),
+        ] {
+            assert_eq!(check(args), Err(format!("--controller lists {twice} twice")), "{args:?}");
+        }
+        // Several plaintext URLs still need --insecure, and the message lists them all.
+        let err = check(&["--controller", "http://a,http://b"]).expect_err("plaintext");
+        assert!(err.contains("--controller http://a:80,http://b:80 is plaintext"), "{err}");
+        assert_eq!(ControllerUrls::new(vec![]), Err(ControllerUrlsError::Empty));
+    }
+
+    #[test]
+    fn a_controller_is_required_and_empty_entries_are_refused() {
+        let base = ["--host-id", "h1", "--state-dir", "/tmp"];
+        let err = parse(&base).expect_err("no controller");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{err}");
+        assert!(err.to_string().contains("--controller"), "{err}");
+        for bad in ["", "https://a,,https://b", "https://a,", "https://a https://b"] {
+            let args: Vec<&str> = base.iter().copied().chain(["--controller", bad]).collect();
+            let err = parse(&args).expect_err(bad).to_string();
+            assert!(err.contains("--controller") && err.contains("http(s)://HOST[:PORT]"), "{err}");
+        }
+    }
+
+    #[test]
     fn insecure_comes_from_the_environment_too() {
         // A flag with `env` reads true/false (and 1/0, yes/no...) from the variable.
         let cmd = <Config as clap::CommandFactory>::command();
@@ -408,5 +542,9 @@ mod tests {
         assert_eq!(insecure.get_env().and_then(|e| e.to_str()), Some("FLEET_INSECURE"));
         let token = cmd.get_arguments().find(|a| a.get_id() == "join_token").expect("flag");
         assert!(token.is_hide_env_values_set(), "--help must not print the token from the environment");
+        // The same delimiter splits FLEET_CONTROLLER (tests/cli.rs runs the binary with it).
+        let controller = cmd.get_arguments().find(|a| a.get_id() == "controller").expect("flag");
+        assert_eq!(controller.get_env().and_then(|e| e.to_str()), Some("FLEET_CONTROLLER"));
+        assert_eq!(controller.get_value_delimiter(), Some(','));
     }
 }

@@ -4,6 +4,9 @@
 //! The key is generated here and never leaves the host: the controller gets a signing
 //! request and returns a certificate for this host id. The controller is verified against
 //! its CA only (`ca.pem`, found once with `--ca-pin`), never against system roots.
+//!
+//! Every call goes to the controller's replicas in turn until one answers, so enrollment
+//! and renewal work while any replica does.
 
 use std::{
     future::Future,
@@ -23,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     backoff::Backoff,
-    config::{ControllerUrl, JoinToken},
+    config::{ControllerUrl, ControllerUrls, JoinToken},
     credentials::{CA_FILE, CERT_FILE, CredentialError, CredentialStore, KEY_FILE, Stored},
     discovery::{DiscoveryError, discover_ca},
     error_chain,
@@ -41,43 +44,51 @@ const CLOCK_CHECK: Duration = Duration::from_secs(60);
 /// in the last third of even a short lifetime without loading the controller.
 pub const RENEWAL_BACKOFF: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
 
-/// An https controller and the CA it must prove itself with.
+/// An https controller: the URLs of its replicas, and the CA they all prove themselves with
+/// (the replicas share one CA, each with a certificate for the names it is reached by).
 #[derive(Debug, Clone)]
 pub struct Controller {
-    url: ControllerUrl,
+    urls: ControllerUrls,
     ca: CaCert,
 }
 
 impl Controller {
-    pub fn new(url: ControllerUrl, ca: CaCert) -> Self {
-        Self { url, ca }
+    pub fn new(urls: ControllerUrls, ca: CaCert) -> Self {
+        Self { urls, ca }
     }
 
-    pub fn url(&self) -> &ControllerUrl {
-        &self.url
+    pub fn urls(&self) -> &ControllerUrls {
+        &self.urls
     }
 
     pub fn ca(&self) -> &CaCert {
         &self.ca
     }
 
-    /// An endpoint that trusts only the CA, for the URL's host name, presenting `identity`
-    /// when given.
-    pub fn endpoint(&self, identity: Option<&Credentials>) -> Result<Endpoint, tonic::transport::Error> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.ca.pem()))
-            .domain_name(self.url.server_name());
+    /// An endpoint for one replica's `url` that trusts only the CA, for that URL's host
+    /// name, presenting `identity` when given.
+    pub fn endpoint(
+        &self,
+        url: &ControllerUrl,
+        identity: Option<&Credentials>,
+    ) -> Result<Endpoint, tonic::transport::Error> {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca.pem())).domain_name(url.server_name());
         if let Some(creds) = identity {
             tls = tls.identity(creds.identity());
         }
-        Endpoint::from_shared(self.url.to_string())?.connect_timeout(CONNECT_TIMEOUT).tls_config(tls)
+        Endpoint::from_shared(url.to_string())?.connect_timeout(CONNECT_TIMEOUT).tls_config(tls)
     }
 
-    async fn client(&self, identity: Option<&Credentials>) -> Result<AgentServiceClient<Channel>, EnrollError> {
-        let endpoint = self.endpoint(identity).map_err(EnrollError::Endpoint)?.timeout(CALL_TIMEOUT);
+    async fn client(
+        &self,
+        url: &ControllerUrl,
+        identity: Option<&Credentials>,
+    ) -> Result<AgentServiceClient<Channel>, EnrollError> {
+        let endpoint = self.endpoint(url, identity).map_err(EnrollError::Endpoint)?.timeout(CALL_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|source| {
             if rejects_certificate(&source) {
-                EnrollError::Untrusted { server_name: self.url.server_name().to_owned(), source }
+                EnrollError::Untrusted { server_name: url.server_name().to_owned(), source }
             } else {
                 EnrollError::Connect(source)
             }
@@ -158,7 +169,14 @@ fn rejects_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
 pub async fn enroll(controller: &Controller, host: &HostId, token: &JoinToken) -> Result<Credentials, EnrollError> {
     let (key, csr) = new_key_and_csr(host).map_err(EnrollError::Key)?;
     let request = pb::EnrollRequest { join_token: token.secret().to_owned(), host_id: host.to_string(), csr };
-    let response = controller.client(None).await?.enroll(request).await.map_err(EnrollError::from_status)?;
+    let response = each_replica(controller.urls(), |url| {
+        let request = request.clone();
+        async move {
+            let mut client = controller.client(url, None).await?;
+            client.enroll(request).await.map_err(EnrollError::from_status)
+        }
+    })
+    .await?;
     Credentials::new(response.into_inner().certificate, key, host).map_err(EnrollError::Issued)
 }
 
@@ -166,7 +184,14 @@ pub async fn enroll(controller: &Controller, host: &HostId, token: &JoinToken) -
 pub async fn renew(controller: &Controller, host: &HostId, current: &Credentials) -> Result<Credentials, EnrollError> {
     let (key, csr) = new_key_and_csr(host).map_err(EnrollError::Key)?;
     let request = pb::EnrollRequest { join_token: String::new(), host_id: host.to_string(), csr };
-    let response = controller.client(Some(current)).await?.renew(request).await.map_err(EnrollError::from_status)?;
+    let response = each_replica(controller.urls(), |url| {
+        let request = request.clone();
+        async move {
+            let mut client = controller.client(url, Some(current)).await?;
+            client.renew(request).await.map_err(EnrollError::from_status)
+        }
+    })
+    .await?;
     Credentials::new(response.into_inner().certificate, key, host).map_err(EnrollError::Issued)
 }
 
@@ -199,7 +224,7 @@ pub enum SetupError {
 /// What enrolling needs, from the flags.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
-    pub url: ControllerUrl,
+    pub urls: ControllerUrls,
     pub host_id: HostId,
     pub store: CredentialStore,
     pub ca_pin: Option<CaPin>,
@@ -234,14 +259,15 @@ impl Enrollment {
         let ca = match ca {
             Have::Stored(ca) => ca,
             Have::Fetch(pin) => {
-                let found =
-                    retry("find the controller's CA", self.backoff.clone(), shutdown, || discover_ca(&self.url, &pin));
+                let found = retry("find the controller's CA", self.backoff.clone(), shutdown, || {
+                    each_replica(&self.urls, |url| discover_ca(url, &pin))
+                });
                 let Some(ca) = found.await? else { return Ok(None) };
                 self.store.save_ca(&ca).await?;
                 ca
             }
         };
-        let controller = Controller::new(self.url.clone(), ca);
+        let controller = Controller::new(self.urls.clone(), ca);
         let creds = match creds {
             Have::Stored(creds) => {
                 info!(not_after = %rfc3339(creds.validity().not_after), "using the stored client certificate");
@@ -268,18 +294,58 @@ enum Have<T, F> {
 }
 
 trait Retryable: std::error::Error + 'static {
+    /// Whether trying again later may succeed.
     fn is_retryable(&self) -> bool;
+
+    /// Whether another replica may answer differently: this one is down, unreachable or
+    /// set up wrong, rather than the request refused by the fleet (whose replicas share
+    /// one database and one CA).
+    fn is_replica_fault(&self) -> bool;
 }
 
 impl Retryable for EnrollError {
     fn is_retryable(&self) -> bool {
         EnrollError::is_retryable(self)
     }
+
+    fn is_replica_fault(&self) -> bool {
+        self.is_retryable() || matches!(self, Self::Endpoint(_) | Self::Untrusted { .. })
+    }
 }
 
 impl Retryable for DiscoveryError {
     fn is_retryable(&self) -> bool {
         DiscoveryError::is_retryable(self)
+    }
+
+    /// A wrong name or another CA at one URL says nothing about the next URL.
+    fn is_replica_fault(&self) -> bool {
+        !matches!(self, Self::Tls(_))
+    }
+}
+
+/// Runs `attempt` at each replica in turn, from the first, until one succeeds or fails in
+/// a way the others would repeat. When every replica failed, an outage is reported before
+/// a misconfigured replica, so the caller keeps retrying while one may come back.
+async fn each_replica<'a, T, E: Retryable, F: Future<Output = Result<T, E>>>(
+    urls: &'a ControllerUrls,
+    mut attempt: impl FnMut(&'a ControllerUrl) -> F,
+) -> Result<T, E> {
+    let mut outage = None;
+    let mut i = 0;
+    loop {
+        let url = urls.get(i);
+        match attempt(url).await {
+            Err(e) if e.is_replica_fault() && i + 1 < urls.count() => {
+                warn!(controller = %url, next = %urls.get(i + 1), error = %error_chain(&e), "controller replica failed; trying the next");
+                if e.is_retryable() {
+                    outage = Some(e);
+                }
+                i += 1;
+            }
+            Err(e) if e.is_replica_fault() && !e.is_retryable() => return Err(outage.unwrap_or(e)),
+            result => return result,
+        }
     }
 }
 
@@ -451,6 +517,18 @@ mod tests {
         assert!(matches!(status(Code::Unauthenticated), EnrollError::Refused(_)));
         let refused = status(Code::Unauthenticated).to_string();
         assert_eq!(refused, "the controller refused (Unauthenticated): x");
+    }
+
+    #[test]
+    fn only_a_replica_of_its_own_is_passed_over() {
+        let status = |code| EnrollError::from_status(tonic::Status::new(code, "x"));
+        assert!(status(Code::Unavailable).is_replica_fault());
+        // Every replica shares the tokens, the revocations and the checks of a request.
+        for code in [Code::Unauthenticated, Code::PermissionDenied, Code::InvalidArgument] {
+            assert!(!status(code).is_replica_fault(), "{code:?}");
+        }
+        let pin_mismatch = DiscoveryError::Pin(crate::pki::PinMismatch { expected: CaPin::of(b"x"), seen: vec![] });
+        assert!(pin_mismatch.is_replica_fault(), "another URL may be the controller");
     }
 
     // Real time, short waits: a sleep never ends early, so only lower bounds are asserted

@@ -113,6 +113,8 @@ const AGENT_WORDS: &[&str] = &[
     "http://[fd00::1]:81/",
     "https://c",
     "https://[fd00::1]:7000",
+    "https://c,https://d:7000",
+    "http://c:7000, https://d",
     "--insecure",
     "--join-token",
     "--ca-pin",
@@ -209,7 +211,12 @@ proptest! {
     fn any_agent_argv_parses_or_is_a_usage_error(argv in agent_argv()) {
         match Config::try_parse_from(argv.clone()) {
             Ok(c) => {
-                prop_assert_eq!(c.controller.to_string().parse::<ControllerUrl>().ok(), Some(c.controller.clone()));
+                for url in &c.controller {
+                    prop_assert_eq!(url.to_string().parse::<ControllerUrl>().ok(), Some(url.clone()));
+                }
+                if let Ok(urls) = c.check() {
+                    prop_assert_eq!(urls.as_slice(), &c.controller[..]);
+                }
                 prop_assert!(http_authority(&c.imds_endpoint).is_ok());
                 prop_assert!((1..=3600).contains(&c.health_interval) && (1..=3600).contains(&c.drift_interval));
             }

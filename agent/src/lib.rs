@@ -2,8 +2,9 @@
 //!
 //! Code map:
 //! - [`config`]: the typed configuration (flags and environment).
-//! - [`client`]: the stream to the controller (Hello, RuleSet → Ack/Nack, Health, events)
-//!   and the [`Agent`] that applies and persists what it receives.
+//! - [`client`]: the stream to the controller (Hello, RuleSet → Ack/Nack, Health, events),
+//!   moving between its replicas, and the [`Agent`] that applies and persists what it
+//!   receives; [`backoff`]: when to reconnect, and to which replica.
 //! - [`enroll`], [`discovery`], [`credentials`], [`pki`]: TLS to the controller: the CA
 //!   found by its pin, enrollment with a join token, the client certificate on disk and
 //!   its renewal.
@@ -80,7 +81,7 @@ pub enum RunError {
     },
     #[error("cannot set up TLS to the controller {controller}")]
     Tls {
-        controller: config::ControllerUrl,
+        controller: config::ControllerUrls,
         #[source]
         source: enroll::SetupError,
     },
@@ -93,7 +94,8 @@ impl RunError {
 
 /// Runs the agent with the host's iptables until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    config.check().map_err(RunError::Config)?;
+    let controllers = config.check().map_err(RunError::Config)?;
+    info!(%controllers, "controller replicas, tried in this order");
     tokio::fs::create_dir_all(&config.state_dir)
         .await
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
@@ -126,7 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => resolve_host_id(&config.imds_endpoint).await?,
     };
     let mut renewal = None;
-    if let Some((transport, renewal_task)) = transport(&config, &host_id, &agent, &shutdown).await? {
+    if let Some((transport, renewal_task)) = transport(&config, controllers, &host_id, &agent, &shutdown).await? {
         renewal = renewal_task;
         let options = StreamOptions {
             transport,
@@ -181,27 +183,26 @@ pub enum CleanupError {
 /// when `shutdown` came while enrolling.
 async fn transport<D: Dataplane>(
     config: &Config,
+    controllers: config::ControllerUrls,
     host_id: &HostId,
     agent: &Agent<D>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Transport, Option<tokio::task::JoinHandle<()>>)>, RunError> {
-    if !config.controller.is_tls() {
-        warn!(controller = %config.controller, "--insecure: plaintext to the controller, no authentication");
-        return Ok(Some((Transport::Plaintext(config.controller.clone()), None)));
+    if !controllers.is_tls() {
+        warn!(%controllers, "--insecure: plaintext to the controller, no authentication");
+        return Ok(Some((Transport::Plaintext(controllers), None)));
     }
     let store = credentials::CredentialStore::new(&config.state_dir);
     let enrollment = enroll::Enrollment {
-        url: config.controller.clone(),
+        urls: controllers.clone(),
         host_id: host_id.clone(),
         store: store.clone(),
         ca_pin: config.ca_pin,
         join_token: config.join_token.clone(),
         backoff: backoff::Backoff::default(),
     };
-    let established = enrollment
-        .establish(shutdown)
-        .await
-        .map_err(|source| RunError::Tls { controller: config.controller.clone(), source })?;
+    let established =
+        enrollment.establish(shutdown).await.map_err(|source| RunError::Tls { controller: controllers, source })?;
     let Some((controller, creds)) = established else { return Ok(None) };
     let (publish, identity) = tokio::sync::watch::channel(creds);
     let renewal = enroll::Renewal {

@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging();
-    info!(version = env!("CARGO_PKG_VERSION"), controller = %config.controller, "fleet-agent starting");
+    info!(version = env!("CARGO_PKG_VERSION"), "fleet-agent starting");
 
     let shutdown = CancellationToken::new();
     match watch_signals(shutdown.clone()) {

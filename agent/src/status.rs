@@ -10,7 +10,10 @@ use std::{
 
 use teefleet_model::{RuleSet, SessionName};
 
-use crate::firewall::{Check, Counter, Family};
+use crate::{
+    config::ControllerUrl,
+    firewall::{Check, Counter, Family},
+};
 
 /// Upper bounds (seconds) of the apply duration histogram.
 const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -37,6 +40,8 @@ struct Inner {
     rules_by_family: [usize; 2],
     /// A stream has been open since start, so the controller had its say about the version.
     synced: bool,
+    /// The replica the stream is open with, if it is.
+    controller: Option<String>,
     /// Why the controller last refused the agent's certificate (revoked, expired, unknown),
     /// until a stream opens again.
     refused: Option<String>,
@@ -86,11 +91,17 @@ impl Status {
         self.lock().last_push = Some((version, error));
     }
 
-    /// A stream opened: the controller accepts the agent.
-    pub fn record_synced(&self) {
+    /// A stream opened with the replica at `controller`: the controller accepts the agent.
+    pub fn record_synced(&self, controller: &ControllerUrl) {
         let mut s = self.lock();
         s.synced = true;
         s.refused = None;
+        s.controller = Some(controller.to_string());
+    }
+
+    /// The stream ended; the agent is looking for a replica.
+    pub fn record_disconnected(&self) {
+        self.lock().controller = None;
     }
 
     /// The controller refused the agent's certificate: the applied rules stay, but the
@@ -220,6 +231,14 @@ impl Status {
             .collect();
         metric("teefleet_agent_rules", "gauge", "Mirroring rules applied, by address family.", &rules);
         metric("teefleet_agent_applied_version", "gauge", "The rule set version applied.", &one(s.applied_version));
+        let connected: Vec<_> =
+            s.controller.iter().map(|url| (format!("{{url=\"{}\"}}", label_value(url)), "1".to_owned())).collect();
+        metric(
+            "teefleet_agent_controller_info",
+            "gauge",
+            "The controller replica the stream is open with; no sample while disconnected.",
+            &connected,
+        );
         let per_session = |f: fn(&Rated) -> u64| -> Vec<(String, String)> {
             // Session names are [A-Za-z0-9._-], so they need no escaping in a label.
             s.counters.iter().map(|(name, r)| (format!("{{session=\"{name}\"}}"), f(r).to_string())).collect()
@@ -238,6 +257,11 @@ impl Status {
         );
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -263,7 +287,8 @@ mod tests {
     fn readiness_needs_sync_success_and_a_recent_check() {
         let status = Status::new(Duration::from_secs(5));
         assert!(status.readiness().unwrap_err().contains("not yet in touch"));
-        status.record_synced();
+        let controller: ControllerUrl = "https://c".parse().expect("url");
+        status.record_synced(&controller);
         assert!(status.readiness().unwrap_err().contains("no drift check"));
         status.record_check(Ok(&Check::default()));
         assert_eq!(status.readiness(), Ok("applied version 0".to_owned()));
@@ -278,8 +303,14 @@ mod tests {
         status.record_refused("host h1's certificate was revoked".to_owned());
         let why = status.readiness().unwrap_err();
         assert!(why.contains("revoked") && why.contains("applied version 4 stays"), "{why}");
-        status.record_synced();
+        status.record_synced(&controller);
         assert_eq!(status.readiness(), Ok("applied version 4".to_owned()), "a new stream clears it");
+        status.record_disconnected();
+        assert_eq!(
+            status.readiness(),
+            Ok("applied version 4".to_owned()),
+            "a lost stream leaves the rules as they are"
+        );
     }
 
     #[test]
@@ -312,6 +343,25 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
         assert_eq!(status.counters()[&web].packets_per_second, 0.0, "no rate from a single reading");
+    }
+
+    #[test]
+    fn the_connected_replica_is_a_metric() {
+        let status = Status::new(Duration::from_secs(5));
+        let samples = |status: &Status| {
+            status
+                .metrics()
+                .lines()
+                .filter(|l| l.starts_with("teefleet_agent_controller_info"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert!(samples(&status).is_empty(), "none before a stream opens");
+        status.record_synced(&"https://[fd00::7]:7300".parse().expect("url"));
+        assert_eq!(samples(&status), ["teefleet_agent_controller_info{url=\"https://[fd00::7]:7300\"} 1"]);
+        status.record_disconnected();
+        assert!(samples(&status).is_empty(), "none while disconnected");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

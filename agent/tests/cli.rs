@@ -54,6 +54,29 @@ fn plaintext_and_insecure_must_agree() {
 }
 
 #[test]
+fn fleet_controller_takes_a_comma_separated_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_str().expect("utf-8");
+    let run = |env: &str, args: &[&str]| {
+        let args = [&["--state-dir", state][..], args].concat();
+        usage_error(&agent(None, &args, &[("FLEET_CONTROLLER", env)]))
+    };
+    // Both URLs arrive (a space after the comma is fine), and still need --insecure.
+    let text = run("http://127.0.0.1:1, http://127.0.0.1:2", &[]);
+    assert!(text.contains("--controller http://127.0.0.1:1,http://127.0.0.1:2 is plaintext"), "{text}");
+    let text = run("https://127.0.0.1:1,http://127.0.0.1:2", &[]);
+    assert!(text.contains("--controller mixes https:// and http:// URLs"), "{text}");
+    let text = run("https://127.0.0.1:1,https://127.0.0.1:2,https://127.0.0.1:1/", &[]);
+    assert!(text.contains("--controller lists https://127.0.0.1:1 twice"), "{text}");
+    let text = run("https://127.0.0.1:1,,https://127.0.0.1:2", &[]);
+    assert!(text.contains("--controller") && text.contains("\"\" is not an http(s)://HOST[:PORT] URL"), "{text}");
+    // Flags replace the environment's list rather than adding to it.
+    let text = run("http://127.0.0.1:1,http://127.0.0.1:2", &["--controller", "http://127.0.0.1:3"]);
+    assert!(text.contains("--controller http://127.0.0.1:3 is plaintext"), "{text}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "nothing was written");
+}
+
+#[test]
 fn https_needs_a_pin_or_a_saved_ca_and_a_token_or_a_certificate() {
     if !root_or_skip("https_needs_a_pin_or_a_saved_ca_and_a_token_or_a_certificate") {
         return;

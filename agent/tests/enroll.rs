@@ -2,7 +2,8 @@
 //! found by its pin (and a wrong pin is refused), enrollment stores a private key and
 //! certificate, the stream presents that certificate, a restart reuses it without a token,
 //! renewal at two thirds swaps it and reconnects, and a revoked certificate is retried only
-//! slowly while the agent reports itself not ready.
+//! slowly while the agent reports itself not ready. With several controller URLs, each
+//! step goes on to the next replica when one is down or misnamed.
 
 mod common;
 
@@ -26,10 +27,10 @@ use rcgen::{
 use teefleet_agent::{
     Agent, StateStore, StreamOptions, Transport,
     backoff::Backoff,
-    config::JoinToken,
+    config::{ControllerUrls, JoinToken},
     credentials::{CA_FILE, CERT_FILE, CredentialStore, KEY_FILE},
     discovery::{DiscoveryError, discover_ca},
-    enroll::{Controller, EnrollError, Enrollment, Renewal, SetupError},
+    enroll::{Controller, EnrollError, Enrollment, Renewal, SetupError, renew},
     events,
     pki::{CaPin, Credentials},
 };
@@ -230,7 +231,7 @@ impl Fixture {
 
     fn enrollment(&self, pin: Option<CaPin>, token: Option<&str>) -> Enrollment {
         Enrollment {
-            url: self.url("localhost"),
+            urls: self.url("localhost").into(),
             host_id: host(),
             store: self.store(),
             ca_pin: pin,
@@ -388,7 +389,7 @@ async fn missing_flags_and_refused_tokens_fail_at_once() {
 
     // The controller's certificate names localhost, not 127.0.0.1: that never retries.
     let mut by_ip = fixture.enrollment(None, Some(TOKEN));
-    by_ip.url = fixture.url("127.0.0.1");
+    by_ip.urls = fixture.url("127.0.0.1").into();
     let err = establish(&by_ip).await.expect_err("name mismatch");
     assert!(matches!(err, SetupError::Enroll(EnrollError::Untrusted { .. })), "{err:?}");
     assert!(err.to_string().contains("cannot enroll"), "{err}");
@@ -437,4 +438,33 @@ async fn a_revoked_certificate_is_retried_slowly_and_the_agent_is_not_ready() {
     let why = agent.status.readiness().expect_err("not ready");
     assert!(why.contains("revoked"), "{why}");
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn every_step_goes_on_to_the_next_replica_when_one_is_down_or_misnamed() {
+    let mut fixture = Fixture::start(Duration::from_secs(3600)).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // Down; up but named as its certificate does not name it; the live one.
+    let urls = ControllerUrls::new(vec![
+        format!("https://localhost:{}", down.port()).parse().expect("url"),
+        fixture.url("127.0.0.1"),
+        fixture.url("localhost"),
+    ])
+    .expect("one controller's URLs");
+    let mut enrollment = fixture.enrollment(Some(fixture.ca.pin()), Some(TOKEN));
+    enrollment.urls = urls.clone();
+    let (controller, creds) = establish(&enrollment).await.expect("enrolled with the live replica");
+    assert_eq!(fixture.next_seen().await, Seen::Enroll, "the misnamed replica was never spoken to");
+    assert_eq!(controller.ca().pin(), fixture.ca.pin());
+    assert_eq!(controller.urls(), &urls);
+
+    let (_renewal, identity) = tokio::sync::watch::channel(creds.clone());
+    let agent = start_agent(&fixture, controller.clone(), identity, Duration::from_secs(60));
+    assert_eq!(fixture.next_seen().await, Seen::Sync(Some(creds.fingerprint())));
+    agent.stop().await;
+
+    let renewed = tokio::time::timeout(WAIT, renew(&controller, &host(), &creds)).await.expect("in time");
+    assert_ne!(renewed.expect("renewed").fingerprint(), creds.fingerprint());
+    assert_eq!(fixture.next_seen().await, Seen::Renew(Some(creds.fingerprint())));
+    fixture.nothing_more_seen();
 }

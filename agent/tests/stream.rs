@@ -1,7 +1,7 @@
 //! The stream client against an in-process tonic server, with a recording fake
 //! dataplane: Hello first (with the version from the state file), RuleSet → Ack,
 //! invalid or failing sets → Nack, the state file follows, reconnect after the server
-//! goes away.
+//! goes away, and failover between the controller's replicas when one is killed or down.
 
 mod common;
 
@@ -11,6 +11,7 @@ use common::FakeDataplane;
 use teefleet_agent::{
     Agent, StateStore, StreamOptions, Transport,
     backoff::Backoff,
+    config::{ControllerUrl, ControllerUrls},
     firewall::{Check, Counter, Family, Repair},
 };
 use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet};
@@ -118,15 +119,23 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
     }
 }
 
-fn options(addr: SocketAddr, health_interval: Duration) -> StreamOptions {
+fn url(addr: SocketAddr) -> ControllerUrl {
+    format!("http://{addr}").parse().expect("url")
+}
+
+fn options(urls: Vec<ControllerUrl>, health_interval: Duration, backoff: Backoff) -> StreamOptions {
     StreamOptions {
-        transport: Transport::Plaintext(format!("http://{addr}").parse().expect("url")),
+        transport: Transport::Plaintext(ControllerUrls::new(urls).expect("one controller's URLs")),
         host_id: "host-1".parse().expect("id"),
         health_interval,
         addresses: Some(vec!["10.0.0.9".into()]),
-        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
+        backoff,
         refused_retry: Duration::from_secs(60),
     }
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(10), Duration::from_millis(100))
 }
 
 /// A fake controller on 127.0.0.1:0 and an agent streaming to it.
@@ -146,7 +155,7 @@ impl Harness {
         let (conns_tx, conns) = mpsc::channel(4);
         let server = serve(listener, conns_tx.clone()).await;
         let shutdown = CancellationToken::new();
-        let opts = options(addr, health_interval);
+        let opts = options(vec![url(addr)], health_interval, fast_backoff());
         let token = shutdown.clone();
         let task = tokio::spawn(async move { agent.run(&opts, &token).await });
         Harness { addr, conns_tx, conns, server, shutdown, task }
@@ -304,4 +313,212 @@ async fn queued_events_counters_and_repairs_reach_the_controller() {
     tokio::time::timeout(WAIT, task).await.expect("stops").expect("join");
     tokio::time::timeout(WAIT, drift).await.expect("drift loop stops").expect("join");
     server.abort();
+}
+
+/// A fake controller replica on a runtime of its own, so that killing it closes its
+/// listener and every connection at once, without a GOAWAY or an end of stream: what the
+/// agent sees when a replica's process is killed with SIGKILL.
+struct Replica {
+    addr: SocketAddr,
+    conns: mpsc::Receiver<Conn>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Replica {
+    fn start_at(addr: SocketAddr) -> Replica {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let listener = std::net::TcpListener::bind(addr).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (conns_tx, conns) = mpsc::channel(4);
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("tokio listener");
+            serve(listener, conns_tx).await.await.expect("serve");
+        });
+        Replica { addr, conns, runtime: Some(runtime) }
+    }
+
+    fn start() -> Replica {
+        Replica::start_at("127.0.0.1:0".parse().expect("addr"))
+    }
+
+    fn url(&self) -> ControllerUrl {
+        url(self.addr)
+    }
+
+    async fn accepted(&mut self) -> Conn {
+        tokio::time::timeout(WAIT, self.conns.recv()).await.expect("the agent connects in time").expect("conn")
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 127.0.0.1 address where nothing listens: connecting is refused.
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Moving to the next replica must not wait for the backoff: with this one, an agent that
+/// waited would almost surely miss the test's deadlines, while a whole round of failures
+/// (which does wait) never happens in these tests.
+fn glacial_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600))
+}
+
+fn connected_to(metrics: &str) -> Vec<&str> {
+    metrics.lines().filter(|l| l.starts_with("teefleet_agent_controller_info{")).collect()
+}
+
+#[tokio::test]
+async fn agents_of_a_killed_replica_move_to_the_next_and_converge() {
+    let mut first = Replica::start();
+    let mut second = Replica::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dp = FakeDataplane::default();
+    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));
+    let status = agent.status();
+    let opts = options(vec![first.url(), second.url()], Duration::from_secs(3600), glacial_backoff());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { agent.run(&opts, &token).await });
+
+    let mut conn = first.accepted().await;
+    expect_hello(conn.next().await, 0);
+    conn.push(push(4, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 4 }));
+    let info = format!("teefleet_agent_controller_info{{url=\"http://{}\"}} 1", first.addr);
+    assert_eq!(connected_to(&status.metrics()), [info.as_str()]);
+
+    first.kill();
+    let mut conn = second.accepted().await;
+    expect_hello(conn.next().await, 4);
+    conn.push(push(5, "10.0.0.6")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 5 }));
+    assert_eq!(dp.versions(), [4, 5], "the second replica's set is applied");
+    let info = format!("teefleet_agent_controller_info{{url=\"http://{}\"}} 1", second.addr);
+    assert_eq!(connected_to(&status.metrics()), [info.as_str()]);
+    assert!(first.conns.try_recv().is_err(), "nothing reached the killed replica");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("stops on shutdown").expect("join");
+    assert_eq!(dp.versions(), [4, 5], "shutdown removes nothing");
+    assert!(connected_to(&status.metrics()).is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_first_replica_is_skipped_and_tried_again_in_turn() {
+    let down = closed_port();
+    let mut second = Replica::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dp = FakeDataplane::default();
+    let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));
+    let opts = options(vec![url(down), second.url()], Duration::from_secs(3600), glacial_backoff());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { agent.run(&opts, &token).await });
+
+    let mut conn = second.accepted().await;
+    expect_hello(conn.next().await, 0);
+    conn.push(push(2, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 2 }));
+
+    // The first replica comes up and the second dies: its agents go round to the first.
+    let mut first = Replica::start_at(down);
+    second.kill();
+    let mut conn = first.accepted().await;
+    expect_hello(conn.next().await, 2);
+    conn.push(push(3, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 3 }));
+    assert_eq!(dp.versions(), [2, 3]);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("stops on shutdown").expect("join");
+}
+
+#[tokio::test]
+async fn with_every_replica_down_the_agent_keeps_going_round() {
+    let (first, second) = (closed_port(), closed_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()), Duration::from_secs(5));
+    let opts = options(vec![url(first), url(second)], Duration::from_secs(3600), fast_backoff());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut agent = agent;
+        agent.run(&opts, &token).await
+    });
+    // Several rounds fail (with the backoff between them) before the second comes up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = Replica::start_at(second);
+    let mut conn = second.accepted().await;
+    expect_hello(conn.next().await, 0);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("stops on shutdown").expect("join");
+}
+
+/// A TCP relay to `to` that, once `freeze` is cancelled, forwards nothing more but keeps
+/// every connection open: a replica whose host vanished, which only keepalive can notice.
+async fn freezable_relay(to: SocketAddr, freeze: CancellationToken) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let freeze = freeze.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    () = freeze.cancelled() => std::future::pending().await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_replica_gone_silent_is_noticed_by_keepalive_and_left() {
+    let mut first = Replica::start();
+    let mut second = Replica::start();
+    let freeze = CancellationToken::new();
+    let relay = freezable_relay(first.addr, freeze.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::new(FakeDataplane::default(), StateStore::new(dir.path()), Duration::from_secs(5));
+    // No Health reports, which would not notice a silent peer for minutes anyway.
+    let opts = options(vec![url(relay), second.url()], Duration::from_secs(3600), glacial_backoff());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut agent = agent;
+        agent.run(&opts, &token).await
+    });
+
+    let mut conn = first.accepted().await;
+    expect_hello(conn.next().await, 0);
+    conn.push(push(4, "10.0.0.5")).await;
+    assert_eq!(conn.next().await, Msg::Ack(pb::Ack { version: 4 }));
+
+    freeze.cancel();
+    // Keepalive pings every 10 s and gives up 5 s later; a minute is room to spare.
+    let mut conn = tokio::time::timeout(Duration::from_secs(60), second.conns.recv())
+        .await
+        .expect("failover in time")
+        .expect("conn");
+    expect_hello(conn.next().await, 4);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("stops on shutdown").expect("join");
 }

@@ -2,7 +2,8 @@
 #
 #   module "teefleet_agent" {
 #     source              = "./deploy/terraform/agent"
-#     controller_url      = "https://controller.internal:7300"
+#     controller_url      = "https://controller.internal:7300"   # or every replica:
+#                           # "https://controller-a.internal:7300,https://controller-b.internal:7300"
 #     ca_pin              = "sha256:..."   # fleet-controller ca pin
 #     join_token          = "tf1...."      # fleetctl token create --role agent --ttl 1h --uses N
 #     agent_binary_url    = "https://artifacts.example.com/fleet-agent-0.1.0"
@@ -15,7 +16,7 @@ terraform {
 }
 
 variable "controller_url" {
-  description = "URL of fleet-controller as seen from the instance."
+  description = "URL of fleet-controller as seen from the instance. With several controller replicas, all their URLs, comma-separated and all https://; the agent streams with one and moves to the next when it fails."
   type        = string
 }
 
