@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use teefleet_model::{MaxPps, Sample};
+use teefleet_model::{MaxPps, Sample, TagSelector};
 use teefleet_proto::v1;
 
 /// The controller's port when no URL is configured: the controller's own default.
@@ -307,12 +307,18 @@ pub enum SessionCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source_choice").required(true).multiple(true).args(["sources", "source_tags"])))]
 pub struct CreateArgs {
     /// The session's name.
     pub name: String,
     /// A source host's instance id (repeat for several sources).
-    #[arg(long = "source", value_name = "INSTANCE_ID", required = true)]
+    #[arg(long = "source", value_name = "INSTANCE_ID")]
     pub sources: Vec<String>,
+    /// Every running instance with this EC2 tag is a source, and instances that get it
+    /// later become sources too (repeat: an instance must carry all of them). Matched
+    /// exactly: * and ? are not wildcards. With or instead of --source.
+    #[arg(long = "source-tag", value_name = "KEY=VALUE", value_parser = parse_source_tag)]
+    pub source_tags: Vec<String>,
     /// The collector's instance id.
     #[arg(long, value_name = "INSTANCE_ID")]
     pub collector: String,
@@ -400,6 +406,12 @@ pub fn parse_sample(text: &str) -> Result<Sample, String> {
     text.parse::<Sample>().map_err(|e| e.reason)
 }
 
+/// Checks `--source-tag` as the controller will (KEY=VALUE within EC2's limits) and passes
+/// it on as typed.
+pub fn parse_source_tag(text: &str) -> Result<String, String> {
+    text.parse::<TagSelector>().map(|_| text.to_owned()).map_err(|e| e.reason)
+}
+
 /// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
 pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
     let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
@@ -423,6 +435,7 @@ impl CreateArgs {
                 max_pps: self.max_pps.map_or(0, MaxPps::get),
             }),
             allow_routed: self.allow_routed,
+            source_tags: self.source_tags.clone(),
         }
     }
 }
@@ -498,6 +511,42 @@ mod tests {
         assert_eq!(f.ports, Some(v1::PortRange { first: 80, last: 90 }));
         assert_eq!(f.cidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
         assert_eq!((f.sample, f.max_pps), (0.01, 500));
+    }
+
+    #[test]
+    fn sources_by_tag() {
+        let c = create(&["web", "--source-tag", "role=web", "--source-tag", "env=prod", "--collector", "i-9"]);
+        let req = c.to_request();
+        assert_eq!(req.source_tags, ["role=web", "env=prod"]);
+        assert!(req.sources.is_empty());
+        let both = create(&[
+            "web",
+            "--source",
+            "i-1",
+            "--source-tag",
+            "aws:autoscaling:groupName=web-asg=1",
+            "--collector",
+            "i-9",
+        ]);
+        let req = both.to_request();
+        assert_eq!(
+            (req.sources.as_slice(), req.source_tags.as_slice()),
+            (&["i-1".to_owned()][..], &["aws:autoscaling:groupName=web-asg=1".to_owned()][..])
+        );
+        assert_eq!(create(&["s", "--source-tag", "env=", "--collector", "c"]).source_tags, ["env="]);
+
+        assert_eq!(parse_source_tag("role").unwrap_err(), "\"role\" is not KEY=VALUE, e.g. role=web");
+        let kind = |args: &[&str]| parse(args).map(|_| ()).map_err(|e| e.kind());
+        let base = ["session", "create", "s", "--collector", "c"];
+        let with = |extra: &[&'static str]| [&base[..], extra].concat();
+        assert_eq!(kind(&with(&["--source-tag", "role"])), Err(ErrorKind::ValueValidation));
+        assert_eq!(kind(&with(&["--source-tag", "=web"])), Err(ErrorKind::ValueValidation));
+        let long_key = format!("{}=x", "k".repeat(129));
+        assert_eq!(kind(&[&base[..], &["--source-tag", long_key.as_str()]].concat()), Err(ErrorKind::ValueValidation));
+        let err = parse(&with(&["--source-tag", "role"])).expect_err("refused").to_string();
+        assert!(err.contains("\"role\" is not KEY=VALUE, e.g. role=web"), "{err}");
+        // Neither a source nor a tag.
+        assert_eq!(kind(&with(&[])), Err(ErrorKind::MissingRequiredArgument));
     }
 
     #[test]

@@ -23,6 +23,10 @@ use crate::output::{
 };
 use crate::transport::{self, Transport};
 
+/// The largest answer about sessions fleetctl reads. gRPC's default of 4 MiB is less than
+/// a few sessions over tiers of thousands of hosts take, each listed with its status.
+const MAX_SESSIONS_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// How often `--wait` asks for the session's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -185,7 +189,10 @@ pub async fn execute(
     match command {
         Command::Collector(cmd) => collector(CollectorServiceClient::new(channel), cmd, format, out).await,
         Command::Host(cmd) => host(HostServiceClient::new(channel), cmd, format, out).await,
-        Command::Session(cmd) => session(SessionServiceClient::new(channel), cmd, format, out).await,
+        Command::Session(cmd) => {
+            let client = SessionServiceClient::new(channel).max_decoding_message_size(MAX_SESSIONS_MESSAGE);
+            session(client, cmd, format, out).await
+        }
         Command::Token(cmd) => token(TokenServiceClient::new(channel), cmd, format, out).await,
         Command::Audit(AuditCommand::List { since, limit }) => {
             let request = v1::ListAuditRequest { since: since.unwrap_or_default(), limit: limit.unwrap_or(0) };
@@ -397,6 +404,7 @@ mod tests {
             bytes: 0,
             packets_per_second: 0.0,
             bytes_per_second: 0.0,
+            from_tags: false,
         }
     }
 
@@ -405,6 +413,8 @@ mod tests {
         let s = SessionOut {
             name: "web".into(),
             sources: vec!["i-a".into(), "i-b".into(), "i-c".into()],
+            source_tags: vec![],
+            allow_routed: false,
             collector: "i-col".into(),
             direction: "both",
             protocol: "all",

@@ -14,7 +14,12 @@ use crate::config::{self, Setting, Settings, Source};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionOut {
     pub name: String,
+    /// Every current source, named or matched by `source_tags` (see `hosts[].from_tags`).
     pub sources: Vec<String>,
+    /// `KEY=VALUE` tags: running instances that carry all of them are sources.
+    pub source_tags: Vec<String>,
+    /// Sources may be in another subnet than the collector.
+    pub allow_routed: bool,
     pub collector: String,
     pub direction: &'static str,
     pub protocol: &'static str,
@@ -50,6 +55,8 @@ pub struct SessionHostOut {
     pub bytes: u64,
     pub packets_per_second: f64,
     pub bytes_per_second: f64,
+    /// A source because it carries the session's tags, not because it was named.
+    pub from_tags: bool,
 }
 
 /// A collector as printed.
@@ -169,6 +176,8 @@ impl From<&v1::Session> for SessionOut {
         SessionOut {
             name: s.name.clone(),
             sources: s.sources.clone(),
+            source_tags: s.source_tags.clone(),
+            allow_routed: s.allow_routed,
             collector: s.collector.clone(),
             direction: direction_name(filter.direction),
             protocol: protocol_name(filter.protocol),
@@ -201,6 +210,7 @@ impl From<&v1::SessionHostStatus> for SessionHostOut {
             bytes: h.bytes,
             packets_per_second: h.packets_per_second,
             bytes_per_second: h.bytes_per_second,
+            from_tags: h.from_tags,
         }
     }
 }
@@ -314,7 +324,11 @@ fn or_dash(s: &str) -> String {
 }
 
 fn join_or_dash(items: &[String]) -> String {
-    if items.is_empty() { "-".to_owned() } else { items.join(",") }
+    join_or_dash_with(items, ",")
+}
+
+fn join_or_dash_with(items: &[String], separator: &str) -> String {
+    if items.is_empty() { "-".to_owned() } else { items.join(separator) }
 }
 
 /// `1.5 KiB`: a byte count for people, in binary units.
@@ -365,6 +379,34 @@ pub fn filter_summary(s: &SessionOut) -> String {
     text
 }
 
+/// The sources a session names (the others came from its tags), in its order.
+fn named_sources(s: &SessionOut) -> Vec<String> {
+    let tagged: std::collections::BTreeSet<&str> =
+        s.hosts.iter().filter(|h| h.from_tags).map(|h| h.host_id.as_str()).collect();
+    s.sources.iter().filter(|h| !tagged.contains(h.as_str())).cloned().collect()
+}
+
+/// How many sources came from the session's tags.
+fn tagged_count(s: &SessionOut) -> usize {
+    s.hosts.iter().filter(|h| h.from_tags).count()
+}
+
+fn hosts_text(n: usize) -> String {
+    if n == 1 { "1 host".to_owned() } else { format!("{n} hosts") }
+}
+
+/// The SOURCES cell: the named sources, then the tags and how many hosts carry them
+/// rather than every id, since a tier may be thousands of hosts:
+/// `i-1,i-2 + tags role=web,env=prod: 12 hosts`.
+pub fn sources_summary(s: &SessionOut) -> String {
+    let named = named_sources(s).join(",");
+    if s.source_tags.is_empty() {
+        return named;
+    }
+    let tags = format!("tags {}: {}", s.source_tags.join(","), hosts_text(tagged_count(s)));
+    if named.is_empty() { tags } else { format!("{named} + {tags}") }
+}
+
 /// The `session list` table.
 pub fn sessions_table(sessions: &[SessionOut]) -> String {
     let rows: Vec<Vec<String>> = sessions
@@ -374,7 +416,7 @@ pub fn sessions_table(sessions: &[SessionOut]) -> String {
             let mut row = vec![
                 s.name.clone(),
                 s.state.to_owned(),
-                s.sources.join(","),
+                sources_summary(s),
                 s.collector.clone(),
                 filter_summary(s),
                 format!("{applied}/{}", s.hosts.len()),
@@ -392,10 +434,19 @@ pub fn sessions_table(sessions: &[SessionOut]) -> String {
 
 /// The `session get` view: the session's fields, then a table of its hosts, then problems.
 pub fn session_detail(s: &SessionOut) -> String {
-    let fields = [
+    let by_tag = !s.source_tags.is_empty();
+    let mut fields = vec![
         ("Name", s.name.clone()),
         ("State", s.state.to_owned()),
-        ("Sources", s.sources.join(", ")),
+        ("Sources", join_or_dash_with(&named_sources(s), ", ")),
+    ];
+    if by_tag {
+        fields.push(("Source tags", format!("{} ({})", s.source_tags.join(", "), hosts_text(tagged_count(s)))));
+    }
+    if s.allow_routed {
+        fields.push(("Routed", "allowed: sources may be in another subnet than the collector".to_owned()));
+    }
+    fields.extend([
         ("Collector", s.collector.clone()),
         ("Direction", s.direction.to_owned()),
         ("Protocol", s.protocol.to_owned()),
@@ -404,29 +455,37 @@ pub fn session_detail(s: &SessionOut) -> String {
         ("Sample", s.sample.map_or_else(|| "all packets".to_owned(), sample_text)),
         ("Max pps", s.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
         ("Created", or_dash(&s.created_at)),
-    ];
+    ]);
     let mut out = key_values(&fields);
     out.push('\n');
+    // Which sources came from tags is a column only where there are tags.
+    let origin = |h: &SessionHostOut| by_tag.then(|| if h.from_tags { "tag" } else { "named" }.to_owned());
     let mut rows: Vec<Vec<String>> = s
         .hosts
         .iter()
         .map(|h| {
-            let mut row = vec![
-                h.host_id.clone(),
+            let mut row = vec![h.host_id.clone()];
+            row.extend(origin(h));
+            row.extend([
                 yes_no(h.applied),
                 yes_no(h.connected),
                 h.desired_version.to_string(),
                 h.applied_version.to_string(),
-            ];
+            ]);
             row.extend(traffic_cells(h.packets, h.bytes, h.packets_per_second, h.bytes_per_second));
             row.push(h.error.clone().unwrap_or_else(|| "-".to_owned()));
             row
         })
         .collect();
-    let mut total = vec!["TOTAL".to_owned(), String::new(), String::new(), String::new(), String::new()];
+    let mut total = vec!["TOTAL".to_owned()];
+    total.resize(if by_tag { 6 } else { 5 }, String::new());
     total.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
     rows.push(total);
-    let mut headers = vec!["HOST", "APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION"];
+    let mut headers = vec!["HOST"];
+    if by_tag {
+        headers.push("ORIGIN");
+    }
+    headers.extend(["APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION"]);
     headers.extend(TRAFFIC_HEADERS);
     headers.push("ERROR");
     out.push_str(&table(&headers, &rows));
@@ -838,6 +897,7 @@ mod tests {
                     bytes: 1536 * 1024,
                     packets_per_second: 2.5,
                     bytes_per_second: 2048.0,
+                    from_tags: false,
                 },
                 v1::SessionHostStatus {
                     host_id: "i-src2".into(),
@@ -851,6 +911,8 @@ mod tests {
             ],
             problems: vec!["ec2: ModifyInstanceAttribute throttled".into()],
             created_at: "2025-01-02T03:04:05Z".into(),
+            source_tags: vec![],
+            allow_routed: false,
             packets: 1000,
             bytes: 1536 * 1024,
             packets_per_second: 2.5,
@@ -977,6 +1039,72 @@ mod tests {
         assert!(host_lines[1].starts_with("i-src2  no       no"), "{t}");
         assert!(host_lines[1].ends_with("TEE target not supported"));
         assert!(t.contains("Problems:\n  - ec2: ModifyInstanceAttribute throttled\n"));
+    }
+
+    /// `web` over role=web (two hosts) and a named host.
+    fn proto_tag_session() -> v1::Session {
+        let mut p = proto_session();
+        p.sources = vec!["i-named".into(), "i-web1".into(), "i-web2".into()];
+        p.source_tags = vec!["env=prod".into(), "role=web".into()];
+        p.allow_routed = true;
+        let host = |id: &str, from_tags| v1::SessionHostStatus {
+            host_id: id.into(),
+            applied: true,
+            connected: true,
+            desired_version: 2,
+            applied_version: 2,
+            from_tags,
+            ..Default::default()
+        };
+        p.hosts = vec![host("i-named", false), host("i-web1", true), host("i-web2", true)];
+        p
+    }
+
+    #[test]
+    fn tag_sessions_show_their_tags_and_which_sources_they_gave() {
+        let s = SessionOut::from(&proto_tag_session());
+        assert_eq!(sources_summary(&s), "i-named + tags env=prod,role=web: 2 hosts");
+        let t = sessions_table(std::slice::from_ref(&s));
+        assert!(t.lines().nth(1).is_some_and(|l| l.contains("i-named + tags env=prod,role=web: 2 hosts")), "{t}");
+
+        let t = session_detail(&s);
+        assert!(t.contains("Sources:     i-named\n"), "{t}");
+        assert!(t.contains("Source tags: env=prod, role=web (2 hosts)\n"), "{t}");
+        assert!(t.contains("Routed:      allowed"), "{t}");
+        let header = t.lines().find(|l| l.starts_with("HOST")).expect("a host table");
+        assert!(header.starts_with("HOST     ORIGIN  APPLIED"), "{t}");
+        let origins: Vec<_> = t
+            .lines()
+            .filter(|l| l.starts_with("i-"))
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(origins, ["i-named named", "i-web1 tag", "i-web2 tag"]);
+        let total = t.lines().find(|l| l.starts_with("TOTAL")).expect("a total row");
+        assert!(total.contains("1000"), "the total's traffic stays under its columns: {t}");
+
+        let v = serde_json::to_value(&s).expect("serializes");
+        assert_eq!(v["source_tags"], serde_json::json!(["env=prod", "role=web"]));
+        assert_eq!(v["allow_routed"], true);
+        assert_eq!(v["sources"].as_array().map(Vec::len), Some(3));
+        assert_eq!((&v["hosts"][0]["from_tags"], &v["hosts"][1]["from_tags"]), (&false.into(), &true.into()));
+
+        // Only tags, matching nothing yet.
+        let mut p = proto_tag_session();
+        p.sources.clear();
+        p.hosts.clear();
+        p.source_tags = vec!["role=web".into()];
+        let s = SessionOut::from(&p);
+        assert_eq!(sources_summary(&s), "tags role=web: 0 hosts");
+        assert!(session_detail(&s).contains("Sources:     -\n"));
+    }
+
+    #[test]
+    fn named_sessions_look_as_before() {
+        let s = SessionOut::from(&proto_session());
+        assert_eq!(sources_summary(&s), "i-src1,i-src2");
+        let t = session_detail(&s);
+        assert!(!t.contains("Source tags") && !t.contains("ORIGIN") && !t.contains("Routed"), "{t}");
+        assert_eq!(serde_json::to_value(&s).expect("serializes")["source_tags"], serde_json::json!([]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The EC2 edge: the two things teefleet asks of the cloud, behind a trait so the
-//! reconciler's logic does not depend on the SDK.
+//! The EC2 edge: what teefleet asks of the cloud (describe an instance, set its
+//! Source/Dest Check, find the instances carrying some tags), behind a trait so the
+//! reconciler's and the resolver's logic does not depend on the SDK.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
@@ -8,10 +9,11 @@ use std::{
 
 use aws_sdk_ec2::{
     error::{ProvideErrorMetadata, SdkError},
-    types::{AttributeBooleanValue, Instance},
+    types::{AttributeBooleanValue, Filter, Instance, InstanceStateName},
 };
 use futures::future::BoxFuture;
-use teefleet_model::InstanceId;
+use teefleet_model::{InstanceId, TagSelector, carries_all};
+use tracing::warn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
@@ -20,6 +22,14 @@ pub struct InstanceInfo {
     pub ipv6: Option<Ipv6Addr>,
     pub subnet_id: Option<String>,
     pub source_dest_check: Option<bool>,
+}
+
+/// An instance found by its tags, with what the controller checks before making it a
+/// source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedInstance {
+    pub id: InstanceId,
+    pub subnet_id: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,12 +45,25 @@ pub enum CloudError {
 pub trait Cloud: Send + Sync + 'static {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>>;
     fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>>;
+    /// The running and pending instances that carry every tag of `tags` (none for no
+    /// tags), sorted by id. It may stop listing once it has found more than `limit`, so a
+    /// tag half the account carries is noticed without reading the whole account.
+    fn instances_with_tags<'a>(
+        &'a self,
+        tags: &'a [TagSelector],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>>;
 }
+
+/// The most instances DescribeInstances returns per page, and the fewest it accepts asking for.
+const MAX_PAGE: i32 = 1000;
+const MIN_PAGE: i32 = 5;
 
 /// EC2 through aws-sdk-ec2, configured by the standard chain (environment, profile,
 /// instance role; `AWS_ENDPOINT_URL` points it at another endpoint such as moto).
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
+    page_size: i32,
 }
 
 impl Ec2 {
@@ -50,11 +73,24 @@ impl Ec2 {
             .operation_timeout(Duration::from_secs(30))
             .build();
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-        Self { client: aws_sdk_ec2::Client::new(&config) }
+        Self::from_client(aws_sdk_ec2::Client::new(&config))
+    }
+
+    /// EC2 through a client configured by the caller, such as one pointed at moto.
+    pub fn from_client(client: aws_sdk_ec2::Client) -> Self {
+        Self { client, page_size: MAX_PAGE }
+    }
+
+    /// Asks DescribeInstances for pages of `n` (5 to 1000) instead of the largest, so a
+    /// test sees several pages with a handful of instances.
+    pub fn with_page_size(self, n: i32) -> Self {
+        Self { page_size: n.clamp(MIN_PAGE, MAX_PAGE), ..self }
     }
 }
 
-fn classify<E, R>(id: &InstanceId, err: SdkError<E, R>) -> CloudError
+/// `id` is the instance a call was about, if it was about one: only then can EC2's
+/// "no such instance" mean NotFound.
+fn classify<E, R>(id: Option<&InstanceId>, err: SdkError<E, R>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -62,18 +98,18 @@ where
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            match e.code() {
-                Some("InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed") => {
+            match (e.code(), id) {
+                (Some("InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed"), Some(id)) => {
                     CloudError::NotFound(id.to_string())
                 }
-                Some("RequestLimitExceeded" | "Unavailable" | "InternalError" | "ServiceUnavailable") => {
+                (Some("RequestLimitExceeded" | "Unavailable" | "InternalError" | "ServiceUnavailable"), _) => {
                     CloudError::Unavailable(format!(
                         "{}: {}",
                         e.code().unwrap_or_default(),
                         e.message().unwrap_or_default()
                     ))
                 }
-                code => CloudError::Refused(format!(
+                (code, _) => CloudError::Refused(format!(
                     "{}: {}",
                     code.unwrap_or("unknown error"),
                     e.message().unwrap_or("no message")
@@ -100,11 +136,70 @@ fn first_ipv6(instance: &Instance) -> Option<Ipv6Addr> {
         .find_map(|ip| ip.parse().ok())
 }
 
+/// EC2 reads `*` and `?` in a filter value as wildcards and `\` as their escape; escaped,
+/// a value matches only itself.
+fn literal_filter_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// DescribeInstances filters for instances that are running or about to, and carry every
+/// tag. An empty value cannot be a filter value, so such a tag is asked for by its key and
+/// its value checked on the answer.
+fn tag_filters(tags: &[TagSelector]) -> Vec<Filter> {
+    let states = Filter::builder()
+        .name("instance-state-name")
+        .values(InstanceStateName::Pending.as_str())
+        .values(InstanceStateName::Running.as_str())
+        .build();
+    let by_tag = tags.iter().map(|t| {
+        if t.value().is_empty() {
+            Filter::builder().name("tag-key").values(literal_filter_value(t.key())).build()
+        } else {
+            Filter::builder().name(format!("tag:{}", t.key())).values(literal_filter_value(t.value())).build()
+        }
+    });
+    std::iter::once(states).chain(by_tag).collect()
+}
+
+/// The instance, if it really is running or pending and carries every tag exactly: EC2 has
+/// filtered already, but checking again keeps the match exact whatever an endpoint makes
+/// of wildcards, and an empty value is only checked here.
+fn tagged(instance: &Instance, tags: &[TagSelector]) -> Option<TaggedInstance> {
+    let live = matches!(
+        instance.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Pending | InstanceStateName::Running)
+    );
+    let carried = instance.tags().iter().filter_map(|t| Some((t.key()?, t.value().unwrap_or_default())));
+    if !live || !carries_all(tags, carried) {
+        return None;
+    }
+    let raw = instance.instance_id()?;
+    match raw.parse::<InstanceId>() {
+        Ok(id) => Some(TaggedInstance { id, subnet_id: instance.subnet_id().map(str::to_owned) }),
+        Err(e) => {
+            warn!(instance_id = ?raw, error = %e, "EC2 listed an instance id teefleet cannot use; skipping it");
+            None
+        }
+    }
+}
+
 impl Cloud for Ec2 {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
         Box::pin(async move {
-            let out =
-                self.client.describe_instances().instance_ids(id.as_str()).send().await.map_err(|e| classify(id, e))?;
+            let out = self
+                .client
+                .describe_instances()
+                .instance_ids(id.as_str())
+                .send()
+                .await
+                .map_err(|e| classify(Some(id), e))?;
             let instance = out
                 .reservations()
                 .iter()
@@ -128,15 +223,47 @@ impl Cloud for Ec2 {
                 .source_dest_check(AttributeBooleanValue::builder().value(enabled).build())
                 .send()
                 .await
-                .map_err(|e| classify(id, e))?;
+                .map_err(|e| classify(Some(id), e))?;
             Ok(())
+        })
+    }
+
+    fn instances_with_tags<'a>(
+        &'a self,
+        tags: &'a [TagSelector],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pages = self
+                .client
+                .describe_instances()
+                .set_filters(Some(tag_filters(tags)))
+                .max_results(self.page_size)
+                .into_paginator()
+                .send();
+            let mut found = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| classify(None, e))?;
+                found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| tagged(i, tags)));
+                if found.len() > limit {
+                    break;
+                }
+            }
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            found.dedup_by(|a, b| a.id == b.id);
+            Ok(found)
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_ec2::types::{InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment};
+    use aws_sdk_ec2::types::{
+        InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment, InstanceState, Tag,
+    };
 
     use super::*;
 
@@ -160,5 +287,60 @@ mod tests {
         assert_eq!(first_ipv6(&listed_out_of_order), "fd00::1".parse().ok());
         let named = Instance::builder().ipv6_address("fd00::9").network_interfaces(interface(0, &["fd00::1"])).build();
         assert_eq!(first_ipv6(&named), "fd00::9".parse().ok());
+    }
+
+    fn tags(list: &[&str]) -> Vec<TagSelector> {
+        list.iter().map(|t| t.parse().expect("tag")).collect()
+    }
+
+    fn instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instance {
+        let mut b = Instance::builder()
+            .instance_id(id)
+            .subnet_id("subnet-1")
+            .state(InstanceState::builder().name(state).build());
+        for (k, v) in tags {
+            b = b.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        b.build()
+    }
+
+    #[test]
+    fn filter_values_are_literal() {
+        assert_eq!(literal_filter_value("web"), "web");
+        assert_eq!(literal_filter_value(r"a*b?c\d"), r"a\*b\?c\\d");
+        let filters = tag_filters(&tags(&["role=web*", "env="]));
+        let shown: Vec<(&str, Vec<&str>)> = filters
+            .iter()
+            .map(|f| (f.name().unwrap_or_default(), f.values().iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("instance-state-name", vec!["pending", "running"]),
+                ("tag:role", vec![r"web\*"]),
+                ("tag-key", vec!["env"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_are_checked_again() {
+        let want = tags(&["role=web", "env="]);
+        let ok = instance("i-0123456789abcdef0", InstanceStateName::Running, &[("role", "web"), ("env", "")]);
+        assert_eq!(
+            tagged(&ok, &want),
+            Some(TaggedInstance { id: "i-0123456789abcdef0".parse().expect("id"), subnet_id: Some("subnet-1".into()) })
+        );
+        let pending = instance("i-0123456789abcdef1", InstanceStateName::Pending, &[("role", "web"), ("env", "")]);
+        assert!(tagged(&pending, &want).is_some());
+        let stopping = instance("i-0123456789abcdef2", InstanceStateName::Stopping, &[("role", "web"), ("env", "")]);
+        assert_eq!(tagged(&stopping, &want), None);
+        let wildcard =
+            instance("i-0123456789abcdef3", InstanceStateName::Running, &[("role", "webserver"), ("env", "")]);
+        assert_eq!(tagged(&wildcard, &want), None, "an endpoint that matched a wildcard is overruled");
+        let other_env = instance("i-0123456789abcdef4", InstanceStateName::Running, &[("role", "web"), ("env", "x")]);
+        assert_eq!(tagged(&other_env, &want), None);
+        let bad_id = instance("not-an-id", InstanceStateName::Running, &[("role", "web"), ("env", "")]);
+        assert_eq!(tagged(&bad_id, &want), None);
     }
 }

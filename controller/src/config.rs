@@ -32,6 +32,17 @@ pub struct Config {
     #[arg(long, env = "FLEET_AGENT_CERT_TTL", default_value = "24h", value_parser = teefleet_model::parse_lifetime)]
     pub agent_cert_ttl: Duration,
 
+    /// How often each replica compares the desired versions of the agents it holds with
+    /// the database, in case a change notification was lost (e.g. in a database outage).
+    #[arg(long, env = "FLEET_RESYNC_INTERVAL", default_value = "5s", value_parser = teefleet_model::parse_lifetime)]
+    pub resync_interval: Duration,
+
+    /// How often the leader asks EC2 which instances carry each session's source tags, so
+    /// the session follows instances that appear and go away. Each pass costs one
+    /// DescribeInstances query (and its pages) per distinct set of tags.
+    #[arg(long, env = "FLEET_SELECTOR_INTERVAL", default_value = "30s", value_parser = teefleet_model::parse_lifetime)]
+    pub selector_interval: Duration,
+
     /// The admin token to accept (at least 16 characters). Without it, a first start with
     /// no usable admin token creates one and logs it once.
     #[arg(long, env = "FLEET_BOOTSTRAP_TOKEN", hide_env_values = true)]
@@ -121,6 +132,16 @@ mod tests {
             Config::try_parse_from(["fleet-controller", "--database-url", "x", "--allow-insecure-remote"]).is_err()
         );
         assert!(parse(&["--bootstrap-token", "short"]).check().is_err());
+    }
+
+    #[test]
+    fn selector_interval() {
+        assert_eq!(parse(&[]).selector_interval, Duration::from_secs(30));
+        assert_eq!(parse(&["--selector-interval", "2m"]).selector_interval, Duration::from_secs(120));
+        for bad in ["0s", "30", "soon"] {
+            let args = ["fleet-controller", "--database-url", "x", "--selector-interval", bad];
+            assert!(Config::try_parse_from(args).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,11 +9,15 @@
 pub mod auth;
 pub mod cloud;
 mod config;
+mod fanout;
 pub mod grpc;
+mod heartbeat;
+mod leader;
 pub mod pki;
 mod push;
 pub mod reconcile;
 pub mod report;
+pub mod selectors;
 pub mod status;
 pub mod store;
 
@@ -143,15 +147,33 @@ pub async fn run(
         info!(pin = %ca.pin(), ?sans, "serving TLS");
         Some(ca)
     };
+    let hub = Hub::default();
+    let (heartbeats, health_writer) = heartbeat::Heartbeats::start(store.clone(), shutdown.clone());
     let api = Api {
+        heartbeats,
         access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl }),
         store: store.clone(),
         cloud: cloud.clone(),
-        hub: Hub::default(),
-        ec2_wake: Arc::new(tokio::sync::Notify::new()),
+        hub: hub.clone(),
         shutdown: shutdown.clone(),
     };
-    let reconciler = tokio::spawn(reconcile::run(store, cloud, api.ec2_wake.clone(), shutdown.clone()));
+    let ec2_wake = Arc::new(tokio::sync::Notify::new());
+    let fanout =
+        tokio::spawn(fanout::run(store.clone(), hub, ec2_wake.clone(), config.resync_interval, shutdown.clone()));
+    let leader = {
+        let lead_store = store.clone();
+        let selector_interval = config.selector_interval;
+        let work = move |lost: CancellationToken| -> futures::future::BoxFuture<'static, ()> {
+            let (store, cloud, wake) = (lead_store.clone(), cloud.clone(), ec2_wake.clone());
+            Box::pin(async move {
+                tokio::join!(
+                    reconcile::run(store.clone(), cloud.clone(), wake, lost.clone()),
+                    selectors::run(store, cloud, selector_interval, lost),
+                );
+            })
+        };
+        tokio::spawn(leader::run(store, work, shutdown.clone()))
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SessionServiceServer<Api>>().await;
@@ -180,7 +202,14 @@ pub async fn run(
             Ok(())
         }
     };
-    reconciler.abort();
+    fanout.abort();
+    if tokio::time::timeout(Duration::from_secs(5), health_writer).await.is_err() {
+        warn!("the health writer did not stop in time");
+    }
+    // Hands the lead over at once rather than when the lock's connection times out.
+    if tokio::time::timeout(Duration::from_secs(5), leader).await.is_err() {
+        warn!("the leader task did not stop in time");
+    }
     info!("stopped");
     result.map_err(Error::Serve)
 }

@@ -28,6 +28,7 @@ pub struct HostView {
     pub desired_version: u64,
     pub applied_version: u64,
     pub traffic: Traffic,
+    pub from_tags: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +46,11 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
     if let Some(err) = &record.collector_ec2_error {
         problems.push(format!("collector {}: {err}", record.spec.collector()));
     }
+    // Sources the session should have and does not: its tags could not be resolved, or
+    // matched instances it cannot use.
+    if let Some(problem) = &record.resolve_problem {
+        problems.push(format!("source tags: {problem}"));
+    }
     let degraded = !problems.is_empty() || hosts.iter().any(|h| !h.connected || h.error.is_some());
     let state = if degraded {
         SessionState::Degraded
@@ -53,6 +59,13 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
     } else {
         SessionState::Pending
     };
+    // A session of tags only may match nothing yet; it is not active, since nothing mirrors.
+    let state = if state == SessionState::Active && hosts.is_empty() { SessionState::Pending } else { state };
+    if hosts.is_empty() && !record.spec.selectors().is_empty() {
+        let tags: Vec<String> = record.spec.selectors().iter().map(ToString::to_string).collect();
+        problems
+            .push(format!("no running instance carries {} yet; it becomes a source when one does", tags.join(" and ")));
+    }
     if state == SessionState::Pending && record.collector_sdc != SdcState::Disabled {
         problems.push(format!("waiting for Source/Dest Check to be disabled on collector {}", record.spec.collector()));
     }
@@ -79,6 +92,7 @@ fn host_view(s: &SourceStatus) -> HostView {
         // A disconnected agent's last rates are not the current ones; its counts still are
         // the last known.
         traffic: if s.connected { s.traffic } else { s.traffic.without_rates() },
+        from_tags: s.from_tags,
     }
 }
 
@@ -99,6 +113,7 @@ mod tests {
             nacked_version: nack.map(|(v, _)| v),
             last_error: nack.map(|(_, e)| e.to_owned()),
             traffic: Traffic::default(),
+            from_tags: false,
         }
     }
 
@@ -116,7 +131,22 @@ mod tests {
             collector_sdc: sdc,
             collector_ec2_error: ec2_error.map(str::to_owned),
             sources,
+            resolve_problem: None,
         }
+    }
+
+    /// A session of tags only, whose tags matched `sources`.
+    fn tag_record(sources: Vec<SourceStatus>, resolve_problem: Option<&str>) -> SessionRecord {
+        let spec = SessionSpec::selecting(
+            "s".parse().expect("name"),
+            Vec::new(),
+            vec!["role=web".parse().expect("tag"), "env=prod".parse().expect("tag")],
+            "i-0123456789abcdef0".parse().expect("id"),
+            Filter::default(),
+        )
+        .expect("spec");
+        let named = record(vec![source(3, 3, true, None)], SdcState::Disabled, None);
+        SessionRecord { spec, sources, resolve_problem: resolve_problem.map(str::to_owned), ..named }
     }
 
     #[test]
@@ -163,5 +193,25 @@ mod tests {
         let view = session_status(&record(vec![a, b], SdcState::Disabled, None));
         assert_eq!(view.hosts[1].traffic, t(5, 0.0));
         assert_eq!(view.total, t(15, 2.0));
+    }
+
+    #[test]
+    fn a_session_whose_tags_match_nothing_waits_and_says_so() {
+        let view = session_status(&tag_record(vec![], None));
+        assert_eq!(view.state, SessionState::Pending);
+        assert_eq!(
+            view.problems,
+            ["no running instance carries env=prod and role=web yet; it becomes a source when one does"]
+        );
+        let tagged = SourceStatus { from_tags: true, ..source(3, 3, true, None) };
+        let view = session_status(&tag_record(vec![tagged], None));
+        assert_eq!((view.state, view.problems.len(), view.hosts[0].from_tags), (SessionState::Active, 0, true));
+    }
+
+    #[test]
+    fn a_failed_resolution_degrades_the_session() {
+        let view = session_status(&tag_record(vec![source(3, 3, true, None)], Some("EC2 unreachable")));
+        assert_eq!(view.state, SessionState::Degraded);
+        assert_eq!(view.problems, ["source tags: EC2 unreachable"]);
     }
 }

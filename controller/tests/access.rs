@@ -54,6 +54,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         collector: COLLECTOR.into(),
         filter: None,
         allow_routed: false,
+        source_tags: Vec::new(),
     }
 }
 

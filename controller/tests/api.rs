@@ -6,15 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Controller, FakeCloud, database, eventually};
+use common::{Agent, Controller, FakeCloud, add_collector, database, eventually, session};
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient,
-    collector_service_client::CollectorServiceClient, controller_message, host_service_client::HostServiceClient,
+    collector_service_client::CollectorServiceClient, host_service_client::HostServiceClient,
     session_service_client::SessionServiceClient,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 const COLLECTOR: &str = "i-0c0000000000000c1";
 const SOURCE: &str = "i-05000000000000001";
@@ -41,83 +41,12 @@ fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filt
         collector: collector.into(),
         filter,
         allow_routed: false,
-    }
-}
-
-async fn add_collector(channel: &Channel) {
-    CollectorServiceClient::new(channel.clone())
-        .add_collector(pb::AddCollectorRequest {
-            instance_id: COLLECTOR.into(),
-            ip: String::new(),
-            ..Default::default()
-        })
-        .await
-        .expect("collector added");
-}
-
-/// A scripted agent: one stream, messages sent by hand.
-struct Agent {
-    tx: mpsc::Sender<pb::AgentMessage>,
-    inbound: Streaming<pb::ControllerMessage>,
-}
-
-impl Agent {
-    async fn connect(channel: &Channel, host: &str, applied_version: u64) -> Agent {
-        let hello = pb::Hello {
-            host_id: host.into(),
-            agent_version: "test".into(),
-            addresses: vec!["10.9.0.10".into()],
-            applied_version,
-            ..Default::default()
-        };
-        Agent::hello(channel, hello).await
-    }
-
-    async fn hello(channel: &Channel, hello: pb::Hello) -> Agent {
-        // Room for a burst of events without waiting for the controller to read them.
-        let (tx, rx) = mpsc::channel(128);
-        tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue hello");
-        let inbound = AgentServiceClient::new(channel.clone())
-            .sync(ReceiverStream::new(rx))
-            .await
-            .expect("stream opened")
-            .into_inner();
-        Agent { tx, inbound }
-    }
-
-    async fn next_rule_set(&mut self) -> pb::RuleSet {
-        let msg = tokio::time::timeout(Duration::from_secs(5), self.inbound.message())
-            .await
-            .expect("a rule set within 5 s")
-            .expect("stream healthy")
-            .expect("stream open");
-        match msg.msg {
-            Some(controller_message::Msg::RuleSet(set)) => set,
-            None => panic!("empty controller message"),
-        }
-    }
-
-    async fn nothing_within(&mut self, wait: Duration) {
-        if let Ok(msg) = tokio::time::timeout(wait, self.inbound.message()).await {
-            panic!("expected no push, got {msg:?}");
-        }
-    }
-
-    async fn send(&self, msg: Msg) {
-        self.tx.send(pb::AgentMessage { msg: Some(msg) }).await.expect("send");
+        source_tags: Vec::new(),
     }
 }
 
 async fn hosts(channel: &Channel) -> Vec<pb::Host> {
     HostServiceClient::new(channel.clone()).list_hosts(pb::ListHostsRequest {}).await.expect("hosts").into_inner().hosts
-}
-
-async fn session(channel: &Channel, name: &str) -> pb::Session {
-    SessionServiceClient::new(channel.clone())
-        .get_session(pb::GetSessionRequest { name: name.into() })
-        .await
-        .expect("get session")
-        .into_inner()
 }
 
 async fn state_becomes(channel: &Channel, name: &str, want: pb::SessionState) -> pb::Session {
@@ -178,7 +107,7 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     }
     let listed = collectors.list_collectors(pb::ListCollectorsRequest {}).await.expect("list").into_inner();
     assert!(listed.collectors.is_empty(), "refused collectors were stored");
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let err = collectors
         .add_collector(pb::AddCollectorRequest {
             instance_id: COLLECTOR.into(),
@@ -269,7 +198,7 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
 async fn the_throttle_is_stored_and_pushed() {
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud()).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
     let filter = pb::Filter { sample: 0.01, max_pps: 500, ..Default::default() };
@@ -366,7 +295,7 @@ async fn get_host(channel: &Channel, id: &str) -> pb::Host {
 async fn agent_reports_show_in_get_host_and_session_counters() {
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud()).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let dataplane = pb::Dataplane {
         backend: "nft".into(),
         iptables_version: "iptables v1.8.9 (nf_tables)".into(),
@@ -426,9 +355,10 @@ async fn agent_reports_show_in_get_host_and_session_counters() {
         .send(Msg::Event(pb::HostEvent { kind: "apply_failed".into(), message: "x".repeat(5000), at_unix_ms: 0 }))
         .await;
 
-    let host = eventually(10, "the events to be stored", || async {
+    // Health is stored in batches, so it may land after the events.
+    let host = eventually(10, "the events and the health report to be stored", || async {
         let h = get_host(&ctl.channel, SOURCE).await;
-        (h.events.len() == 2).then_some(h)
+        (h.events.len() == 2 && h.drift_repairs == 3).then_some(h)
     })
     .await;
     assert_eq!(host.drift_repairs, 3);
@@ -500,7 +430,7 @@ async fn pushes_acks_status_and_source_dest_check() {
     let cloud = cloud();
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud.clone()).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
 
     let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
@@ -569,7 +499,7 @@ async fn pushes_acks_status_and_source_dest_check() {
 async fn disconnected_source_degrades_its_session() {
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud()).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
     SessionServiceClient::new(ctl.channel.clone())
         .create_session(create("web", &[SOURCE], COLLECTOR, None))
@@ -589,7 +519,7 @@ async fn ec2_failures_show_in_the_session_and_are_retried() {
     let cloud = cloud();
     let (_pg, url) = database().await;
     let ctl = Controller::start(url, cloud.clone()).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
     *cloud.fail.lock().expect("lock") = true;
     SessionServiceClient::new(ctl.channel.clone())
@@ -645,7 +575,7 @@ async fn sources_off_the_collectors_subnet_need_allow_routed() {
     let cloud = cloud();
     cloud.instances.lock().expect("lock").get_mut(OTHER).expect("other").subnet_id = Some("subnet-2".into());
     let ctl = Controller::start(url, cloud).await;
-    add_collector(&ctl.channel).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
 
     let err = sessions.create_session(create("far", &[SOURCE, OTHER], COLLECTOR, None)).await.expect_err("off-link");

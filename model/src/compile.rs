@@ -155,6 +155,17 @@ mod tests {
         assert!(out[&"h1".parse().expect("host")].iter().all(|r| r.throttle() == t));
     }
 
+    /// A session chosen by tag may cover far more hosts than it may name: nothing in the
+    /// compiler bounds a session's sources.
+    #[test]
+    fn a_session_may_cover_the_largest_tier() {
+        let mut s = input("tier", &[], "10.0.0.9", Filter::default());
+        s.sources = (0..crate::limits::MAX_SESSION_HOSTS).map(|i| format!("h{i}").parse().expect("host")).collect();
+        let out = compile(&[s]).expect("compiles");
+        assert_eq!(out.len(), crate::limits::MAX_SESSION_HOSTS);
+        assert!(out.values().all(|rules| rules.len() == 2));
+    }
+
     #[test]
     fn no_sessions_no_hosts() {
         assert!(compile(&[]).expect("compiles").is_empty());

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::{
     Cidr, CompileInput, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol,
-    RuleDirection, RuleSet, Sample, SessionName, SessionSpec, Throttle, ValidationError, check_gateway, compile,
-    limits,
+    RuleDirection, RuleSet, Sample, SessionName, SessionSpec, TagSelector, Throttle, ValidationError, check_gateway,
+    compile, limits,
     strategy::{self, config, hostile},
 };
 
@@ -71,6 +71,14 @@ fn is_event_kind(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
+/// What `TagSelector` documents: a key of 1 to 128 characters before the first `=`, a
+/// value of at most 256 after it, no control character anywhere.
+fn is_tag(s: &str) -> bool {
+    s.split_once('=').is_some_and(|(key, value)| {
+        (1..=128).contains(&key.chars().count()) && value.chars().count() <= 256 && !s.chars().any(char::is_control)
+    })
+}
+
 fn id_text() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         strategy::session_name_text(),
@@ -109,6 +117,15 @@ proptest! {
         check_string_id::<EventKind>(&text, is_event_kind(&text), "kind")?;
         if let Ok(id) = text.parse::<InstanceId>() {
             prop_assert_eq!(HostId::from(id).to_string(), text, "an instance id is a valid host id");
+        }
+    }
+
+    #[test]
+    fn tag_selectors_accept_exactly_ec2_tags(text in hostile(strategy::tag_selector_text())) {
+        check_string_id::<TagSelector>(&text, is_tag(&text), "tag")?;
+        if let Ok(tag) = text.parse::<TagSelector>() {
+            prop_assert!(!tag.key().contains('='));
+            prop_assert!(tag.is_carried_by([(tag.key(), tag.value())]));
         }
     }
 
@@ -349,7 +366,7 @@ proptest! {
     }
 
     #[test]
-    fn sessions_need_sources_other_than_their_collector(
+    fn sessions_need_sources_or_tags_and_not_their_collector(
         name in strategy::session_name(),
         collector in strategy::instance_id(),
         mut sources in prop_oneof![
@@ -357,23 +374,41 @@ proptest! {
             // Around the limit, counted before duplicates are dropped.
             (limits::MAX_SOURCES..=limits::MAX_SOURCES + 1, strategy::host_id()).prop_map(|(n, h)| vec![h; n]),
         ],
+        selectors in prop_oneof![
+            4 => vec(strategy::tag_selector(), 0..4),
+            1 => vec(strategy::tag_selector(), limits::MAX_SELECTORS..=limits::MAX_SELECTORS + 1),
+        ],
         with_collector in any::<bool>(),
+        allow_routed in any::<bool>(),
         filter in strategy::filter(3),
     ) {
         if with_collector {
             sources.push(collector.clone().into());
         }
-        let valid = !sources.is_empty() && sources.len() <= limits::MAX_SOURCES && !with_collector;
-        match SessionSpec::new(name.clone(), sources.clone(), collector.clone(), filter.clone()) {
+        let distinct: BTreeSet<&TagSelector> = selectors.iter().collect();
+        let keys: BTreeSet<&str> = distinct.iter().map(|t| t.key()).collect();
+        let valid = (!sources.is_empty() || !selectors.is_empty())
+            && sources.len() <= limits::MAX_SOURCES
+            && selectors.len() <= limits::MAX_SELECTORS
+            && keys.len() == distinct.len()
+            && !with_collector;
+        let built = SessionSpec::selecting(
+            name.clone(), sources.clone(), selectors.clone(), collector.clone(), filter.clone(),
+        );
+        match built.map(|s| s.with_allow_routed(allow_routed)) {
             Ok(s) => {
                 prop_assert!(valid);
                 prop_assert!(s.sources().windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+                prop_assert!(s.selectors().windows(2).all(|w| w[0].key() < w[1].key()), "one value per key");
                 prop_assert_eq!(s.sources().iter().collect::<BTreeSet<_>>(), sources.iter().collect::<BTreeSet<_>>());
+                prop_assert_eq!(s.selectors().iter().collect::<BTreeSet<_>>(), distinct);
                 prop_assert_eq!((s.name(), s.collector(), s.filter()), (&name, &collector, &filter));
+                prop_assert_eq!(s.allow_routed(), allow_routed);
             }
             Err(e) => {
                 prop_assert!(!valid);
-                check_error(&e, "sources")?;
+                prop_assert!(e.field == "sources" || e.field == "source_tags", "{}", e);
+                check_error(&e, &e.field)?;
             }
         }
     }

@@ -11,6 +11,7 @@ mod filter;
 mod ids;
 mod lifetime;
 mod rule;
+mod selector;
 mod session;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategy;
@@ -25,13 +26,21 @@ pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
 pub use ids::{EventKind, HostId, InstanceId, SessionName};
 pub use lifetime::parse_lifetime;
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
+pub use selector::{TagSelector, carries_all};
 pub use session::SessionSpec;
 pub use throttle::{MaxPps, Sample, Throttle};
 
 /// Upper bounds on list inputs, so one request cannot make the controller or an agent do
 /// unbounded work.
 pub mod limits {
+    /// Sources a session names.
     pub const MAX_SOURCES: usize = 1000;
+    /// Tag selectors of one session (an instance must carry all of them).
+    pub const MAX_SELECTORS: usize = 8;
+    /// Sources of one session however they were chosen: named, plus every instance its
+    /// selectors match. A tier of 10 000 hosts fits twice over; a selector that matches
+    /// more is more likely a mistake (a tag every instance carries) than a tier.
+    pub const MAX_SESSION_HOSTS: usize = 20_000;
     pub const MAX_CIDRS: usize = 32;
     pub const MAX_RULES: usize = 10_000;
 }

@@ -17,7 +17,7 @@ use proptest::{
 
 use crate::{
     Cidr, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet,
-    Sample, SessionName, Throttle, check_gateway,
+    Sample, SessionName, TagSelector, Throttle, check_gateway,
 };
 
 /// `cases` unless `PROPTEST_CASES` asks for another number (a soak or a quick run). No
@@ -42,6 +42,20 @@ pub fn instance_id_text() -> impl Strategy<Value = String> + Clone {
 
 pub fn event_kind_text() -> impl Strategy<Value = String> + Clone {
     "[a-z][a-z0-9_]{0,31}"
+}
+
+/// `key=value` tags: the characters EC2 tags usually have, with keys and values around
+/// EC2's length limits now and then.
+pub fn tag_selector_text() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        8 => "[A-Za-z0-9 _.:/+@-]{1,20}=[A-Za-z0-9 _.:/=+@-]{0,20}",
+        1 => (127..=129usize, 0..=3usize).prop_map(|(k, v)| format!("{}={}", "k".repeat(k), "v".repeat(v))),
+        1 => (1..=3usize, 255..=257usize).prop_map(|(k, v)| format!("{}={}", "k".repeat(k), "v".repeat(v))),
+    ]
+}
+
+pub fn tag_selector() -> impl Strategy<Value = TagSelector> + Clone {
+    "[A-Za-z0-9 _.:/+@-]{1,20}=[A-Za-z0-9 _.:/=+@-]{0,20}".prop_map(|s| s.parse().expect("a tag within EC2's limits"))
 }
 
 pub fn session_name() -> impl Strategy<Value = SessionName> + Clone {

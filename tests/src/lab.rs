@@ -44,6 +44,7 @@ pub struct LabBuilder {
     agent_args: Vec<String>,
     ec2_ipv6: bool,
     secure: bool,
+    replicas: usize,
 }
 
 /// The admin token of a secure lab's controller (FLEET_BOOTSTRAP_TOKEN).
@@ -71,6 +72,7 @@ impl Default for LabBuilder {
             agent_args: Vec::new(),
             ec2_ipv6: true,
             secure: false,
+            replicas: 1,
         }
     }
 }
@@ -128,6 +130,13 @@ impl LabBuilder {
         self
     }
 
+    /// How many controller replicas to run on the lab's database (default 1). Agents get
+    /// every replica's URL, the first one first.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n.max(1);
+        self
+    }
+
     /// Brings the lab up; returns once the controller listens and the agents are running.
     pub async fn start(self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
@@ -160,6 +169,8 @@ impl LabBuilder {
             agents: Mutex::new(Vec::new()),
             controller: Mutex::new(None),
             controller_url: String::new(),
+            replicas: Mutex::new(Vec::new()),
+            replica_urls: Vec::new(),
             database_url,
             ec2,
             network,
@@ -174,6 +185,9 @@ impl LabBuilder {
         };
         if self.start_controller {
             lab.start_controller(self.secure).await?;
+            for n in 2..=self.replicas {
+                lab.start_replica(n, self.secure).await?;
+            }
             if self.start_agents {
                 for source in SOURCES {
                     lab.start_agent(source)?;
@@ -219,6 +233,9 @@ pub struct Lab {
     agents: Mutex<Vec<Proc>>,
     controller: Mutex<Option<Proc>>,
     controller_url: String,
+    /// Further controller replicas on the same database, and their URLs.
+    replicas: Mutex<Vec<Proc>>,
+    replica_urls: Vec<String>,
     database_url: String,
     /// The EC2 fixture: instance ids of the lab hosts, and a client to check attributes.
     pub ec2: Ec2Fixture,
@@ -299,8 +316,33 @@ impl Lab {
         Ok(Security::Secure { ca_cert, pin, join_token })
     }
 
+    /// Starts replica number `n` (2, 3, …) beside the first controller.
+    async fn start_replica(&mut self, n: usize, secure: bool) -> Result<(), LabError> {
+        let gateway = self.network.gateway();
+        let scheme = if secure { "https" } else { "http" };
+        let mut last = None;
+        for _ in 0..3 {
+            let listen = format!("{gateway}:{}", cmd::free_port(gateway)?);
+            match self.spawn_controller(&listen, &format!("controller-{n}.log"), secure).await {
+                Ok(proc) => {
+                    lock(&self.replicas).push(proc);
+                    self.replica_urls.push(format!("{scheme}://{listen}"));
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LabError::Missing(format!("controller replica {n} did not start"))))
+    }
+
     /// Spawns the controller on `listen` and waits until it accepts connections.
     async fn launch_controller(&self, listen: &str, log: &str, secure: bool) -> Result<(), LabError> {
+        let proc = self.spawn_controller(listen, log, secure).await?;
+        *lock(&self.controller) = Some(proc);
+        Ok(())
+    }
+
+    async fn spawn_controller(&self, listen: &str, log: &str, secure: bool) -> Result<Proc, LabError> {
         let mut aws_env = self.moto.env();
         if secure {
             aws_env.push(("FLEET_BOOTSTRAP_TOKEN", LAB_ADMIN_TOKEN.to_owned()));
@@ -315,11 +357,10 @@ impl Lab {
         };
         let mut proc = procs::spawn_controller(&spec, &self.logs.join(log))?;
         proc.wait_for_tcp(listen, Duration::from_secs(60)).await?;
-        *lock(&self.controller) = Some(proc);
-        Ok(())
+        Ok(proc)
     }
 
-    /// Stops the controller (SIGTERM), to test agents without it.
+    /// Kills the (first) controller with SIGKILL, to test agents without it.
     pub async fn stop_controller(&self) {
         let proc = lock(&self.controller).take();
         if let Some(mut proc) = proc {
@@ -344,7 +385,11 @@ impl Lab {
         let spec = AgentSpec {
             netns: self.network.host(host)?.netns.clone(),
             host: host.to_owned(),
-            controller_url: self.controller_url.clone(),
+            controller_url: std::iter::once(&self.controller_url)
+                .chain(&self.replica_urls)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             host_id: self.ec2.instance_id(host)?.to_owned(),
             state_dir: self.agent_state_dir(host),
             rust_log: self.rust_log.clone(),
@@ -395,6 +440,16 @@ impl Lab {
     /// A lab host's EC2 instance id.
     pub fn instance_id(&self, host: &str) -> Result<&str, LabError> {
         self.ec2.instance_id(host)
+    }
+
+    /// The URLs of the replicas started beside the first controller.
+    pub fn replica_urls(&self) -> &[String] {
+        &self.replica_urls
+    }
+
+    /// Runs fleetctl against the controller at `url` (a replica), as the lab's admin.
+    pub async fn fleetctl_via(&self, url: &str, args: &[&str]) -> Result<CliOutput, LabError> {
+        procs::fleetctl(url, &client_args(&self.security), args).await
     }
 
     /// Runs `fleetctl --controller <lab> args…`, authenticated as the lab's admin.

@@ -92,6 +92,13 @@ impl TempPostgres {
         self.dir.path().join("postgres.log")
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`), so a benchmark can
+    /// read the server's CPU time from `/proc`; `None` if the file cannot be read.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Creates a new, empty database and returns its URL. Names are limited to ASCII
     /// letters, digits and `_` so they need no quoting anywhere.
     pub async fn create_database(&self, name: &str) -> Result<String, LabError> {
@@ -175,6 +182,19 @@ impl TempPostgres {
         text.push_str(conf);
         std::fs::write(&conf_path, text).map_err(|e| LabError::io(format!("writing {}", conf_path.display()), e))?;
         Ok(())
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected, committed data is kept),
+    /// for tests of a database outage; [`TempPostgres::resume`] starts it again.
+    pub async fn pause(&self) -> Result<(), LabError> {
+        let data = self.data_dir();
+        run(self.server_command("pg_ctl", &["-D", path_str(&data)?, "-m", "fast", "-w", "-t", "60", "stop"])).await?;
+        Ok(())
+    }
+
+    /// Starts the server paused by [`TempPostgres::pause`] again, on the same port.
+    pub async fn resume(&self) -> Result<(), LabError> {
+        self.pg_ctl_start().await
     }
 
     async fn pg_ctl_start(&self) -> Result<(), LabError> {

@@ -92,6 +92,11 @@ impl Proc {
         &self.log
     }
 
+    /// The child's process id, for reading `/proc/PID/*`; `None` once it has been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The exit status if the child has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

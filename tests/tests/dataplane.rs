@@ -392,3 +392,37 @@ async fn an_agent_restarted_without_its_controller_keeps_mirroring_and_ignores_a
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_moves_its_agents_to_another_without_a_gap_in_mirroring() {
+    run_with(lab_builder().replicas(2), async |lab: &Lab| {
+        let (c1, _) = add_collectors(lab).await?;
+        // Through the first replica, which the agents reach first.
+        create_session(lab, "steady", &c1, &["--protocol", "icmp"]).await?;
+        ensure!(mirrored(lab, "before").await?, "no clones before the replica died");
+
+        lab.stop_controller().await;
+        ensure!(mirrored(lab, "orphaned").await?, "mirroring stopped with the replica");
+
+        // A change through the survivor converges on source1, so its agent moved there.
+        let second = lab.replica_urls().first().context("a second replica")?.clone();
+        let source = lab.instance_id("source1")?.to_owned();
+        let args = ["--source", &source, "--collector", &c1, "--protocol", "udp", "--wait", "--timeout", "60"];
+        let out =
+            lab.fleetctl_via(&second, &[&["session", "create", "more", "-o", "json"][..], &args[..]].concat()).await?;
+        ensure!(out.success() && out.json()?["state"] == "active", "session create through the survivor: {out}");
+        ensure!(mirrored(lab, "after").await?, "no clones after failing over");
+
+        // Nothing the dead replica acknowledged is lost.
+        let sessions = lab.fleetctl_via(&second, &["session", "list", "-o", "json"]).await?.json()?;
+        let names: Vec<&str> = sessions.as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+        ensure!(names == ["more", "steady"], "sessions after the failover: {sessions}");
+        let audit = lab.fleetctl_via(&second, &["audit", "list", "-o", "json"]).await?.json()?;
+        let created = |name: &str| {
+            audit.as_array().is_some_and(|a| a.iter().any(|r| r["action"] == "session.create" && r["target"] == name))
+        };
+        ensure!(created("steady") && created("more"), "audit after the failover: {audit}");
+        Ok(())
+    })
+    .await;
+}

@@ -189,8 +189,11 @@ impl Api {
         let caller = self.authorize(&req, Role::Admin, "host revoke").await?;
         let host = convert::host_id("host_id", &req.get_ref().host_id).map_err(ApiError::from)?;
         let entry = caller.audit("host.revoke", host.as_str());
+        // Checked first: once the revocation commits, this replica's own fan-out may hear of
+        // it and end the stream before the line below does.
+        let had_stream = !self.hub.held(std::slice::from_ref(&host)).is_empty();
         let revoked = self.audited(&entry, async { Ok(self.store.revoke_host(&host, &entry).await?) }).await?;
-        let disconnected = self.hub.cut_off(&host);
+        let disconnected = self.hub.cut_off(&host) || had_stream;
         info!(host_id = %host, revoked, disconnected, "host revoked");
         Ok(pb::RevokeHostResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX), disconnected })
     }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use teefleet_model::{CompileInput, HostId, InstanceId, SessionSpec, ValidationError, compile};
+use teefleet_model::{CompileInput, HostId, InstanceId, SessionSpec, ValidationError, compile, limits};
 use teefleet_proto::v1::{
     self as pb, collector_service_server::CollectorService, host_service_server::HostService,
     session_service_server::SessionService,
@@ -14,6 +14,7 @@ use super::{Api, ApiError, convert};
 use crate::{
     auth::Role,
     cloud::CloudError,
+    selectors::{self, describe_off_link, describe_tags},
     status::session_status,
     store::{AuditEntry, CollectorRecord, NewCollector},
 };
@@ -77,12 +78,51 @@ impl Api {
         Ok(())
     }
 
+    /// The instances the session's tags match now, checked as named sources are. A session
+    /// with tags is refused when EC2 cannot be asked: created without its tag sources, it
+    /// would look like a session whose tags match nothing.
+    async fn resolve_tags(&self, spec: &SessionSpec, collector: &CollectorRecord) -> Result<Vec<HostId>, ApiError> {
+        if spec.selectors().is_empty() {
+            return Ok(Vec::new());
+        }
+        let tags = describe_tags(spec.selectors());
+        let limit = limits::MAX_SESSION_HOSTS.saturating_sub(spec.sources().len());
+        // One more than may be used, and one for the collector, tells "too many" from "just
+        // enough".
+        let found = self.cloud.instances_with_tags(spec.selectors(), limit + 2).await.map_err(|e| match e {
+            CloudError::Unavailable(m) => ApiError::Cloud(CloudError::Unavailable(format!(
+                "{m}; cannot find the instances carrying {tags}, so the session was not created; retry"
+            ))),
+            other => ApiError::Cloud(other),
+        })?;
+        let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, spec.allow_routed());
+        if !resolution.off_link.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{} carry {tags} but are in another subnet than collector {} ({}): TEE can only send clones to a \
+                 gateway on the source's own link, so they would be dropped. Use a collector in their subnet, \
+                 narrow the tags, or pass --allow-routed if the collector is reachable on-link anyway",
+                describe_off_link(&resolution.off_link),
+                collector.instance_id,
+                collector.subnet_id
+            )));
+        }
+        if resolution.sources.len() > limit {
+            return Err(ApiError::FailedPrecondition(format!(
+                "more than {limit} instances carry {tags}, but a session covers at most {} hosts, named ones \
+                 included; narrow the tags",
+                limits::MAX_SESSION_HOSTS
+            )));
+        }
+        Ok(resolution.sources)
+    }
+
     async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
         let name = convert::session_name(&req.name)?;
         let sources = convert::sources(&req.sources)?;
+        let tags = convert::source_tags(&req.source_tags)?;
         let collector = convert::instance_id("collector", &req.collector)?;
         let filter = convert::filter(req.filter.as_ref())?;
-        let spec = SessionSpec::new(name, sources, collector, filter)?;
+        let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?.with_allow_routed(req.allow_routed);
 
         let collector = self.store.collector(spec.collector()).await?;
         if let Some(orphan) = spec.filter().cidrs().iter().find(|c| !c.is_ipv4() && collector.ipv6.is_none()) {
@@ -106,14 +146,16 @@ impl Api {
         }])
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
         let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
-        if !req.allow_routed {
+        if !spec.allow_routed() {
             self.check_on_link(spec.sources(), &collector).await?;
         }
+        let matched = self.resolve_tags(&spec, &collector).await?;
 
-        let changed = self.store.create_session(&spec, &found_in_ec2, audit).await?;
-        info!(session = %spec.name(), collector = %spec.collector(), hosts = changed.len(), "session created");
-        self.hub.notify(&changed);
-        self.ec2_wake.notify_one();
+        let changed = self.store.create_session_matched(&spec, &found_in_ec2, &matched, audit).await?;
+        info!(
+            session = %spec.name(), collector = %spec.collector(), tags = %describe_tags(spec.selectors()),
+            matched = matched.len(), hosts = changed.len(), "session created"
+        );
         self.session_reply(spec.name()).await
     }
 
@@ -226,8 +268,6 @@ impl SessionService for Api {
         let entry = caller.audit("session.delete", name.as_str());
         let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
         info!(session = %name, hosts = changed.len(), by = %entry.actor, "session deleted");
-        self.hub.notify(&changed);
-        self.ec2_wake.notify_one();
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 }

@@ -1,6 +1,6 @@
 //! The agent stream: Hello, then RuleSet pushes down and Ack/Nack/Health/events up, one
-//! stream per agent. The stream reads the desired set from the store whenever it is woken
-//! and at a fixed period, and sends only when the agent does not already have that version.
+//! stream per agent. The stream reads its desired set once at Hello; later sets arrive
+//! from the hub (see `fanout`), and it sends only what the agent does not already have.
 
 use std::{
     net::IpAddr,
@@ -28,9 +28,8 @@ use crate::{
 
 /// How long an agent may take to say Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Re-read the desired set this often even without a wake-up, so a lost wake-up (or a
-/// change made by another replica) reaches the agent anyway.
-const RESYNC: Duration = Duration::from_secs(5);
+/// How often an acknowledgement the database refused is recorded again.
+const ACK_RETRY: Duration = Duration::from_secs(2);
 const MAX_ADDRESSES: usize = 64;
 /// Events an agent may have stored at once (a whole host's history), and then one per this
 /// interval: far more than a drift check every few seconds produces.
@@ -101,6 +100,7 @@ impl AgentService for Api {
             )));
         }
         let connection_id = fastrand::i64(..);
+        let registration = self.hub.register(&hello.host, connection_id, identity.map(|(print, _)| print));
         let record = HelloRecord {
             agent_version: &hello.agent_version,
             addresses: &hello.addresses,
@@ -108,7 +108,14 @@ impl AgentService for Api {
             connection_id,
             dataplane: hello.dataplane.as_ref(),
         };
-        let desired = self.store.host_hello(&hello.host, &record).await.map_err(ApiError::from)?;
+        let desired = match self.store.host_hello(&hello.host, &record).await {
+            Ok(desired) => desired,
+            Err(e) => {
+                self.hub.unregister(&hello.host, connection_id);
+                return Err(ApiError::from(e).into());
+            }
+        };
+        self.hub.read_at_hello(&hello.host, connection_id, desired.version());
         info!(
             host_id = %hello.host,
             agent_version = %hello.agent_version,
@@ -120,7 +127,6 @@ impl AgentService for Api {
         if let Some(d) = hello.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
             warn!(host_id = %hello.host, problems = ?d.problems, "agent reports dataplane problems");
         }
-        let registration = self.hub.register(&hello.host, connection_id);
         let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
             api: self.clone(),
@@ -130,7 +136,7 @@ impl AgentService for Api {
             sent: None,
             dataplane: hello.dataplane,
             events: Budget::new(EVENT_BURST, EVENT_EVERY, Instant::now()),
-            certificate: identity.map(|(print, _)| print),
+            unrecorded_ack: None,
             tx,
         };
         tokio::spawn(conn.run(inbound, registration, desired));
@@ -157,9 +163,9 @@ struct Connection {
     /// The dataplane as last stored, so an unchanged report is not written again.
     dataplane: Option<Dataplane>,
     events: Budget,
-    /// The fingerprint of the agent's client certificate (`None` with --insecure), checked
-    /// again at every resync so a revocation on another replica ends this stream too.
-    certificate: Option<[u8; 32]>,
+    /// An acknowledgement the database could not record yet (version, rule count); it is
+    /// retried until recorded, so an outage loses no acknowledgement.
+    unrecorded_ack: Option<(u64, u32)>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 }
 
@@ -170,24 +176,27 @@ impl Connection {
         registration: crate::push::Registration,
         desired: RuleSet,
     ) {
+        let crate::push::Registration { desired: mut updates, cut } = registration;
         let mut open = self.push(&desired).await;
-        let mut resync = tokio::time::interval(RESYNC);
-        resync.tick().await;
         while open {
             tokio::select! {
+                biased;
                 () = self.api.shutdown.cancelled() => break,
-                () = registration.cut.cancelled() => {
+                () = cut.cancelled() => {
                     self.revoked().await;
                     break;
                 }
-                () = registration.wake.notified() => open = self.refresh().await,
-                _ = resync.tick() => {
-                    if !self.still_trusted().await {
-                        self.revoked().await;
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        info!(host_id = %self.host, "a newer stream from the same host replaced this one");
                         break;
                     }
-                    open = self.refresh().await;
+                    let latest = updates.borrow_and_update().clone();
+                    if let Some(set) = latest {
+                        open = self.push(&set).await;
+                    }
                 }
+                () = tokio::time::sleep(ACK_RETRY), if self.unrecorded_ack.is_some() => self.record_ack().await,
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => self.handle(msg).await,
                     Ok(None) => open = false,
@@ -215,32 +224,6 @@ impl Connection {
         let _ = self.tx.send(Err(status)).await;
     }
 
-    /// False once the certificate is revoked or expired. A database error keeps the stream:
-    /// a brief outage must not cut every agent off.
-    async fn still_trusted(&self) -> bool {
-        let Some(print) = self.certificate else { return true };
-        match self.api.store.agent_cert(&print).await {
-            Ok(Some(cert)) => !cert.revoked && cert.not_after > chrono::Utc::now(),
-            Ok(None) => false,
-            Err(e) => {
-                warn!(host_id = %self.host, error = %e, "could not re-check the agent's certificate");
-                true
-            }
-        }
-    }
-
-    async fn refresh(&mut self) -> bool {
-        match self.api.store.desired(&self.host).await {
-            Ok(desired) => self.push(&desired).await,
-            Err(e) => {
-                // The database may be briefly away; the agent keeps its rules and the
-                // next refresh tries again.
-                warn!(host_id = %self.host, error = %e, "could not read desired rule set");
-                true
-            }
-        }
-    }
-
     /// Sends the set unless the agent has it or it was already sent; false if the stream
     /// is gone.
     async fn push(&mut self, desired: &RuleSet) -> bool {
@@ -265,14 +248,19 @@ impl Connection {
                 info!(host_id = %self.host, version = ack.version, "agent applied rule set");
                 self.applied = ack.version;
                 let rules = self.sent.filter(|(v, _)| *v == ack.version).map_or(0, |(_, n)| n);
-                store.host_ack(&self.host, ack.version, rules).await
+                self.unrecorded_ack = Some((ack.version, rules));
+                self.record_ack().await;
+                Ok(())
             }
             Some(Msg::Nack(nack)) => {
                 let error: String = nack.error.chars().take(4096).collect();
                 warn!(host_id = %self.host, version = nack.version, error = %error, "agent rejected rule set");
                 store.host_nack(&self.host, nack.version, &error).await
             }
-            Some(Msg::Health(h)) => self.health(&h).await,
+            Some(Msg::Health(h)) => {
+                self.health(&h).await;
+                Ok(())
+            }
             Some(Msg::Event(e)) => self.event(&e).await,
             Some(Msg::Hello(_)) | None => {
                 warn!(host_id = %self.host, "ignoring unexpected message on agent stream");
@@ -284,7 +272,17 @@ impl Connection {
         }
     }
 
-    async fn health(&mut self, h: &pb::Health) -> Result<(), StoreError> {
+    async fn record_ack(&mut self) {
+        let Some((version, rules)) = self.unrecorded_ack else { return };
+        match self.api.store.host_ack(&self.host, version, rules).await {
+            Ok(()) => self.unrecorded_ack = None,
+            Err(e) => {
+                warn!(host_id = %self.host, version, error = %e, "could not record the acknowledgement; retrying")
+            }
+        }
+    }
+
+    async fn health(&mut self, h: &pb::Health) {
         debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
         let (counters, dropped) = convert::counters(&h.counters);
         for e in dropped {
@@ -295,12 +293,12 @@ impl Connection {
         if let Some(d) = changed.as_ref().filter(|d| !d.problems.is_empty()) {
             warn!(host_id = %self.host, problems = ?d.problems, "agent reports dataplane problems");
         }
-        let health = Health { rule_count: h.rule_count, drift_repairs: h.drift_repairs, counters, dataplane: changed };
-        self.api.store.host_health(&self.host, &health).await?;
-        if health.dataplane.is_some() {
-            self.dataplane = health.dataplane;
+        if changed.is_some() {
+            self.dataplane.clone_from(&changed);
         }
-        Ok(())
+        let health = Health { rule_count: h.rule_count, drift_repairs: h.drift_repairs, counters, dataplane: changed };
+        // Stored in a batch within a second; a failed write is retried there.
+        self.api.heartbeats.submit(self.host.clone(), health).await;
     }
 
     async fn event(&mut self, e: &pb::HostEvent) -> Result<(), StoreError> {

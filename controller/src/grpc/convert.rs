@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use teefleet_model::{
     Cidr, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection,
-    RuleSet, Sample, SessionName, Throttle, ValidationError,
+    RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError,
 };
 use teefleet_proto::v1 as pb;
 
@@ -50,6 +50,22 @@ pub fn sources(values: &[String]) -> Result<Vec<HostId>, ValidationError> {
         ));
     }
     values.iter().enumerate().map(|(i, s)| host_id(&format!("sources[{i}]"), s)).collect()
+}
+
+/// The session's tags, each `KEY=VALUE`; counted before any is parsed, so a request with
+/// a million of them costs nothing.
+pub fn source_tags(values: &[String]) -> Result<Vec<TagSelector>, ValidationError> {
+    if values.len() > teefleet_model::limits::MAX_SELECTORS {
+        return Err(ValidationError::new(
+            "source_tags",
+            format!(
+                "{} tags given; at most {} per session (an instance must carry all of them)",
+                values.len(),
+                teefleet_model::limits::MAX_SELECTORS
+            ),
+        ));
+    }
+    values.iter().enumerate().map(|(i, t)| field(&format!("source_tags[{i}]"), t)).collect()
 }
 
 pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, ValidationError> {
@@ -262,7 +278,9 @@ pub fn pb_filter(f: &Filter) -> pb::Filter {
 pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
     pb::Session {
         name: r.spec.name().to_string(),
-        sources: r.spec.sources().iter().map(ToString::to_string).collect(),
+        sources: r.sources.iter().map(|s| s.host_id.to_string()).collect(),
+        source_tags: r.spec.selectors().iter().map(ToString::to_string).collect(),
+        allow_routed: r.spec.allow_routed(),
         collector: r.spec.collector().to_string(),
         filter: Some(pb_filter(r.spec.filter())),
         state: match status.state {
@@ -285,6 +303,7 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
                 bytes: h.traffic.bytes,
                 packets_per_second: h.traffic.packets_per_second,
                 bytes_per_second: h.traffic.bytes_per_second,
+                from_tags: h.from_tags,
             })
             .collect(),
         problems: status.problems.clone(),
@@ -398,6 +417,21 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(zero).starts_with("filter.port: "));
+    }
+
+    #[test]
+    fn source_tags_name_the_entry_and_are_bounded() {
+        let tags = |list: &[&str]| source_tags(&list.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        let ok = tags(&["role=web", "env=prod"]).expect("valid");
+        assert_eq!(ok.iter().map(ToString::to_string).collect::<Vec<_>>(), ["role=web", "env=prod"]);
+        assert_eq!(
+            tags(&["role=web", "role"]).unwrap_err().to_string(),
+            "source_tags[1]: \"role\" is not KEY=VALUE, e.g. role=web"
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
+        let err = source_tags(&nine).unwrap_err();
+        assert_eq!(err.field, "source_tags");
+        assert!(err.reason.starts_with("9 tags given; at most 8"), "{err}");
     }
 
     #[test]

@@ -11,10 +11,9 @@ mod error;
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{cloud::Cloud, push::Hub, store::Store};
+use crate::{cloud::Cloud, heartbeat::Heartbeats, push::Hub, store::Store};
 
 pub use access::Access;
 pub use error::ApiError;
@@ -26,7 +25,6 @@ pub struct Api {
     pub(crate) access: Arc<Access>,
     pub(crate) cloud: Arc<dyn Cloud>,
     pub(crate) hub: Hub,
-    /// Wakes the EC2 reconciler after a change of which collectors are in use.
-    pub(crate) ec2_wake: Arc<Notify>,
+    pub(crate) heartbeats: Heartbeats,
     pub(crate) shutdown: CancellationToken,
 }

@@ -279,6 +279,7 @@ impl Store {
             .bind(host.as_str())
             .execute(&mut *tx)
             .await?;
+        super::coordination::notify_revoked(&mut tx, host).await?;
         audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(done.rows_affected())

@@ -6,7 +6,7 @@ use teefleet_model::{HostId, RuleSet};
 
 use super::{LIVENESS_SECS, Result, Store, StoreError, corrupt, records::event_from_row, rule_set};
 use crate::{
-    report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST},
+    report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
     store::HostRecord,
 };
 
@@ -93,20 +93,36 @@ impl Store {
         Ok(())
     }
 
-    /// Records a Health report in one statement; the dataplane is only written when the
-    /// report carries one (the stream leaves it out when it has not changed).
+    /// Records one Health report (the streams batch theirs through `hosts_health`).
     pub async fn host_health(&self, id: &HostId, health: &Health) -> Result<()> {
-        sqlx::query(
-            "UPDATE hosts SET last_seen = now(), rule_count = $2, drift_repairs = $3, counters = $4,
-                 dataplane = coalesce($5, dataplane)
-             WHERE host_id = $1",
-        )
-        .bind(id.as_str())
-        .bind(i32::try_from(health.rule_count).unwrap_or(i32::MAX))
+        self.hosts_health(&[(id.clone(), health.clone())]).await
+    }
+
+    /// Records the latest Health of many hosts in one statement; a host's dataplane is only
+    /// written when its report carries one.
+    pub async fn hosts_health(&self, reports: &[(HostId, Health)]) -> Result<()> {
+        let ids: Vec<&str> = reports.iter().map(|(h, _)| h.as_str()).collect();
+        let rule_counts: Vec<i32> =
+            reports.iter().map(|(_, r)| i32::try_from(r.rule_count).unwrap_or(i32::MAX)).collect();
         // A count beyond i64 cannot happen in practice; saturate rather than refuse.
-        .bind(i64::try_from(health.drift_repairs).unwrap_or(i64::MAX))
-        .bind(Json(&health.counters))
-        .bind(health.dataplane.as_ref().map(Json))
+        let repairs: Vec<i64> =
+            reports.iter().map(|(_, r)| i64::try_from(r.drift_repairs).unwrap_or(i64::MAX)).collect();
+        let counters: Vec<Json<&[SessionCounters]>> =
+            reports.iter().map(|(_, r)| Json(r.counters.as_slice())).collect();
+        let dataplanes: Vec<Option<Json<&Dataplane>>> =
+            reports.iter().map(|(_, r)| r.dataplane.as_ref().map(Json)).collect();
+        sqlx::query(
+            "UPDATE hosts h SET last_seen = now(), rule_count = v.rule_count, drift_repairs = v.repairs,
+                 counters = v.counters, dataplane = coalesce(v.dataplane, h.dataplane)
+             FROM unnest($1::text[], $2::int[], $3::bigint[], $4::jsonb[], $5::jsonb[])
+                 AS v(host_id, rule_count, repairs, counters, dataplane)
+             WHERE h.host_id = v.host_id",
+        )
+        .bind(&ids)
+        .bind(&rule_counts)
+        .bind(&repairs)
+        .bind(&counters)
+        .bind(&dataplanes)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -5,8 +5,10 @@
 //! concurrent changes cannot both read the old state and hand out the same version.
 
 mod access;
+mod coordination;
 mod hosts;
 mod records;
+mod selectors;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -21,8 +23,10 @@ use teefleet_model::{
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, NewToken, TokenRecord};
+pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKED_CHANNEL};
 pub use hosts::HelloRecord;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
+pub use selectors::{TagChange, TagSession};
 
 /// Key of the advisory lock that serialises rule-set recompilation.
 const COMPILE_LOCK: i64 = 0x7465_6566_6c74; // "teeflt"
@@ -189,9 +193,22 @@ impl Store {
         found_in_ec2: &[HostId],
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
+        self.create_session_matched(spec, found_in_ec2, &[], audit).await
+    }
+
+    /// `create_session` for a session with tag selectors: `matched` are the instances its
+    /// tags matched, registered as hosts and stored as its tag-origin sources (a host it
+    /// also names stays a named source).
+    pub async fn create_session_matched(
+        &self,
+        spec: &SessionSpec,
+        found_in_ec2: &[HostId],
+        matched: &[HostId],
+        audit: &AuditEntry,
+    ) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        let new_hosts: Vec<&str> = found_in_ec2.iter().map(HostId::as_str).collect();
+        let new_hosts: Vec<&str> = found_in_ec2.iter().chain(matched).map(HostId::as_str).collect();
         sqlx::query("INSERT INTO hosts (host_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
             .bind(&new_hosts)
             .execute(&mut *tx)
@@ -216,8 +233,8 @@ impl Store {
         let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                                   max_pps, allow_routed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -228,6 +245,7 @@ impl Store {
         .bind(&cidrs)
         .bind(filter.throttle().sample.map(|s| i32::try_from(s.ppm()).unwrap_or(i32::MAX)))
         .bind(filter.throttle().max_pps.map(|m| i32::try_from(m.get()).unwrap_or(i32::MAX)))
+        .bind(spec.allow_routed())
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
@@ -243,15 +261,14 @@ impl Store {
         .bind(&sources)
         .execute(&mut *tx)
         .await?;
-        let (versions, changed) = recompile(&mut tx, spec.sources()).await?;
-        for (host, version) in &versions {
-            sqlx::query("UPDATE session_sources SET required_version = $3 WHERE session_id = $1 AND host_id = $2")
-                .bind(session_id)
-                .bind(host.as_str())
-                .bind(*version)
-                .execute(&mut *tx)
-                .await?;
-        }
+        selectors::insert(&mut tx, session_id, spec.selectors()).await?;
+        // The spec's sources are sorted.
+        let by_tag: Vec<HostId> =
+            matched.iter().filter(|h| spec.sources().binary_search(h).is_err()).cloned().collect();
+        selectors::add_tag_sources(&mut tx, session_id, &by_tag).await?;
+        let all: Vec<HostId> = spec.sources().iter().chain(&by_tag).cloned().collect();
+        let (versions, changed) = recompile(&mut tx, &all).await?;
+        record_required(&mut tx, session_id, &versions).await?;
         access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(changed)
@@ -309,7 +326,7 @@ impl Store {
     async fn session_record(&self, row: &PgRow) -> Result<SessionRecord> {
         let id: i64 = row.try_get("id")?;
         let sources = sqlx::query(
-            "SELECT ss.host_id, ss.required_version,
+            "SELECT ss.host_id, ss.required_version, ss.origin = 'tag' AS from_tags,
                     h.connected AND h.last_seen > now() - make_interval(secs => $2) AS live,
                     h.desired_version, h.applied_version, h.nacked_version, h.last_error,
                     (SELECT c FROM jsonb_array_elements(h.counters) c WHERE c->>'session' = $3 LIMIT 1) AS counters
@@ -330,8 +347,11 @@ macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
             s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
-            c.source_dest_check AS collector_sdc,
-            array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id ORDER BY host_id) AS sources
+            c.source_dest_check AS collector_sdc, s.allow_routed, s.resolve_problem,
+            array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id AND ss.origin = 'named'
+                  ORDER BY host_id) AS sources,
+            array(SELECT key FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS selector_keys,
+            array(SELECT value FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS selector_values
      FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id"
     };
 }
@@ -382,8 +402,29 @@ pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {
     Ok(Filter::new(direction, protocol, ports, cidrs).map_err(corrupt)?.with_throttle(throttle))
 }
 
+/// Records, for each host of a session, the first desired version that contains it.
+async fn record_required(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: i64,
+    versions: &BTreeMap<HostId, i64>,
+) -> Result<()> {
+    let hosts: Vec<&str> = versions.keys().map(HostId::as_str).collect();
+    let required: Vec<i64> = versions.values().copied().collect();
+    sqlx::query(
+        "UPDATE session_sources ss SET required_version = v.version
+         FROM unnest($2::text[], $3::bigint[]) AS v(host_id, version)
+         WHERE ss.session_id = $1 AND ss.host_id = v.host_id",
+    )
+    .bind(session_id)
+    .bind(&hosts)
+    .bind(&required)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Recompiles the given hosts from every session that covers them, storing a new version
-/// for each host whose rules changed. Returns every host's resulting desired version and
+/// for each host whose rules changed and telling every replica so at commit. Returns every host's resulting desired version and
 /// the list of hosts that changed.
 async fn recompile(
     tx: &mut Transaction<'_, Postgres>,
@@ -425,6 +466,8 @@ async fn recompile(
     .await?;
     let mut versions = BTreeMap::new();
     let mut changed = Vec::new();
+    // One UPDATE for every changed host: a session over a whole tier changes thousands.
+    let (mut ids, mut new_versions, mut new_rules) = (Vec::new(), Vec::new(), Vec::new());
     for row in &current {
         let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
         let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
@@ -432,15 +475,25 @@ async fn recompile(
         let new = compiled.remove(&host).unwrap_or_default();
         if new != old {
             version += 1;
-            sqlx::query("UPDATE hosts SET desired_version = $2, desired_rules = $3 WHERE host_id = $1")
-                .bind(host.as_str())
-                .bind(version)
-                .bind(Json(&new))
-                .execute(&mut **tx)
-                .await?;
+            ids.push(host.as_str().to_owned());
+            new_versions.push(version);
+            new_rules.push(Json(new));
             changed.push(host.clone());
         }
         versions.insert(host, version);
     }
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[]) AS v(host_id, version, rules)
+             WHERE h.host_id = v.host_id",
+        )
+        .bind(&ids)
+        .bind(&new_versions)
+        .bind(&new_rules)
+        .execute(&mut **tx)
+        .await?;
+    }
+    coordination::notify_desired(tx, &changed).await?;
     Ok((versions, changed))
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow, types::Json};
-use teefleet_model::{HostId, InstanceId, SessionSpec};
+use teefleet_model::{HostId, InstanceId, SessionSpec, TagSelector};
 
 use super::{Result, StoreError, corrupt, filter_from_row, version};
 use crate::report::{Dataplane, HostEvent, SessionCounters, Traffic};
@@ -149,30 +149,48 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// What the host's agent last reported for this session; zero before its first report.
     pub traffic: Traffic,
+    /// The host is a source because it carries the session's tags, not because it was named.
+    pub from_tags: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
+    /// As created: its named sources and its tags.
     pub spec: SessionSpec,
     pub created_at: DateTime<Utc>,
     pub collector_ip: IpAddr,
     pub collector_sdc: SdcState,
     pub collector_ec2_error: Option<String>,
+    /// Every current source, named or matched by tag, by host id.
     pub sources: Vec<SourceStatus>,
+    /// Why the last re-resolution of the session's tags was not applied in full.
+    pub resolve_problem: Option<String>,
 }
 
 impl SessionRecord {
     pub(super) fn from_rows(row: &PgRow, sources: &[PgRow]) -> Result<Self> {
-        let spec = SessionSpec::new(
+        let keys: Vec<String> = row.try_get("selector_keys")?;
+        let values: Vec<String> = row.try_get("selector_values")?;
+        if keys.len() != values.len() {
+            return Err(corrupt("session selectors: keys and values differ in number"));
+        }
+        let selectors = keys
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| TagSelector::new(k, v).map_err(corrupt))
+            .collect::<Result<_>>()?;
+        let spec = SessionSpec::selecting(
             row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
             row.try_get::<Vec<String>, _>("sources")?
                 .iter()
                 .map(|h| h.parse().map_err(corrupt))
                 .collect::<Result<_>>()?,
+            selectors,
             row.try_get::<String, _>("collector_id")?.parse().map_err(corrupt)?,
             filter_from_row(row)?,
         )
-        .map_err(corrupt)?;
+        .map_err(corrupt)?
+        .with_allow_routed(row.try_get("allow_routed")?);
         let sources = sources
             .iter()
             .map(|r| {
@@ -189,6 +207,7 @@ impl SessionRecord {
                         .try_get::<Option<Json<SessionCounters>>, _>("counters")?
                         .map(|Json(c)| c.traffic)
                         .unwrap_or_default(),
+                    from_tags: r.try_get("from_tags")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -199,6 +218,7 @@ impl SessionRecord {
             collector_sdc: SdcState::parse(&row.try_get::<String, _>("collector_sdc")?)?,
             collector_ec2_error: row.try_get("collector_ec2_error")?,
             sources,
+            resolve_problem: row.try_get("resolve_problem")?,
         })
     }
 }

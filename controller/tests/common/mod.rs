@@ -15,10 +15,13 @@ use clap::Parser;
 use futures::future::BoxFuture;
 use teefleet_controller::{
     Config,
-    cloud::{Cloud, CloudError, InstanceInfo},
+    cloud::{Cloud, CloudError, InstanceInfo, TaggedInstance},
 };
 use teefleet_lab::postgres::TempPostgres;
-use teefleet_model::InstanceId;
+use teefleet_model::{InstanceId, TagSelector, carries_all};
+use teefleet_proto::v1::{
+    self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -30,10 +33,12 @@ pub async fn database() -> (TempPostgres, String) {
     (pg, url)
 }
 
-/// EC2 as a map of instances; `fail` makes every call answer Unavailable.
+/// EC2 as a map of instances, all running, with their tags; `fail` makes every call
+/// answer Unavailable.
 #[derive(Default)]
 pub struct FakeCloud {
     pub instances: Mutex<HashMap<String, InstanceInfo>>,
+    pub tags: Mutex<HashMap<String, Vec<(String, String)>>>,
     pub fail: Mutex<bool>,
 }
 
@@ -59,6 +64,12 @@ impl FakeCloud {
 
     pub fn source_dest_check(&self, id: &str) -> Option<bool> {
         self.instances.lock().expect("lock").get(id).and_then(|i| i.source_dest_check)
+    }
+
+    /// Gives an instance these tags, replacing any it had.
+    pub fn tag(&self, id: &str, tags: &[(&str, &str)]) {
+        let tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.tags.lock().expect("lock").insert(id.to_owned(), tags);
     }
 }
 
@@ -88,6 +99,32 @@ impl Cloud for FakeCloud {
             Ok(())
         })
     }
+
+    fn instances_with_tags<'a>(
+        &'a self,
+        tags: &'a [TagSelector],
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>> {
+        Box::pin(async move {
+            if *self.fail.lock().expect("lock") {
+                return Err(CloudError::Unavailable("injected failure".into()));
+            }
+            let instances = self.instances.lock().expect("lock");
+            let mut found: Vec<TaggedInstance> = self
+                .tags
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|(_, carried)| carries_all(tags, carried.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+                .filter_map(|(id, _)| {
+                    let info = instances.get(id)?;
+                    Some(TaggedInstance { id: id.parse().expect("instance id"), subnet_id: info.subnet_id.clone() })
+                })
+                .collect();
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(found)
+        })
+    }
 }
 
 pub struct Controller {
@@ -100,7 +137,18 @@ pub struct Controller {
 impl Controller {
     /// The controller with --insecure: plaintext, no authentication.
     pub async fn start(database_url: String, cloud: Arc<FakeCloud>) -> Self {
-        let (ctl, _) = Self::launch(&database_url, cloud, &["--insecure"]).await;
+        Self::start_with(database_url, cloud, &[]).await
+    }
+
+    /// The controller with --insecure and `flags`.
+    pub async fn start_with(database_url: String, cloud: Arc<FakeCloud>, flags: &[&str]) -> Self {
+        let (ctl, _) = Self::launch(&database_url, cloud, &[&["--insecure"], flags].concat()).await;
+        ctl
+    }
+
+    /// The controller with --insecure, `flags` and any cloud, such as EC2 in moto.
+    pub async fn start_cloud(database_url: String, cloud: Arc<dyn Cloud>, flags: &[&str]) -> Self {
+        let (ctl, _) = Self::launch(&database_url, cloud, &[&["--insecure"], flags].concat()).await;
         ctl
     }
 
@@ -117,7 +165,7 @@ impl Controller {
         (Self { channel, ..ctl }, ca)
     }
 
-    async fn launch(database_url: &str, cloud: Arc<FakeCloud>, args: &[&str]) -> (Self, SocketAddr) {
+    async fn launch(database_url: &str, cloud: Arc<dyn Cloud>, args: &[&str]) -> (Self, SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let config = Config::try_parse_from([&["fleet-controller", "--database-url", database_url], args].concat())
@@ -190,4 +238,89 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A scripted agent: one stream, messages sent by hand.
+pub struct Agent {
+    tx: tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    inbound: tonic::Streaming<pb::ControllerMessage>,
+}
+
+impl Agent {
+    pub async fn connect(channel: &Channel, host: &str, applied_version: u64) -> Agent {
+        let hello = pb::Hello {
+            host_id: host.into(),
+            agent_version: "test".into(),
+            addresses: vec!["10.9.0.10".into()],
+            applied_version,
+            ..Default::default()
+        };
+        Agent::hello(channel, hello).await
+    }
+
+    pub async fn hello(channel: &Channel, hello: pb::Hello) -> Agent {
+        // Room for a burst of events without waiting for the controller to read them.
+        let (tx, rx) = tokio::sync::mpsc::channel(128);
+        tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue hello");
+        let inbound = AgentServiceClient::new(channel.clone())
+            .sync(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream opened")
+            .into_inner();
+        Agent { tx, inbound }
+    }
+
+    /// The next pushed rule set, within `secs` seconds.
+    pub async fn rule_set_within(&mut self, secs: u64) -> pb::RuleSet {
+        let msg = tokio::time::timeout(Duration::from_secs(secs), self.inbound.message())
+            .await
+            .unwrap_or_else(|_| panic!("a rule set within {secs} s"))
+            .expect("stream healthy")
+            .expect("stream open");
+        match msg.msg {
+            Some(controller_message::Msg::RuleSet(set)) => set,
+            None => panic!("empty controller message"),
+        }
+    }
+
+    pub async fn next_rule_set(&mut self) -> pb::RuleSet {
+        self.rule_set_within(5).await
+    }
+
+    pub async fn nothing_within(&mut self, wait: Duration) {
+        if let Ok(msg) = tokio::time::timeout(wait, self.inbound.message()).await {
+            panic!("expected no push, got {msg:?}");
+        }
+    }
+
+    /// The stream's end: the status it ended with, or `None` for a clean close.
+    pub async fn ended_within(&mut self, secs: u64) -> Option<tonic::Status> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(secs), self.inbound.message()).await {
+                Err(_) => panic!("the stream did not end within {secs} s"),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => return None,
+                Ok(Err(status)) => return Some(status),
+            }
+        }
+    }
+
+    pub async fn send(&self, msg: Msg) {
+        self.tx.send(pb::AgentMessage { msg: Some(msg) }).await.expect("send");
+    }
+}
+
+pub async fn add_collector(channel: &Channel, id: &str) {
+    pb::collector_service_client::CollectorServiceClient::new(channel.clone())
+        .add_collector(pb::AddCollectorRequest { instance_id: id.into(), ..Default::default() })
+        .await
+        .expect("collector added");
+}
+
+pub async fn session(channel: &Channel, name: &str) -> pb::Session {
+    pb::session_service_client::SessionServiceClient::new(channel.clone())
+        .get_session(pb::GetSessionRequest { name: name.into() })
+        .await
+        .expect("get session")
+        .into_inner()
 }

@@ -1,0 +1,120 @@
+//! Health reports written in batches: every agent reports every few seconds, so 10 000
+//! agents would cost a thousand single-row transactions a second. Streams hand their
+//! reports here; the writer keeps the latest per host and stores them all in one statement
+//! per `FLUSH`. A failed write keeps the reports for the next try (newer ones win), so a
+//! database outage loses no dataplane change.
+
+use std::{collections::HashMap, time::Duration};
+
+use teefleet_model::HostId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{report::Health, store::Store};
+
+/// How long a report may wait to be stored: well inside the 30 s liveness window.
+const FLUSH: Duration = Duration::from_secs(1);
+/// Reports queued between the streams and the writer before a stream waits.
+const QUEUE: usize = 16 * 1024;
+
+/// Where streams send their reports; cheap to clone.
+#[derive(Clone)]
+pub struct Heartbeats {
+    tx: mpsc::Sender<(HostId, Health)>,
+}
+
+impl Heartbeats {
+    /// Starts the writer, which stores what is pending one last time at `shutdown`.
+    pub fn start(store: Store, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx }, tokio::spawn(write(store, rx, shutdown)))
+    }
+
+    /// Queues a report; waits only if the writer is a whole queue behind.
+    pub async fn submit(&self, host: HostId, health: Health) {
+        if self.tx.send((host, health)).await.is_err() {
+            debug!("health writer stopped; report dropped");
+        }
+    }
+}
+
+/// Keeps `newer`, and the dataplane of `older` when `newer` has none (it carries one only
+/// when it changed).
+fn merge(pending: &mut HashMap<HostId, Health>, host: HostId, mut newer: Health) {
+    if let Some(older) = pending.remove(&host) {
+        newer.dataplane = newer.dataplane.or(older.dataplane);
+    }
+    pending.insert(host, newer);
+}
+
+async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown: CancellationToken) {
+    let mut pending: HashMap<HostId, Health> = HashMap::new();
+    let mut tick = tokio::time::interval(FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        let last = tokio::select! {
+            () = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+            report = rx.recv() => match report {
+                Some((host, health)) => {
+                    merge(&mut pending, host, health);
+                    continue;
+                }
+                None => true,
+            },
+        };
+        while let Ok((host, health)) = rx.try_recv() {
+            merge(&mut pending, host, health);
+        }
+        if !pending.is_empty() {
+            let batch: Vec<(HostId, Health)> = pending.drain().collect();
+            match store.hosts_health(&batch).await {
+                Ok(()) => {
+                    if failing {
+                        warn!(hosts = batch.len(), "stored health reports again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, hosts = batch.len(), "could not store health reports; keeping them");
+                        failing = true;
+                    }
+                    // Reports that arrived meanwhile are newer; they go on top of the kept ones.
+                    for (host, older) in batch {
+                        let newer = pending.insert(host.clone(), older);
+                        if let Some(newer) = newer {
+                            merge(&mut pending, host, newer);
+                        }
+                    }
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Dataplane;
+
+    #[test]
+    fn a_newer_report_keeps_an_older_dataplane_change() {
+        let host: HostId = "h1".parse().expect("host");
+        let dataplane = Dataplane { backend: "nft".into(), ..Dataplane::default() };
+        let mut pending = HashMap::new();
+        merge(
+            &mut pending,
+            host.clone(),
+            Health { rule_count: 1, dataplane: Some(dataplane.clone()), ..Health::default() },
+        );
+        merge(&mut pending, host.clone(), Health { rule_count: 2, ..Health::default() });
+        let got = &pending[&host];
+        assert_eq!((got.rule_count, got.dataplane.as_ref()), (2, Some(&dataplane)));
+    }
+}
