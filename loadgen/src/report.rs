@@ -1,0 +1,240 @@
+//! The results: one table with a column per fleet size, so growth is visible, and the
+//! issue's targets next to the figures they apply to. Printed, never asserted.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::latency::Summary;
+use crate::scenario::Phase;
+use crate::size::SizeReport;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cpus: usize,
+    pub clock_ticks: u64,
+    /// The controller measured: the binary we started, or the URL given.
+    pub controller: String,
+    pub connect_concurrency: usize,
+    pub health_secs: u64,
+    /// Where the controller and moto logs are, if kept.
+    pub work_dir: Option<String>,
+    pub sizes: Vec<SizeReport>,
+}
+
+/// A goal from the issue, judged at the sizes it speaks of.
+struct Goal {
+    text: &'static str,
+    /// `None` where the goal does not apply to that size; else whether it is met.
+    met: fn(&SizeReport) -> Option<bool>,
+}
+
+const FULL_FLEET: usize = 10_000;
+
+fn at_full<T>(s: &SizeReport, v: Option<T>, ok: impl Fn(T) -> bool) -> Option<bool> {
+    if s.agents == FULL_FLEET { v.map(ok) } else { None }
+}
+
+const RSS: Goal = Goal { text: "< 600 MB at 10 000", met: |s| at_full(s, s.idle.controller_rss_mb, |v| v < 600.0) };
+const CPU: Goal = Goal { text: "< 10 % at 10 000", met: |s| at_full(s, s.idle.controller_cpu_pct, |v| v < 10.0) };
+const SOME: Goal = Goal {
+    text: "p99 < 250 ms covering 1 000",
+    met: |s| {
+        let sc = s.scenarios.first()?;
+        (sc.covered == 1000).then(|| sc.create.latency.is_some_and(|l| l.p99_ms < 250.0) && sc.create.missing == 0)
+    },
+};
+const ALL: Goal = Goal {
+    text: "p99 < 2 s covering 10 000",
+    met: |s| {
+        let sc = s.scenarios.get(1)?;
+        (sc.covered == FULL_FLEET)
+            .then(|| sc.create.latency.is_some_and(|l| l.p99_ms < 2000.0) && sc.create.missing == 0)
+    },
+};
+const START: Goal = Goal {
+    text: "< 3 s with 10 000 hosts, 1 000 sessions",
+    met: |s| {
+        let loaded = s.loaded_hosts? >= FULL_FLEET && s.loaded_sessions? >= 1000;
+        loaded.then_some(s.start_loaded_ms?).map(|ms| ms < 3000.0)
+    },
+};
+const ZERO: Goal = Goal { text: "0", met: |_| None };
+
+impl Report {
+    /// A Markdown table (readable as it is in a terminal) and the notes it needs.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, Vec<String>, Option<&Goal>)> = Vec::new();
+        let mut row = |label: &str, goal: Option<&'static Goal>, cell: &dyn Fn(&SizeReport) -> String| {
+            rows.push((label.to_owned(), self.sizes.iter().map(cell).collect(), goal));
+        };
+        row("connect every agent", None, &|s| {
+            let retries =
+                if s.connect_retries > 0 { format!(" ({} retries)", s.connect_retries) } else { String::new() };
+            format!("{:.1} s{retries}", s.connect_secs)
+        });
+        row("controller RSS, connected and idle", Some(&RSS), &|s| mb(s.idle.controller_rss_mb));
+        row("controller CPU idle, % of one core", Some(&CPU), &|s| pct(s.idle.controller_cpu_pct));
+        row("Postgres CPU idle, % of one core", None, &|s| pct(s.idle.postgres_cpu_pct));
+        row("fleet-loadgen CPU idle, % of one core", None, &|s| pct(Some(s.idle.loadgen_cpu_pct)));
+        row("Health reports / s", None, &|s| format!("{:.0}", s.idle.health_reports_per_sec));
+        row("database transactions / s, idle", None, &|s| {
+            s.idle.db_transactions_per_sec.map_or("–".to_owned(), |t| format!("{t:.0}"))
+        });
+        row("pushes while idle", Some(&ZERO), &|s| s.idle.pushes.to_string());
+        for (i, name) in ["cover ≤ 1 000", "cover all"].into_iter().enumerate() {
+            let label = |what: &str| format!("{name}: {what}");
+            row(&label("agents / sessions"), None, &|s| {
+                s.scenarios.get(i).map_or("–".to_owned(), |sc| format!("{} / {}", count(sc.covered), sc.sessions))
+            });
+            let goal = if i == 0 { &SOME } else { &ALL };
+            row(&label("create call(s), ms"), None, &|s| {
+                s.scenarios.get(i).map_or("–".to_owned(), |sc| calls(&sc.create))
+            });
+            row(&label("create → Ack p50 / p99 / max ms"), Some(goal), &|s| {
+                s.scenarios.get(i).map_or("–".to_owned(), |sc| latency(&sc.create))
+            });
+            row(&label("delete call(s), ms"), None, &|s| {
+                s.scenarios.get(i).map_or("–".to_owned(), |sc| calls(&sc.delete))
+            });
+            row(&label("delete → Ack p50 / p99 / max ms"), None, &|s| {
+                s.scenarios.get(i).map_or("–".to_owned(), |sc| latency(&sc.delete))
+            });
+        }
+        row("unexpected pushes (uncovered + extra + after convergence)", Some(&ZERO), &|s| {
+            let phases = s.scenarios.iter().flat_map(|sc| [&sc.create, &sc.delete]);
+            let (u, e, q) =
+                phases.fold((0, 0, 0), |(u, e, q), p| (u + p.uncovered_pushes, e + p.extra_pushes, q + p.quiet_pushes));
+            format!("{u} + {e} + {q}")
+        });
+        row("pushes for a session on a host without agent", Some(&ZERO), &|s| {
+            s.unrelated_pushes.map_or("–".to_owned(), |p| p.to_string())
+        });
+        row("seed sessions through the API", None, &|s| {
+            s.seeded.map_or("–".to_owned(), |d| {
+                format!("{} × {} sources: {:.1} s", count(d.sessions), d.sources_per_session, d.secs)
+            })
+        });
+        row("controller RSS at the end / peak", None, &|s| {
+            format!("{} / {}", mb(s.controller_rss_end_mb), mb(s.controller_rss_peak_mb))
+        });
+        row("controller start → serving, empty database", None, &|s| ms(s.start_empty_ms));
+        row("controller start → serving, hosts + sessions stored", Some(&START), &|s| match s.start_loaded_ms {
+            Some(t) => format!(
+                "{} ({} hosts, {} sessions)",
+                ms(Some(t)),
+                s.loaded_hosts.map_or("?".to_owned(), count),
+                s.loaded_sessions.map_or("?".to_owned(), count)
+            ),
+            None => "–".to_owned(),
+        });
+        row("streams the controller ended", Some(&ZERO), &|s| s.streams_ended.to_string());
+
+        let mut out = String::new();
+        let sizes: Vec<String> = self.sizes.iter().map(|s| format!("{} agents", count(s.agents))).collect();
+        let _ = writeln!(out, "| | {} | target |", sizes.join(" | "));
+        let _ = writeln!(out, "| --- |{} --- |", " ---: |".repeat(sizes.len()));
+        for (label, cells, goal) in rows {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} |",
+                cells.join(" | "),
+                goal.map_or(String::new(), |g| self.judge(g))
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{} CPUs; controller {}; {} agents connect at a time; Health every {} s per agent.",
+            self.cpus, self.controller, self.connect_concurrency, self.health_secs
+        );
+        if self.sizes.iter().any(|s| s.agents > 1000) {
+            let _ = writeln!(
+                out,
+                "Covering more than 1 000 agents takes ceil(N / 1 000) sessions (a session has at most 1 000 sources), \
+                 created one after another; each agent's latency counts from the return of the call for its session."
+            );
+        }
+        if let Some(dir) = &self.work_dir {
+            let _ = writeln!(out, "Logs: {dir}");
+        }
+        out
+    }
+
+    /// The goal's text and, for each size it applies to, whether the figure meets it.
+    fn judge(&self, goal: &Goal) -> String {
+        let verdicts: Vec<String> = self
+            .sizes
+            .iter()
+            .filter_map(|s| {
+                (goal.met)(s).map(|ok| format!("{}: {}", count(s.agents), if ok { "met" } else { "**not met**" }))
+            })
+            .collect();
+        if verdicts.is_empty() { goal.text.to_owned() } else { format!("{} ({})", goal.text, verdicts.join(", ")) }
+    }
+}
+
+/// `10 000`, as the rest of BENCHMARKS.md writes counts.
+fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mb(v: Option<f64>) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.1} MB"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.1} %"))
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 10_000.0 => format!("{:.1} s", v / 1000.0),
+        Some(v) => format!("{v:.0} ms"),
+        None => "–".to_owned(),
+    }
+}
+
+fn calls(p: &Phase) -> String {
+    if p.calls == 1 {
+        format!("{:.0}", p.call_ms_total)
+    } else {
+        format!("{} × max {:.0}, total {:.0}", p.calls, p.call_ms_max, p.call_ms_total)
+    }
+}
+
+fn latency(p: &Phase) -> String {
+    let Some(Summary { p50_ms, p99_ms, max_ms, .. }) = p.latency else { return "none acked".to_owned() };
+    let mut text = format!("{} / {} / {}", fine(p50_ms), fine(p99_ms), fine(max_ms));
+    if p.missing > 0 {
+        let _ = write!(text, " (**{} missing**)", p.missing);
+    }
+    text
+}
+
+/// Milliseconds with a decimal where it matters.
+fn fine(v: f64) -> String {
+    if v.abs() < 10.0 { format!("{v:.1}") } else { format!("{v:.0}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_grouped() {
+        assert_eq!(count(7), "7");
+        assert_eq!(count(1000), "1 000");
+        assert_eq!(count(10_000), "10 000");
+        assert_eq!(count(1_234_567), "1 234 567");
+    }
+}
