@@ -5,10 +5,10 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use sqlx::{Connection, PgConnection, Postgres, Row, Transaction, postgres::PgListener, types::Json};
-use teefleet_model::{HostId, MirrorRule, RuleSet};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction, postgres::PgListener};
+use teefleet_model::{HostId, RuleSet};
 
-use super::{Result, Store, corrupt, version};
+use super::{Result, Store, corrupt, rule_set, version};
 
 /// Channel of desired-set changes; the payload is [`Changed`] in text.
 pub const DESIRED_CHANNEL: &str = "teefleet_desired";
@@ -121,9 +121,7 @@ impl Store {
                 .await?;
             for row in &rows {
                 let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-                let Json(rules): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
-                let set = RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)?;
-                out.push((host, set));
+                out.push((host, rule_set(row)?));
             }
         }
         Ok(out)
