@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::types::{Instance, InstanceAttributeName, InstanceType};
+use aws_sdk_ec2::types::{Instance, InstanceAttributeName, InstanceType, Tag};
 
 use crate::LabError;
 use crate::moto::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
@@ -133,6 +133,37 @@ impl Ec2Fixture {
             .await
             .map_err(|e| ec2_error("AssignIpv6Addresses", e))?;
         tracing::info!(host, %ip6, instance_id, eni, "EC2 IPv6 address assigned");
+        Ok(())
+    }
+
+    /// Sets the tag `key` to `value` on a lab host's instance (CreateTags), replacing any
+    /// value it had, as an operator retagging an instance would.
+    pub async fn tag(&self, host: &str, key: &str, value: &str) -> Result<(), LabError> {
+        let instance_id = self.instance_id(host)?;
+        self.client
+            .create_tags()
+            .resources(instance_id)
+            .tags(Tag::builder().key(key).value(value).build())
+            .send()
+            .await
+            .map_err(|e| ec2_error("CreateTags", e))?;
+        tracing::info!(host, instance_id, key, value, "EC2 tag set");
+        Ok(())
+    }
+
+    /// Removes the tag `key` from a lab host's instance (DeleteTags), whatever its value.
+    pub async fn untag(&self, host: &str, key: &str) -> Result<(), LabError> {
+        let instance_id = self.instance_id(host)?;
+        // A tag given without a value deletes the key whatever its value; with one, EC2
+        // would delete it only if the value matched.
+        self.client
+            .delete_tags()
+            .resources(instance_id)
+            .tags(Tag::builder().key(key).build())
+            .send()
+            .await
+            .map_err(|e| ec2_error("DeleteTags", e))?;
+        tracing::info!(host, instance_id, key, "EC2 tag removed");
         Ok(())
     }
 

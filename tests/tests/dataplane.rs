@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use teefleet_lab::{CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, Packet, require_root_or_skip};
+use teefleet_lab::{
+    CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, SOURCES, require_root_or_skip,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -194,7 +196,7 @@ async fn a_one_percent_sample_of_a_flood_arrives_at_about_one_percent_and_a_cap_
             .wait_until("the session's counters to show the clones", WAIT, || async {
                 let (host, total) = session_counter(lab, "sampled", "packets")
                     .await
-                    .map_err(|e| teefleet_lab::LabError::Invalid(format!("{e:#}")))?;
+                    .map_err(|e| LabError::Invalid(format!("{e:#}")))?;
                 Ok((host >= cloned as u64 && total == host).then_some(host))
             })
             .await?;
@@ -422,6 +424,123 @@ async fn killing_a_replica_moves_its_agents_to_another_without_a_gap_in_mirrorin
             audit.as_array().is_some_and(|a| a.iter().any(|r| r["action"] == "session.create" && r["target"] == name))
         };
         ensure!(created("steady") && created("more"), "audit after the failover: {audit}");
+        Ok(())
+    })
+    .await;
+}
+
+/// The tag the lab's tag session selects its sources by.
+const ROLE: &str = "role";
+const WEB: &str = "web";
+
+/// `session get NAME -o json` and its sources, sorted, once every source has applied the
+/// session: only then are the rules in place, so that traffic shows what the session says.
+async fn applied_sources(lab: &Lab, name: &str) -> Result<Option<(Value, Vec<String>)>, LabError> {
+    let session = lab.fleetctl_ok(&["session", "get", name, "-o", "json"]).await?.json()?;
+    let mut sources: Vec<String> =
+        session["sources"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect();
+    sources.sort();
+    let hosts = session["hosts"].as_array().map_or(&[][..], Vec::as_slice);
+    let applied = hosts.len() == sources.len() && hosts.iter().all(|h| h["applied"] == true);
+    Ok((applied && session["state"] == "active").then_some((session, sources)))
+}
+
+/// Waits until the session's sources are exactly `want` (instance ids), all applied, and
+/// returns `session get`'s JSON.
+async fn wait_for_sources(lab: &Lab, name: &str, want: &[&str]) -> Result<Value> {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    let what = format!("session {name} to have the sources {want:?}, applied");
+    let session = lab
+        .wait_until(&what, WAIT, || async {
+            Ok(applied_sources(lab, name).await?.and_then(|(session, got)| (got == want).then_some(session)))
+        })
+        .await?;
+    Ok(session)
+}
+
+/// Pings each source twice from the client; returns, per source in [`SOURCES`] order, the
+/// echo (requests, replies) cloned to [`COLLECTOR`].
+async fn clones_per_source(lab: &Lab, label: &str) -> Result<Vec<(usize, usize)>> {
+    let capture = lab.capture(COLLECTOR, label, Some("icmp")).await?;
+    let is_clone = clone_at(lab, COLLECTOR).await?;
+    let client = IpAddr::from(lab.ip(CLIENT)?);
+    let mut ips = Vec::new();
+    for source in SOURCES {
+        let ip = IpAddr::from(lab.ip(source)?);
+        lab.network.ping(CLIENT, ip, 2).await.with_context(|| format!("ping {source}"))?;
+        ips.push(ip);
+    }
+    flush(lab, &capture, COLLECTOR).await?;
+    let got = ips.into_iter().map(|ip| echoes(&capture, &is_clone, client, ip)).collect();
+    capture.stop().await;
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_by_ec2_tag_follows_the_tag_from_host_to_host() {
+    // Re-resolution every 2 s instead of 30, so each tag change takes seconds to follow.
+    let builder = lab_builder().controller_arg("--selector-interval").controller_arg("2s");
+    run_with(builder, async |lab: &Lab| {
+        let (c1, _) = add_collectors(lab).await?;
+        let (s1, s2) = (lab.instance_id("source1")?.to_owned(), lab.instance_id("source2")?.to_owned());
+        lab.ec2.tag("source1", ROLE, WEB).await?;
+
+        let tag = format!("{ROLE}={WEB}");
+        let args = ["session", "create", "web", "--source-tag", &tag, "--collector", &c1, "--protocol", "icmp"];
+        let out = lab.fleetctl(&[&args[..], &["--wait", "--timeout", "60", "-o", "json"]].concat()).await?;
+        ensure!(out.success(), "session create --source-tag failed: {out}");
+        let created = out.json()?;
+        let hosts = created["hosts"].as_array().map_or(&[][..], Vec::as_slice);
+        ensure!(
+            created["state"] == "active"
+                && created["source_tags"] == serde_json::json!([tag])
+                && created["sources"] == serde_json::json!([s1])
+                && hosts.len() == 1
+                && hosts[0]["host_id"] == s1.as_str()
+                && hosts[0]["from_tags"] == true,
+            "session create should select source1 ({s1}) alone, by its tag: {created}"
+        );
+        let got = clones_per_source(lab, "tag-source1").await?;
+        ensure!(got == [(2, 2), (0, 0)], "only source1 is tagged, yet (requests, replies) cloned were {got:?}");
+
+        // The tier grows: re-resolution adds source2 without anyone touching the session.
+        lab.ec2.tag("source2", ROLE, WEB).await?;
+        let grown = wait_for_sources(lab, "web", &[&s1, &s2]).await?;
+        let from_tags = grown["hosts"].as_array().is_some_and(|h| h.iter().all(|h| h["from_tags"] == true));
+        ensure!(from_tags && grown["problems"] == serde_json::json!([]), "after tagging source2: {grown}");
+        let got = clones_per_source(lab, "tag-both").await?;
+        ensure!(got == [(2, 2), (2, 2)], "both sources are tagged, yet (requests, replies) cloned were {got:?}");
+
+        // source1 leaves the tier: it leaves the session and its rules go.
+        lab.ec2.untag("source1", ROLE).await?;
+        let shrunk = wait_for_sources(lab, "web", &[&s2]).await?;
+        ensure!(shrunk["source_tags"] == serde_json::json!([tag]), "after untagging source1: {shrunk}");
+        lab.wait_until("source1 to apply an empty rule set", WAIT, || async {
+            let host = lab.fleetctl_ok(&["host", "get", &s1, "-o", "json"]).await?.json()?;
+            let (applied, desired) = (host["applied_version"].as_u64(), host["desired_version"].as_u64());
+            let caught_up = applied.zip(desired).is_some_and(|(a, d)| a >= d);
+            Ok((caught_up && host["rule_count"] == 0).then_some(()))
+        })
+        .await?;
+        let rules = lab.network.mangle_rules("source1").await?;
+        ensure!(!rules.contains("teefleet:web"), "source1 still has the session's rules:\n{rules}");
+        let got = clones_per_source(lab, "tag-source2").await?;
+        ensure!(got == [(0, 0), (2, 2)], "only source2 is tagged, yet (requests, replies) cloned were {got:?}");
+
+        // Each change the tags made is audited as the controller's; passes that change
+        // nothing are not.
+        let audit = lab.fleetctl_ok(&["audit", "list", "-o", "json"]).await?.json()?;
+        let resolves: Vec<&Value> = audit
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["action"] == "session.resolve" && r["target"] == "web")
+            .collect();
+        ensure!(
+            resolves.len() == 2 && resolves.iter().all(|r| r["actor"] == "controller" && r["result"] == "ok"),
+            "two session.resolve rows expected (source2 added, source1 removed): {audit}"
+        );
         Ok(())
     })
     .await;
