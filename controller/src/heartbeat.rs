@@ -2,9 +2,12 @@
 //! agents would cost a thousand single-row transactions a second. Streams hand their
 //! reports here; the writer keeps the latest per host and stores them all in one statement
 //! per `FLUSH`. A failed write keeps the reports for the next try (newer ones win), so a
-//! database outage loses no dataplane change.
+//! database outage loses no dataplane change; so does a host whose row a recompile held.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use teefleet_model::HostId;
 use tokio::sync::mpsc;
@@ -48,6 +51,16 @@ fn merge(pending: &mut HashMap<HostId, Health>, host: HostId, mut newer: Health)
     pending.insert(host, newer);
 }
 
+/// Puts reports that were not stored back into `pending`; those that arrived meanwhile
+/// are newer and go on top of them.
+fn keep(pending: &mut HashMap<HostId, Health>, reports: impl IntoIterator<Item = (HostId, Health)>) {
+    for (host, older) in reports {
+        if let Some(newer) = pending.insert(host.clone(), older) {
+            merge(pending, host, newer);
+        }
+    }
+}
+
 async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown: CancellationToken) {
     let mut pending: HashMap<HostId, Health> = HashMap::new();
     let mut tick = tokio::time::interval(FLUSH);
@@ -71,10 +84,15 @@ async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown:
         if !pending.is_empty() {
             let batch: Vec<(HostId, Health)> = pending.drain().collect();
             match store.hosts_health(&batch).await {
-                Ok(()) => {
+                Ok(busy) => {
                     if failing {
                         warn!(hosts = batch.len(), "stored health reports again");
                         failing = false;
+                    }
+                    if !busy.is_empty() {
+                        let busy: HashSet<HostId> = busy.into_iter().collect();
+                        debug!(hosts = busy.len(), "hosts locked by a change; their health goes with the next batch");
+                        keep(&mut pending, batch.into_iter().filter(|(host, _)| busy.contains(host)));
                     }
                 }
                 Err(e) => {
@@ -82,13 +100,7 @@ async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown:
                         warn!(error = %e, hosts = batch.len(), "could not store health reports; keeping them");
                         failing = true;
                     }
-                    // Reports that arrived meanwhile are newer; they go on top of the kept ones.
-                    for (host, older) in batch {
-                        let newer = pending.insert(host.clone(), older);
-                        if let Some(newer) = newer {
-                            merge(&mut pending, host, newer);
-                        }
-                    }
+                    keep(&mut pending, batch);
                 }
             }
         }

@@ -175,6 +175,7 @@ async fn agent_reports_are_stored_and_shown_per_session() {
             },
         )
         .await
+        .map(|stored| assert!(stored, "nothing holds h1"))
         .expect("health");
     // A Hello without a dataplane keeps the one reported before.
     store.host_hello(&host("h1"), &hello(0, 2)).await.expect("hello again");
@@ -187,9 +188,35 @@ async fn agent_reports_are_stored_and_shown_per_session() {
     assert_eq!(db.sources[0].traffic, traffic(7));
 
     // The next Health replaces the snapshot: a session the agent no longer reports has none.
-    store.host_health(&host("h1"), &Health { rule_count: 2, ..Health::default() }).await.expect("health");
+    assert!(store.host_health(&host("h1"), &Health { rule_count: 2, ..Health::default() }).await.expect("health"));
     let web = store.session(&"web".parse().expect("name")).await.expect("web");
     assert_eq!(web.sources[0].traffic, Traffic::default());
+}
+
+#[tokio::test]
+async fn health_skips_a_host_another_transaction_holds_and_names_it() {
+    use sqlx::Connection as _;
+    let (_pg, url) = database().await;
+    let store = Store::connect(&url).await.expect("connect and migrate");
+    for h in ["h1", "h2"] {
+        store.host_hello(&host(h), &hello(0, 1)).await.expect("hello");
+    }
+    // What a recompile does to the hosts it rewrites.
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM hosts WHERE host_id = 'h1' FOR UPDATE").execute(&mut holder).await.expect("lock");
+
+    let report = |rule_count| Health { rule_count, ..Health::default() };
+    let busy = store.hosts_health(&[(host("h1"), report(5)), (host("h2"), report(6))]).await.expect("health");
+    assert_eq!(busy, [host("h1")], "h1 is held: skipped, not waited for");
+    assert_eq!(store.host(&host("h2")).await.expect("h2").rule_count, 6);
+    assert_eq!(store.host(&host("h1")).await.expect("h1").rule_count, 0);
+
+    sqlx::query("COMMIT").execute(&mut holder).await.expect("commit");
+    assert!(store.host_health(&host("h1"), &report(5)).await.expect("health"));
+    assert_eq!(store.host(&host("h1")).await.expect("h1").rule_count, 5);
+    // A host that does not exist is not "busy": nothing to keep for it.
+    assert!(store.hosts_health(&[(host("gone"), report(1))]).await.expect("health").is_empty());
 }
 
 #[tokio::test]

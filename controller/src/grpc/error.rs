@@ -3,7 +3,7 @@
 
 use teefleet_model::ValidationError;
 use tonic::Status;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::{cloud::CloudError, store::StoreError};
 
@@ -37,6 +37,10 @@ impl From<ApiError> for Status {
                 s if s.is_unavailable() => {
                     error!(error = ?s, "database unavailable");
                     Status::unavailable("the controller's database is unavailable; retry shortly")
+                }
+                s if s.is_conflict() => {
+                    warn!(error = ?s, "transaction aborted by a conflict");
+                    Status::aborted("the change collided with a concurrent one and was not made; retry it")
                 }
                 s => {
                     error!(error = ?s, "store error");

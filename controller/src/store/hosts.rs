@@ -93,14 +93,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records one Health report (the streams batch theirs through `hosts_health`).
-    pub async fn host_health(&self, id: &HostId, health: &Health) -> Result<()> {
-        self.hosts_health(&[(id.clone(), health.clone())]).await
+    /// Records one Health report (the streams batch theirs through `hosts_health`);
+    /// false if the host's row was locked by another transaction and nothing was stored.
+    pub async fn host_health(&self, id: &HostId, health: &Health) -> Result<bool> {
+        Ok(self.hosts_health(&[(id.clone(), health.clone())]).await?.is_empty())
     }
 
     /// Records the latest Health of many hosts in one statement; a host's dataplane is only
-    /// written when its report carries one.
-    pub async fn hosts_health(&self, reports: &[(HostId, Health)]) -> Result<()> {
+    /// written when its report carries one. Rows another transaction holds are skipped, not
+    /// waited for, and returned: a recompile locks the hosts it rewrites in host order,
+    /// and a batch that waited for rows in its own order could deadlock with it (which
+    /// Postgres would settle by failing one of them, perhaps an operator's call). The
+    /// caller stores the skipped reports with its next batch.
+    pub async fn hosts_health(&self, reports: &[(HostId, Health)]) -> Result<Vec<HostId>> {
         let ids: Vec<&str> = reports.iter().map(|(h, _)| h.as_str()).collect();
         let rule_counts: Vec<i32> =
             reports.iter().map(|(_, r)| i32::try_from(r.rule_count).unwrap_or(i32::MAX)).collect();
@@ -111,21 +116,28 @@ impl Store {
             reports.iter().map(|(_, r)| Json(r.counters.as_slice())).collect();
         let dataplanes: Vec<Option<Json<&Dataplane>>> =
             reports.iter().map(|(_, r)| r.dataplane.as_ref().map(Json)).collect();
-        sqlx::query(
-            "UPDATE hosts h SET last_seen = now(), rule_count = v.rule_count, drift_repairs = v.repairs,
-                 counters = v.counters, dataplane = coalesce(v.dataplane, h.dataplane)
-             FROM unnest($1::text[], $2::int[], $3::bigint[], $4::jsonb[], $5::jsonb[])
-                 AS v(host_id, rule_count, repairs, counters, dataplane)
-             WHERE h.host_id = v.host_id",
+        // Every part sees the table as it was before the UPDATE, so the last SELECT finds
+        // the hosts that exist but were not written: those that were locked.
+        let busy: Vec<String> = sqlx::query_scalar(
+            "WITH free AS (SELECT host_id FROM hosts WHERE host_id = ANY($1) FOR UPDATE SKIP LOCKED),
+                  done AS (
+                 UPDATE hosts h SET last_seen = now(), rule_count = v.rule_count, drift_repairs = v.repairs,
+                     counters = v.counters, dataplane = coalesce(v.dataplane, h.dataplane)
+                 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::jsonb[], $5::jsonb[])
+                     AS v(host_id, rule_count, repairs, counters, dataplane)
+                 WHERE h.host_id = v.host_id AND h.host_id IN (SELECT host_id FROM free)
+                 RETURNING h.host_id)
+             SELECT host_id FROM hosts WHERE host_id = ANY($1) AND host_id NOT IN (SELECT host_id FROM done)",
         )
         .bind(&ids)
         .bind(&rule_counts)
         .bind(&repairs)
         .bind(&counters)
         .bind(&dataplanes)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(())
+        let busy: std::collections::HashSet<String> = busy.into_iter().collect();
+        Ok(reports.iter().filter(|(h, _)| busy.contains(h.as_str())).map(|(h, _)| h.clone()).collect())
     }
 
     /// Adds an event and drops the host's oldest beyond the most recent

@@ -64,6 +64,13 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
     }
+
+    /// Postgres rolled the transaction back to settle a conflict with another one (a
+    /// deadlock or a serialization failure, SQLSTATE class 40): nothing was written, and
+    /// the same request may well succeed now.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("40")))
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
