@@ -1,12 +1,15 @@
 //! Simulated agents: each is a real `AgentService/Sync` stream on a connection of its own,
 //! as on a real fleet, that says Hello, acknowledges every pushed rule set at once (no
-//! dataplane: nothing is applied) and reports Health on the agent's period. What each one
-//! received is recorded so the scenarios can measure propagation and spot stray pushes.
+//! dataplane: nothing is applied) and reports Health on the agent's period. A stream that
+//! ends is opened again with the real agent's backoff, its Hello naming the version it
+//! holds. What each one received is recorded so the scenarios can measure propagation and
+//! spot stray pushes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use teefleet_agent::backoff::Backoff;
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
 };
@@ -17,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::error::{LoadgenError, chain};
 
@@ -70,8 +73,14 @@ pub struct Agent {
     /// `acks.len()`, readable without the lock: the scenarios poll every agent's count
     /// every few milliseconds while the controller is pushing.
     received: AtomicUsize,
-    /// Why the stream ended, if it has.
+    /// Why the stream last ended, if it has.
     ended: Mutex<Option<String>>,
+    /// Streams opened, the first included.
+    opens: AtomicUsize,
+    /// Streams that ended while the run still wanted them.
+    drops: AtomicUsize,
+    /// Opens that failed after the first stream (each one waited its backoff).
+    failed_reopens: AtomicUsize,
 }
 
 impl Agent {
@@ -101,7 +110,18 @@ impl Agent {
     }
 
     fn end(&self, why: String) {
-        Agent::lock(&self.ended).get_or_insert(why);
+        *Agent::lock(&self.ended) = Some(why);
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Streams opened so far, the first included.
+    pub fn opens(&self) -> usize {
+        self.opens.load(Ordering::Acquire)
+    }
+
+    /// Streams that ended under the agent so far.
+    pub fn drops(&self) -> usize {
+        self.drops.load(Ordering::Relaxed)
     }
 }
 
@@ -159,6 +179,9 @@ impl Fleet {
                 acks: Mutex::new(Vec::new()),
                 received: AtomicUsize::new(0),
                 ended: Mutex::new(None),
+                opens: AtomicUsize::new(0),
+                drops: AtomicUsize::new(0),
+                failed_reopens: AtomicUsize::new(0),
             });
             fleet.agents.push(agent.clone());
             let mut rng = fastrand::Rng::with_seed(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index as u64);
@@ -224,12 +247,20 @@ impl Fleet {
         self.healths.load(Ordering::Relaxed)
     }
 
-    /// Agents whose stream has ended, with the first one's reason.
+    /// Streams that have ended under their agent so far, with one agent's last reason.
     pub fn ended(&self) -> (usize, Option<String>) {
-        let mut reasons = self.agents.iter().filter_map(|a| a.ended());
-        let first = reasons.next();
-        let count = usize::from(first.is_some()) + reasons.count();
-        (count, first)
+        let count = self.agents.iter().map(|a| a.drops()).sum();
+        (count, self.agents.iter().find_map(|a| a.ended()))
+    }
+
+    /// Streams opened so far, per agent.
+    pub fn opens(&self) -> Vec<usize> {
+        self.agents.iter().map(|a| a.opens()).collect()
+    }
+
+    /// Opens that failed after the agents' first streams, over the whole fleet.
+    pub fn failed_reopens(&self) -> usize {
+        self.agents.iter().map(|a| a.failed_reopens.load(Ordering::Relaxed)).sum()
     }
 
     /// Closes every stream and waits for the tasks to finish.
@@ -257,7 +288,7 @@ impl Sim {
         let Ok(permit) = permits.acquire_owned().await else { return };
         let mut retries = 0;
         let opened = loop {
-            match self.open().await {
+            match self.open(0).await {
                 Ok(opened) => break Ok(opened),
                 Err(e) if retries + 1 < u64::from(OPEN_ATTEMPTS) => {
                     debug!(host_id = %self.agent.host_id, error = %e, "opening the stream failed; retrying");
@@ -279,18 +310,44 @@ impl Sim {
             }
         };
         drop(ready);
-        self.serve(tx, inbound).await;
+        self.agent.opens.fetch_add(1, Ordering::Release);
+        let mut applied = None;
+        let (mut tx, mut inbound) = (tx, inbound);
+        let mut backoff = Backoff::default();
+        loop {
+            applied = self.serve(tx, inbound, applied).await;
+            // Reopened as the real agent does with one controller URL: a random wait
+            // below a ceiling that doubles with every failure, so a fleet that lost its
+            // controller at once does not come back in lockstep.
+            (tx, inbound) = loop {
+                let wait = backoff.next_delay();
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                match self.open(applied.as_ref().map_or(0, |s| s.version)).await {
+                    Ok(opened) => break opened,
+                    Err(e) => {
+                        debug!(host_id = %self.agent.host_id, error = %e, "reopening the stream failed");
+                        self.agent.failed_reopens.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            backoff.reset();
+            self.agent.opens.fetch_add(1, Ordering::Release);
+        }
     }
 
-    /// A connection of its own, Hello queued first, and the stream opened.
-    async fn open(&self) -> Result<Opened, String> {
+    /// A connection of its own, Hello queued first, and the stream opened. `applied` is
+    /// the version the agent holds, so the controller pushes only if it has a newer one.
+    async fn open(&self, applied: u64) -> Result<Opened, String> {
         let channel: Channel = self.endpoint.connect().await.map_err(|e| chain(&e))?;
         let (tx, rx) = mpsc::channel(16);
         let hello = pb::Hello {
             host_id: self.agent.host_id.clone(),
             agent_version: concat!("loadgen-", env!("CARGO_PKG_VERSION")).to_owned(),
             addresses: vec![address(self.index)],
-            applied_version: 0,
+            applied_version: applied,
             dataplane: Some(dataplane()),
         };
         tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.map_err(|_| "queueing Hello".to_owned())?;
@@ -303,14 +360,19 @@ impl Sim {
         Ok((tx, inbound))
     }
 
-    /// Acknowledges pushes and reports Health until the run stops or the stream ends.
-    async fn serve(self, tx: mpsc::Sender<pb::AgentMessage>, mut inbound: Streaming<pb::ControllerMessage>) {
+    /// Acknowledges pushes and reports Health until the run stops or the stream ends;
+    /// returns the rule set held then.
+    async fn serve(
+        &self,
+        tx: mpsc::Sender<pb::AgentMessage>,
+        mut inbound: Streaming<pb::ControllerMessage>,
+        mut applied: Option<pb::RuleSet>,
+    ) -> Option<pb::RuleSet> {
         let mut health = tokio::time::interval_at(Instant::now() + self.phase, self.health);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut applied: Option<pb::RuleSet> = None;
         loop {
             let out = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.stop.cancelled() => return applied,
                 msg = inbound.message() => match msg {
                     Ok(Some(pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(set)) })) => {
                         let version = set.version;
@@ -321,12 +383,12 @@ impl Sim {
                     Ok(Some(_)) => continue,
                     Ok(None) => {
                         self.agent.end("the controller closed the stream".to_owned());
-                        return;
+                        return applied;
                     }
                     Err(status) => {
-                        warn!(host_id = %self.agent.host_id, code = ?status.code(), error = %status.message(), "stream failed");
+                        debug!(host_id = %self.agent.host_id, code = ?status.code(), error = %status.message(), "stream failed");
                         self.agent.end(format!("stream failed: {:?}: {}", status.code(), status.message()));
-                        return;
+                        return applied;
                     }
                 },
                 _ = health.tick() => {
@@ -336,7 +398,7 @@ impl Sim {
             };
             if tx.send(pb::AgentMessage { msg: Some(out) }).await.is_err() {
                 self.agent.end("the outbound stream closed".to_owned());
-                return;
+                return applied;
             }
         }
     }

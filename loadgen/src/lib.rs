@@ -16,6 +16,7 @@ pub mod report;
 mod rig;
 pub mod scenario;
 mod size;
+pub mod storm;
 
 use tracing::info;
 

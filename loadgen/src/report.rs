@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::latency::Summary;
 use crate::scenario::Phase;
 use crate::size::SizeReport;
+use crate::storm::Storm;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +131,25 @@ impl Report {
             None => "–".to_owned(),
         });
         row("streams the controller ended", Some(&ZERO), &|s| s.streams_ended.to_string());
+        let storm = |s: &SizeReport, f: &dyn Fn(&Storm) -> String| s.storm.as_ref().map_or("–".to_owned(), f);
+        row("restart under the fleet: start → serving", None, &|s| storm(s, &|t| ms(t.start_ms)));
+        row("restart: kill → stream open again p50 / p99 / max ms", None, &|s| {
+            storm(s, &|t| match t.back {
+                Some(b) if t.missing == 0 => format!("{} / {} / {}", fine(b.p50_ms), fine(b.p99_ms), fine(b.max_ms)),
+                Some(b) => {
+                    format!("{} / {} / {} (**{} missing**)", fine(b.p50_ms), fine(b.p99_ms), fine(b.max_ms), t.missing)
+                }
+                None => "none back".to_owned(),
+            })
+        });
+        row("restart: opens that failed and waited", None, &|s| storm(s, &|t| t.failed_opens.to_string()));
+        row("restart: pushes on the new streams", Some(&ZERO), &|s| storm(s, &|t| t.pushes.to_string()));
+        row("restart: new controller CPU until all back / RSS", None, &|s| {
+            storm(s, &|t| {
+                let cpu = t.controller_cpu_secs.map_or("–".to_owned(), |c| format!("{c:.1} s"));
+                format!("{cpu} / {}", mb(t.controller_rss_mb))
+            })
+        });
 
         let mut out = String::new();
         let sizes: Vec<String> = self.sizes.iter().map(|s| format!("{} agents", count(s.agents))).collect();
@@ -152,8 +172,8 @@ impl Report {
         if self.sizes.iter().any(|s| s.agents > 1000) {
             let _ = writeln!(
                 out,
-                "Covering more than 1 000 agents takes ceil(N / 1 000) sessions (a session has at most 1 000 sources), \
-                 created one after another; each agent's latency counts from the return of the call for its session."
+                "Covering more than 1 000 agents takes ceil(N / 1 000) sessions (a session names at most 1 000 sources), \
+                 created with concurrent calls; each agent's latency counts from the return of the call for its session."
             );
         }
         if let Some(dir) = &self.work_dir {

@@ -97,10 +97,26 @@ impl Lab {
 
     /// Starts a controller on `database_url` and returns once its health check answers.
     pub async fn controller(&self, database_url: &str, label: &str) -> Result<Controller, LoadgenError> {
+        self.controller_on(database_url, label, None).await
+    }
+
+    /// The same, listening on `listen` (where a killed controller listened, so its agents
+    /// find the new one) or else on a free port.
+    pub async fn controller_on(
+        &self,
+        database_url: &str,
+        label: &str,
+        listen: Option<&str>,
+    ) -> Result<Controller, LoadgenError> {
         let mut last = None;
-        // The port is free when picked but may be taken before the controller binds it.
-        for attempt in 0..3 {
-            let listen = format!("127.0.0.1:{}", free_port()?);
+        // A free port may be taken before the controller binds it: try another. A given
+        // one is tried once.
+        let attempts = if listen.is_some() { 1 } else { 3 };
+        for attempt in 0..attempts {
+            let listen = match listen {
+                Some(l) => l.to_owned(),
+                None => format!("127.0.0.1:{}", free_port()?),
+            };
             let log = self.path.join(format!("controller-{label}-{attempt}.log"));
             let spec = ControllerSpec {
                 database_url: database_url.to_owned(),
@@ -117,7 +133,7 @@ impl Lab {
                 Ok(()) => {
                     let start = started.elapsed();
                     info!(url, start_ms = start.as_millis(), log = %log.display(), "controller serving");
-                    return Ok(Controller { pid: proc.pid(), proc: Some(proc), url, start: Some(start), log });
+                    return Ok(Controller { pid: proc.pid(), proc: Some(proc), url, listen, start: Some(start), log });
                 }
                 Err(LoadgenError::Lab(e)) => {
                     warn!(error = %e, "the controller exited at start; trying another port");
@@ -135,6 +151,8 @@ impl Lab {
 pub struct Controller {
     proc: Option<Proc>,
     pub url: String,
+    /// The address it listens on (`host:port`).
+    pub listen: String,
     /// Its process id, if /proc can be read for it.
     pub pid: Option<u32>,
     /// Spawn to a SERVING health answer, for a child of ours.
@@ -144,7 +162,8 @@ pub struct Controller {
 
 impl Controller {
     pub fn external(url: &str, pid: Option<u32>) -> Controller {
-        Controller { proc: None, url: url.to_owned(), pid, start: None, log: PathBuf::new() }
+        let listen = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        Controller { proc: None, url: url.to_owned(), listen, pid, start: None, log: PathBuf::new() }
     }
 
     /// Fails if our child has exited.
@@ -161,6 +180,13 @@ impl Controller {
             && proc.terminate(STOP_GRACE).await.is_none()
         {
             warn!(log = %self.log.display(), "the controller did not stop within the grace period; killed it");
+        }
+    }
+
+    /// SIGKILL, as a crash or a lost host would end it: no stream is closed cleanly.
+    pub async fn kill(mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop().await;
         }
     }
 

@@ -46,7 +46,7 @@ impl Change {
 /// What one phase (the creates, or the deletes) of a scenario measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
-    /// Admin calls made, one after another.
+    /// Admin calls made, all at once.
     pub calls: usize,
     pub call_ms_total: f64,
     pub call_ms_max: f64,
@@ -154,7 +154,7 @@ impl Admin {
     }
 
     /// Covers `agents` with as few sessions as the per-session source limit allows,
-    /// created one after another, then deletes them; measures both.
+    /// created at once, then deletes them at once; measures both.
     pub async fn scenario(
         &mut self,
         fleet: &Fleet,
@@ -169,7 +169,7 @@ impl Admin {
             scenario = label,
             agents = agents.len(),
             sessions = chunks.len(),
-            "covering {} agents takes {} session(s) of at most {MAX_SOURCES} sources, created one after another",
+            "covering {} agents takes {} session(s) of at most {MAX_SOURCES} sources, created at once",
             agents.len(),
             chunks.len()
         );
@@ -190,7 +190,7 @@ impl Admin {
         Ok(Scenario { name: label.to_owned(), covered: agents.len(), sessions: chunks.len(), create, delete })
     }
 
-    /// Makes the changes one after another and measures how the fleet took them.
+    /// Makes the changes, all at once, and measures how the fleet took them.
     async fn phase(
         &mut self,
         fleet: &Fleet,
@@ -199,14 +199,22 @@ impl Admin {
         windows: Windows,
     ) -> Result<Phase, LoadgenError> {
         let before = fleet.pushes();
+        // Every call at once, so a change covering the whole fleet reaches it in one
+        // burst however many sessions it takes.
+        let first_start = Instant::now();
+        let timed = futures::future::try_join_all(changes.iter().map(|change| {
+            let mut admin = self.clone();
+            async move {
+                let start = Instant::now();
+                admin.apply(change).await?;
+                Ok::<_, LoadgenError>((start, Instant::now()))
+            }
+        }))
+        .await?;
         // Per agent: when the call that changed its set started and returned.
         let mut calls: Vec<Option<(Instant, Instant)>> = vec![None; fleet.len()];
         let (mut call_ms_total, mut call_ms_max) = (0.0_f64, 0.0_f64);
-        let first_start = Instant::now();
-        for change in changes {
-            let start = Instant::now();
-            self.apply(change).await?;
-            let end = Instant::now();
+        for (change, &(start, end)) in changes.iter().zip(&timed) {
             let ms = signed_ms(end, start);
             call_ms_total += ms;
             call_ms_max = call_ms_max.max(ms);

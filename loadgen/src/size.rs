@@ -14,6 +14,7 @@ use crate::error::LoadgenError;
 use crate::procstat::{self, CpuWindow, Target};
 use crate::rig::{self, Controller, Lab};
 use crate::scenario::{Admin, Scenario, Seeded, Windows};
+use crate::storm::{self, Storm};
 
 const MB: f64 = 1024.0 * 1024.0;
 /// Descriptors a process needs beside one per agent connection.
@@ -50,8 +51,10 @@ pub struct SizeReport {
     pub seeded: Option<Seeded>,
     pub controller_rss_end_mb: Option<f64>,
     pub controller_rss_peak_mb: Option<f64>,
-    /// Streams that ended before the run closed them.
+    /// Streams that ended before the run closed them (the restart aside).
     pub streams_ended: usize,
+    /// The controller killed and restarted under the connected fleet, after seeding.
+    pub storm: Option<Storm>,
     /// Spawn to serving with this size's hosts and the seeded sessions in the database.
     pub start_loaded_ms: Option<f64>,
     /// What was in the database for that start.
@@ -138,6 +141,18 @@ pub async fn measure(
         warn!(streams_ended, first = %why, "some agent streams ended during the run");
     }
     drop(admin);
+    // The seeded database, with every agent holding its version: what a replica that
+    // crashed comes back to.
+    let storm = match (&mut against, &database) {
+        (Against::Lab(lab), Some((url, _))) => {
+            let windows = (config.converge_timeout(), config.quiet());
+            let label = format!("{agents}-restarted");
+            let (restarted, storm) = storm::restart(lab, &fleet, controller, url, &label, windows, ticks).await?;
+            controller = restarted;
+            Some(storm)
+        }
+        _ => None,
+    };
     fleet.disconnect().await;
     controller.stop().await;
 
@@ -153,6 +168,7 @@ pub async fn measure(
         controller_rss_end_mb,
         controller_rss_peak_mb,
         streams_ended,
+        storm,
         start_loaded_ms: None,
         loaded_hosts: None,
         loaded_sessions: None,

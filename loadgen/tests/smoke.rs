@@ -7,7 +7,7 @@ use clap::Parser;
 use teefleet_loadgen::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_agents_ack_every_change_and_nothing_else() {
+async fn twenty_agents_ack_every_change_and_nothing_else_and_survive_a_restart() {
     let config = Config::parse_from([
         "fleet-loadgen",
         "--agents",
@@ -48,6 +48,13 @@ async fn twenty_agents_ack_every_change_and_nothing_else() {
     // 20 hosts plus the one without an agent that the unrelated session named.
     assert_eq!((size.loaded_hosts, size.loaded_sessions), (Some(21), Some(30)));
     assert!(size.start_loaded_ms.is_some());
+    // Killed and restarted under the fleet: every agent is back, holding the version the
+    // database wants, so nothing is pushed.
+    let storm = size.storm.as_ref().expect("the controller was restarted under the fleet");
+    let back = storm.back.expect("agents came back");
+    assert_eq!((back.count, storm.missing), (20, 0), "{storm:?}");
+    assert_eq!(storm.pushes, 0, "{storm:?}");
+    assert!(storm.start_ms.is_some());
 
     let table = report.table();
     assert!(table.contains("| 20 agents |"), "{table}");
