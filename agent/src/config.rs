@@ -53,13 +53,18 @@ pub struct Config {
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub state_dir: PathBuf,
 
-    /// Seconds between health reports.
+    /// Seconds between health reports. The per-session counters they carry come from the
+    /// last drift check and were read at most about this long before (or one drift
+    /// interval, if that is longer).
     #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_interval: u64,
 
     /// Seconds between drift checks: our chains are read back and restored if something
-    /// else changed them, and the counters are read.
+    /// else changed them, and the counters are read. With the nft backend a check skips
+    /// reading while the nf_tables generation shows no commit since the last read (any
+    /// change makes the next check read) and the counters are recent enough for the next
+    /// health report; with the defaults every other check reads.
     #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub drift_interval: u64,

@@ -10,7 +10,8 @@
 //!   its renewal.
 //! - [`convert`]: the only place where wire types become domain types on the agent.
 //! - [`firewall`]: the [`Dataplane`] trait and its iptables implementation (render,
-//!   observe, apply, verify, repair, backend detection).
+//!   observe, apply, verify, repair, backend detection, the nf_tables generation that lets
+//!   a drift check skip reading).
 //! - [`drift`]: the periodic drift check, independent of the controller.
 //! - [`status`], [`http`]: readiness and metrics, served on a local port.
 //! - [`events`]: what the agent did on its own, queued for the controller.
@@ -99,7 +100,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tokio::fs::create_dir_all(&config.state_dir)
         .await
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
-    let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend)).await;
+    let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend))
+        .await
+        .with_counter_max_age(drift::counter_max_age(config.health_interval(), config.drift_interval()));
     let info = dataplane.info();
     info!(backend = %info.backend, version = %info.iptables_version, ipv6 = info.ipv6, "iptables found");
     for problem in &info.problems {

@@ -1,13 +1,21 @@
 //! The iptables dataplane against the real kernel, inside throwaway network namespaces:
 //! the exact rendered syntax is accepted, foreign rules are never touched, each built-in
-//! chain gets exactly one jump, and a failed apply changes nothing.
+//! chain gets exactly one jump, and a failed apply changes nothing. With the nft backend a
+//! drift check reads nothing while the nf_tables generation is unchanged, and still finds
+//! every change at once.
 
 mod common;
+
+use std::time::Duration;
 
 use common::{Netns, root_or_skip};
 use teefleet_agent::{
     ApplyError, Dataplane, Iptables, IptablesDataplane,
-    firewall::{Family, Observed, Variant, render},
+    firewall::{
+        Family, Observed, Variant,
+        generation::{Generation, GenerationError},
+        render,
+    },
 };
 use teefleet_model::{MirrorRule, PortRange, Protocol, RuleDirection, RuleSet};
 
@@ -203,17 +211,47 @@ async fn assert_applied_dual(ipt: &Iptables, set: &RuleSet) {
     }
 }
 
+/// One drift check: what it repaired (family, drift), and how many reads and writes it made.
+async fn check_counting(dp: &IptablesDataplane, what: &str) -> (Vec<(Family, String)>, u64, u64) {
+    let (reads, writes) = (dp.reads(), dp.writes());
+    let check = dp.check().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let repairs = check.repairs.into_iter().map(|r| (r.family, r.drift)).collect();
+    (repairs, dp.reads() - reads, dp.writes() - writes)
+}
+
+/// Longer than any test: counters are never too old to reuse within one.
+const REUSE_ALWAYS: Duration = Duration::from_secs(3600);
+
 #[tokio::test]
 async fn drift_in_either_family_is_repaired_and_foreign_rules_never_change() {
-    drift_scenario("drift_in_either_family_is_repaired_and_foreign_rules_never_change", Variant::System, "nft").await;
+    drift_scenario(
+        "drift_in_either_family_is_repaired_and_foreign_rules_never_change",
+        Variant::System,
+        "nft",
+        Duration::ZERO,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_drift_is_found_by_the_next_check_through_the_nf_tables_generation() {
+    drift_scenario(
+        "every_drift_is_found_by_the_next_check_through_the_nf_tables_generation",
+        Variant::Nft,
+        "nft",
+        REUSE_ALWAYS,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_legacy_backend_gets_the_same_treatment() {
-    drift_scenario("the_legacy_backend_gets_the_same_treatment", Variant::Legacy, "legacy").await;
+    // No generation covers legacy tables, so reusable counters change nothing there.
+    drift_scenario("the_legacy_backend_gets_the_same_treatment", Variant::Legacy, "legacy", REUSE_ALWAYS).await;
 }
 
-async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
+/// Every kind of drift, in both families, with `counter_max_age` for the dataplane.
+async fn drift_scenario(test: &str, variant: Variant, backend: &str, counter_max_age: Duration) {
     if !root_or_skip(test) {
         return;
     }
@@ -223,7 +261,7 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
     add_foreign_rules6(&ns);
     let foreign = ns.foreign();
     let ipt = Iptables::in_netns(&ns.name).with_variant(variant);
-    let dp = IptablesDataplane::new(ipt.clone()).await;
+    let dp = IptablesDataplane::new(ipt.clone()).await.with_counter_max_age(counter_max_age);
     let info = dp.info();
     assert!(info.ipv6 && info.problems.is_empty() && info.backend == backend, "{info:?}");
 
@@ -238,11 +276,16 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
     );
     assert_eq!(ns.chain6("TEEFLEET-POST").len(), 1);
 
-    // A push with the same rules and a new version writes nothing; so does a clean check.
+    // A push with the same rules and a new version writes nothing; so does a clean check,
+    // which reads both families, or nothing when the nf_tables generation says nothing
+    // changed since the push read them.
     let writes = dp.writes();
     dp.apply(&set_dual(2)).await.expect("same rules");
+    let reads = dp.reads();
     let check = dp.check().await.expect("check");
     assert_eq!((dp.writes(), check.repairs.len()), (writes, 0), "no-change push and clean check do not write");
+    let clean_reads = if backend == "nft" && !counter_max_age.is_zero() { 0 } else { 2 };
+    assert_eq!(dp.reads() - reads, clean_reads, "reads of a clean check");
 
     let jump_pre = "-m comment --comment teefleet -j TEEFLEET-PRE";
     let drifts: [(&str, Vec<String>, &str); 7] = [
@@ -274,12 +317,10 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str) {
         for command in &commands {
             ns.iptables(command);
         }
-        let (reads, writes) = (dp.reads(), dp.writes());
-        let check = dp.check().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-        let repairs: Vec<(Family, &str)> = check.repairs.iter().map(|r| (r.family, r.drift.as_str())).collect();
-        assert_eq!(repairs, [(Family::V4, description)], "{what}");
+        let (repairs, reads, writes) = check_counting(&dp, what).await;
+        assert_eq!(repairs, [(Family::V4, description.to_owned())], "{what}");
         // One read per family, one write and one read-back for the drifted family.
-        assert_eq!((dp.reads() - reads, dp.writes() - writes), (3, 1), "{what}");
+        assert_eq!((reads, writes), (3, 1), "{what}");
         assert_applied_dual(&ipt, &set_dual(2)).await;
         assert_eq!(ns.foreign(), foreign, "{what}");
     }
@@ -350,4 +391,134 @@ async fn a_table_iptables_save_calls_incompatible_is_reported_and_never_written(
     assert!(matches!(err, ApplyError::Incompatible(_)), "{err}");
     assert!(err.to_string().contains("incompatible"), "{err}");
     assert_eq!(ns.exec(&["nft", "list", "ruleset"]), before, "nothing was written");
+}
+
+/// Mirrors ICMP leaving the namespace (echo requests and replies on lo) to a collector.
+fn icmp_set() -> RuleSet {
+    RuleSet::new(1, vec![rule("icmp", RuleDirection::Egress, "10.0.0.5", Protocol::Icmp, None, None)]).expect("set")
+}
+
+/// A namespace with foreign rules and lo up, its foreign snapshot, and a dataplane with
+/// the nft tools that may reuse counters for `counter_max_age`.
+async fn setup_nft(test: &str, counter_max_age: Duration) -> Option<(Netns, String, IptablesDataplane)> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let ns = Netns::new();
+    add_foreign_rules(&ns);
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    let foreign = ns.foreign();
+    let dp = IptablesDataplane::new(Iptables::in_netns(&ns.name).with_variant(Variant::Nft))
+        .await
+        .with_counter_max_age(counter_max_age);
+    assert_eq!(dp.info().backend, "nft", "{:?}", dp.info());
+    Some((ns, foreign, dp))
+}
+
+fn ping(ns: &Netns, count: &str) {
+    ns.exec(&["ping", "-c", count, "-i", "0.01", "-q", "127.0.0.1"]);
+}
+
+fn icmp_packets(check: &teefleet_agent::firewall::Check) -> u64 {
+    let icmp: teefleet_model::SessionName = "icmp".parse().expect("name");
+    check.counters.get(&icmp).map_or(0, |c| c.packets)
+}
+
+#[tokio::test]
+async fn a_check_reads_nothing_until_nf_tables_changes_and_then_repairs_at_once() {
+    let test = "a_check_reads_nothing_until_nf_tables_changes_and_then_repairs_at_once";
+    let Some((ns, foreign, dp)) = setup_nft(test, REUSE_ALWAYS).await else {
+        return;
+    };
+    let set = icmp_set();
+    dp.apply(&set).await.expect("apply");
+
+    // Nothing committed since the apply read back: no check reads, and the counters are
+    // the ones that read saw, although packets matched since (counters are no commit).
+    ping(&ns, "5");
+    let (reads, writes) = (dp.reads(), dp.writes());
+    for _ in 0..3 {
+        let check = dp.check().await.expect("check");
+        assert_eq!((check.repairs.len(), icmp_packets(&check)), (0, 0));
+    }
+    assert_eq!((dp.reads() - reads, dp.writes() - writes), (0, 0), "clean checks read nothing");
+
+    // A commit anywhere in the namespace's nf_tables, even in a table not ours, makes the
+    // next check read (and take the counters), and the one after read nothing again.
+    ns.exec(&["nft", "add", "table", "inet", "unrelated"]);
+    let reads = dp.reads();
+    let check = dp.check().await.expect("check");
+    assert_eq!((check.repairs.len(), icmp_packets(&check), dp.reads() - reads), (0, 10, 1));
+    dp.check().await.expect("check");
+    assert_eq!(dp.reads() - reads, 1, "no read after the change was seen");
+
+    // Foreign changes to our chains are found and repaired by the very next check.
+    for (command, drift) in [
+        ("-I TEEFLEET-POST 1 -j ACCEPT", "chain TEEFLEET-POST has 2 rules instead of 1"),
+        ("-F TEEFLEET-POST", "chain TEEFLEET-POST was flushed"),
+        (
+            "-D POSTROUTING -m comment --comment teefleet -j TEEFLEET-POST",
+            "the jump from POSTROUTING to TEEFLEET-POST was removed",
+        ),
+    ] {
+        ns.iptables(command);
+        let (repairs, reads, writes) = check_counting(&dp, command).await;
+        assert_eq!(repairs, [(Family::V4, drift.to_owned())], "{command}");
+        // The read that found it, the repair, and the read back that checks it.
+        assert_eq!((reads, writes), (2, 1), "{command}");
+        assert_applied(&ns, &set);
+        assert_eq!(ns.foreign(), foreign, "{command}");
+        // The repair's own commit is behind the read back, so nothing is read after it.
+        assert_eq!(check_counting(&dp, command).await, (vec![], 0, 0), "{command}: the check after the repair");
+    }
+}
+
+#[tokio::test]
+async fn counters_are_read_again_once_older_than_their_max_age() {
+    let test = "counters_are_read_again_once_older_than_their_max_age";
+    let max_age = Duration::from_secs(1);
+    let Some((ns, _, dp)) = setup_nft(test, max_age).await else {
+        return;
+    };
+    dp.apply(&icmp_set()).await.expect("apply");
+    ping(&ns, "5");
+    // Nothing in nf_tables changes meanwhile; only the counters' age makes the check read.
+    tokio::time::sleep(max_age + Duration::from_millis(500)).await;
+    let reads = dp.reads();
+    let check = dp.check().await.expect("check");
+    assert_eq!((dp.reads() - reads, check.repairs.len()), (1, 0));
+    assert_eq!(icmp_packets(&check), 10, "echo requests and replies both leave through POSTROUTING on lo");
+}
+
+#[tokio::test]
+async fn the_generation_is_the_namespaces_own_and_bumped_by_every_nf_tables_commit() {
+    if !root_or_skip("the_generation_is_the_namespaces_own_and_bumped_by_every_nf_tables_commit") {
+        return;
+    }
+    let ns = Netns::new();
+    let mut generation = Generation::new(Some(ns.name.clone()));
+    let mut last = generation.read().await.expect("generation");
+    // Reading tables commits nothing.
+    ns.exec(&["iptables-nft-save", "-t", "mangle"]);
+    ns.exec(&["nft", "list", "ruleset"]);
+    assert_eq!(generation.read().await.expect("generation"), last);
+    for command in [
+        &["iptables-nft", "-t", "mangle", "-N", "TEEFLEET-TEST"][..],
+        &["iptables-nft", "-t", "mangle", "-A", "TEEFLEET-TEST", "-j", "ACCEPT"],
+        &["ip6tables-nft", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"],
+        &["nft", "add", "table", "inet", "other"],
+    ] {
+        ns.exec(command);
+        let now = generation.read().await.expect("generation");
+        assert_ne!(now, last, "{command:?}");
+        last = now;
+    }
+    // Legacy tables are not in nf_tables.
+    ns.exec(&["iptables-legacy", "-t", "mangle", "-N", "TEEFLEET-TEST"]);
+    assert_eq!(generation.read().await.expect("generation"), last);
+
+    // The agent's own namespace can be read too, and a missing one is an error.
+    Generation::new(None).read().await.expect("the agent's namespace");
+    let err = Generation::new(Some(format!("{}-missing", ns.name))).read().await.expect_err("no such namespace");
+    assert!(matches!(err, GenerationError::Netns { .. }), "{err:?}");
 }

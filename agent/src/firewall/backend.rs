@@ -29,6 +29,13 @@ pub struct DataplaneInfo {
 impl DataplaneInfo {
     /// Runs the checks. Never fails: what does not work becomes a problem in the report.
     pub async fn detect(iptables: &Iptables) -> DataplaneInfo {
+        Self::detect_with_ipv6_backend(iptables).await.0
+    }
+
+    /// [`Self::detect`], and the backend of the IPv6 tool (`nft`, `legacy`, `unknown`):
+    /// the host's alternatives choose `iptables` and `ip6tables` separately, and the
+    /// dataplane trusts the nf_tables generation only when both are nft.
+    pub(crate) async fn detect_with_ipv6_backend(iptables: &Iptables) -> (DataplaneInfo, &'static str) {
         let mut info = DataplaneInfo::default();
         match iptables.version(Family::V4).await {
             Ok(version) => {
@@ -42,13 +49,13 @@ impl DataplaneInfo {
         }
         let v4 = check_family(iptables, Family::V4).await;
         info.problems.extend(v4);
-        let v6 = match iptables.version(Family::V6).await {
-            Ok(_) => check_family(iptables, Family::V6).await,
-            Err(e) => vec![format!("{}: {}", iptables.program(Family::V6), error_chain(&e))],
+        let (v6, ipv6_backend) = match iptables.version(Family::V6).await {
+            Ok(version) => (check_family(iptables, Family::V6).await, backend_of(&version)),
+            Err(e) => (vec![format!("{}: {}", iptables.program(Family::V6), error_chain(&e))], "unknown"),
         };
         info.ipv6 = v6.is_empty();
         info.problems.extend(v6);
-        info
+        (info, ipv6_backend)
     }
 
     /// Why IPv6 rules cannot be applied, for the error that refuses them.

@@ -1,20 +1,23 @@
 //! Runs the iptables tools of each family (asynchronously, with a timeout, never through
 //! a shell) and implements [`Dataplane`] with them: converge each family's chains to the
-//! rule set in one transaction, read them back, and repair them when they drift.
+//! rule set in one transaction, read them back, and repair them when they drift. With the
+//! nft backend a drift check skips the read while the nf_tables generation shows that
+//! nothing changed and the counters it last read are recent enough.
 
 use std::{
     collections::BTreeMap,
     process::Stdio,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use teefleet_model::{RuleSet, SessionName};
 use tokio::{io::AsyncWriteExt, process::Command, sync::Mutex};
-use tracing::{debug, error, instrument};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::{
     ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair,
+    generation::Generation,
     observe::{Observed, Shape},
     render::{self, Family},
 };
@@ -60,6 +63,11 @@ impl Iptables {
     /// The same, running the binaries of `variant`.
     pub fn with_variant(self, variant: Variant) -> Self {
         Self { variant, ..self }
+    }
+
+    /// The namespace the tools act on, when it is not the agent's own.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     fn command(&self, program: &'static str, args: &[&str]) -> Command {
@@ -171,8 +179,22 @@ pub struct IptablesDataplane {
     /// Serialises every read-plan-write cycle (applies and drift checks), so two cannot
     /// plan from the same observation and both insert a jump.
     state: Mutex<State>,
+    /// The nf_tables generation of the namespace the tools act on. `None` unless the tools
+    /// of every family in use are nft: legacy tables are not in nf_tables, so no
+    /// generation tells of their changes. Only locked while `state` is held.
+    generation: Option<Mutex<GenerationReader>>,
+    /// See [`Self::with_counter_max_age`].
+    counter_max_age: Duration,
     writes: AtomicU64,
     reads: AtomicU64,
+}
+
+/// The generation and whether reading it failed last time, so a failure that persists is
+/// logged once.
+#[derive(Debug)]
+struct GenerationReader {
+    generation: Generation,
+    failing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -190,21 +212,72 @@ struct FamilyState {
     rules: Vec<String>,
     /// What reading back showed after the last write; `None` until the first.
     shape: Option<Shape>,
+    /// The nf_tables generation read just before the read that showed `shape`. While the
+    /// kernel's generation is still this one, nothing was committed since that read began,
+    /// ours or anyone's, so the kernel still holds `shape`.
+    generation: Option<u32>,
     /// The kernel's counters at the last read.
     live: BTreeMap<SessionName, Counter>,
+    /// When the read that gave `live` began.
+    read_at: Option<Instant>,
+}
+
+impl FamilyState {
+    /// Whether a check can do without reading this family: the kernel's generation `now`
+    /// is the one remembered with the baseline, and the counters are younger than
+    /// `max_age` at `at`.
+    fn unchanged(&self, now: Option<u32>, max_age: Duration, at: Instant) -> bool {
+        now.is_some()
+            && self.generation == now
+            && self.shape.is_some()
+            && self.read_at.is_some_and(|read| at.saturating_duration_since(read) < max_age)
+    }
+}
+
+/// One `iptables-save` of a family, and what the next check needs to know about it.
+struct Read {
+    observed: Observed,
+    /// The nf_tables generation just before the save; see [`FamilyState::generation`].
+    generation: Option<u32>,
+    at: Instant,
 }
 
 impl IptablesDataplane {
-    /// Finds out what the host's iptables can do (see [`DataplaneInfo::detect`]).
+    /// Finds out what the host's iptables can do (see [`DataplaneInfo::detect`]). Every
+    /// drift check reads the table, unless [`Self::with_counter_max_age`] says otherwise.
     pub async fn new(iptables: Iptables) -> Self {
-        let info = DataplaneInfo::detect(&iptables).await;
+        let (info, ipv6_backend) = DataplaneInfo::detect_with_ipv6_backend(&iptables).await;
+        let generation = if info.backend == "nft" && (!info.ipv6 || ipv6_backend == "nft") {
+            let generation = Generation::new(iptables.netns().map(str::to_owned));
+            Some(Mutex::new(GenerationReader { generation, failing: false }))
+        } else {
+            debug!(
+                backend = %info.backend,
+                ipv6_backend,
+                "not nf_tables in every family: each drift check reads the table"
+            );
+            None
+        };
         Self {
             iptables,
             info,
             state: Mutex::new(State::default()),
+            generation,
+            counter_max_age: Duration::ZERO,
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
         }
+    }
+
+    /// Lets a drift check skip `iptables-save` when the nf_tables generation shows that
+    /// nothing changed since the last read and that read's counters are younger than
+    /// `max_age`; otherwise it reads, repairs and refreshes the counters as always. The
+    /// checks' counters are then up to `max_age` (plus one check interval) old. Drift
+    /// detection does not wait for it: any nf_tables commit changes the generation, and
+    /// the next check reads. No effect with the legacy backend. Zero, the default, reads
+    /// at every check.
+    pub fn with_counter_max_age(self, max_age: Duration) -> Self {
+        Self { counter_max_age: max_age, ..self }
     }
 
     /// How many `iptables-restore` transactions this dataplane has committed.
@@ -238,9 +311,46 @@ impl IptablesDataplane {
         Family::ALL.into_iter().filter(move |f| *f == Family::V4 || ipv6)
     }
 
-    async fn observe(&self, family: Family) -> Result<Observed, ApplyError> {
+    async fn observe(&self, family: Family) -> Result<Read, ApplyError> {
+        // The generation is read before the table: a commit between the two then leaves a
+        // generation older than what was read, which only costs a read at the next check;
+        // the other order could remember a generation newer than what was read and miss
+        // that commit.
+        let generation = self.generation().await;
+        let at = Instant::now();
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Observed::parse(&self.iptables.save(family).await?)
+        let observed = Observed::parse(&self.iptables.save(family).await?)?;
+        Ok(Read { observed, generation, at })
+    }
+
+    /// The namespace's nf_tables generation, when a check may use it (nft backend, and
+    /// counters may be reused at all). A failure is logged, once until it works again,
+    /// and only means that the table is read.
+    async fn generation(&self) -> Option<u32> {
+        if self.counter_max_age.is_zero() {
+            return None;
+        }
+        let mut reader = self.generation.as_ref()?.lock().await;
+        match reader.generation.read().await {
+            Ok(id) => {
+                if std::mem::take(&mut reader.failing) {
+                    info!("the nf_tables generation can be read again; drift checks skip unneeded reads");
+                }
+                Some(id)
+            }
+            Err(e) if reader.failing => {
+                debug!(error = %error_chain(&e), "cannot read the nf_tables generation");
+                None
+            }
+            Err(e) => {
+                warn!(
+                    error = %error_chain(&e),
+                    "cannot read the nf_tables generation; every drift check reads the table until it can"
+                );
+                reader.failing = true;
+                None
+            }
+        }
     }
 
     async fn write(&self, family: Family, input: &str) -> Result<(), ApplyError> {
@@ -265,8 +375,8 @@ impl IptablesDataplane {
         if rules.is_empty() && current.rules.is_empty() && current.shape.as_ref() == Some(&Shape::default()) {
             return Ok(false);
         }
-        let observed = self.observe(family).await?;
-        self.converge_from(state, family, rules, expected, observed).await
+        let read = self.observe(family).await?;
+        self.converge_from(state, family, rules, expected, read).await
     }
 
     /// [`Self::converge`] from an observation just made.
@@ -276,31 +386,38 @@ impl IptablesDataplane {
         family: Family,
         rules: &[String],
         expected: &[Vec<&SessionName>; 2],
-        observed: Observed,
+        read: Read,
     ) -> Result<bool, ApplyError> {
         let current = &mut state.families[family.index()];
-        current.live = observed.counters();
-        let shape = observed.shape();
+        current.live = read.observed.counters();
+        current.read_at = Some(read.at);
+        let shape = read.observed.shape();
         if current.shape.as_ref() == Some(&shape) && current.rules == rules {
+            current.generation = read.generation;
             return Ok(false);
         }
-        let Some(input) = render::plan(rules, &observed) else {
+        let Some(input) = render::plan(rules, &read.observed) else {
             // No rules and nothing of ours: the kernel already is what was asked.
             current.rules = Vec::new();
             current.shape = Some(shape);
+            current.generation = read.generation;
             return Ok(false);
         };
+        // Whatever happens next, the remembered generation no longer describes the kernel.
+        current.generation = None;
         self.write(family, &input).await?;
         // The replaced rules' kernel counters are gone; keep their sums.
         for (session, counter) in std::mem::take(&mut current.live) {
             *state.base.entry(session).or_default() += counter;
         }
         let back = self.observe(family).await?;
-        back.verify(expected).map_err(|detail| ApplyError::Verify { family, detail })?;
+        back.observed.verify(expected).map_err(|detail| ApplyError::Verify { family, detail })?;
         let current = &mut state.families[family.index()];
         current.rules = rules.to_vec();
-        current.shape = Some(back.shape());
-        current.live = back.counters();
+        current.shape = Some(back.observed.shape());
+        current.generation = back.generation;
+        current.live = back.observed.counters();
+        current.read_at = Some(back.at);
         Ok(true)
     }
 
@@ -363,6 +480,8 @@ impl Dataplane for IptablesDataplane {
 
     async fn check(&self) -> Result<Check, ApplyError> {
         let mut state = self.state.lock().await;
+        let generation = self.generation().await;
+        let now = Instant::now();
         let mut repairs = Vec::new();
         for family in self.families() {
             let current = &state.families[family.index()];
@@ -371,11 +490,19 @@ impl Dataplane for IptablesDataplane {
             if current.rules.is_empty() {
                 continue;
             }
+            // Nothing was committed since the baseline was read, and its counters will do.
+            if current.unchanged(generation, self.counter_max_age, now) {
+                debug!(family = family.label(), generation, "nf_tables generation unchanged; not read");
+                continue;
+            }
             let baseline = current.shape.clone().unwrap_or_default();
-            let observed = self.observe(family).await?;
-            let shape = observed.shape();
+            let read = self.observe(family).await?;
+            let shape = read.observed.shape();
             if shape == baseline {
-                state.families[family.index()].live = observed.counters();
+                let current = &mut state.families[family.index()];
+                current.live = read.observed.counters();
+                current.read_at = Some(read.at);
+                current.generation = read.generation;
                 continue;
             }
             // The caller logs and reports the repair; here it only has to happen.
@@ -386,7 +513,7 @@ impl Dataplane for IptablesDataplane {
             let expected = render::expected_sessions(&set, family);
             // Without a baseline, converge rewrites even though the rules are the same.
             state.families[family.index()].shape = None;
-            self.converge_from(&mut state, family, &rules, &expected, observed).await?;
+            self.converge_from(&mut state, family, &rules, &expected, read).await?;
             repairs.push(Repair { family, drift });
         }
         Ok(Check { repairs, counters: Self::totals(&state) })
@@ -400,6 +527,29 @@ impl Dataplane for IptablesDataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_family_is_read_unless_its_generation_is_unchanged_and_its_counters_recent() {
+        let read = Instant::now();
+        let max_age = Duration::from_secs(6);
+        let family = FamilyState {
+            shape: Some(Shape::default()),
+            generation: Some(7),
+            read_at: Some(read),
+            ..FamilyState::default()
+        };
+        let later = |secs| read + Duration::from_secs(secs);
+        assert!(family.unchanged(Some(7), max_age, later(5)));
+        assert!(!family.unchanged(Some(8), max_age, later(5)), "something was committed");
+        assert!(!family.unchanged(None, max_age, later(5)), "the generation could not be read");
+        assert!(!family.unchanged(Some(7), max_age, later(6)), "the counters are too old");
+        assert!(!family.unchanged(Some(7), Duration::ZERO, read), "counters are never reused");
+        let unknown = FamilyState { shape: Some(Shape::default()), read_at: Some(read), ..FamilyState::default() };
+        assert!(!unknown.unchanged(None, max_age, read), "no generation was remembered");
+        let no_baseline =
+            FamilyState { shape: None, generation: Some(7), read_at: Some(read), ..FamilyState::default() };
+        assert!(!no_baseline.unchanged(Some(7), max_age, read), "a failed repair left no baseline");
+    }
 
     #[test]
     fn finds_the_failing_input_line() {

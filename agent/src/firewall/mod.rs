@@ -5,13 +5,16 @@
 //! [`IptablesDataplane`], renders rules into chains the agent owns in the `mangle` table
 //! of each address family ([`render`]), applies them in one `iptables-restore --noflush`
 //! transaction per family ([`iptables`]), reads them back ([`observe`]) and repairs them
-//! when something else changed them. [`backend`] finds out what the host's iptables can do.
+//! when something else changed them. [`backend`] finds out what the host's iptables can do;
+//! [`generation`] reads the nf_tables ruleset generation, which tells a drift check that
+//! nothing changed without reading the table.
 
 use std::{collections::BTreeMap, future::Future, net::IpAddr, ops::AddAssign};
 
 use teefleet_model::{RuleSet, SessionName};
 
 pub mod backend;
+pub mod generation;
 pub mod iptables;
 pub mod observe;
 pub mod render;
