@@ -44,7 +44,8 @@ const SMOKE_SIZES: [usize; 2] = [1, 100];
 const GATEWAY: &str = "10.99.0.2";
 const LOCAL_ADDR: &str = "10.99.0.1/16";
 /// The controller address of the idle agent: nothing listens on the discard port, so the
-/// agent keeps retrying with backoff and never receives a push.
+/// agent keeps retrying with backoff and never receives a push. Plaintext, so the agent
+/// needs `--insecure` (or it refuses to start).
 const UNREACHABLE: &str = "http://127.0.0.1:9";
 /// Targets from the issue, printed next to the measurements (not asserted).
 const TARGET_APPLY_MS: f64 = 50.0;
@@ -466,7 +467,7 @@ async fn idle(bench_exe: &Path) -> Result<()> {
     let mut child = command
         .args(["netns", "exec", &netns.name])
         .arg(&agent)
-        .args(["--controller", UNREACHABLE, "--host-id", "bench", "--state-dir"])
+        .args(["--controller", UNREACHABLE, "--insecure", "--host-id", "bench", "--state-dir"])
         .arg(state.path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
