@@ -29,6 +29,11 @@ pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// [`status_bytes`] in MiB, for a process that may not be ours to read.
+pub fn status_mb(pid: Option<u32>, field: &str) -> Option<f64> {
+    pid.and_then(|p| status_bytes(p, field)).map(|b| b as f64 / (1024.0 * 1024.0))
+}
+
 /// The fields of `/proc/PID/stat` after the command name, which is in parentheses and may
 /// itself contain spaces and parentheses.
 fn stat_fields(pid: &str) -> Option<Vec<String>> {

@@ -16,7 +16,6 @@ use crate::rig::{self, Controller, Lab};
 use crate::scenario::{Admin, Scenario, Seeded, Windows};
 use crate::storm::{self, Storm};
 
-const MB: f64 = 1024.0 * 1024.0;
 /// Descriptors a process needs beside one per agent connection.
 const SPARE_FILES: u64 = 256;
 
@@ -134,8 +133,8 @@ pub async fn measure(
         _ => None,
     };
     let pid = controller.pid;
-    let controller_rss_end_mb = pid.and_then(|p| procstat::status_bytes(p, "VmRSS")).map(|b| b as f64 / MB);
-    let controller_rss_peak_mb = pid.and_then(|p| procstat::status_bytes(p, "VmHWM")).map(|b| b as f64 / MB);
+    let controller_rss_end_mb = procstat::status_mb(pid, "VmRSS");
+    let controller_rss_peak_mb = procstat::status_mb(pid, "VmHWM");
     let (streams_ended, first) = fleet.ended();
     if let Some(why) = first {
         warn!(streams_ended, first = %why, "some agent streams ended during the run");
@@ -213,7 +212,7 @@ async fn idle(
     };
     Ok(Idle {
         window_secs: secs,
-        controller_rss_mb: controller.pid.and_then(|p| procstat::status_bytes(p, "VmRSS")).map(|b| b as f64 / MB),
+        controller_rss_mb: procstat::status_mb(controller.pid, "VmRSS"),
         controller_cpu_pct: ctl.map(|w| w.percent(ticks)),
         postgres_cpu_pct: pg.map(|w| w.percent(ticks)),
         loadgen_cpu_pct: me.percent(ticks),

@@ -19,7 +19,6 @@ use crate::rig::{Controller, Lab};
 /// How often the agents' streams are counted while they come back; the resolution of
 /// the per-agent times.
 const POLL: Duration = Duration::from_millis(10);
-const MB: f64 = 1024.0 * 1024.0;
 
 /// What the restart measured.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +78,7 @@ pub async fn restart(
     }
     let pid = restarted.pid;
     let controller_cpu_secs = pid.and_then(procstat::cpu_ticks).map(|t| t as f64 / ticks.max(1) as f64);
-    let controller_rss_mb = pid.and_then(|p| procstat::status_bytes(p, "VmRSS")).map(|b| b as f64 / MB);
+    let controller_rss_mb = procstat::status_mb(pid, "VmRSS");
     if !pending.is_empty() {
         warn!(missing = pending.len(), first = %agents[pending[0]].host_id, "agents not back in time");
     }

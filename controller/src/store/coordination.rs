@@ -5,7 +5,10 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use sqlx::{Connection, PgConnection, Postgres, Row, Transaction, postgres::PgListener};
+use sqlx::{
+    Connection, PgConnection, Postgres, Row, Transaction,
+    postgres::{PgListener, PgRow},
+};
 use teefleet_model::{HostId, RuleSet};
 
 use super::{Result, Store, corrupt, rule_set, version};
@@ -112,33 +115,37 @@ impl Store {
 
     /// The desired sets of those of `hosts` that exist.
     pub async fn desired_many(&self, hosts: &[HostId]) -> Result<Vec<(HostId, RuleSet)>> {
-        let mut out = Vec::with_capacity(hosts.len());
-        for chunk in hosts.chunks(BATCH) {
-            let ids: Vec<&str> = chunk.iter().map(HostId::as_str).collect();
-            let rows = sqlx::query("SELECT host_id, desired_version, desired_rules FROM hosts WHERE host_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-                out.push((host, rule_set(row)?));
-            }
-        }
-        Ok(out)
+        self.per_host(
+            hosts,
+            "SELECT host_id, desired_version, desired_rules FROM hosts WHERE host_id = ANY($1)",
+            rule_set,
+        )
+        .await
     }
 
     /// The desired version of each of `hosts` that exists: the cheap half of a re-read.
     pub async fn desired_versions(&self, hosts: &[HostId]) -> Result<Vec<(HostId, u64)>> {
+        self.per_host(hosts, "SELECT host_id, desired_version FROM hosts WHERE host_id = ANY($1)", |row| {
+            Ok(version(row.try_get("desired_version")?))
+        })
+        .await
+    }
+
+    /// Runs `query` (its `$1` the host ids, its rows led by `host_id`) over `hosts` in
+    /// batches, and reads each row's host and `read` of it.
+    async fn per_host<T>(
+        &self,
+        hosts: &[HostId],
+        query: &'static str,
+        read: impl Fn(&PgRow) -> Result<T>,
+    ) -> Result<Vec<(HostId, T)>> {
         let mut out = Vec::with_capacity(hosts.len());
         for chunk in hosts.chunks(BATCH) {
             let ids: Vec<&str> = chunk.iter().map(HostId::as_str).collect();
-            let rows = sqlx::query("SELECT host_id, desired_version FROM hosts WHERE host_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows = sqlx::query(query).bind(&ids).fetch_all(&self.pool).await?;
             for row in &rows {
-                let host: HostId = row.try_get::<String, _>(0)?.parse().map_err(corrupt)?;
-                out.push((host, version(row.try_get(1)?)));
+                let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+                out.push((host, read(row)?));
             }
         }
         Ok(out)
