@@ -232,6 +232,14 @@ impl FamilyState {
             && self.shape.is_some()
             && self.read_at.is_some_and(|read| at.saturating_duration_since(read) < max_age)
     }
+
+    /// Takes the counters of `read` and its generation; the shape is the caller's to
+    /// judge.
+    fn saw(&mut self, read: &Read) {
+        self.live = read.observed.counters();
+        self.read_at = Some(read.at);
+        self.generation = read.generation;
+    }
 }
 
 /// One `iptables-save` of a family, and what the next check needs to know about it.
@@ -389,18 +397,15 @@ impl IptablesDataplane {
         read: Read,
     ) -> Result<bool, ApplyError> {
         let current = &mut state.families[family.index()];
-        current.live = read.observed.counters();
-        current.read_at = Some(read.at);
+        current.saw(&read);
         let shape = read.observed.shape();
         if current.shape.as_ref() == Some(&shape) && current.rules == rules {
-            current.generation = read.generation;
             return Ok(false);
         }
         let Some(input) = render::plan(rules, &read.observed) else {
             // No rules and nothing of ours: the kernel already is what was asked.
             current.rules = Vec::new();
             current.shape = Some(shape);
-            current.generation = read.generation;
             return Ok(false);
         };
         // Whatever happens next, the remembered generation no longer describes the kernel.
@@ -415,9 +420,7 @@ impl IptablesDataplane {
         let current = &mut state.families[family.index()];
         current.rules = rules.to_vec();
         current.shape = Some(back.observed.shape());
-        current.generation = back.generation;
-        current.live = back.observed.counters();
-        current.read_at = Some(back.at);
+        current.saw(&back);
         Ok(true)
     }
 
@@ -499,10 +502,7 @@ impl Dataplane for IptablesDataplane {
             let read = self.observe(family).await?;
             let shape = read.observed.shape();
             if shape == baseline {
-                let current = &mut state.families[family.index()];
-                current.live = read.observed.counters();
-                current.read_at = Some(read.at);
-                current.generation = read.generation;
+                state.families[family.index()].saw(&read);
                 continue;
             }
             // The caller logs and reports the repair; here it only has to happen.
