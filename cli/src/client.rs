@@ -61,14 +61,19 @@ impl CliError {
     }
 }
 
-fn status_text(status: &tonic::Status) -> &str {
-    if status.message().is_empty() { status.code().description() } else { status.message() }
+/// The controller's message, escaped: it can quote what an agent or a caller sent.
+fn status_text(status: &tonic::Status) -> std::borrow::Cow<'_, str> {
+    if status.message().is_empty() {
+        status.code().description().into()
+    } else {
+        teefleet_model::text::escaped(status.message())
+    }
 }
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Status(status) => f.write_str(status_text(status)),
+            CliError::Status(status) => f.write_str(&status_text(status)),
             CliError::Access { status, hint } => write!(f, "{}\nhint: {hint}", status_text(status)),
             CliError::Connect { url, detail, hint } => {
                 write!(f, "cannot reach the controller at {url}: {detail}")?;

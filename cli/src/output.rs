@@ -1,10 +1,13 @@
 //! What fleetctl prints: clean serde structs converted from the proto messages (so JSON
 //! output does not expose prost's integer enums), and the hand-written aligned tables.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use serde::Serialize;
-use teefleet_model::Sample;
+use teefleet_model::{Sample, text::escaped};
 use teefleet_proto::v1;
 
 use crate::args::Format;
@@ -279,10 +282,13 @@ impl From<&v1::HostEvent> for EventOut {
 }
 
 /// Renders rows under a header as left-aligned columns separated by two spaces, with no
-/// trailing whitespace. Widths count characters, not bytes.
+/// trailing whitespace. Widths count characters, not bytes. Cells are shown escaped: they
+/// hold what agents and callers sent, and the controller's cleaning is not the only
+/// defence of the operator's terminal.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows.iter().map(|row| row.iter().map(|c| escaped(c)).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             let len = cell.chars().count();
             match widths.get_mut(i) {
@@ -292,8 +298,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    let header: Vec<Cow<'_, str>> = headers.iter().map(|h| Cow::Borrowed(*h)).collect();
+    for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i > 0 {
@@ -312,7 +318,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// `Key:` and value lines, the values aligned one space after the longest key.
 fn key_values(fields: &[(&str, String)]) -> String {
     let width = fields.iter().map(|(key, _)| key.chars().count() + 2).max().unwrap_or(0);
-    fields.iter().map(|(key, value)| format!("{:<width$}{value}\n", format!("{key}:"))).collect()
+    fields.iter().map(|(key, value)| format!("{:<width$}{}\n", format!("{key}:"), escaped(value))).collect()
 }
 
 fn yes_no(b: bool) -> String {
@@ -492,7 +498,7 @@ pub fn session_detail(s: &SessionOut) -> String {
     if !s.problems.is_empty() {
         out.push_str("\nProblems:\n");
         for p in &s.problems {
-            out.push_str(&format!("  - {p}\n"));
+            out.push_str(&format!("  - {}\n", escaped(p)));
         }
     }
     out
@@ -564,7 +570,7 @@ pub fn host_detail(h: &HostOut) -> String {
     if let Some(d) = h.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
         out.push_str("\nDataplane problems:\n");
         for p in &d.problems {
-            out.push_str(&format!("  - {p}\n"));
+            out.push_str(&format!("  - {}\n", escaped(p)));
         }
     }
     out.push('\n');
@@ -1367,6 +1373,28 @@ mod tests {
                 "result": "ok",
             })
         );
+    }
+
+    #[test]
+    fn text_from_outside_is_escaped_in_tables_and_exact_in_json() {
+        let hostile = "a\u{1b}]0;owned\u{7}\nforged row\u{202e}txt";
+        let mut proto = proto_host();
+        proto.last_error = hostile.into();
+        proto.events[0].message = hostile.into();
+        proto.dataplane.as_mut().expect("dataplane").problems = vec![hostile.into()];
+        let host = HostOut::from(&proto);
+        for text in [hosts_table(std::slice::from_ref(&host)), host_detail(&host)] {
+            assert!(!text.chars().any(|c| teefleet_model::text::acts_on_terminals(c) && c != '\n'), "{text}");
+            assert!(text.contains("a\\u{1b}]0;owned\\u{7}\\u{a}forged row\\u{202e}txt"), "{text}");
+            assert!(!text.lines().any(|l| l.starts_with("forged")), "no row is forged: {text}");
+        }
+        let json = serde_json::to_value(&host).expect("serializes");
+        assert_eq!(json["last_error"], hostile, "JSON keeps the text exact");
+
+        let record = v1::AuditRecord { target: "a\nb\u{1b}[31m".into(), ..Default::default() };
+        let text = audit_table(&[AuditOut::from(&record)]);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("a\\u{a}b\\u{1b}[31m"), "{text}");
     }
 
     #[test]

@@ -89,8 +89,7 @@ pub async fn load_or_create_ca(store: &Store, secret: Option<&str>) -> Result<Ca
 /// The bootstrap admin token: the configured one, or a new one logged once when no admin
 /// token is usable (a first start, or every admin token expired or revoked).
 async fn bootstrap_token(store: &Store, configured: Option<&str>) -> Result<(), Error> {
-    let entry =
-        |action| AuditEntry { actor: "controller".into(), peer: "local".into(), action, target: "bootstrap".into() };
+    let entry = |action| AuditEntry::new("controller", "local", action, "bootstrap");
     if let Some(secret) = configured {
         return store
             .upsert_bootstrap_token(&auth::hash_secret(secret), &entry("token.bootstrap"))

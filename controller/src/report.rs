@@ -4,25 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use teefleet_model::{EventKind, SessionName};
+use teefleet_model::{EventKind, SessionName, text::printable};
 
 /// The most events kept per host; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS_PER_HOST: i64 = 50;
 /// The longest event message kept, in bytes.
 pub const MAX_EVENT_MESSAGE: usize = 1024;
-
-/// Replaces control characters (which could rewrite an operator's terminal) with spaces
-/// and cuts the text to at most `max` bytes on a character boundary.
-pub fn clean_text(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max));
-    for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
-        if out.len() + c.len_utf8() > max {
-            break;
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// The agent's dataplane as it last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -91,20 +78,13 @@ pub struct HostEvent {
 
 impl HostEvent {
     pub fn new(kind: EventKind, message: &str, at: DateTime<Utc>) -> Self {
-        Self { kind, message: clean_text(message, MAX_EVENT_MESSAGE), at }
+        Self { kind, message: printable(message, MAX_EVENT_MESSAGE), at }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_is_printable_and_cut_on_a_character_boundary() {
-        assert_eq!(clean_text("a\x1b[2Jb\nc", 100), "a [2Jb c");
-        assert_eq!(clean_text("ééé", 5), "éé");
-        assert_eq!(clean_text(&"x".repeat(5000), MAX_EVENT_MESSAGE).len(), MAX_EVENT_MESSAGE);
-    }
 
     #[test]
     fn totals_saturate_and_counters_keep_their_json_shape() {

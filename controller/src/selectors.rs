@@ -155,12 +155,7 @@ pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, Stor
                 session.collector_subnet
             )
         });
-        let audit = AuditEntry {
-            actor: "controller".into(),
-            peer: "local".into(),
-            action: "session.resolve",
-            target: session.name.to_string(),
-        };
+        let audit = AuditEntry::new("controller", "local", "session.resolve", session.name.as_str());
         match store.set_tag_sources(session, &resolution.sources, problem.as_deref(), &audit).await? {
             Some(change) if !change.is_empty() => {
                 info!(

@@ -8,35 +8,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Controller, FakeCloud, database, tls_channel};
-use rcgen::{CertificateParams, KeyPair};
+use common::{
+    Controller, database,
+    secure::{BOOTSTRAP, COLLECTOR, OTHER, SOURCE, audit, cloud, create_token, csr, enroll, hello, with_token},
+    tls_channel,
+};
 use teefleet_proto::v1::{
-    self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, audit_service_client::AuditServiceClient,
+    self as pb, agent_service_client::AgentServiceClient, audit_service_client::AuditServiceClient,
     collector_service_client::CollectorServiceClient, host_service_client::HostServiceClient,
     session_service_client::SessionServiceClient, token_service_client::TokenServiceClient,
 };
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, transport::Channel};
-
-const BOOTSTRAP: &str = "bootstrap-admin-secret-0123456789";
-const COLLECTOR: &str = "i-0c0000000000000c1";
-const SOURCE: &str = "i-05000000000000001";
-const OTHER: &str = "i-05000000000000002";
-
-fn cloud() -> std::sync::Arc<FakeCloud> {
-    FakeCloud::with(&[(COLLECTOR, "10.9.0.100"), (SOURCE, "10.9.0.10"), (OTHER, "10.9.0.11")])
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut req = Request::new(message);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    req
-}
-
-async fn create_token(channel: &Channel, admin: &str, role: &str, uses: Option<u32>) -> Result<String, tonic::Status> {
-    let req = pb::CreateTokenRequest { role: role.into(), ttl_seconds: 3600, uses };
-    Ok(TokenServiceClient::new(channel.clone()).create_token(with_token(req, admin)).await?.into_inner().secret)
-}
+use tonic::{Code, transport::Channel};
 
 /// Registers the collector with the bootstrap token, which is an admin's.
 async fn add_collector_as_admin(channel: &Channel) {
@@ -64,42 +46,6 @@ async fn session_names(channel: &Channel, token: &str) -> Vec<String> {
         .await
         .expect("list sessions");
     reply.into_inner().sessions.into_iter().map(|s| s.name).collect()
-}
-
-async fn audit(channel: &Channel, admin: &str) -> Vec<pb::AuditRecord> {
-    AuditServiceClient::new(channel.clone())
-        .list_audit(with_token(pb::ListAuditRequest::default(), admin))
-        .await
-        .expect("audit")
-        .into_inner()
-        .records
-}
-
-/// A key and a CSR asking for more than an agent should get (a CA, another name).
-fn csr() -> (KeyPair, String) {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["anything.example".to_owned()]).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let pem = params.serialize_request(&key).expect("csr").pem().expect("pem");
-    (key, pem)
-}
-
-async fn enroll(channel: &Channel, token: &str, host: &str) -> Result<(String, String), tonic::Status> {
-    let (key, csr) = csr();
-    let req = pb::EnrollRequest { join_token: token.into(), host_id: host.into(), csr };
-    let reply = AgentServiceClient::new(channel.clone()).enroll(req).await?.into_inner();
-    Ok((reply.certificate, key.serialize_pem()))
-}
-
-/// The agent stream after Hello as `host`, with the sender that keeps it open.
-type Stream = (tokio::sync::mpsc::Sender<pb::AgentMessage>, tonic::Streaming<pb::ControllerMessage>);
-
-async fn hello(channel: &Channel, host: &str) -> Result<Stream, tonic::Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let hello = pb::Hello { host_id: host.into(), agent_version: "test".into(), ..Default::default() };
-    tx.send(pb::AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue hello");
-    let stream = AgentServiceClient::new(channel.clone()).sync(ReceiverStream::new(rx)).await?.into_inner();
-    Ok((tx, stream))
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ async fn store() -> (TempPostgres, Store) {
 }
 
 fn audit() -> AuditEntry {
-    AuditEntry { actor: "test".into(), peer: "local".into(), action: "test", target: String::new() }
+    AuditEntry::new("test", "local", "test", "")
 }
 
 fn hello(applied_version: u64, connection_id: i64) -> HelloRecord<'static> {

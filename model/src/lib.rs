@@ -15,6 +15,7 @@ mod selector;
 mod session;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategy;
+pub mod text;
 mod throttle;
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::ValidationError;
 ///
 /// The limits are EC2's: a key of 1 to 128 characters, a value of at most 256. A key may
 /// not contain `=` (the first `=` separates key and value), and neither may contain a
-/// control character, which no one types on purpose and which could rewrite a terminal
-/// that shows the session.
+/// control or bidi character, which no one types on purpose (EC2 does not allow them) and
+/// which could rewrite a terminal that shows the session.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TagSelector {
@@ -64,8 +64,11 @@ impl TagSelector {
                 Self::MAX_VALUE_CHARS
             )));
         }
-        if key.chars().chain(value.chars()).any(char::is_control) {
-            return Err(invalid(format!("tag {} contains a control character", excerpt(&format!("{key}={value}")))));
+        if key.chars().chain(value.chars()).any(crate::text::acts_on_terminals) {
+            return Err(invalid(format!(
+                "tag {} contains a control character or one that reorders text",
+                excerpt(&format!("{key}={value}"))
+            )));
         }
         Ok(Self { key, value })
     }

@@ -38,8 +38,8 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
-    pub fn audit(&self, action: &'static str, target: impl Into<String>) -> AuditEntry {
-        AuditEntry { actor: self.principal.actor(), peer: self.peer.clone(), action, target: target.into() }
+    pub fn audit(&self, action: &'static str, target: &str) -> AuditEntry {
+        AuditEntry::new(&self.principal.actor(), &self.peer, action, target)
     }
 }
 
@@ -95,7 +95,7 @@ impl Api {
         };
         let result = format!("{:?}: {}", status.code(), status.message());
         if let Err(e) = self.store.audit_failure(entry, &result).await {
-            warn!(action = entry.action, error = %e, "could not record a failed change in the audit log");
+            warn!(action = entry.action(), error = %e, "could not record a failed change in the audit log");
         }
         Err(status)
     }
@@ -143,7 +143,7 @@ impl Api {
                 "a join token is needed to enroll (fleetctl token create --role agent)",
             ));
         }
-        let entry = AuditEntry { actor: "unknown token".into(), peer, action: "host.enroll", target: host.to_string() };
+        let entry = AuditEntry::new("unknown token", &peer, "host.enroll", host.as_str());
         let lifetime = self.access.agent_cert_lifetime;
         let outcome = self
             .store
@@ -153,7 +153,7 @@ impl Api {
         let issued = match outcome {
             Ok(issued) => issued,
             Err(EnrollRefusal::Token(why)) => {
-                warn!(host_id = %host, peer = %entry.peer, why = %why, "refused an enrollment");
+                warn!(host_id = %host, peer = %entry.peer(), why = %why, "refused an enrollment");
                 return Err(Status::unauthenticated(format!("the join token is {why}")));
             }
             Err(EnrollRefusal::Csr(why)) => return Err(Status::invalid_argument(why)),
@@ -176,7 +176,7 @@ impl Api {
         let issued = ca
             .sign_agent(&req.csr, &host, self.access.agent_cert_lifetime)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let entry = AuditEntry { actor: format!("host:{host}"), peer, action: "host.renew", target: host.to_string() };
+        let entry = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", host.as_str());
         self.store.record_renewal(&host, &issued, &entry).await.map_err(ApiError::from)?;
         info!(host_id = %host, not_after = %issued.not_after, "agent certificate renewed");
         Ok(enroll_response(ca, issued))
@@ -252,7 +252,7 @@ impl TokenService for Api {
         }
         let (id, secret) = auth::new_token().map_err(|_| Status::internal("the system random generator failed"))?;
         let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-        let entry = caller.audit("token.create", format!("{id} ({role})"));
+        let entry = caller.audit("token.create", &format!("{id} ({role})"));
         let token = NewToken {
             id,
             secret_sha256: auth::hash_secret(&secret),
@@ -262,7 +262,7 @@ impl TokenService for Api {
             created_by: caller.principal.actor(),
         };
         let record = self.audited(&entry, async { Ok(self.store.create_token(&token, &entry).await?) }).await?;
-        info!(token = %record.id, role = %role, by = %entry.actor, "token created");
+        info!(token = %record.id, role = %role, by = %entry.actor(), "token created");
         Ok(Response::new(pb::CreateTokenResponse { token: Some(pb_token(&record)), secret }))
     }
 
@@ -281,12 +281,12 @@ impl TokenService for Api {
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         let caller = self.authorize(&req, Role::Admin, "token revoke").await?;
         let id = req.get_ref().id.clone();
-        if id.is_empty() || id.len() > 64 {
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(Status::invalid_argument("id: give the token id shown by `fleetctl token list`"));
         }
-        let entry = caller.audit("token.revoke", id.as_str());
+        let entry = caller.audit("token.revoke", &id);
         self.audited(&entry, async { Ok(self.store.revoke_token(&id, &entry).await?) }).await?;
-        info!(token = %id, by = %entry.actor, "token revoked");
+        info!(token = %id, by = %entry.actor(), "token revoked");
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 }

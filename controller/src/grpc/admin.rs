@@ -245,7 +245,7 @@ impl SessionService for Api {
     async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Reply<pb::Session> {
         let caller = self.authorize(&req, Role::Operator, "session create").await?;
         let req = req.into_inner();
-        let entry = caller.audit("session.create", req.name.chars().take(64).collect::<String>());
+        let entry = caller.audit("session.create", &req.name);
         Ok(Response::new(self.audited(&entry, Api::create_session(self, req, &entry)).await?))
     }
 
@@ -267,7 +267,7 @@ impl SessionService for Api {
         let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
         let entry = caller.audit("session.delete", name.as_str());
         let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
-        info!(session = %name, hosts = changed.len(), by = %entry.actor, "session deleted");
+        info!(session = %name, hosts = changed.len(), by = %entry.actor(), "session deleted");
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 }
@@ -277,7 +277,7 @@ impl CollectorService for Api {
     async fn add_collector(&self, req: Request<pb::AddCollectorRequest>) -> Reply<pb::Collector> {
         let caller = self.authorize(&req, Role::Admin, "collector add").await?;
         let req = req.into_inner();
-        let entry = caller.audit("collector.add", req.instance_id.chars().take(64).collect::<String>());
+        let entry = caller.audit("collector.add", &req.instance_id);
         Ok(Response::new(self.audited(&entry, Api::add_collector(self, req, &entry)).await?))
     }
 
@@ -292,7 +292,7 @@ impl CollectorService for Api {
     async fn remove_collector(&self, req: Request<pb::RemoveCollectorRequest>) -> Reply<pb::RemoveCollectorResponse> {
         let caller = self.authorize(&req, Role::Admin, "collector remove").await?;
         let req = req.into_inner();
-        let entry = caller.audit("collector.remove", req.instance_id.chars().take(64).collect::<String>());
+        let entry = caller.audit("collector.remove", &req.instance_id);
         self.audited(&entry, Api::remove_collector(self, req, &entry)).await?;
         Ok(Response::new(pb::RemoveCollectorResponse {}))
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::Stream;
-use teefleet_model::{HostId, RuleSet};
+use teefleet_model::{HostId, RuleSet, text::printable};
 use teefleet_proto::v1::{self as pb, agent_message::Msg, agent_service_server::AgentService, controller_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,7 +22,7 @@ use super::{
     convert,
 };
 use crate::{
-    report::{Dataplane, Health, clean_text},
+    report::{Dataplane, Health},
     store::{HelloRecord, StoreError},
 };
 
@@ -31,6 +31,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an acknowledgement the database refused is recorded again.
 const ACK_RETRY: Duration = Duration::from_secs(2);
 const MAX_ADDRESSES: usize = 64;
+/// The longest Nack error kept, in bytes: an iptables-restore error with its input line.
+const MAX_NACK_ERROR: usize = 4096;
 /// Events an agent may have stored at once (a whole host's history), and then one per this
 /// interval: far more than a drift check every few seconds produces.
 const EVENT_BURST: u32 = 60;
@@ -73,7 +75,7 @@ fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
                 .map_err(|_| Status::invalid_argument(format!("addresses: {a:?} is not an IP address")))
         })
         .collect::<Result<_, _>>()?;
-    let agent_version = clean_text(&h.agent_version, 64);
+    let agent_version = printable(&h.agent_version, 64);
     let dataplane = h.dataplane.as_ref().map(|d| dataplane(&host, d));
     Ok(Hello { host, agent_version, addresses, applied_version: h.applied_version, dataplane })
 }
@@ -253,7 +255,7 @@ impl Connection {
                 Ok(())
             }
             Some(Msg::Nack(nack)) => {
-                let error: String = nack.error.chars().take(4096).collect();
+                let error = printable(&nack.error, MAX_NACK_ERROR);
                 warn!(host_id = %self.host, version = nack.version, error = %error, "agent rejected rule set");
                 store.host_nack(&self.host, nack.version, &error).await
             }

@@ -7,6 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use teefleet_model::text::printable;
 use teefleet_model::{
     Cidr, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection,
     RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError,
@@ -14,7 +15,7 @@ use teefleet_model::{
 use teefleet_proto::v1 as pb;
 
 use crate::{
-    report::{Dataplane, HostEvent, SessionCounters, Traffic, clean_text},
+    report::{Dataplane, HostEvent, SessionCounters, Traffic},
     status::{SessionState, StatusView},
     store::{CollectorRecord, HostRecord, SessionRecord},
 };
@@ -165,7 +166,7 @@ pub fn dataplane(d: &pb::Dataplane) -> (Dataplane, Vec<ValidationError>) {
     } else {
         dropped.push(ValidationError::new(
             "dataplane.backend",
-            format!("{:?} is not a backend name", clean_text(&d.backend, 64)),
+            format!("{:?} is not a backend name", printable(&d.backend, 64)),
         ));
         String::new()
     };
@@ -175,10 +176,10 @@ pub fn dataplane(d: &pb::Dataplane) -> (Dataplane, Vec<ValidationError>) {
             format!("{} problems reported; kept the first {MAX_PROBLEMS}", d.problems.len()),
         ));
     }
-    let problems = d.problems.iter().take(MAX_PROBLEMS).map(|p| clean_text(p, MAX_PROBLEM_LEN)).collect();
+    let problems = d.problems.iter().take(MAX_PROBLEMS).map(|p| printable(p, MAX_PROBLEM_LEN)).collect();
     let dataplane = Dataplane {
         backend,
-        iptables_version: clean_text(&d.iptables_version, MAX_VERSION_LEN),
+        iptables_version: printable(&d.iptables_version, MAX_VERSION_LEN),
         ipv6: d.ipv6,
         problems,
     };

@@ -2,19 +2,57 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
-use teefleet_model::HostId;
+use teefleet_model::{HostId, text::printable};
 
 use super::{Result, Store, StoreError, corrupt, unique_violation};
 use crate::auth::Role;
 use crate::pki::{Issued, StoredCa};
 
-/// Who did what to what, from where: one audit record without its result.
+/// Who did what to what, from where: one audit record without its result. The actor,
+/// peer and target may come from a caller (a refused name, say), so they are made
+/// printable and bounded here, where they enter.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    pub actor: String,
-    pub peer: String,
-    pub action: &'static str,
-    pub target: String,
+    actor: String,
+    peer: String,
+    action: &'static str,
+    target: String,
+}
+
+/// The longest actor, peer and target kept, in bytes; the result's is `MAX_AUDIT_RESULT`.
+const MAX_AUDIT_FIELD: usize = 256;
+const MAX_AUDIT_RESULT: usize = 1024;
+
+impl AuditEntry {
+    pub fn new(actor: &str, peer: &str, action: &'static str, target: &str) -> Self {
+        Self {
+            actor: printable(actor, MAX_AUDIT_FIELD),
+            peer: printable(peer, MAX_AUDIT_FIELD),
+            action,
+            target: printable(target, MAX_AUDIT_FIELD),
+        }
+    }
+
+    /// The same record by another actor.
+    pub fn by(&self, actor: &str) -> Self {
+        Self { actor: printable(actor, MAX_AUDIT_FIELD), ..self.clone() }
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +141,7 @@ async fn insert_audit<'e>(exec: impl sqlx::PgExecutor<'e>, entry: &AuditEntry, r
         .bind(&entry.peer)
         .bind(entry.action)
         .bind(&entry.target)
-        .bind(result)
+        .bind(printable(result, MAX_AUDIT_RESULT))
         .execute(exec)
         .await?;
     Ok(())
@@ -248,7 +286,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_cert(&mut tx, host, &issued, Some(&token.id)).await?;
-        audit_ok(&mut tx, &AuditEntry { actor: format!("token:{} (agent)", token.id), ..audit.clone() }).await?;
+        audit_ok(&mut tx, &audit.by(&format!("token:{} (agent)", token.id))).await?;
         tx.commit().await?;
         Ok(Ok(issued))
     }

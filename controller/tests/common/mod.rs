@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod secure;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -155,7 +157,18 @@ impl Controller {
     /// The controller serving TLS with `bootstrap` as its admin token. Returns it with the
     /// CA certificate (PEM); its channel is TLS without a client certificate.
     pub async fn start_secure(database_url: String, cloud: Arc<FakeCloud>, bootstrap: &str) -> (Self, String) {
-        let (ctl, addr) = Self::launch(&database_url, cloud, &["--bootstrap-token", bootstrap]).await;
+        Self::start_secure_with(database_url, cloud, bootstrap, &[]).await
+    }
+
+    /// `start_secure` with `flags`.
+    pub async fn start_secure_with(
+        database_url: String,
+        cloud: Arc<FakeCloud>,
+        bootstrap: &str,
+        flags: &[&str],
+    ) -> (Self, String) {
+        let (ctl, addr) =
+            Self::launch(&database_url, cloud, &[&["--bootstrap-token", bootstrap], flags].concat()).await;
         let store = teefleet_controller::store::Store::connect(&database_url).await.expect("store");
         let ca = eventually(30, "the controller to create its CA", || async {
             store.stored_ca().await.expect("read CA").map(|ca| ca.cert_pem)
