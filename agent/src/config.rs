@@ -1,9 +1,9 @@
 //! The agent's configuration: one typed struct, read once from flags and environment.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
-use teefleet_model::HostId;
+use teefleet_model::{HostId, Listen};
 
 use crate::{firewall::Variant, pki::CaPin};
 
@@ -76,8 +76,7 @@ pub struct Config {
     pub iptables_backend: Variant,
 
     /// Where to serve /healthz, /readyz and /metrics; `off` disables them.
-    #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9477",
-          value_parser = parse_listen)]
+    #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9477")]
     pub metrics_listen: Listen,
 
     /// The EC2 instance metadata service, used when --host-id is not given.
@@ -137,13 +136,6 @@ pub struct CleanupConfig {
     pub iptables_backend: Variant,
 }
 
-/// Where the HTTP endpoints listen, if anywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listen {
-    Off,
-    On(SocketAddr),
-}
-
 fn parse_backend(s: &str) -> Result<Variant, String> {
     match s {
         "auto" => Ok(Variant::System),
@@ -151,13 +143,6 @@ fn parse_backend(s: &str) -> Result<Variant, String> {
         "legacy" => Ok(Variant::Legacy),
         _ => Err(format!("{s:?} is not auto, nft or legacy")),
     }
-}
-
-fn parse_listen(s: &str) -> Result<Listen, String> {
-    if s == "off" {
-        return Ok(Listen::Off);
-    }
-    s.parse().map(Listen::On).map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9477) or off"))
 }
 
 /// A URL that is not a plain `SCHEME://HOST[:PORT]`.

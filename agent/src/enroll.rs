@@ -165,9 +165,30 @@ fn rejects_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Enrolls with a join token over server TLS: a new key, and a certificate for it.
-pub async fn enroll(controller: &Controller, host: &HostId, token: &JoinToken) -> Result<Credentials, EnrollError> {
-    let (key, csr) = new_key_and_csr(host).map_err(EnrollError::Key)?;
+/// A new key and the signing request for it, made once for every attempt of one
+/// enrollment or renewal: an agent that lost the controller's answer asks again with the
+/// same key, which the controller recognises as the agent it already enrolled.
+#[derive(Clone)]
+pub struct KeyRequest {
+    key: String,
+    csr: String,
+}
+
+impl KeyRequest {
+    pub fn new(host: &HostId) -> Result<Self, EnrollError> {
+        let (key, csr) = new_key_and_csr(host).map_err(EnrollError::Key)?;
+        Ok(Self { key, csr })
+    }
+}
+
+/// Enrolls with a join token over server TLS: a certificate for the key of `request`.
+pub async fn enroll(
+    controller: &Controller,
+    host: &HostId,
+    token: &JoinToken,
+    request: &KeyRequest,
+) -> Result<Credentials, EnrollError> {
+    let KeyRequest { key, csr } = request.clone();
     let request = pb::EnrollRequest { join_token: token.secret().to_owned(), host_id: host.to_string(), csr };
     let response = each_replica(controller.urls(), |url| {
         let request = request.clone();
@@ -180,9 +201,15 @@ pub async fn enroll(controller: &Controller, host: &HostId, token: &JoinToken) -
     Credentials::new(response.into_inner().certificate, key, host).map_err(EnrollError::Issued)
 }
 
-/// Renews over mTLS with the `current` certificate: a new key, and a certificate for it.
-pub async fn renew(controller: &Controller, host: &HostId, current: &Credentials) -> Result<Credentials, EnrollError> {
-    let (key, csr) = new_key_and_csr(host).map_err(EnrollError::Key)?;
+/// Renews over mTLS with the `current` certificate: a certificate for the key of
+/// `request`.
+pub async fn renew(
+    controller: &Controller,
+    host: &HostId,
+    current: &Credentials,
+    request: &KeyRequest,
+) -> Result<Credentials, EnrollError> {
+    let KeyRequest { key, csr } = request.clone();
     let request = pb::EnrollRequest { join_token: String::new(), host_id: host.to_string(), csr };
     let response = each_replica(controller.urls(), |url| {
         let request = request.clone();
@@ -275,8 +302,10 @@ impl Enrollment {
             }
             Have::Fetch((why, token)) => {
                 info!(host_id = %self.host_id, %why, "enrolling with the join token");
-                let enrolled =
-                    retry("enroll", self.backoff.clone(), shutdown, || enroll(&controller, &self.host_id, token));
+                let request = KeyRequest::new(&self.host_id)?;
+                let enrolled = retry("enroll", self.backoff.clone(), shutdown, || {
+                    enroll(&controller, &self.host_id, token, &request)
+                });
                 let Some(creds) = enrolled.await? else { return Ok(None) };
                 self.store.save(&creds).await?;
                 info!(host_id = %self.host_id, not_after = %rfc3339(creds.validity().not_after), "enrolled");
@@ -426,12 +455,20 @@ impl Renewal {
         shutdown: &CancellationToken,
     ) -> Option<Credentials> {
         let mut backoff = self.backoff.clone();
+        let request = match KeyRequest::new(&self.host_id) {
+            Ok(request) => request,
+            Err(e) => {
+                error!(error = %error_chain(&e), "cannot make a key to renew the certificate");
+                events.send(EventKind::RenewFailed, format!("cannot make a key: {}", error_chain(&e)));
+                return None;
+            }
+        };
         loop {
             let expired = current.validity().expired(SystemTime::now());
             let attempt = async {
                 match (expired, &self.join_token) {
-                    (false, _) => Some(renew(&self.controller, &self.host_id, current).await),
-                    (true, Some(token)) => Some(enroll(&self.controller, &self.host_id, token).await),
+                    (false, _) => Some(renew(&self.controller, &self.host_id, current, &request).await),
+                    (true, Some(token)) => Some(enroll(&self.controller, &self.host_id, token, &request).await),
                     (true, None) => None,
                 }
             };

@@ -50,9 +50,10 @@ pub mod state;
 pub mod status;
 
 pub use client::{Agent, StreamError, StreamOptions, Transport};
-pub use config::{CleanupConfig, Config, Listen};
+pub use config::{CleanupConfig, Config};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
+pub use teefleet_model::Listen;
 
 /// Why the agent could not start. All are problems the operator fixes with a flag or in
 /// the state directory, hence [`RunError::EXIT_CODE`].

@@ -30,7 +30,7 @@ use teefleet_agent::{
     config::{ControllerUrls, JoinToken},
     credentials::{CA_FILE, CERT_FILE, CredentialStore, KEY_FILE},
     discovery::{DiscoveryError, discover_ca},
-    enroll::{Controller, EnrollError, Enrollment, Renewal, SetupError, renew},
+    enroll::{Controller, EnrollError, Enrollment, KeyRequest, Renewal, SetupError, renew},
     events,
     pki::{CaPin, Credentials},
 };
@@ -463,7 +463,8 @@ async fn every_step_goes_on_to_the_next_replica_when_one_is_down_or_misnamed() {
     assert_eq!(fixture.next_seen().await, Seen::Sync(Some(creds.fingerprint())));
     agent.stop().await;
 
-    let renewed = tokio::time::timeout(WAIT, renew(&controller, &host(), &creds)).await.expect("in time");
+    let request = KeyRequest::new(&host()).expect("key");
+    let renewed = tokio::time::timeout(WAIT, renew(&controller, &host(), &creds, &request)).await.expect("in time");
     assert_ne!(renewed.expect("renewed").fingerprint(), creds.fingerprint());
     assert_eq!(fixture.next_seen().await, Seen::Renew(Some(creds.fingerprint())));
     fixture.nothing_more_seen();

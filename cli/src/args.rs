@@ -215,9 +215,14 @@ pub struct TokenCreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_lifetime)]
     pub ttl: std::time::Duration,
     /// How many agents may enroll with it (role agent only); default: unlimited until it
-    /// expires.
+    /// expires, or 1 with --host.
     #[arg(long, value_name = "N")]
     pub uses: Option<u32>,
+    /// Make a join token for this host only (role agent only). It enrolls the host even
+    /// while the host holds a live certificate, as a rebuilt host or one that lost its key
+    /// needs, and retires that certificate; no other join token can.
+    #[arg(long, value_name = "HOST_ID")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,18 +248,27 @@ impl RoleArg {
 /// The controller's own words when `--uses` comes with another role than agent.
 pub const USES_NEEDS_AGENT: &str =
     "uses: only join tokens (role agent) have a number of uses; operator tokens last until they expire";
+/// The controller's own words when `--host` comes with another role than agent.
+pub const HOST_NEEDS_AGENT: &str =
+    "host_id: only join tokens (role agent) are made for a host; operator tokens are for people";
 
 impl TokenCreateArgs {
-    /// The request the controller receives, or the controller's refusal of `--uses` for
-    /// another role than agent, given early.
+    /// The request the controller receives, or the controller's refusal of `--uses` or
+    /// `--host` for another role than agent, given early.
     pub fn to_request(&self) -> Result<v1::CreateTokenRequest, &'static str> {
-        if self.uses.is_some() && self.role != RoleArg::Agent {
-            return Err(USES_NEEDS_AGENT);
+        if self.role != RoleArg::Agent {
+            if self.uses.is_some() {
+                return Err(USES_NEEDS_AGENT);
+            }
+            if self.host.is_some() {
+                return Err(HOST_NEEDS_AGENT);
+            }
         }
         Ok(v1::CreateTokenRequest {
             role: self.role.as_str().to_owned(),
             ttl_seconds: self.ttl.as_secs(),
             uses: self.uses,
+            host_id: self.host.clone().unwrap_or_default(),
         })
     }
 }
@@ -670,10 +684,22 @@ mod tests {
         let c = token_create(&["--role", "agent", "--ttl", "30m", "--uses", "3"]).expect("parses");
         assert_eq!(
             c.to_request(),
-            Ok(v1::CreateTokenRequest { role: "agent".into(), ttl_seconds: 1800, uses: Some(3) })
+            Ok(v1::CreateTokenRequest {
+                role: "agent".into(),
+                ttl_seconds: 1800,
+                uses: Some(3),
+                host_id: String::new()
+            })
         );
         let c = token_create(&["--role", "viewer", "--ttl", "1h"]).expect("parses");
-        assert_eq!(c.to_request(), Ok(v1::CreateTokenRequest { role: "viewer".into(), ttl_seconds: 3600, uses: None }));
+        assert_eq!(
+            c.to_request(),
+            Ok(v1::CreateTokenRequest { role: "viewer".into(), ttl_seconds: 3600, ..Default::default() })
+        );
+        let c = token_create(&["--role", "agent", "--ttl", "1h", "--host", "i-0123456789abcdef0"]).expect("parses");
+        assert_eq!(c.to_request().map(|r| r.host_id), Ok("i-0123456789abcdef0".to_owned()));
+        let c = token_create(&["--role", "viewer", "--ttl", "1h", "--host", "i-0123456789abcdef0"]).expect("parses");
+        assert_eq!(c.to_request(), Err(HOST_NEEDS_AGENT));
         // The controller's own refusal, given before connecting.
         let c = token_create(&["--role", "operator", "--ttl", "1h", "--uses", "2"]).expect("parses");
         assert_eq!(c.to_request(), Err(USES_NEEDS_AGENT));

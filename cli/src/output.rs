@@ -616,6 +616,8 @@ pub struct TokenOut {
     pub created_at: String,
     pub created_by: String,
     pub revoked_at: Option<String>,
+    /// The one host a join token enrolls; null for any host.
+    pub host_id: Option<String>,
 }
 
 impl TokenOut {
@@ -640,6 +642,7 @@ impl TokenOut {
             created_at: t.created_at.clone(),
             created_by: t.created_by.clone(),
             revoked_at: non_empty(&t.revoked_at),
+            host_id: non_empty(&t.host_id),
         }
     }
 }
@@ -654,6 +657,8 @@ pub struct NewTokenOut {
     pub expires_at: Option<String>,
     /// Null when unlimited (and for every role but agent).
     pub uses_left: Option<u32>,
+    /// The one host this join token enrolls; null for any host.
+    pub host_id: Option<String>,
 }
 
 impl From<&v1::CreateTokenResponse> for NewTokenOut {
@@ -665,6 +670,7 @@ impl From<&v1::CreateTokenResponse> for NewTokenOut {
             role: t.role,
             expires_at: non_empty(&t.expires_at),
             uses_left: t.uses_left,
+            host_id: non_empty(&t.host_id),
         }
     }
 }
@@ -780,6 +786,9 @@ pub fn new_token_text(t: &NewTokenOut) -> String {
     ];
     if t.role == "agent" {
         fields.push(("Uses", t.uses_left.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())));
+        if let Some(host) = &t.host_id {
+            fields.push(("Host", format!("{host} only (it may replace the host's certificate)")));
+        }
     }
     fields.push(("Token", t.token.clone()));
     let mut out = key_values(&fields);
@@ -798,12 +807,13 @@ pub fn tokens_table(tokens: &[TokenOut]) -> String {
                 t.state.to_owned(),
                 t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
                 t.uses_left.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                t.host_id.clone().unwrap_or_else(|| "-".to_owned()),
                 or_dash(&t.created_at),
                 or_dash(&t.created_by),
             ]
         })
         .collect();
-    table(&["ID", "ROLE", "STATE", "EXPIRES", "USES-LEFT", "CREATED", "CREATED-BY"], &rows)
+    table(&["ID", "ROLE", "STATE", "EXPIRES", "USES-LEFT", "HOST", "CREATED", "CREATED-BY"], &rows)
 }
 
 /// `host revoke`'s one line.
@@ -1240,6 +1250,7 @@ mod tests {
             created_at: "2026-05-01T00:00:00+00:00".into(),
             created_by: "token:0a1b2c3d4e5f (admin)".into(),
             revoked_at: String::new(),
+            host_id: String::new(),
         }
     }
 
@@ -1251,7 +1262,10 @@ mod tests {
     fn token_states_and_table() {
         let now = may_2026();
         let active = TokenOut::new(&proto_token("aaaaaaaaaaaa", "operator"), now);
-        let join = TokenOut::new(&v1::Token { uses_left: Some(2), ..proto_token("bbbbbbbbbbbb", "agent") }, now);
+        let join = TokenOut::new(
+            &v1::Token { uses_left: Some(2), host_id: "i-0a".into(), ..proto_token("bbbbbbbbbbbb", "agent") },
+            now,
+        );
         let used = TokenOut::new(&v1::Token { uses_left: Some(0), ..proto_token("cccccccccccc", "agent") }, now);
         let expired = TokenOut::new(
             &v1::Token { expires_at: "2026-05-14T00:00:00Z".into(), ..proto_token("dddddddddddd", "viewer") },
@@ -1270,13 +1284,13 @@ mod tests {
         assert_eq!(states, ["active", "active", "used up", "expired", "revoked", "active"]);
         assert_eq!(
             tokens_table(&[active, join, used, expired, revoked, bootstrap.clone()]),
-            "ID            ROLE      STATE    EXPIRES                    USES-LEFT  CREATED                    CREATED-BY\n\
-             aaaaaaaaaaaa  operator  active   2026-06-01T00:00:00+00:00  -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             bbbbbbbbbbbb  agent     active   2026-06-01T00:00:00+00:00  2          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             cccccccccccc  agent     used up  2026-06-01T00:00:00+00:00  0          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             dddddddddddd  viewer    expired  2026-05-14T00:00:00Z       -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             eeeeeeeeeeee  admin     revoked  2026-06-01T00:00:00+00:00  -          2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             ffffffffffff  admin     active   never                      -          2026-05-01T00:00:00+00:00  -\n"
+            "ID            ROLE      STATE    EXPIRES                    USES-LEFT  HOST  CREATED                    CREATED-BY\n\
+             aaaaaaaaaaaa  operator  active   2026-06-01T00:00:00+00:00  -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             bbbbbbbbbbbb  agent     active   2026-06-01T00:00:00+00:00  2          i-0a  2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             cccccccccccc  agent     used up  2026-06-01T00:00:00+00:00  0          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             dddddddddddd  viewer    expired  2026-05-14T00:00:00Z       -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             eeeeeeeeeeee  admin     revoked  2026-06-01T00:00:00+00:00  -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
+             ffffffffffff  admin     active   never                      -          -     2026-05-01T00:00:00+00:00  -\n"
         );
         assert_eq!(
             serde_json::to_value(&bootstrap).expect("serializes"),
@@ -1289,6 +1303,7 @@ mod tests {
                 "created_at": "2026-05-01T00:00:00+00:00",
                 "created_by": "",
                 "revoked_at": null,
+                "host_id": null,
             })
         );
     }
@@ -1304,7 +1319,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).expect("utf-8"),
             "{\n  \"id\": \"0a1b2c3d4e5f\",\n  \"token\": \"tf1.0a1b2c3d4e5f.cafe\",\n  \"role\": \"agent\",\n  \
-             \"expires_at\": \"2026-06-01T00:00:00+00:00\",\n  \"uses_left\": 5\n}\n"
+             \"expires_at\": \"2026-06-01T00:00:00+00:00\",\n  \"uses_left\": 5,\n  \"host_id\": null\n}\n"
         );
         assert_eq!(
             new_token_text(&created),
@@ -1318,8 +1333,10 @@ mod tests {
         );
         let unlimited = NewTokenOut { uses_left: None, ..created.clone() };
         assert!(new_token_text(&unlimited).contains("Uses:    unlimited\n"));
-        let operator = NewTokenOut { role: "operator".into(), uses_left: None, ..created };
+        let operator = NewTokenOut { role: "operator".into(), uses_left: None, ..created.clone() };
         assert!(!new_token_text(&operator).contains("Uses:"));
+        let for_host = NewTokenOut { host_id: Some("i-0a".into()), uses_left: Some(1), ..created };
+        assert!(new_token_text(&for_host).contains("Uses:    1\nHost:    i-0a only"), "{}", new_token_text(&for_host));
         assert_eq!(serde_json::to_value(&operator).expect("serializes")["uses_left"], serde_json::Value::Null);
     }
 

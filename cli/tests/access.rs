@@ -65,6 +65,7 @@ fn token(id: &str, role: &str) -> pb::Token {
         created_at: "2026-01-01T00:00:00+00:00".into(),
         created_by: "token:0a1b2c3d4e5f (admin)".into(),
         revoked_at: String::new(),
+        host_id: String::new(),
     }
 }
 
@@ -250,13 +251,14 @@ async fn token_create_prints_the_secret_as_json_over_tls_with_the_bearer() {
             "role": "agent",
             "expires_at": "2099-01-01T00:00:00+00:00",
             "uses_left": 3,
+            "host_id": null,
         })
     );
     let calls = f.seen.calls();
     assert_eq!(calls.len(), 1);
     let (name, request, auth) = &calls[0];
     assert_eq!(name, "token create");
-    assert_eq!(request, "CreateTokenRequest { role: \"agent\", ttl_seconds: 1800, uses: Some(3) }");
+    assert_eq!(request, "CreateTokenRequest { role: \"agent\", ttl_seconds: 1800, uses: Some(3), host_id: \"\" }");
     assert_eq!(auth.as_deref(), Some(format!("Bearer {ADMIN}").as_str()));
 
     let out = f.as_token(ADMIN, &["token", "create", "--role", "viewer", "--ttl", "1h"]).await;

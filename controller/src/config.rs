@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use teefleet_model::Listen;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "fleet-controller", version, about = "teefleet controller: sessions in, rule sets out")]
 pub struct Config {
@@ -47,6 +49,15 @@ pub struct Config {
     /// no usable admin token creates one and logs it once.
     #[arg(long, env = "FLEET_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<String>,
+
+    /// How often refused calls (bad tokens, certificates or roles) that were not logged or
+    /// audited one by one are summed up, in the log and in the audit log.
+    #[arg(long, env = "FLEET_REFUSAL_REPORT_INTERVAL", default_value = "10s", value_parser = teefleet_model::parse_lifetime)]
+    pub refusal_report_interval: Duration,
+
+    /// Where to serve Prometheus /metrics; `off` disables it.
+    #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9478")]
+    pub metrics_listen: Listen,
 
     /// Plaintext gRPC with no authentication: anyone who can connect is an admin and any
     /// agent may speak for any host. For labs only.

@@ -7,15 +7,18 @@
 //! can run the server on `127.0.0.1:0`.
 
 pub mod auth;
+mod budget;
 pub mod cloud;
 mod config;
 mod fanout;
 pub mod grpc;
 mod heartbeat;
 mod leader;
+pub mod metrics;
 pub mod pki;
 mod push;
 pub mod reconcile;
+pub mod refusals;
 pub mod report;
 pub mod selectors;
 pub mod status;
@@ -23,6 +26,7 @@ pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
+use teefleet_model::Listen;
 use teefleet_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     collector_service_server::CollectorServiceServer, host_service_server::HostServiceServer,
@@ -38,6 +42,7 @@ pub use config::{CaCommand, Command, Config};
 use crate::{
     cloud::Cloud,
     grpc::{Access, Api},
+    metrics::Metrics,
     pki::{Ca, PkiError},
     push::Hub,
     store::{AuditEntry, Store},
@@ -64,6 +69,8 @@ pub enum Error {
     Access(#[source] store::StoreError),
     #[error("the server's TLS configuration is invalid")]
     Tls(#[source] tonic::transport::Error),
+    #[error("cannot serve /metrics (--metrics-listen)")]
+    Metrics(#[source] std::io::Error),
 }
 
 /// The fleet's CA: the one in the database, or a new one stored there if there is none
@@ -147,9 +154,20 @@ pub async fn run(
         Some(ca)
     };
     let hub = Hub::default();
+    let metrics = Arc::new(Metrics::default());
+    let metrics_task = match config.metrics_listen {
+        Listen::On(addr) => {
+            Some(metrics::serve(addr, metrics.clone(), shutdown.clone()).await.map_err(Error::Metrics)?)
+        }
+        Listen::Off => None,
+    };
     let (heartbeats, health_writer) = heartbeat::Heartbeats::start(store.clone(), shutdown.clone());
+    let (refusals, refusal_task) =
+        refusals::Refusals::start(store.clone(), metrics.clone(), config.refusal_report_interval, shutdown.clone());
     let api = Api {
         heartbeats,
+        refusals,
+        metrics: metrics.clone(),
         access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl }),
         store: store.clone(),
         cloud: cloud.clone(),
@@ -202,6 +220,12 @@ pub async fn run(
         }
     };
     fanout.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if tokio::time::timeout(Duration::from_secs(5), refusal_task).await.is_err() {
+        warn!("the refusal report did not stop in time");
+    }
     if tokio::time::timeout(Duration::from_secs(5), health_writer).await.is_err() {
         warn!("the health writer did not stop in time");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use ring::{aead, pbkdf2, rand::SecureRandom, rand::SystemRandom};
 use sha2::{Digest, Sha256};
@@ -57,7 +57,32 @@ pub struct Issued {
     pub pem: String,
     /// SHA-256 of the DER: how the stream recognises the certificate.
     pub fingerprint: [u8; 32],
+    /// SHA-256 of its SubjectPublicKeyInfo: which key the agent holds.
+    pub public_key_sha256: [u8; 32],
     pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// A certificate signing request whose signature verified: whoever sent it holds the key.
+pub struct Csr {
+    params: CertificateSigningRequestParams,
+    key_sha256: [u8; 32],
+}
+
+impl Csr {
+    pub fn parse(pem: &str) -> Result<Self, PkiError> {
+        if pem.len() > MAX_CSR_BYTES {
+            return Err(PkiError::BadCsr(format!("larger than {MAX_CSR_BYTES} bytes")));
+        }
+        // Parsing checks the request's signature against its key.
+        let params = CertificateSigningRequestParams::from_pem(pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let key_sha256 = Sha256::digest(params.public_key.subject_public_key_info()).into();
+        Ok(Self { params, key_sha256 })
+    }
+
+    /// SHA-256 of the key's SubjectPublicKeyInfo.
+    pub fn key_sha256(&self) -> [u8; 32] {
+        self.key_sha256
+    }
 }
 
 pub struct Ca {
@@ -138,11 +163,7 @@ impl Ca {
     /// used (its signature proves the caller holds the private key); names, usages and
     /// lifetime are the controller's, so a caller cannot ask for more than a client
     /// certificate of its own host.
-    pub fn sign_agent(&self, csr_pem: &str, host: &HostId, lifetime: Duration) -> Result<Issued, PkiError> {
-        if csr_pem.len() > MAX_CSR_BYTES {
-            return Err(PkiError::BadCsr(format!("larger than {MAX_CSR_BYTES} bytes")));
-        }
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    pub fn sign_agent(&self, csr: &Csr, host: &HostId, lifetime: Duration) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(host.as_str());
         params.subject_alt_names = vec![SanType::URI(
@@ -154,8 +175,13 @@ impl Ca {
         (params.not_before, params.not_after) = validity(lifetime);
         let not_after = chrono::DateTime::from_timestamp(params.not_after.unix_timestamp(), 0)
             .ok_or_else(|| PkiError::Corrupt("certificate expiry out of range".into()))?;
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(Issued { pem: cert.pem(), fingerprint: fingerprint(cert.der()), not_after })
+        let cert = params.signed_by(&csr.params.public_key, &self.issuer)?;
+        Ok(Issued {
+            pem: cert.pem(),
+            fingerprint: fingerprint(cert.der()),
+            public_key_sha256: csr.key_sha256,
+            not_after,
+        })
     }
 }
 
@@ -271,7 +297,9 @@ mod tests {
         let (ca, _) = Ca::generate(None).expect("generate");
         let host: HostId = "web-1".parse().expect("host");
         let (_, pem) = csr("evil");
-        let issued = ca.sign_agent(&pem, &host, Duration::from_secs(3600)).expect("sign");
+        let csr = Csr::parse(&pem).expect("csr");
+        let issued = ca.sign_agent(&csr, &host, Duration::from_secs(3600)).expect("sign");
+        assert_eq!(issued.public_key_sha256, csr.key_sha256());
         let der = pem_der(&issued.pem).expect("der");
         let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
         assert_eq!(cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()), Some("web-1"));
@@ -285,13 +313,19 @@ mod tests {
 
     #[test]
     fn garbage_and_oversized_csrs_are_refused() {
-        let (ca, _) = Ca::generate(None).expect("generate");
-        let host: HostId = "web-1".parse().expect("host");
         for bad in ["", "not pem", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"] {
-            assert!(matches!(ca.sign_agent(bad, &host, Duration::from_secs(60)), Err(PkiError::BadCsr(_))), "{bad}");
+            assert!(matches!(Csr::parse(bad), Err(PkiError::BadCsr(_))), "{bad}");
         }
-        let huge = "A".repeat(MAX_CSR_BYTES + 1);
-        assert!(matches!(ca.sign_agent(&huge, &host, Duration::from_secs(60)), Err(PkiError::BadCsr(_))));
+        assert!(matches!(Csr::parse(&"A".repeat(MAX_CSR_BYTES + 1)), Err(PkiError::BadCsr(_))));
+        // A request whose signature does not verify against its key proves nothing: the
+        // same-key retry of an enrollment relies on this.
+        let (_, good) = csr("web-1");
+        let mut der = pem::parse(&good).expect("pem").into_contents();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let forged = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+        assert!(Csr::parse(&good).is_ok());
+        assert!(matches!(Csr::parse(&forged), Err(PkiError::BadCsr(_))));
     }
 
     #[test]

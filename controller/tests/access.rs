@@ -113,7 +113,7 @@ async fn callers_need_a_usable_token_with_a_big_enough_role() {
     // Token rules: uses only for join tokens; lifetimes within bounds.
     let err = create_token(ch, BOOTSTRAP, "viewer", Some(3)).await.expect_err("uses on a viewer token");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let req = pb::CreateTokenRequest { role: "admin".into(), ttl_seconds: 5, uses: None };
+    let req = pb::CreateTokenRequest { role: "admin".into(), ttl_seconds: 5, uses: None, ..Default::default() };
     let err = TokenServiceClient::new(ch.clone()).create_token(with_token(req, BOOTSTRAP)).await.expect_err("5 s");
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = create_token(ch, BOOTSTRAP, "root", None).await.expect_err("no such role");

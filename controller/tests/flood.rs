@@ -41,15 +41,15 @@ impl Log {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "WIP issue 12: not fixed yet"]
 async fn bogus_token_callers_neither_flood_the_log_nor_starve_operators() {
     let log = Log::default();
     let writer = log.clone();
     tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).init();
 
     let (_pg, url) = database().await;
-    let (ctl, ca) =
-        Controller::start_secure_with(url, FakeCloud::with(&[]), BOOTSTRAP, &["--refusal-report-interval", "2s"]).await;
+    let metrics = free_port();
+    let flags = ["--refusal-report-interval", "2s", "--metrics-listen", &metrics];
+    let (ctl, ca) = Controller::start_secure_with(url, FakeCloud::with(&[]), BOOTSTRAP, &flags).await;
     // The callers share a few connections, as a client library would.
     let mut channels = Vec::new();
     for _ in 0..10 {
@@ -109,7 +109,29 @@ async fn bogus_token_callers_neither_flood_the_log_nor_starve_operators() {
     assert!(refused_rows.len() < 100, "{} audit rows for {refused} refusals", refused_rows.len());
     let counted: u64 = refused_rows.iter().map(|r| refusals_in(&r.result)).sum();
     assert_eq!(counted, refused, "every refusal is counted in some audit row: {refused_rows:#?}");
+
+    let text = get(&metrics, "/metrics").await;
+    let line = format!("teefleet_controller_refused_calls_total{{kind=\"admin\",reason=\"unknown_token\"}} {refused}");
+    assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     ctl.stop().await;
+}
+
+/// A loopback address with a port nothing listens on right now.
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// The body of a plain HTTP GET.
+async fn get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }
 
 /// How many refusals an audit row stands for: one, or the count of a summary row

@@ -14,8 +14,8 @@ use std::{
 use common::{
     Controller, database, eventually,
     secure::{
-        BOOTSTRAP, COLLECTOR, OTHER, SOURCE, Stream, audit, cloud, create_token, enroll, hello, hello_with, renew,
-        with_token,
+        BOOTSTRAP, COLLECTOR, OTHER, SOURCE, Stream, audit, cloud, create_host_token, create_token, enroll, enroll_key,
+        hello, hello_with, renew, with_token,
     },
     tls_channel,
 };
@@ -78,6 +78,7 @@ async fn enrolled(ctl: &Controller, ca: &str, host: &str) -> Channel {
 struct Fleet {
     _pg: TempPostgres,
     ctl: Controller,
+    ca: String,
     own: Channel,
     stream: Stream,
     pushed: pb::RuleSet,
@@ -91,7 +92,7 @@ async fn fleet() -> Fleet {
     let own = enrolled(&ctl, &ca, SOURCE).await;
     let mut stream = hello(&own, SOURCE).await.expect("the agent's stream");
     let pushed = next_rule_set(&mut stream).await;
-    Fleet { _pg: pg, ctl, own, stream, pushed }
+    Fleet { _pg: pg, ctl, ca, own, stream, pushed }
 }
 
 async fn next_rule_set(stream: &mut Stream) -> pb::RuleSet {
@@ -144,9 +145,8 @@ fn unsafe_for_terminals(s: &str) -> bool {
 const HOSTILE_TEXT: &str = "\u{1b}]0;owned\u{7}\u{1b}[31mred\u{202e}txt.exe\nforged line\r\u{2066}x\u{9b}2J";
 
 #[tokio::test]
-#[ignore = "WIP issue 12: not fixed yet"]
 async fn a_join_token_cannot_take_over_an_enrolled_host() {
-    let Fleet { _pg, ctl, mut stream, .. } = fleet().await;
+    let Fleet { _pg, ctl, ca, own, mut stream, .. } = fleet().await;
     let ch = &ctl.channel;
 
     // Another join token, as found in any host's user-data, names the enrolled host.
@@ -167,11 +167,43 @@ async fn a_join_token_cannot_take_over_an_enrolled_host() {
             .any(|r| r.action == "host.enroll" && r.target == SOURCE && r.result.starts_with("AlreadyExists")),
         "the refused enrollment is audited: {refused:#?}"
     );
+
+    // The way out for a rebuilt host: a token made for it, which retires the old identity.
+    let for_source = create_host_token(ch, BOOTSTRAP, SOURCE).await.expect("a token for the host");
+    let err = enroll(ch, &for_source, OTHER).await.expect_err("a token for one host enrolls no other");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let (cert, key) = enroll(ch, &for_source, SOURCE).await.expect("the host enrolls again");
+    let end = end_of(&mut stream.1).await.expect("the old identity's stream ends");
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    let err = hello(&own, SOURCE).await.expect_err("the old certificate is retired");
+    assert!(err.message().contains("enrolled again"), "{err:?}");
+    let rebuilt = tls_channel(ctl.addr, &ca, Some((&cert, &key))).await;
+    hello(&rebuilt, SOURCE).await.expect("the new identity streams");
+    let err = enroll(ch, &for_source, SOURCE).await.expect_err("one use by default");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     ctl.stop().await;
 }
 
 #[tokio::test]
-#[ignore = "WIP issue 12: not fixed yet"]
+async fn an_agent_that_lost_its_enrollment_answer_retries_with_the_same_key() {
+    let (_pg, url) = database().await;
+    let (ctl, ca) = start(&url, &[]).await;
+    let ch = &ctl.channel;
+    let join = create_token(ch, BOOTSTRAP, "agent", Some(2)).await.expect("join token");
+    let key = rcgen::KeyPair::generate().expect("key");
+    enroll_key(ch, &join, SOURCE, &key).await.expect("enrolled; say the answer was lost");
+    let (cert, key_pem) = enroll_key(ch, &join, SOURCE, &key).await.expect("the same key again");
+    let err = enroll(ch, &join, SOURCE).await.expect_err("another key is another agent");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    enroll(ch, &join, OTHER).await.expect("the retry spent no use");
+    let err = enroll(ch, &join, "i-05000000000000003").await.expect_err("two uses spent");
+    assert!(err.message().contains("used up"), "{err:?}");
+    let mtls = tls_channel(ctl.addr, &ca, Some((&cert, &key_pem))).await;
+    hello(&mtls, SOURCE).await.expect("the retried certificate streams");
+    ctl.stop().await;
+}
+
+#[tokio::test]
 async fn no_reported_version_breaks_a_host_and_operators_keep_control() {
     let Fleet { _pg, ctl, own, stream, pushed, .. } = fleet().await;
     let ch = &ctl.channel;
@@ -198,7 +230,6 @@ async fn no_reported_version_breaks_a_host_and_operators_keep_control() {
 }
 
 #[tokio::test]
-#[ignore = "WIP issue 12: not fixed yet"]
 async fn a_host_an_older_controller_left_broken_repairs_itself() {
     let (_pg, url) = database().await;
     // The schema and rows an agent's Hello of 2^63 - 2 left behind before this was fixed.
@@ -225,7 +256,6 @@ async fn a_host_an_older_controller_left_broken_repairs_itself() {
 }
 
 #[tokio::test]
-#[ignore = "WIP issue 12: not fixed yet"]
 async fn acks_and_nacks_count_only_for_versions_pushed() {
     let Fleet { _pg, ctl, stream, pushed, .. } = fleet().await;
     let ch = &ctl.channel;
@@ -308,7 +338,6 @@ async fn agent_and_caller_text_reaches_terminals_as_data() {
 }
 
 #[tokio::test]
-#[ignore = "WIP issue 12: not fixed yet"]
 async fn a_renewal_retires_the_certificate_it_replaces() {
     let (_pg, url) = database().await;
     let (ctl, ca) = start(&url, &[]).await;

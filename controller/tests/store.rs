@@ -92,13 +92,24 @@ async fn only_covered_hosts_are_recompiled() {
 }
 
 #[tokio::test]
-async fn agent_ahead_of_the_database_gets_a_higher_version() {
+async fn a_version_never_pushed_is_stale_and_moves_nothing() {
     let (_pg, store) = store().await;
     // An agent whose state file outlived the database says it applied version 7.
-    let desired = store.host_hello(&host("h1"), &hello(7, 1)).await.expect("hello");
-    assert_eq!((desired.version(), desired.rules().len()), (8, 0));
+    let outcome = store.host_hello(&host("h1"), &hello(7, 1)).await.expect("hello");
+    assert!(outcome.stale);
+    assert_eq!((outcome.desired.version(), outcome.desired.rules().len()), (0, 0));
     store.create_session(&spec("a", &["h1"]), &[], &audit()).await.expect("create");
-    assert_eq!(store.desired(&host("h1")).await.expect("desired").version(), 9);
+    assert_eq!(store.desired(&host("h1")).await.expect("desired").version(), 1);
+    for claimed in [2, u64::MAX] {
+        let outcome = store.host_hello(&host("h1"), &hello(claimed, 2)).await.expect("hello");
+        assert!(outcome.stale && outcome.desired.version() == 1, "{claimed}");
+        assert_eq!(store.host(&host("h1")).await.expect("host").applied_version, 0);
+    }
+    assert!(!store.host_ack(&host("h1"), 2, 0).await.expect("ack"), "a version above the desired one");
+    assert!(store.host_ack(&host("h1"), 1, 2).await.expect("ack"));
+    let outcome = store.host_hello(&host("h1"), &hello(1, 3)).await.expect("hello");
+    assert!(!outcome.stale);
+    assert_eq!(store.host(&host("h1")).await.expect("host").applied_version, 1);
 }
 
 #[tokio::test]

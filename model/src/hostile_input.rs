@@ -75,7 +75,9 @@ fn is_event_kind(s: &str) -> bool {
 /// value of at most 256 after it, no control character anywhere.
 fn is_tag(s: &str) -> bool {
     s.split_once('=').is_some_and(|(key, value)| {
-        (1..=128).contains(&key.chars().count()) && value.chars().count() <= 256 && !s.chars().any(char::is_control)
+        (1..=128).contains(&key.chars().count())
+            && value.chars().count() <= 256
+            && !s.chars().any(crate::text::acts_on_terminals)
     })
 }
 
@@ -322,7 +324,7 @@ proptest! {
 
     #[test]
     fn rule_sets_are_sorted_unique_and_bounded(
-        version in any::<u64>(),
+        version in prop_oneof![0..=RuleSet::MAX_VERSION, any::<u64>()],
         rules in prop_oneof![
             8 => vec(strategy::mirror_rule(), 0..8),
             1 => (limits::MAX_RULES..=limits::MAX_RULES + 1, strategy::mirror_rule()).prop_map(|(n, r)| vec![r; n]),
@@ -330,12 +332,13 @@ proptest! {
     ) {
         match RuleSet::new(version, rules.clone()) {
             Ok(set) => {
-                prop_assert!(rules.len() <= limits::MAX_RULES);
+                prop_assert!(rules.len() <= limits::MAX_RULES && version <= RuleSet::MAX_VERSION);
                 prop_assert!(set.rules().windows(2).all(|w| w[0] < w[1]), "sorted and unique");
                 prop_assert_eq!(set.rules().iter().collect::<BTreeSet<_>>(), rules.iter().collect::<BTreeSet<_>>());
                 let json = serde_json::to_vec(&set).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(serde_json::from_slice::<RuleSet>(&json).ok(), Some(set));
             }
+            Err(e) if version > RuleSet::MAX_VERSION => check_error(&e, "version")?,
             Err(e) => {
                 prop_assert!(rules.len() > limits::MAX_RULES);
                 check_error(&e, "rules")?;

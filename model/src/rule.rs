@@ -135,7 +135,18 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// The highest version a set may have: far below what a u64 or Postgres' bigint
+    /// holds, so no arithmetic on a version can overflow, and exact in JSON numbers. A
+    /// controller making a million changes a second would take 285 years to reach it.
+    pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
     pub fn new(version: u64, mut rules: Vec<MirrorRule>) -> Result<Self, ValidationError> {
+        if version > Self::MAX_VERSION {
+            return Err(ValidationError::new(
+                "version",
+                format!("{version} is above the highest rule-set version, {}", Self::MAX_VERSION),
+            ));
+        }
         if rules.len() > limits::MAX_RULES {
             return Err(ValidationError::new(
                 "rules",
@@ -149,6 +160,11 @@ impl RuleSet {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The version after `version`, if there is one below `MAX_VERSION`.
+    pub fn next_version(version: u64) -> Option<u64> {
+        version.checked_add(1).filter(|&v| v <= Self::MAX_VERSION)
     }
 
     pub fn rules(&self) -> &[MirrorRule] {

@@ -233,7 +233,7 @@ pub fn mirror_rule() -> impl Strategy<Value = MirrorRule> + Clone {
 }
 
 pub fn rule_set(max_rules: usize) -> impl Strategy<Value = RuleSet> + Clone {
-    (any::<u64>(), vec(mirror_rule(), 0..=max_rules))
+    (0..=RuleSet::MAX_VERSION, vec(mirror_rule(), 0..=max_rules))
         .prop_map(|(version, rules)| RuleSet::new(version, rules).expect("within the rule limit"))
 }
 

@@ -12,7 +12,8 @@ use tracing::{info, warn};
 use super::{Api, ApiError, convert};
 use crate::{
     auth::{self, Principal, Role},
-    pki::{Ca, Issued, fingerprint},
+    pki::{Ca, Csr, Issued, fingerprint},
+    refusals::{Kind, Refusal},
     store::{AuditEntry, EnrollRefusal, NewToken},
 };
 
@@ -48,36 +49,63 @@ pub(crate) fn peer<T>(req: &Request<T>) -> String {
 }
 
 impl Api {
-    /// Authenticates the caller of an admin call and checks it may do `action`, which needs
-    /// `need`. Unknown, expired and revoked tokens are UNAUTHENTICATED (the caller must get
-    /// another token); a valid token with too small a role is PERMISSION_DENIED.
-    pub(crate) async fn authorize<T>(&self, req: &Request<T>, need: Role, action: &str) -> Result<Caller, Status> {
+    /// A refusal: counted, logged and audited within budgets (see `refusals`).
+    fn refuse<T>(
+        &self,
+        req: &Request<T>,
+        kind: Kind,
+        reason: &'static str,
+        audit: AuditEntry,
+        status: Status,
+    ) -> Status {
+        self.refusals.refuse(Refusal { kind, reason, peer: req.remote_addr(), audit, status })
+    }
+
+    /// Authenticates the caller of an admin call and checks it may do `action` (as the
+    /// audit log names it, e.g. `session.create`), which needs `need`. Unknown, expired
+    /// and revoked tokens are UNAUTHENTICATED (the caller must get another token); a valid
+    /// token with too small a role is PERMISSION_DENIED.
+    pub(crate) async fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        need: Role,
+        action: &'static str,
+    ) -> Result<Caller, Status> {
         let peer = peer(req);
         if self.access.ca.is_none() {
             return Ok(Caller { principal: Principal::Insecure, peer });
         }
+        let refused = |actor: &str, reason, status| {
+            self.refuse(req, Kind::Admin, reason, AuditEntry::new(actor, &peer, action, ""), status)
+        };
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let Some(secret) = header.and_then(auth::bearer) else {
-            warn!(%peer, action, "refused a call without a bearer token");
-            return Err(Status::unauthenticated(
-                "no bearer token: pass --token or set FLEET_TOKEN (fleetctl token create makes one)",
+            return Err(refused(
+                "unauthenticated",
+                "no_token",
+                Status::unauthenticated(
+                    "no bearer token: pass --token or set FLEET_TOKEN (fleetctl token create makes one)",
+                ),
             ));
         };
         let token = self.store.token_by_secret(&auth::hash_secret(secret)).await.map_err(ApiError::from)?;
         let Some(token) = token else {
-            warn!(%peer, action, "refused an unknown token");
-            return Err(Status::unauthenticated("the token is not known to this controller"));
+            let status = Status::unauthenticated("the token is not known to this controller");
+            return Err(refused("unauthenticated", "unknown_token", status));
         };
+        let actor = Principal::Token { id: token.id.clone(), role: token.role }.actor();
         if let Some(why) = token.unusable(Utc::now()) {
-            warn!(%peer, action, token = %token.id, why, "refused an unusable token");
-            return Err(Status::unauthenticated(format!("token {} is {why}; ask an admin for a new one", token.id)));
+            let status = Status::unauthenticated(format!("token {} is {why}; ask an admin for a new one", token.id));
+            return Err(refused(&actor, unusable_reason(why), status));
         }
         if !token.role.allows(need) {
-            warn!(%peer, action, token = %token.id, role = %token.role, "refused: role too small");
-            return Err(Status::permission_denied(format!(
-                "token {} has role {}; {action} needs {need} or above",
-                token.id, token.role
-            )));
+            let status = Status::permission_denied(format!(
+                "token {} has role {}; {} needs {need} or above",
+                token.id,
+                token.role,
+                action.replace('.', " ")
+            ));
+            return Err(refused(&actor, "role", status));
         }
         Ok(Caller { principal: Principal::Token { id: token.id, role: token.role }, peer })
     }
@@ -106,76 +134,141 @@ impl Api {
         })
     }
 
-    /// The client certificate presented on this connection: its fingerprint and the host
-    /// it was issued to. UNAUTHENTICATED when missing, unknown, expired or revoked.
-    pub(crate) async fn agent_identity<T>(&self, req: &Request<T>) -> Result<([u8; 32], HostId), Status> {
+    /// The client certificate presented on this connection, for `action` (`agent.sync` or
+    /// `host.renew`): its fingerprint and the host it was issued to. UNAUTHENTICATED when
+    /// missing, unknown, expired, revoked or replaced by a newer one.
+    pub(crate) async fn agent_identity<T>(
+        &self,
+        req: &Request<T>,
+        action: &'static str,
+    ) -> Result<([u8; 32], HostId), Status> {
+        let peer = peer(req);
+        let refused = |actor: &str, host: &str, reason, message: String| {
+            let audit = AuditEntry::new(actor, &peer, action, host);
+            self.refuse(req, Kind::Agent, reason, audit, Status::unauthenticated(message))
+        };
         let certs = req.peer_certs();
         let Some(der) = certs.as_ref().and_then(|c| c.first()) else {
-            return Err(Status::unauthenticated(
-                "no client certificate: enroll the agent first (fleet-agent --join-token T --ca-pin sha256:...)",
+            return Err(refused(
+                "unauthenticated",
+                "",
+                "no_certificate",
+                "no client certificate: enroll the agent first (fleet-agent --join-token T --ca-pin sha256:...)".into(),
             ));
         };
         let print = fingerprint(der);
+        let actor = format!("certificate:{}", hex::encode(&print[..6]));
         let cert = self.store.agent_cert(&print).await.map_err(ApiError::from)?;
         let Some(cert) = cert else {
-            return Err(Status::unauthenticated("this client certificate was not issued to an agent"));
+            let message = "this client certificate was not issued to an agent".to_owned();
+            return Err(refused(&actor, "", "unknown_certificate", message));
         };
-        if cert.revoked {
-            return Err(Status::unauthenticated(format!(
-                "host {}'s certificate was revoked; enroll again with a new join token",
-                cert.host_id
-            )));
+        let host = &cert.host_id;
+        match cert.revoked.as_deref() {
+            Some("renewed") => {
+                return Err(refused(
+                    &actor,
+                    host,
+                    "replaced_certificate",
+                    format!(
+                        "this certificate of host {host} was replaced by a newer one the host's agent has used;                          an agent holding it is not the host's current one (restart it to load its newest                          certificate, or enroll again)"
+                    ),
+                ));
+            }
+            Some("reenrolled") => {
+                return Err(refused(
+                    &actor,
+                    host,
+                    "replaced_certificate",
+                    format!(
+                        "host {host} enrolled again with a token made for it, which replaced this certificate;                          enroll again to get a new one"
+                    ),
+                ));
+            }
+            Some(_) => {
+                return Err(refused(
+                    &actor,
+                    host,
+                    "revoked_certificate",
+                    format!("host {host}'s certificate was revoked; enroll again with a new join token"),
+                ));
+            }
+            None => {}
         }
         if cert.not_after <= Utc::now() {
-            return Err(Status::unauthenticated("the client certificate has expired; enroll again"));
+            let message = "the client certificate has expired; enroll again".to_owned();
+            return Err(refused(&actor, host, "expired_certificate", message));
         }
-        let host = cert.host_id.parse().map_err(|_| Status::internal("a stored certificate names an invalid host"))?;
+        let host = host.parse().map_err(|_| Status::internal("a stored certificate names an invalid host"))?;
         Ok((print, host))
+    }
+
+    /// The agent of `host` uses the certificate `print`: older ones of the host are
+    /// retired. A failure is logged, not refused: the certificate is valid.
+    pub(crate) async fn in_use(&self, host: &HostId, print: &[u8; 32]) {
+        match self.store.retire_older(host, print).await {
+            Ok(0) => {}
+            Ok(retired) => info!(host_id = %host, retired, "retired the host's older certificates"),
+            Err(e) => warn!(host_id = %host, error = %e, "could not retire the host's older certificates"),
+        }
     }
 
     pub(crate) async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
         let ca = self.ca()?;
         let peer = peer(&req);
-        let req = req.into_inner();
-        let host = convert::host_id("host_id", &req.host_id).map_err(ApiError::from)?;
-        if req.join_token.is_empty() || req.join_token.len() > auth::MAX_TOKEN_LEN {
-            return Err(Status::unauthenticated(
-                "a join token is needed to enroll (fleetctl token create --role agent)",
-            ));
-        }
-        let entry = AuditEntry::new("unknown token", &peer, "host.enroll", host.as_str());
-        let lifetime = self.access.agent_cert_lifetime;
-        let outcome = self
-            .store
-            .enroll(&auth::hash_secret(&req.join_token), &host, || ca.sign_agent(&req.csr, &host, lifetime), &entry)
-            .await
-            .map_err(ApiError::from)?;
-        let issued = match outcome {
-            Ok(issued) => issued,
-            Err(EnrollRefusal::Token(why)) => {
-                warn!(host_id = %host, peer = %entry.peer(), why = %why, "refused an enrollment");
-                return Err(Status::unauthenticated(format!("the join token is {why}")));
-            }
-            Err(EnrollRefusal::Csr(why)) => return Err(Status::invalid_argument(why)),
+        let refused = |target: &str, reason, status| {
+            self.refuse(&req, Kind::Enroll, reason, AuditEntry::new("join token", &peer, "host.enroll", target), status)
         };
-        info!(host_id = %host, not_after = %issued.not_after, "agent enrolled");
-        Ok(enroll_response(ca, issued))
+        let body = req.get_ref();
+        let host = match convert::host_id("host_id", &body.host_id) {
+            Ok(host) => host,
+            Err(e) => return Err(refused(&body.host_id, "invalid_request", Status::from(ApiError::from(e)))),
+        };
+        if body.join_token.is_empty() || body.join_token.len() > auth::MAX_TOKEN_LEN {
+            let status =
+                Status::unauthenticated("a join token is needed to enroll (fleetctl token create --role agent)");
+            return Err(refused(host.as_str(), "no_token", status));
+        }
+        let csr = match Csr::parse(&body.csr) {
+            Ok(csr) => csr,
+            Err(e) => return Err(refused(host.as_str(), "bad_csr", Status::invalid_argument(format!("csr: {e}")))),
+        };
+        let entry = AuditEntry::new("join token", &peer, "host.enroll", host.as_str());
+        let lifetime = self.access.agent_cert_lifetime;
+        let secret = auth::hash_secret(&body.join_token);
+        let issue = || ca.sign_agent(&csr, &host, lifetime);
+        let outcome =
+            self.store.enroll(&secret, &host, &csr.key_sha256(), issue, &entry).await.map_err(ApiError::from)?;
+        let enrolled = match outcome {
+            Ok(enrolled) => enrolled,
+            Err(refusal) => {
+                let (reason, status) = enroll_refusal(&host, refusal);
+                return Err(refused(host.as_str(), reason, status));
+            }
+        };
+        if enrolled.retired > 0 {
+            warn!(host_id = %host, retired = enrolled.retired, "the host enrolled again with a token made for it; its older certificates are retired");
+        }
+        info!(host_id = %host, not_after = %enrolled.issued.not_after, retry = enrolled.retry, "agent enrolled");
+        Ok(enroll_response(ca, enrolled.issued))
     }
 
     pub(crate) async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
         let ca = self.ca()?;
-        let (_, host) = self.agent_identity(&req).await?;
+        let (print, host) = self.agent_identity(&req, "host.renew").await?;
         let peer = peer(&req);
-        let req = req.into_inner();
-        if !req.host_id.is_empty() && req.host_id != host.as_str() {
-            return Err(Status::permission_denied(format!(
-                "this certificate belongs to host {host}, not {}",
-                convert::host_id("host_id", &req.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string())
-            )));
+        let body = req.get_ref();
+        if !body.host_id.is_empty() && body.host_id != host.as_str() {
+            let other =
+                convert::host_id("host_id", &body.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string());
+            let audit = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", &body.host_id);
+            let status = Status::permission_denied(format!("this certificate belongs to host {host}, not {other}"));
+            return Err(self.refuse(&req, Kind::Agent, "wrong_host", audit, status));
         }
-        let issued = ca
-            .sign_agent(&req.csr, &host, self.access.agent_cert_lifetime)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.in_use(&host, &print).await;
+        let issued = Csr::parse(&body.csr)
+            .and_then(|csr| ca.sign_agent(&csr, &host, self.access.agent_cert_lifetime))
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let entry = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", host.as_str());
         self.store.record_renewal(&host, &issued, &entry).await.map_err(ApiError::from)?;
         info!(host_id = %host, not_after = %issued.not_after, "agent certificate renewed");
@@ -186,7 +279,7 @@ impl Api {
         &self,
         req: Request<pb::RevokeHostRequest>,
     ) -> Result<pb::RevokeHostResponse, Status> {
-        let caller = self.authorize(&req, Role::Admin, "host revoke").await?;
+        let caller = self.authorize(&req, Role::Admin, "host.revoke").await?;
         let host = convert::host_id("host_id", &req.get_ref().host_id).map_err(ApiError::from)?;
         let entry = caller.audit("host.revoke", host.as_str());
         // Checked first: once the revocation commits, this replica's own fan-out may hear of
@@ -196,6 +289,37 @@ impl Api {
         let disconnected = self.hub.cut_off(&host) || had_stream;
         info!(host_id = %host, revoked, disconnected, "host revoked");
         Ok(pb::RevokeHostResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX), disconnected })
+    }
+}
+
+/// The word for metrics of an unusable token, from `TokenRecord::unusable`.
+fn unusable_reason(why: &str) -> &'static str {
+    match why {
+        "revoked" => "revoked_token",
+        "expired" => "expired_token",
+        _ => "used_up_token",
+    }
+}
+
+/// The status an enrollment refusal gets, with its word for metrics.
+fn enroll_refusal(host: &HostId, refusal: EnrollRefusal) -> (&'static str, Status) {
+    match refusal {
+        EnrollRefusal::Token { reason, why } => (reason, Status::unauthenticated(format!("the join token is {why}"))),
+        EnrollRefusal::OtherHost(other) => (
+            "token_for_another_host",
+            Status::permission_denied(format!("this join token was made for host {other}; it cannot enroll {host}")),
+        ),
+        EnrollRefusal::Enrolled { until } => (
+            "enrolled_host",
+            Status::already_exists(format!(
+                "host {host} is already enrolled: it holds a certificate valid until {}, and a join token cannot \
+                 take over an enrolled host. If this is the host, rebuilt or without its key, revoke the old \
+                 identity first (fleetctl host revoke {host}) or enroll with a token made for it \
+                 (fleetctl token create --role agent --host {host})",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+        ),
+        EnrollRefusal::Csr(why) => ("bad_csr", Status::invalid_argument(format!("csr: {why}"))),
     }
 }
 
@@ -217,6 +341,7 @@ fn pb_token(t: &crate::store::TokenRecord) -> pb::Token {
         created_at: t.created_at.to_rfc3339(),
         created_by: t.created_by.clone(),
         revoked_at: time(t.revoked_at),
+        host_id: t.host.clone().unwrap_or_default(),
     }
 }
 
@@ -226,7 +351,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let caller = self.authorize(&req, Role::Admin, "token create").await?;
+        let caller = self.authorize(&req, Role::Admin, "token.create").await?;
         let req = req.into_inner();
         let role: Role =
             req.role.parse().map_err(|e: auth::UnknownRole| Status::invalid_argument(format!("role: {e}")))?;
@@ -250,16 +375,33 @@ impl TokenService for Api {
             }
             _ => {}
         }
+        let host = match req.host_id.as_str() {
+            "" => None,
+            _ if role != Role::Agent => {
+                return Err(Status::invalid_argument(
+                    "host_id: only join tokens (role agent) are made for a host; operator tokens are for people",
+                ));
+            }
+            id => Some(convert::host_id("host_id", id).map_err(ApiError::from)?),
+        };
+        // A token for one host enrolls it once unless asked otherwise: a rebuilt host
+        // enrolls once.
+        let uses = req.uses.or(host.as_ref().map(|_| 1));
         let (id, secret) = auth::new_token().map_err(|_| Status::internal("the system random generator failed"))?;
         let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-        let entry = caller.audit("token.create", &format!("{id} ({role})"));
+        let target = match &host {
+            Some(host) => format!("{id} ({role}, for {host})"),
+            None => format!("{id} ({role})"),
+        };
+        let entry = caller.audit("token.create", &target);
         let token = NewToken {
             id,
             secret_sha256: auth::hash_secret(&secret),
             role,
             expires_at: Some(expires_at),
-            uses: req.uses,
+            uses,
             created_by: caller.principal.actor(),
+            host,
         };
         let record = self.audited(&entry, async { Ok(self.store.create_token(&token, &entry).await?) }).await?;
         info!(token = %record.id, role = %role, by = %entry.actor(), "token created");
@@ -270,7 +412,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.authorize(&req, Role::Admin, "token list").await?;
+        self.authorize(&req, Role::Admin, "token.list").await?;
         let tokens = self.store.list_tokens().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListTokensResponse { tokens: tokens.iter().map(pb_token).collect() }))
     }
@@ -279,7 +421,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = self.authorize(&req, Role::Admin, "token revoke").await?;
+        let caller = self.authorize(&req, Role::Admin, "token.revoke").await?;
         let id = req.get_ref().id.clone();
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(Status::invalid_argument("id: give the token id shown by `fleetctl token list`"));
@@ -294,7 +436,7 @@ impl TokenService for Api {
 #[tonic::async_trait]
 impl AuditService for Api {
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
-        self.authorize(&req, Role::Admin, "audit list").await?;
+        self.authorize(&req, Role::Admin, "audit.list").await?;
         let req = req.into_inner();
         let since = match req.since.as_str() {
             "" => None,

@@ -243,27 +243,27 @@ impl Api {
 #[tonic::async_trait]
 impl SessionService for Api {
     async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Reply<pb::Session> {
-        let caller = self.authorize(&req, Role::Operator, "session create").await?;
+        let caller = self.authorize(&req, Role::Operator, "session.create").await?;
         let req = req.into_inner();
         let entry = caller.audit("session.create", &req.name);
         Ok(Response::new(self.audited(&entry, Api::create_session(self, req, &entry)).await?))
     }
 
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Reply<pb::Session> {
-        self.authorize(&req, Role::Viewer, "session get").await?;
+        self.authorize(&req, Role::Viewer, "session.get").await?;
         let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
         Ok(Response::new(self.session_reply(&name).await?))
     }
 
     async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
-        self.authorize(&req, Role::Viewer, "session list").await?;
+        self.authorize(&req, Role::Viewer, "session.list").await?;
         let records = self.store.list_sessions().await.map_err(ApiError::from)?;
         let sessions = records.iter().map(|r| convert::pb_session(r, &session_status(r))).collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
     async fn delete_session(&self, req: Request<pb::DeleteSessionRequest>) -> Reply<pb::DeleteSessionResponse> {
-        let caller = self.authorize(&req, Role::Operator, "session delete").await?;
+        let caller = self.authorize(&req, Role::Operator, "session.delete").await?;
         let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
         let entry = caller.audit("session.delete", name.as_str());
         let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
@@ -275,14 +275,14 @@ impl SessionService for Api {
 #[tonic::async_trait]
 impl CollectorService for Api {
     async fn add_collector(&self, req: Request<pb::AddCollectorRequest>) -> Reply<pb::Collector> {
-        let caller = self.authorize(&req, Role::Admin, "collector add").await?;
+        let caller = self.authorize(&req, Role::Admin, "collector.add").await?;
         let req = req.into_inner();
         let entry = caller.audit("collector.add", &req.instance_id);
         Ok(Response::new(self.audited(&entry, Api::add_collector(self, req, &entry)).await?))
     }
 
     async fn list_collectors(&self, req: Request<pb::ListCollectorsRequest>) -> Reply<pb::ListCollectorsResponse> {
-        self.authorize(&req, Role::Viewer, "collector list").await?;
+        self.authorize(&req, Role::Viewer, "collector.list").await?;
         let records = self.store.list_collectors().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListCollectorsResponse {
             collectors: records.iter().map(convert::pb_collector).collect(),
@@ -290,7 +290,7 @@ impl CollectorService for Api {
     }
 
     async fn remove_collector(&self, req: Request<pb::RemoveCollectorRequest>) -> Reply<pb::RemoveCollectorResponse> {
-        let caller = self.authorize(&req, Role::Admin, "collector remove").await?;
+        let caller = self.authorize(&req, Role::Admin, "collector.remove").await?;
         let req = req.into_inner();
         let entry = caller.audit("collector.remove", &req.instance_id);
         self.audited(&entry, Api::remove_collector(self, req, &entry)).await?;
@@ -301,13 +301,13 @@ impl CollectorService for Api {
 #[tonic::async_trait]
 impl HostService for Api {
     async fn list_hosts(&self, req: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
-        self.authorize(&req, Role::Viewer, "host list").await?;
+        self.authorize(&req, Role::Viewer, "host.list").await?;
         let records = self.store.list_hosts().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListHostsResponse { hosts: records.iter().map(convert::pb_host).collect() }))
     }
 
     async fn get_host(&self, req: Request<pb::GetHostRequest>) -> Reply<pb::Host> {
-        self.authorize(&req, Role::Viewer, "host get").await?;
+        self.authorize(&req, Role::Viewer, "host.get").await?;
         Ok(Response::new(Api::get_host(self, req.get_ref()).await?))
     }
 

@@ -3,6 +3,7 @@
 //! from the hub (see `fanout`), and it sends only what the agent does not already have.
 
 use std::{
+    collections::VecDeque,
     net::IpAddr,
     pin::Pin,
     time::{Duration, Instant},
@@ -16,14 +17,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{
-    Api, ApiError,
-    budget::{Budget, Take},
-    convert,
-};
+use super::{Api, ApiError, convert};
 use crate::{
+    budget::{Budget, Take},
+    refusals::{Kind, Refusal},
     report::{Dataplane, Health},
-    store::{HelloRecord, StoreError},
+    store::AuditEntry,
+    store::{HelloOutcome, HelloRecord, StoreError},
 };
 
 /// How long an agent may take to say Hello after opening the stream.
@@ -33,6 +33,9 @@ const ACK_RETRY: Duration = Duration::from_secs(2);
 const MAX_ADDRESSES: usize = 64;
 /// The longest Nack error kept, in bytes: an iptables-restore error with its input line.
 const MAX_NACK_ERROR: usize = 4096;
+/// Pushes on one stream whose answers are still accepted: a push is answered at once, so
+/// only a burst of changes leaves several unanswered.
+const PUSHES_KEPT: usize = 8;
 /// Events an agent may have stored at once (a whole host's history), and then one per this
 /// interval: far more than a drift check every few seconds produces.
 const EVENT_BURST: u32 = 60;
@@ -86,20 +89,32 @@ impl AgentService for Api {
 
     async fn sync(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<PushStream>, Status> {
         let identity = match self.access.ca {
-            Some(_) => Some(self.agent_identity(&req).await?),
+            Some(_) => Some(self.agent_identity(&req, "agent.sync").await?),
             None => None,
         };
+        let peer = super::access::peer(&req);
+        let remote = req.remote_addr();
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))??;
         let hello = hello(first)?;
         if let Some((_, host)) = identity.as_ref().filter(|(_, host)| *host != hello.host) {
-            warn!(certificate_host = %host, hello_host = %hello.host, "refused an agent speaking for another host");
-            return Err(Status::permission_denied(format!(
+            let audit = AuditEntry::new(&format!("host:{host}"), &peer, "agent.sync", hello.host.as_str());
+            let status = Status::permission_denied(format!(
                 "this client certificate belongs to host {host}; it cannot speak for host {}",
                 hello.host
-            )));
+            ));
+            return Err(self.refusals.refuse(Refusal {
+                kind: Kind::Agent,
+                reason: "wrong_host",
+                peer: remote,
+                audit,
+                status,
+            }));
+        }
+        if let Some((print, host)) = &identity {
+            self.in_use(host, print).await;
         }
         let connection_id = fastrand::i64(..);
         let registration = self.hub.register(&hello.host, connection_id, identity.map(|(print, _)| print));
@@ -110,13 +125,22 @@ impl AgentService for Api {
             connection_id,
             dataplane: hello.dataplane.as_ref(),
         };
-        let desired = match self.store.host_hello(&hello.host, &record).await {
-            Ok(desired) => desired,
+        let HelloOutcome { desired, stale } = match self.store.host_hello(&hello.host, &record).await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 self.hub.unregister(&hello.host, connection_id);
                 return Err(ApiError::from(e).into());
             }
         };
+        if stale {
+            // A database restored from a backup does this too, so it is not an error; the
+            // agent gets the current set whatever it holds.
+            warn!(
+                host_id = %hello.host, claimed = hello.applied_version, desired_version = desired.version(),
+                "the agent claims a version never pushed to this host; pushing the current set"
+            );
+            self.metrics.ignored_report("stale_hello");
+        }
         self.hub.read_at_hello(&hello.host, connection_id, desired.version());
         info!(
             host_id = %hello.host,
@@ -134,8 +158,9 @@ impl AgentService for Api {
             api: self.clone(),
             host: hello.host,
             connection_id,
-            applied: hello.applied_version,
-            sent: None,
+            applied: (!stale).then_some(hello.applied_version),
+            pushed: VecDeque::with_capacity(PUSHES_KEPT),
+            ignored: 0,
             dataplane: hello.dataplane,
             events: Budget::new(EVENT_BURST, EVENT_EVERY, Instant::now()),
             unrecorded_ack: None,
@@ -158,10 +183,14 @@ struct Connection {
     api: Api,
     host: HostId,
     connection_id: i64,
-    /// The version the agent last reported applied.
-    applied: u64,
-    /// The version and rule count last pushed on this stream.
-    sent: Option<(u64, u32)>,
+    /// The version the agent last reported applied; `None` when it claimed one this
+    /// host was never pushed, so what it holds is unknown.
+    applied: Option<u64>,
+    /// The versions pushed on this stream, newest last, with their rule counts: only
+    /// these are acknowledged.
+    pushed: VecDeque<(u64, u32)>,
+    /// Acks and Nacks ignored on this stream, for logging only the first.
+    ignored: u64,
     /// The dataplane as last stored, so an unchanged report is not written again.
     dataplane: Option<Dataplane>,
     events: Budget,
@@ -230,7 +259,7 @@ impl Connection {
     /// is gone.
     async fn push(&mut self, desired: &RuleSet) -> bool {
         let version = desired.version();
-        if version == self.applied || self.sent.is_some_and(|(v, _)| v == version) {
+        if self.applied == Some(version) || self.pushed.back().is_some_and(|&(v, _)| v == version) {
             return true;
         }
         let msg = pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(convert::pb_rule_set(desired))) };
@@ -238,26 +267,31 @@ impl Connection {
             return false;
         }
         let rules = u32::try_from(desired.rules().len()).unwrap_or(u32::MAX);
-        self.sent = Some((version, rules));
+        if self.pushed.len() == PUSHES_KEPT {
+            self.pushed.pop_front();
+        }
+        self.pushed.push_back((version, rules));
         info!(host_id = %self.host, version, rules, "pushed rule set");
         true
     }
 
     async fn handle(&mut self, msg: pb::AgentMessage) {
-        let store = &self.api.store;
         let result = match msg.msg {
             Some(Msg::Ack(ack)) => {
+                let Some(rules) = self.pushed_rules(ack.version, "unpushed_ack") else { return };
                 info!(host_id = %self.host, version = ack.version, "agent applied rule set");
-                self.applied = ack.version;
-                let rules = self.sent.filter(|(v, _)| *v == ack.version).map_or(0, |(_, n)| n);
+                self.applied = Some(ack.version);
                 self.unrecorded_ack = Some((ack.version, rules));
                 self.record_ack().await;
                 Ok(())
             }
             Some(Msg::Nack(nack)) => {
+                if self.pushed_rules(nack.version, "unpushed_nack").is_none() {
+                    return;
+                }
                 let error = printable(&nack.error, MAX_NACK_ERROR);
                 warn!(host_id = %self.host, version = nack.version, error = %error, "agent rejected rule set");
-                store.host_nack(&self.host, nack.version, &error).await
+                self.api.store.host_nack(&self.host, nack.version, &error).await.map(|_| ())
             }
             Some(Msg::Health(h)) => {
                 self.health(&h).await;
@@ -274,10 +308,34 @@ impl Connection {
         }
     }
 
+    /// The rule count of `version` if it was pushed on this stream. An Ack or Nack of any
+    /// other version is ignored (logged once per stream, and counted as `reason`): it is
+    /// a lie, or a very late answer from a set long replaced.
+    fn pushed_rules(&mut self, version: u64, reason: &'static str) -> Option<u32> {
+        if let Some(&(_, rules)) = self.pushed.iter().find(|(v, _)| *v == version) {
+            return Some(rules);
+        }
+        self.api.metrics.ignored_report(reason);
+        self.ignored += 1;
+        if self.ignored == 1 {
+            warn!(
+                host_id = %self.host, version, pushed = ?self.pushed.iter().map(|(v, _)| v).collect::<Vec<_>>(), reason,
+                "ignoring an answer for a version not pushed on this stream"
+            );
+        }
+        None
+    }
+
     async fn record_ack(&mut self) {
         let Some((version, rules)) = self.unrecorded_ack else { return };
         match self.api.store.host_ack(&self.host, version, rules).await {
-            Ok(()) => self.unrecorded_ack = None,
+            Ok(recorded) => {
+                if !recorded {
+                    // Only after the database lost versions (a restore) can this happen.
+                    warn!(host_id = %self.host, version, "the acknowledged version is above the host's desired one");
+                }
+                self.unrecorded_ack = None;
+            }
             Err(e) => {
                 warn!(host_id = %self.host, version, error = %e, "could not record the acknowledgement; retrying")
             }

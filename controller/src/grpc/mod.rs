@@ -5,7 +5,6 @@
 mod access;
 mod admin;
 mod agent;
-mod budget;
 mod convert;
 mod error;
 
@@ -13,7 +12,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{cloud::Cloud, heartbeat::Heartbeats, push::Hub, store::Store};
+use crate::{cloud::Cloud, heartbeat::Heartbeats, metrics::Metrics, push::Hub, refusals::Refusals, store::Store};
 
 pub use access::Access;
 pub use error::ApiError;
@@ -26,5 +25,7 @@ pub struct Api {
     pub(crate) cloud: Arc<dyn Cloud>,
     pub(crate) hub: Hub,
     pub(crate) heartbeats: Heartbeats,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) refusals: Refusals,
     pub(crate) shutdown: CancellationToken,
 }

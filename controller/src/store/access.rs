@@ -74,6 +74,8 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
     pub uses: Option<u32>,
     pub created_by: String,
+    /// Only for a join token: the one host it enrolls.
+    pub host: Option<HostId>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,8 @@ pub struct TokenRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub uses_left: Option<u32>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The one host a join token enrolls, if it was made for one.
+    pub host: Option<String>,
 }
 
 impl TokenRecord {
@@ -107,12 +111,14 @@ impl TokenRecord {
 pub struct AgentCert {
     pub host_id: String,
     pub not_after: DateTime<Utc>,
-    pub revoked: bool,
+    /// Why it is no longer accepted, if it is not: `revoked` by an operator, `renewed`
+    /// (a newer certificate of the host was used), or `reenrolled`.
+    pub revoked: Option<String>,
 }
 
 macro_rules! token_columns {
     () => {
-        "id, role, created_at, created_by, expires_at, uses_left, revoked_at"
+        "id, role, created_at, created_by, expires_at, uses_left, revoked_at, host_id"
     };
 }
 
@@ -127,6 +133,7 @@ fn token_record(row: &PgRow) -> Result<TokenRecord> {
         expires_at: row.try_get("expires_at")?,
         uses_left: uses_left.map(|n| u32::try_from(n).unwrap_or(0)),
         revoked_at: row.try_get("revoked_at")?,
+        host: row.try_get("host_id")?,
     })
 }
 
@@ -171,8 +178,8 @@ impl Store {
     pub async fn create_token(&self, token: &NewToken, audit: &AuditEntry) -> Result<TokenRecord> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!(
-            "INSERT INTO tokens (id, secret_sha256, role, expires_at, uses_left, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            "INSERT INTO tokens (id, secret_sha256, role, expires_at, uses_left, created_by, host_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             token_columns!()
         ))
         .bind(&token.id)
@@ -181,6 +188,7 @@ impl Store {
         .bind(token.expires_at)
         .bind(token.uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
         .bind(&token.created_by)
+        .bind(token.host.as_ref().map(HostId::as_str))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -253,45 +261,87 @@ impl Store {
 
     // ---- agent certificates ---------------------------------------------------------------
 
-    /// Enrollment: spends one use of the join token (which must be an agent token, usable
-    /// now) and records the certificate, in one transaction. `issue` runs only once the
-    /// token is known to be good, so a bad token costs no signature.
+    /// Enrollment, in one transaction: checks the join token (an agent token, usable now,
+    /// and made for this host if it names one) and the host's live certificates, spends
+    /// one use and records the certificate. A host that holds a live certificate is
+    /// enrolled again only with a token made for it (which retires those certificates and
+    /// ends the host's stream) or by the same key (an agent retrying an enrollment whose
+    /// answer it lost, which spends no further use). `issue` runs only once all is known
+    /// to be good, so a refusal costs no signature.
     pub async fn enroll(
         &self,
         secret_sha256: &[u8; 32],
         host: &HostId,
+        key_sha256: &[u8; 32],
         issue: impl FnOnce() -> Result<Issued, crate::pki::PkiError>,
         audit: &AuditEntry,
-    ) -> Result<Result<Issued, EnrollRefusal>> {
+    ) -> Result<Result<Enrolled, EnrollRefusal>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE secret_sha256 = $1 FOR UPDATE"))
             .bind(&secret_sha256[..])
             .fetch_optional(&mut *tx)
             .await?;
         let Some(token) = row.as_ref().map(token_record).transpose()? else {
-            return Ok(Err(EnrollRefusal::Token("unknown".into())));
+            return Ok(Err(EnrollRefusal::Token { reason: "unknown_token", why: "unknown".into() }));
         };
+        let for_host = token.host.clone();
         if token.role != Role::Agent {
-            return Ok(Err(EnrollRefusal::Token(format!("a {} token, not a join token", token.role))));
+            let why = format!("a {} token, not a join token", token.role);
+            return Ok(Err(EnrollRefusal::Token { reason: "not_join_token", why }));
         }
-        if let Some(why) = token.unusable(Utc::now()) {
-            return Ok(Err(EnrollRefusal::Token(why.into())));
+        if let Some(other) = for_host.as_deref().filter(|h| *h != host.as_str()) {
+            return Ok(Err(EnrollRefusal::OtherHost(other.to_owned())));
+        }
+        // Locked, so two enrollments of one host cannot both find it free.
+        let live = sqlx::query(
+            "SELECT public_key_sha256, token_id, not_after FROM agent_certs
+             WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE",
+        )
+        .bind(host.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let same_key = !live.is_empty()
+            && live
+                .iter()
+                .all(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten().as_deref() == Some(&key_sha256[..]))
+            && live.iter().any(|r| r.try_get::<Option<String>, _>(1).ok().flatten().as_deref() == Some(&token.id));
+        let expired_or_revoked = token.unusable(Utc::now()).filter(|why| !(same_key && *why == "used up"));
+        if let Some(why) = expired_or_revoked {
+            let reason = match why {
+                "revoked" => "revoked_token",
+                "expired" => "expired_token",
+                _ => "used_up_token",
+            };
+            return Ok(Err(EnrollRefusal::Token { reason, why: why.into() }));
+        }
+        let replaces = !live.is_empty() && !same_key;
+        if replaces && for_host.is_none() {
+            let until: DateTime<Utc> = live.last().map(|r| r.try_get(2)).transpose()?.unwrap_or_else(Utc::now);
+            return Ok(Err(EnrollRefusal::Enrolled { until }));
         }
         let issued = match issue() {
             Ok(i) => i,
             Err(e) => return Ok(Err(EnrollRefusal::Csr(e.to_string()))),
         };
-        sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left IS NOT NULL")
-            .bind(&token.id)
-            .execute(&mut *tx)
-            .await?;
+        if !same_key {
+            sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left IS NOT NULL")
+                .bind(&token.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let retired = if replaces { retire(&mut tx, host, "reenrolled", None).await? } else { 0 };
+        if retired > 0 {
+            super::coordination::notify_revoked(&mut tx, host).await?;
+        }
         insert_cert(&mut tx, host, &issued, Some(&token.id)).await?;
         audit_ok(&mut tx, &audit.by(&format!("token:{} (agent)", token.id))).await?;
         tx.commit().await?;
-        Ok(Ok(issued))
+        Ok(Ok(Enrolled { issued, retired, retry: same_key }))
     }
 
-    /// A renewal: the new certificate, recorded with its audit entry.
+    /// A renewal: the new certificate, recorded with its audit entry. The one it replaces
+    /// is retired once the new one is used (`retire_older`), not here: an agent that lost
+    /// this answer renews again with the old one.
     pub async fn record_renewal(&self, host: &HostId, issued: &Issued, audit: &AuditEntry) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_cert(&mut tx, host, issued, None).await?;
@@ -300,12 +350,21 @@ impl Store {
         Ok(())
     }
 
+    /// The host's agent is using the certificate `fingerprint`: every older certificate of
+    /// the host is retired, so a copy of one made before a renewal dies with it. Returns
+    /// how many were retired.
+    pub async fn retire_older(&self, host: &HostId, fingerprint: &[u8; 32]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let retired = retire(&mut tx, host, "renewed", Some(fingerprint)).await?;
+        tx.commit().await?;
+        Ok(retired)
+    }
+
     pub async fn agent_cert(&self, fingerprint: &[u8; 32]) -> Result<Option<AgentCert>> {
-        let row =
-            sqlx::query("SELECT host_id, not_after, revoked_at IS NOT NULL FROM agent_certs WHERE fingerprint = $1")
-                .bind(&fingerprint[..])
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT host_id, not_after, revoked_why FROM agent_certs WHERE fingerprint = $1")
+            .bind(&fingerprint[..])
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| Ok(AgentCert { host_id: r.try_get(0)?, not_after: r.try_get(1)?, revoked: r.try_get(2)? }))
             .transpose()
     }
@@ -313,14 +372,11 @@ impl Store {
     /// Revokes every certificate of `host` that is not revoked yet; returns how many.
     pub async fn revoke_host(&self, host: &HostId, audit: &AuditEntry) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE agent_certs SET revoked_at = now() WHERE host_id = $1 AND revoked_at IS NULL")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let done = retire(&mut tx, host, "revoked", None).await?;
         super::coordination::notify_revoked(&mut tx, host).await?;
         audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     // ---- audit ----------------------------------------------------------------------------
@@ -362,8 +418,51 @@ impl Store {
 /// Why an enrollment was refused (as opposed to failing).
 #[derive(Debug, Clone)]
 pub enum EnrollRefusal {
-    Token(String),
+    /// The token is unknown, not a join token, or not usable now; `reason` is a word for
+    /// metrics, `why` a phrase for the caller.
+    Token {
+        reason: &'static str,
+        why: String,
+    },
+    /// The token was made for another host.
+    OtherHost(String),
+    /// The host holds a live certificate, valid until `until`.
+    Enrolled {
+        until: DateTime<Utc>,
+    },
     Csr(String),
+}
+
+/// A certificate issued by an enrollment.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub issued: Issued,
+    /// Live certificates of the host it retired (a token made for the host).
+    pub retired: u64,
+    /// The agent retried with the key of its live certificate.
+    pub retry: bool,
+}
+
+/// Retires the host's live certificates, or with `newer_than` only those issued before
+/// that one; returns how many.
+async fn retire(
+    tx: &mut Transaction<'_, Postgres>,
+    host: &HostId,
+    why: &'static str,
+    newer_than: Option<&[u8; 32]>,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE agent_certs SET revoked_at = now(), revoked_why = $2
+         WHERE host_id = $1 AND revoked_at IS NULL
+           AND ($3::bytea IS NULL OR (fingerprint <> $3
+                AND issued_at < (SELECT issued_at FROM agent_certs WHERE fingerprint = $3)))",
+    )
+    .bind(host.as_str())
+    .bind(why)
+    .bind(newer_than.map(|f| &f[..]))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 async fn insert_cert(
@@ -372,12 +471,16 @@ async fn insert_cert(
     issued: &Issued,
     token_id: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO agent_certs (fingerprint, host_id, not_after, token_id) VALUES ($1, $2, $3, $4)")
-        .bind(&issued.fingerprint[..])
-        .bind(host.as_str())
-        .bind(issued.not_after)
-        .bind(token_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO agent_certs (fingerprint, host_id, not_after, token_id, public_key_sha256)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&issued.fingerprint[..])
+    .bind(host.as_str())
+    .bind(issued.not_after)
+    .bind(token_id)
+    .bind(&issued.public_key_sha256[..])
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Hosts: what their agents said on the stream (Hello, Ack, Nack, Health, events) and
 //! what the admin API shows of them.
 
-use sqlx::types::Json;
+use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
 
 use super::{LIVENESS_SECS, Result, Store, StoreError, corrupt, records::event_from_row, rule_set};
@@ -9,6 +9,16 @@ use crate::{
     report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
     store::HostRecord,
 };
+
+/// What the store made of a Hello.
+#[derive(Debug, Clone)]
+pub struct HelloOutcome {
+    /// The set the host should hold.
+    pub desired: RuleSet,
+    /// The agent claimed a version this host was never pushed: what it holds is unknown,
+    /// so the set must be pushed whatever version it claimed.
+    pub stale: bool,
+}
 
 /// The Hello of one agent stream.
 #[derive(Debug, Clone, Copy)]
@@ -33,30 +43,32 @@ impl Store {
             .await?)
     }
 
-    /// Records an agent's Hello and returns the rule set it should hold. An agent that
-    /// reports a version above the desired one (its state outlived a database) gets the
-    /// desired rules again under a higher version, because versions never go back.
-    pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<RuleSet> {
-        let applied = bigint(hello.applied_version, "applied version")?;
+    /// Records an agent's Hello and returns the rule set it should hold. The version the
+    /// agent claims to have applied is recorded only if it is one this host could have
+    /// been pushed (at most its desired version); a higher one is stale, from another
+    /// database or a lie, and moves nothing: the host counts as having applied nothing
+    /// until it acknowledges a push.
+    pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<HelloOutcome> {
+        // Anything above the bound is stale; clamping keeps it a bigint.
+        let claimed = bigint(hello.applied_version.min(RuleSet::MAX_VERSION + 1), "applied version")?;
         let row = sqlx::query(
-            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, applied_version,
-                                desired_version, dataplane)
-             VALUES ($1, $2, $3, $4, true, now(), $5, CASE WHEN $5 > 0 THEN $5 + 1 ELSE 0 END, $6)
+            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, dataplane)
+             VALUES ($1, $2, $3, $4, true, now(), $6)
              ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
-                 connected = true, last_seen = now(), applied_version = $5,
-                 desired_version = CASE WHEN hosts.desired_version < $5 THEN $5 + 1 ELSE hosts.desired_version END,
+                 connected = true, last_seen = now(),
+                 applied_version = CASE WHEN $5 <= hosts.desired_version THEN $5 ELSE 0 END,
                  dataplane = coalesce($6, hosts.dataplane)
-             RETURNING desired_version, desired_rules",
+             RETURNING desired_version, desired_rules, $5 > desired_version AS stale",
         )
         .bind(id.as_str())
         .bind(hello.agent_version)
         .bind(hello.addresses)
         .bind(hello.connection_id)
-        .bind(applied)
+        .bind(claimed)
         .bind(hello.dataplane.map(Json))
         .fetch_one(&self.pool)
         .await?;
-        rule_set(&row)
+        Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")? })
     }
 
     /// Marks the host disconnected, unless a newer stream has said Hello since.
@@ -69,28 +81,34 @@ impl Store {
         Ok(())
     }
 
-    pub async fn host_ack(&self, id: &HostId, version: u64, rule_count: u32) -> Result<()> {
-        sqlx::query(
+    /// Records that the host applied `version`; false (nothing written) when the version is
+    /// above the host's desired one, which no controller pushed.
+    pub async fn host_ack(&self, id: &HostId, version: u64, rule_count: u32) -> Result<bool> {
+        let done = sqlx::query(
             "UPDATE hosts SET applied_version = $2, last_error = NULL, nacked_version = NULL, rule_count = $3,
                  last_seen = now()
-             WHERE host_id = $1",
+             WHERE host_id = $1 AND $2 <= desired_version",
         )
         .bind(id.as_str())
-        .bind(bigint(version, "version")?)
+        .bind(bigint(version.min(RuleSet::MAX_VERSION + 1), "version")?)
         .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    pub async fn host_nack(&self, id: &HostId, version: u64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE hosts SET nacked_version = $2, last_error = $3, last_seen = now() WHERE host_id = $1")
-            .bind(id.as_str())
-            .bind(bigint(version, "version")?)
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records that the host refused `version`; false as for `host_ack`.
+    pub async fn host_nack(&self, id: &HostId, version: u64, error: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE hosts SET nacked_version = $2, last_error = $3, last_seen = now()
+             WHERE host_id = $1 AND $2 <= desired_version",
+        )
+        .bind(id.as_str())
+        .bind(bigint(version.min(RuleSet::MAX_VERSION + 1), "version")?)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records one Health report (the streams batch theirs through `hosts_health`);

@@ -22,9 +22,9 @@ use teefleet_model::{
     Sample, SessionName, SessionSpec, Throttle, compile,
 };
 
-pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, NewToken, TokenRecord};
+pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord};
 pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKED_CHANNEL};
-pub use hosts::HelloRecord;
+pub use hosts::{HelloOutcome, HelloRecord};
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 pub use selectors::{TagChange, TagSession};
 
@@ -481,7 +481,13 @@ async fn recompile(
         let mut version: i64 = row.try_get("desired_version")?;
         let new = compiled.remove(&host).unwrap_or_default();
         if new != old {
-            version += 1;
+            // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes
+            // above any host's; running out means the bound was bypassed.
+            version = u64::try_from(version)
+                .ok()
+                .and_then(RuleSet::next_version)
+                .and_then(|v| i64::try_from(v).ok())
+                .ok_or_else(|| corrupt(format!("host {host} has no rule-set version left after {version}")))?;
             ids.push(host.as_str().to_owned());
             new_versions.push(version);
             new_rules.push(Json(new));

@@ -181,8 +181,11 @@ impl Controller {
     async fn launch(database_url: &str, cloud: Arc<dyn Cloud>, args: &[&str]) -> (Self, SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config::try_parse_from([&["fleet-controller", "--database-url", database_url], args].concat())
-            .expect("config");
+        // Tests run side by side; one that reads /metrics gives its own address.
+        let metrics: &[&str] = if args.contains(&"--metrics-listen") { &[] } else { &["--metrics-listen", "off"] };
+        let config =
+            Config::try_parse_from([&["fleet-controller", "--database-url", database_url], metrics, args].concat())
+                .expect("config");
         let config = Config { listen: addr, ..config };
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

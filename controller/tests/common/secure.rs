@@ -33,7 +33,13 @@ pub async fn create_token(
     role: &str,
     uses: Option<u32>,
 ) -> Result<String, tonic::Status> {
-    let req = pb::CreateTokenRequest { role: role.into(), ttl_seconds: 3600, uses };
+    let req = pb::CreateTokenRequest { role: role.into(), ttl_seconds: 3600, uses, ..Default::default() };
+    Ok(TokenServiceClient::new(channel.clone()).create_token(with_token(req, admin)).await?.into_inner().secret)
+}
+
+/// A join token made for `host`, with the controller's default number of uses.
+pub async fn create_host_token(channel: &Channel, admin: &str, host: &str) -> Result<String, tonic::Status> {
+    let req = pb::CreateTokenRequest { role: "agent".into(), ttl_seconds: 3600, host_id: host.into(), uses: None };
     Ok(TokenServiceClient::new(channel.clone()).create_token(with_token(req, admin)).await?.into_inner().secret)
 }
 

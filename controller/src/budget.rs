@@ -1,6 +1,6 @@
-//! A token bucket for what an agent may make the controller write beyond its periodic
-//! reports: a host whose rules are fought over could otherwise turn every drift check
-//! into a row.
+//! A token bucket for what someone outside may make the controller write: an agent's
+//! events (a host whose rules are fought over could otherwise turn every drift check into
+//! a row), and the audit rows of refused calls.
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,7 @@ impl Budget {
     }
 
     pub fn take(&mut self, now: Instant) -> Take {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.capacity);
-        self.last = self.last.max(now);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Take::Allowed { after_refusing: std::mem::take(&mut self.refused) }
@@ -47,6 +45,19 @@ impl Budget {
             self.refused += 1;
             Take::Refused { first: self.refused == 1 }
         }
+    }
+
+    /// Whether the bucket is full again, so that forgetting it changes nothing but the
+    /// count of refusals `take` would report.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.last = self.last.max(now);
     }
 }
 
@@ -70,5 +81,7 @@ mod tests {
             assert!(matches!(b.take(at(60_000)), Take::Allowed { .. }), "refills up to the burst only");
         }
         assert!(matches!(b.take(at(60_000)), Take::Refused { .. }));
+        assert!(!b.is_full(at(60_000)));
+        assert!(b.is_full(at(63_000)));
     }
 }
