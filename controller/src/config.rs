@@ -55,6 +55,22 @@ pub struct Config {
     #[arg(long, env = "FLEET_REFUSAL_REPORT_INTERVAL", default_value = "10s", value_parser = teefleet_model::parse_lifetime)]
     pub refusal_report_interval: Duration,
 
+    /// The most client connections served at once (agents, fleetctl, enrollments); kept
+    /// below the open-file limit, which the controller raises to its hard limit at start.
+    #[arg(long, env = "FLEET_MAX_CONNECTIONS", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// The most connections from one address. Behind a proxy or NAT that hides the agents'
+    /// addresses, raise it to the number of agents behind one address.
+    #[arg(long, env = "FLEET_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
+
+    /// How long a new connection gets to finish its TLS handshake and send the HTTP/2
+    /// preface before it is closed.
+    #[arg(long, env = "FLEET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = teefleet_model::parse_lifetime)]
+    pub handshake_timeout: Duration,
+
     /// Where to serve Prometheus /metrics; `off` disables it.
     #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9478")]
     pub metrics_listen: Listen,
@@ -107,6 +123,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The connection caps and deadline as configured (before the open-file limit).
+    pub fn connection_limits(&self) -> crate::connections::Limits {
+        crate::connections::Limits {
+            max: self.max_connections as usize,
+            per_address: self.max_connections_per_address as usize,
+            setup: self.handshake_timeout,
+        }
     }
 
     /// The names in the server certificate.

@@ -10,6 +10,7 @@ pub mod auth;
 mod budget;
 pub mod cloud;
 mod config;
+mod connections;
 mod fanout;
 pub mod grpc;
 mod heartbeat;
@@ -33,7 +34,6 @@ use teefleet_proto::v1::{
     session_service_server::SessionServiceServer, token_service_server::TokenServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -52,7 +52,7 @@ use crate::{
 /// times over.
 const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
 /// The largest message on an agent stream (a Health with every session's counters).
-const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+pub(crate) const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
 
 /// How long in-flight calls and streams get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -67,8 +67,6 @@ pub enum Error {
     Pki(#[source] PkiError),
     #[error("could not set up access control")]
     Access(#[source] store::StoreError),
-    #[error("the server's TLS configuration is invalid")]
-    Tls(#[source] tonic::transport::Error),
     #[error("cannot serve /metrics (--metrics-listen)")]
     Metrics(#[source] std::io::Error),
 }
@@ -128,13 +126,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let store = Store::connect(&config.database_url).await.map_err(Error::Store)?;
-    let mut builder = tonic::transport::Server::builder();
-    let ca = if config.insecure {
+    let (ca, tls) = if config.insecure {
         warn!(
             listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "--insecure: plaintext and no authentication; anyone who can connect controls mirroring"
         );
-        None
+        (None, None)
     } else {
         // aws-sdk-ec2 enables rustls' aws-lc-rs provider and tonic its ring one; with both
         // compiled in, rustls needs to be told. The error means one is already installed.
@@ -142,19 +139,22 @@ pub async fn run(
         let ca = load_or_create_ca(&store, config.ca_key_secret.as_deref()).await?;
         bootstrap_token(&store, config.bootstrap_token.as_deref()).await?;
         let sans = config.sans();
-        let (chain, key) = ca.server_identity(&sans).map_err(Error::Pki)?;
-        let tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(chain, key))
-            .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
-            // Enrollment and the admin API have no client certificate; the agent stream
-            // checks for one itself.
-            .client_auth_optional(true);
-        builder = builder.tls_config(tls).map_err(Error::Tls)?;
+        let tls = ca.server_tls(&sans).map_err(Error::Pki)?;
         info!(pin = %ca.pin(), ?sans, "serving TLS");
-        Some(ca)
+        (Some(ca), Some(tls))
     };
+    let open_files = connections::raise_open_files();
+    let limits = config.connection_limits().within(open_files);
+    info!(open_files = ?open_files, max_connections = limits.max, "open-file limit");
+    if limits.max < config.connection_limits().max {
+        warn!(
+            open_files = ?open_files, max_connections = limits.max,
+            "the open-file limit caps the connections below --max-connections; raise LimitNOFILE"
+        );
+    }
     let hub = Hub::default();
     let metrics = Arc::new(Metrics::default());
+    metrics.limits(limits.max, open_files.unwrap_or(u64::MAX));
     let metrics_task = match config.metrics_listen {
         Listen::On(addr) => {
             Some(metrics::serve(addr, metrics.clone(), shutdown.clone()).await.map_err(Error::Metrics)?)
@@ -197,7 +197,7 @@ pub async fn run(
     health.set_serving::<AgentServiceServer<Api>>().await;
 
     info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
-    let server = builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(SessionServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
@@ -205,8 +205,19 @@ pub async fn run(
         .add_service(HostServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
         .add_service(TokenServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
         .add_service(AuditServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
-        .add_service(AgentServiceServer::new(api).max_decoding_message_size(MAX_AGENT_MESSAGE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+        .add_service(AgentServiceServer::new(api).max_decoding_message_size(MAX_AGENT_MESSAGE));
+    let stop = shutdown.clone().cancelled_owned();
+    let server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> = match tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            let incoming = connections::tls(listener, acceptor, limits, metrics.clone(), shutdown.clone());
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+        None => {
+            let incoming = connections::plain(listener, limits, metrics.clone(), shutdown.clone());
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+    };
 
     let mut server = std::pin::pin!(server);
     let result = tokio::select! {

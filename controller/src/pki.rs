@@ -41,6 +41,8 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
     #[error("the system random number generator failed")]
     Random,
+    #[error("the server's TLS configuration is invalid: {0}")]
+    Tls(String),
 }
 
 /// A CA as stored: the certificate, and the key in PKCS#8 DER, sealed or not.
@@ -157,6 +159,35 @@ impl Ca {
         (params.not_before, params.not_after) = validity(SERVER_LIFETIME);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
+    }
+
+    /// The server's TLS: a fresh certificate for `sans`, TLS 1.2 and 1.3 only (rustls has
+    /// no older ones), HTTP/2 by ALPN, and client certificates of this CA checked when
+    /// presented (enrollment and the admin API have none; the agent stream asks for one).
+    pub fn server_tls(&self, sans: &[String]) -> Result<rustls::ServerConfig, PkiError> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
+        let (chain, key) = self.server_identity(sans)?;
+        let chain =
+            CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| tls(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| tls(&e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| tls(&e))?)
+            .map_err(|e| tls(&e))?;
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, key)
+            .map_err(|e| tls(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
     }
 
     /// Signs an agent's CSR for `host`, valid for `lifetime`. Only the CSR's public key is

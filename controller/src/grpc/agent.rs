@@ -83,6 +83,30 @@ fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
     Ok(Hello { host, agent_version, addresses, applied_version: h.applied_version, dataplane })
 }
 
+/// What the agent gets when its message cannot be read: too large, or not decodable (tonic
+/// reports these as OUT_OF_RANGE and INTERNAL, which would blame the controller), with a
+/// word for metrics. `None` when the connection itself failed.
+fn bad_message(status: &Status) -> Option<(&'static str, Status)> {
+    match status.code() {
+        tonic::Code::OutOfRange => Some((
+            "too_large",
+            Status::resource_exhausted(format!(
+                "an agent message is larger than the controller's limit of {} MiB ({}); the stream is closed",
+                crate::MAX_AGENT_MESSAGE / (1024 * 1024),
+                status.message()
+            )),
+        )),
+        tonic::Code::Internal => Some((
+            "malformed",
+            Status::invalid_argument(format!(
+                "an agent message could not be decoded ({}); the stream is closed",
+                printable(status.message(), 256)
+            )),
+        )),
+        _ => None,
+    }
+}
+
 #[tonic::async_trait]
 impl AgentService for Api {
     type SyncStream = PushStream;
@@ -97,7 +121,15 @@ impl AgentService for Api {
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))??;
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the stream"))?
+            .map_err(|status| match bad_message(&status) {
+                Some((reason, status)) => {
+                    warn!(%peer, reason, error = %status.message(), "ended an agent stream before its Hello");
+                    self.metrics.ended_stream(reason);
+                    status
+                }
+                None => status,
+            })?;
         let hello = hello(first)?;
         if let Some((_, host)) = identity.as_ref().filter(|(_, host)| *host != hello.host) {
             let audit = AuditEntry::new(&format!("host:{host}"), &peer, "agent.sync", hello.host.as_str());
@@ -232,7 +264,7 @@ impl Connection {
                     Ok(Some(msg)) => self.handle(msg).await,
                     Ok(None) => open = false,
                     Err(status) => {
-                        debug!(host_id = %self.host, error = %status, "agent stream failed");
+                        self.failed(&status).await;
                         open = false;
                     }
                 },
@@ -243,6 +275,18 @@ impl Connection {
             warn!(host_id = %self.host, error = %e, "could not record disconnect");
         }
         info!(host_id = %self.host, "agent disconnected");
+    }
+
+    /// The stream could not be read: the agent sent what cannot be decoded (told why,
+    /// logged and counted), or the connection failed.
+    async fn failed(&self, status: &Status) {
+        let Some((reason, status)) = bad_message(status) else {
+            debug!(host_id = %self.host, error = %status, "agent stream failed");
+            return;
+        };
+        warn!(host_id = %self.host, reason, error = %status.message(), "ended the agent's stream");
+        self.api.metrics.ended_stream(reason);
+        let _ = self.tx.send(Err(status)).await;
     }
 
     /// Tells the agent why its stream ends.
