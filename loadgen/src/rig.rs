@@ -123,7 +123,9 @@ impl Lab {
                 listen: listen.clone(),
                 aws_env: self.moto.env(),
                 rust_log: self.controller_log.clone(),
-                extra_args: Vec::new(),
+                // Every simulated agent connects from loopback, where a fleet's would each
+                // have an address of their own.
+                extra_args: ["--max-connections-per-address", "50000"].map(str::to_owned).to_vec(),
                 insecure: true,
             };
             let started = Instant::now();
