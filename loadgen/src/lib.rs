@@ -15,6 +15,7 @@ pub mod procstat;
 pub mod report;
 mod rig;
 pub mod scenario;
+pub mod siege;
 mod size;
 pub mod storm;
 
@@ -24,6 +25,17 @@ pub use config::Config;
 pub use error::LoadgenError;
 pub use report::Report;
 pub use size::{Idle, SizeReport};
+
+/// Logs to stderr, at `RUST_LOG` or else info without the HTTP/2 chatter: the results go
+/// to stdout.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 /// Runs every fleet size in `config.agents`, one after another, and returns the figures.
 /// Child processes (Postgres, moto, controllers) end when this returns or is dropped.

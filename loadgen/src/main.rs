@@ -10,12 +10,7 @@ use teefleet_loadgen::{Config, Report};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    teefleet_loadgen::init_logging();
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -66,9 +66,19 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 /// The soft limit on open files of this process (children inherit it).
 pub fn open_file_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    open_file_limits("self").map(|(soft, _)| soft)
+}
+
+/// The soft and hard limits on open files of a process (`self` or a pid); "unlimited"
+/// reads as `u64::MAX`.
+pub fn open_file_limits(pid: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+    let mut values = line.trim_start_matches("Max open files").split_whitespace().map(|v| match v {
+        "unlimited" => Some(u64::MAX),
+        v => v.parse().ok(),
+    });
+    Some((values.next()??, values.next()??))
 }
 
 /// Whose CPU time a [`CpuWindow`] adds up.
