@@ -204,6 +204,27 @@ async fn an_agent_that_lost_its_enrollment_answer_retries_with_the_same_key() {
 }
 
 #[tokio::test]
+async fn racing_enrollments_of_one_host_make_one_identity() {
+    let (_pg, url) = database().await;
+    let (ctl, _) = start(&url, &[]).await;
+    let ch = &ctl.channel;
+    // Each with a token of its own: enrollments with one token wait for each other anyway.
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let join = create_token(ch, BOOTSTRAP, "agent", Some(1)).await.expect("join token");
+        let ch = ch.clone();
+        racers.spawn(async move { enroll(&ch, &join, SOURCE).await.map(|_| ()).map_err(|e| e.code()) });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = racers.join_next().await {
+        outcomes.push(outcome.expect("racer"));
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(Code::AlreadyExists))), "{outcomes:?}");
+    ctl.stop().await;
+}
+
+#[tokio::test]
 async fn no_reported_version_breaks_a_host_and_operators_keep_control() {
     let Fleet { _pg, ctl, own, stream, pushed, .. } = fleet().await;
     let ch = &ctl.channel;

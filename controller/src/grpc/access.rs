@@ -14,7 +14,7 @@ use crate::{
     auth::{self, Principal, Role},
     pki::{Ca, Csr, Issued, fingerprint},
     refusals::{Kind, Refusal},
-    store::{AuditEntry, EnrollRefusal, NewToken},
+    store::{AuditEntry, EnrollRefusal, NewToken, unusable_reason},
 };
 
 /// The shortest and longest lifetime of a token.
@@ -289,15 +289,6 @@ impl Api {
         let disconnected = self.hub.cut_off(&host) || had_stream;
         info!(host_id = %host, revoked, disconnected, "host revoked");
         Ok(pb::RevokeHostResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX), disconnected })
-    }
-}
-
-/// The word for metrics of an unusable token, from `TokenRecord::unusable`.
-fn unusable_reason(why: &str) -> &'static str {
-    match why {
-        "revoked" => "revoked_token",
-        "expired" => "expired_token",
-        _ => "used_up_token",
     }
 }
 

@@ -22,8 +22,7 @@ use crate::{
     budget::{Budget, Take},
     refusals::{Kind, Refusal},
     report::{Dataplane, Health},
-    store::AuditEntry,
-    store::{HelloOutcome, HelloRecord, StoreError},
+    store::{AuditEntry, HelloOutcome, HelloRecord, StoreError},
 };
 
 /// How long an agent may take to say Hello after opening the stream.

@@ -91,6 +91,15 @@ pub struct TokenRecord {
     pub host: Option<String>,
 }
 
+/// The word for metrics of what `TokenRecord::unusable` says.
+pub fn unusable_reason(why: &str) -> &'static str {
+    match why {
+        "revoked" => "revoked_token",
+        "expired" => "expired_token",
+        _ => "used_up_token",
+    }
+}
+
 impl TokenRecord {
     /// Why the token cannot be used now, if it cannot.
     pub fn unusable(&self, now: DateTime<Utc>) -> Option<&'static str> {
@@ -292,7 +301,12 @@ impl Store {
         if let Some(other) = for_host.as_deref().filter(|h| *h != host.as_str()) {
             return Ok(Err(EnrollRefusal::OtherHost(other.to_owned())));
         }
-        // Locked, so two enrollments of one host cannot both find it free.
+        // Two enrollments of one host wait for each other here, so they cannot both find it
+        // free (a row lock cannot hold rows that do not exist yet).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
+            .bind(host.as_str())
+            .execute(&mut *tx)
+            .await?;
         let live = sqlx::query(
             "SELECT public_key_sha256, token_id, not_after FROM agent_certs
              WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE",
@@ -305,14 +319,9 @@ impl Store {
                 .iter()
                 .all(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten().as_deref() == Some(&key_sha256[..]))
             && live.iter().any(|r| r.try_get::<Option<String>, _>(1).ok().flatten().as_deref() == Some(&token.id));
-        let expired_or_revoked = token.unusable(Utc::now()).filter(|why| !(same_key && *why == "used up"));
-        if let Some(why) = expired_or_revoked {
-            let reason = match why {
-                "revoked" => "revoked_token",
-                "expired" => "expired_token",
-                _ => "used_up_token",
-            };
-            return Ok(Err(EnrollRefusal::Token { reason, why: why.into() }));
+        // A retry spends no use, so it may find the token's last use spent by itself.
+        if let Some(why) = token.unusable(Utc::now()).filter(|why| !(same_key && *why == "used up")) {
+            return Ok(Err(EnrollRefusal::Token { reason: unusable_reason(why), why: why.into() }));
         }
         let replaces = !live.is_empty() && !same_key;
         if replaces && for_host.is_none() {
@@ -443,13 +452,13 @@ pub struct Enrolled {
     pub retry: bool,
 }
 
-/// Retires the host's live certificates, or with `newer_than` only those issued before
+/// Retires the host's live certificates, or with `older_than` only those issued before
 /// that one; returns how many.
 async fn retire(
     tx: &mut Transaction<'_, Postgres>,
     host: &HostId,
     why: &'static str,
-    newer_than: Option<&[u8; 32]>,
+    older_than: Option<&[u8; 32]>,
 ) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE agent_certs SET revoked_at = now(), revoked_why = $2
@@ -459,7 +468,7 @@ async fn retire(
     )
     .bind(host.as_str())
     .bind(why)
-    .bind(newer_than.map(|f| &f[..]))
+    .bind(older_than.map(|f| &f[..]))
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
