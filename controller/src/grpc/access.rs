@@ -171,7 +171,9 @@ impl Api {
                     host,
                     "replaced_certificate",
                     format!(
-                        "this certificate of host {host} was replaced by a newer one the host's agent has used;                          an agent holding it is not the host's current one (restart it to load its newest                          certificate, or enroll again)"
+                        "this certificate of host {host} was replaced by a newer one the host's agent has used; \
+                         an agent holding it is not the host's current one (restart it to load its newest \
+                         certificate, or enroll again)"
                     ),
                 ));
             }
@@ -181,7 +183,8 @@ impl Api {
                     host,
                     "replaced_certificate",
                     format!(
-                        "host {host} enrolled again with a token made for it, which replaced this certificate;                          enroll again to get a new one"
+                        "host {host} enrolled again with a token made for it, which replaced this certificate; \
+                         enroll again to get a new one"
                     ),
                 ));
             }
