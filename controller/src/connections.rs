@@ -112,7 +112,7 @@ fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
     counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Why a connection was closed before it reached the server.
+/// A place under the caps for a connection from `address`, or the cap it is over.
 fn take(
     counts: &Arc<Mutex<Counts>>,
     address: IpAddr,

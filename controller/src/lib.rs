@@ -144,9 +144,10 @@ pub async fn run(
         (Some(ca), Some(tls))
     };
     let open_files = connections::raise_open_files();
-    let limits = config.connection_limits().within(open_files);
+    let configured = config.connection_limits();
+    let limits = configured.within(open_files);
     info!(open_files = ?open_files, max_connections = limits.max, "open-file limit");
-    if limits.max < config.connection_limits().max {
+    if limits.max < configured.max {
         warn!(
             open_files = ?open_files, max_connections = limits.max,
             "the open-file limit caps the connections below --max-connections; raise LimitNOFILE"

@@ -131,15 +131,10 @@ async fn still_open(stream: &mut Stream, wait: Duration) -> bool {
     }
 }
 
-/// What a terminal would act on: C0 and C1 controls, and the Unicode characters that
-/// reorder or hide text (bidi overrides and isolates, line and paragraph separators).
+/// Whether a terminal would act on some of `s` (controls, bidi overrides and isolates,
+/// line separators): the model's definition, whose own tests name each character.
 fn unsafe_for_terminals(s: &str) -> bool {
-    s.chars().any(|c| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}')
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    })
+    s.chars().any(teefleet_model::text::acts_on_terminals)
 }
 
 const HOSTILE_TEXT: &str = "\u{1b}]0;owned\u{7}\u{1b}[31mred\u{202e}txt.exe\nforged line\r\u{2066}x\u{9b}2J";

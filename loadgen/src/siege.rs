@@ -153,7 +153,8 @@ async fn one(config: &SiegeConfig, bin: &Path, database_url: &str, log: &Path) -
     let ca = wait_for_ca(bin, database_url, log).await?;
     let ca_path = log.with_extension("ca.pem");
     std::fs::write(&ca_path, &ca).map_err(|source| LoadgenError::Io { context: "writing the CA".into(), source })?;
-    let operator = Operator { url: format!("https://{listen}"), ca: ca_path };
+    let fleetctl = teefleet_lab::procs::binary(teefleet_lab::procs::FLEETCTL_BIN)?;
+    let operator = Operator { fleetctl, url: format!("https://{listen}"), ca: ca_path };
     wait_serving(&operator, &mut proc).await?;
     let pool = sqlx::PgPool::connect(database_url).await?;
     let addr: SocketAddr = listen.parse().map_err(|_| LoadgenError::Invalid(listen.clone()))?;
@@ -237,6 +238,7 @@ async fn wait_for_ca(bin: &Path, database_url: &str, log: &Path) -> Result<Strin
 
 /// The operator: the real fleetctl, from 127.0.0.1.
 struct Operator {
+    fleetctl: PathBuf,
     url: String,
     ca: PathBuf,
 }
@@ -244,9 +246,8 @@ struct Operator {
 impl Operator {
     /// One `fleetctl session list`: its wall time, or why it failed.
     async fn list(&self) -> Result<Duration, String> {
-        let bin = teefleet_lab::procs::binary(teefleet_lab::procs::FLEETCTL_BIN).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let run = Command::new(bin)
+        let run = Command::new(&self.fleetctl)
             .args(["--controller", &self.url, "--ca-cert"])
             .arg(&self.ca)
             .args(["--token", BOOTSTRAP, "-o", "json", "session", "list"])

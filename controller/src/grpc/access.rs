@@ -1,7 +1,7 @@
 //! Authentication and authorisation at the gRPC edge, and the services that manage access:
 //! tokens, the audit log, host revocation, and agent enrollment.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use teefleet_model::HostId;
@@ -49,16 +49,17 @@ pub(crate) fn peer<T>(req: &Request<T>) -> String {
 }
 
 impl Api {
-    /// A refusal: counted, logged and audited within budgets (see `refusals`).
-    fn refuse<T>(
+    /// A refusal of a call from `peer`: counted, logged and audited within budgets (see
+    /// `refusals`); returns the status to answer with.
+    pub(crate) fn refuse(
         &self,
-        req: &Request<T>,
+        peer: Option<SocketAddr>,
         kind: Kind,
         reason: &'static str,
         audit: AuditEntry,
         status: Status,
     ) -> Status {
-        self.refusals.refuse(Refusal { kind, reason, peer: req.remote_addr(), audit, status })
+        self.refusals.refuse(Refusal { kind, reason, peer, audit, status })
     }
 
     /// Authenticates the caller of an admin call and checks it may do `action` (as the
@@ -76,7 +77,7 @@ impl Api {
             return Ok(Caller { principal: Principal::Insecure, peer });
         }
         let refused = |actor: &str, reason, status| {
-            self.refuse(req, Kind::Admin, reason, AuditEntry::new(actor, &peer, action, ""), status)
+            self.refuse(req.remote_addr(), Kind::Admin, reason, AuditEntry::new(actor, &peer, action, ""), status)
         };
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let Some(secret) = header.and_then(auth::bearer) else {
@@ -145,7 +146,7 @@ impl Api {
         let peer = peer(req);
         let refused = |actor: &str, host: &str, reason, message: String| {
             let audit = AuditEntry::new(actor, &peer, action, host);
-            self.refuse(req, Kind::Agent, reason, audit, Status::unauthenticated(message))
+            self.refuse(req.remote_addr(), Kind::Agent, reason, audit, Status::unauthenticated(message))
         };
         let certs = req.peer_certs();
         let Some(der) = certs.as_ref().and_then(|c| c.first()) else {
@@ -219,8 +220,15 @@ impl Api {
     pub(crate) async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
         let ca = self.ca()?;
         let peer = peer(&req);
+        let remote = req.remote_addr();
         let refused = |target: &str, reason, status| {
-            self.refuse(&req, Kind::Enroll, reason, AuditEntry::new("join token", &peer, "host.enroll", target), status)
+            self.refuse(
+                remote,
+                Kind::Enroll,
+                reason,
+                AuditEntry::new("join token", &peer, "host.enroll", target),
+                status,
+            )
         };
         let body = req.get_ref();
         let host = match convert::host_id("host_id", &body.host_id) {
@@ -266,7 +274,7 @@ impl Api {
                 convert::host_id("host_id", &body.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string());
             let audit = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", &body.host_id);
             let status = Status::permission_denied(format!("this certificate belongs to host {host}, not {other}"));
-            return Err(self.refuse(&req, Kind::Agent, "wrong_host", audit, status));
+            return Err(self.refuse(req.remote_addr(), Kind::Agent, "wrong_host", audit, status));
         }
         self.in_use(&host, &print).await;
         let issued = Csr::parse(&body.csr)

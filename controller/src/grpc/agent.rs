@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::{Api, ApiError, convert};
 use crate::{
     budget::{Budget, Take},
-    refusals::{Kind, Refusal},
+    refusals::Kind,
     report::{Dataplane, Health},
     store::{AuditEntry, HelloOutcome, HelloRecord, StoreError},
 };
@@ -136,13 +136,7 @@ impl AgentService for Api {
                 "this client certificate belongs to host {host}; it cannot speak for host {}",
                 hello.host
             ));
-            return Err(self.refusals.refuse(Refusal {
-                kind: Kind::Agent,
-                reason: "wrong_host",
-                peer: remote,
-                audit,
-                status,
-            }));
+            return Err(self.refuse(remote, Kind::Agent, "wrong_host", audit, status));
         }
         if let Some((print, host)) = &identity {
             self.in_use(host, print).await;

@@ -4,7 +4,7 @@
 use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
 
-use super::{LIVENESS_SECS, Result, Store, StoreError, corrupt, records::event_from_row, rule_set};
+use super::{LIVENESS_SECS, Result, Store, StoreError, records::event_from_row, rule_set};
 use crate::{
     report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
     store::HostRecord,
@@ -31,8 +31,11 @@ pub struct HelloRecord<'a> {
     pub dataplane: Option<&'a Dataplane>,
 }
 
-fn bigint(v: u64, what: &str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| corrupt(format!("{what} out of range")))
+/// A version an agent reported, as a bigint: anything above the bound, which no host was
+/// ever pushed, as one above it, so the comparisons in SQL still see it as too high.
+fn reported(version: u64) -> i64 {
+    // RuleSet::MAX_VERSION + 1 is 2^53, far inside a bigint.
+    i64::try_from(version.min(RuleSet::MAX_VERSION + 1)).unwrap_or(i64::MAX)
 }
 
 impl Store {
@@ -49,8 +52,7 @@ impl Store {
     /// database or a lie, and moves nothing: the host counts as having applied nothing
     /// until it acknowledges a push.
     pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<HelloOutcome> {
-        // Anything above the bound is stale; clamping keeps it a bigint.
-        let claimed = bigint(hello.applied_version.min(RuleSet::MAX_VERSION + 1), "applied version")?;
+        let claimed = reported(hello.applied_version);
         let row = sqlx::query(
             "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, dataplane)
              VALUES ($1, $2, $3, $4, true, now(), $6)
@@ -90,7 +92,7 @@ impl Store {
              WHERE host_id = $1 AND $2 <= desired_version",
         )
         .bind(id.as_str())
-        .bind(bigint(version.min(RuleSet::MAX_VERSION + 1), "version")?)
+        .bind(reported(version))
         .bind(i32::try_from(rule_count).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
@@ -104,7 +106,7 @@ impl Store {
              WHERE host_id = $1 AND $2 <= desired_version",
         )
         .bind(id.as_str())
-        .bind(bigint(version.min(RuleSet::MAX_VERSION + 1), "version")?)
+        .bind(reported(version))
         .bind(error)
         .execute(&self.pool)
         .await?;
