@@ -1,4 +1,4 @@
-//! The EC2 fixture in moto: one VPC and subnet covering the lab's /24, and one instance per
+//! The EC2 fixture in moto: one VPC with a subnet per lab subnet, and one instance per
 //! lab host with the host's address as its primary private IP, so the controller finds the
 //! same addresses through EC2 that the namespaces really have. IPv6 addresses are assigned
 //! to the instances' primary network interfaces afterwards ([`Ec2Fixture::assign_ipv6`]),
@@ -45,42 +45,63 @@ fn ec2_error(operation: &str, e: impl std::error::Error) -> LabError {
 pub struct Ec2Fixture {
     client: Client,
     pub vpc_id: String,
+    /// The first subnet.
     pub subnet_id: String,
+    /// Every subnet, in the order they were asked for.
+    pub subnet_ids: Vec<String>,
     /// Lab host name → instance id.
     pub instances: BTreeMap<String, String>,
 }
 
 impl Ec2Fixture {
-    /// Creates a VPC and subnet for `cidr` (a /16 to /28) and one running instance per
+    /// Creates a VPC and one subnet for `cidr` (a /16 to /28) and one running instance per
     /// `(host name, private IP)`.
     pub async fn create(client: Client, cidr: &str, hosts: &[(String, Ipv4Addr)]) -> Result<Ec2Fixture, LabError> {
-        let vpc = client.create_vpc().cidr_block(cidr).send().await.map_err(|e| ec2_error("CreateVpc", e))?;
+        let hosts: Vec<_> = hosts.iter().map(|(name, ip)| (name.clone(), 0, *ip)).collect();
+        Ec2Fixture::create_vpc(client, cidr, &[cidr.to_owned()], &hosts).await
+    }
+
+    /// Creates a VPC for `vpc_cidr` with one subnet per entry of `subnets`, and one running
+    /// instance per `(host name, subnet index, private IP)`.
+    pub async fn create_vpc(
+        client: Client,
+        vpc_cidr: &str,
+        subnets: &[String],
+        hosts: &[(String, usize, Ipv4Addr)],
+    ) -> Result<Ec2Fixture, LabError> {
+        let vpc = client.create_vpc().cidr_block(vpc_cidr).send().await.map_err(|e| ec2_error("CreateVpc", e))?;
         let vpc_id = vpc
             .vpc()
             .and_then(|v| v.vpc_id())
             .ok_or_else(|| ec2_error_text("CreateVpc", "no VPC id in the answer"))?
             .to_owned();
-        let subnet = client
-            .create_subnet()
-            .vpc_id(&vpc_id)
-            .cidr_block(cidr)
-            .send()
-            .await
-            .map_err(|e| ec2_error("CreateSubnet", e))?;
-        let subnet_id = subnet
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .ok_or_else(|| ec2_error_text("CreateSubnet", "no subnet id in the answer"))?
-            .to_owned();
+        let mut subnet_ids = Vec::new();
+        for cidr in subnets {
+            let subnet = client
+                .create_subnet()
+                .vpc_id(&vpc_id)
+                .cidr_block(cidr)
+                .send()
+                .await
+                .map_err(|e| ec2_error("CreateSubnet", e))?;
+            let id = subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .ok_or_else(|| ec2_error_text("CreateSubnet", "no subnet id in the answer"))?;
+            subnet_ids.push(id.to_owned());
+        }
         let mut instances = BTreeMap::new();
-        for (name, ip) in hosts {
+        for (name, subnet, ip) in hosts {
+            let subnet_id = subnet_ids
+                .get(*subnet)
+                .ok_or_else(|| LabError::Invalid(format!("host {name} is in subnet {subnet}, which is not made")))?;
             let run = client
                 .run_instances()
                 .image_id(IMAGE_ID)
                 .instance_type(InstanceType::T3Micro)
                 .min_count(1)
                 .max_count(1)
-                .subnet_id(&subnet_id)
+                .subnet_id(subnet_id)
                 .private_ip_address(ip.to_string())
                 .send()
                 .await
@@ -91,10 +112,11 @@ impl Ec2Fixture {
                 .and_then(|i| i.instance_id())
                 .ok_or_else(|| ec2_error_text("RunInstances", "no instance in the answer"))?
                 .to_owned();
-            tracing::info!(host = %name, %ip, instance_id = %id, "EC2 instance created");
+            tracing::info!(host = %name, %ip, instance_id = %id, subnet_id, "EC2 instance created");
             instances.insert(name.clone(), id);
         }
-        Ok(Ec2Fixture { client, vpc_id, subnet_id, instances })
+        let subnet_id = subnet_ids.first().cloned().unwrap_or_default();
+        Ok(Ec2Fixture { client, vpc_id, subnet_id, subnet_ids, instances })
     }
 
     /// The instance id of a lab host.
@@ -113,6 +135,18 @@ impl Ec2Fixture {
     /// Source/Dest Check of an instance, read with DescribeInstanceAttribute.
     pub async fn source_dest_check(&self, instance_id: &str) -> Result<bool, LabError> {
         source_dest_check(&self.client, instance_id).await
+    }
+
+    /// Sets Source/Dest Check of an instance (ModifyInstanceAttribute).
+    pub async fn set_source_dest_check(&self, instance_id: &str, on: bool) -> Result<(), LabError> {
+        self.client
+            .modify_instance_attribute()
+            .instance_id(instance_id)
+            .source_dest_check(aws_sdk_ec2::types::AttributeBooleanValue::builder().value(on).build())
+            .send()
+            .await
+            .map_err(|e| ec2_error("ModifyInstanceAttribute", e))?;
+        Ok(())
     }
 
     /// Assigns `ip6` to the primary network interface of a lab host's instance

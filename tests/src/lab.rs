@@ -20,6 +20,7 @@ use crate::moto::Moto;
 use crate::netns::{Network, Range};
 use crate::postgres::TempPostgres;
 use crate::procs::{self, AgentSpec, CliOutput, ControllerSpec, Proc};
+use crate::vpc::Follower;
 use crate::{LabError, cmd};
 
 /// The lab hosts that run an agent and can be mirrored.
@@ -28,7 +29,9 @@ pub const SOURCES: [&str; 2] = ["source1", "source2"];
 pub const COLLECTOR: &str = "collector";
 /// A second collector, for sessions that mirror to different places.
 pub const COLLECTOR2: &str = "collector2";
-/// Both collectors.
+/// The collector in the second subnet, behind the router.
+pub const COLLECTOR_B: &str = "collector-b";
+/// Both collectors of the first subnet.
 pub const COLLECTORS: [&str; 2] = [COLLECTOR, COLLECTOR2];
 /// The lab host that talks to the sources.
 pub const CLIENT: &str = "client";
@@ -45,6 +48,7 @@ pub struct LabBuilder {
     ec2_ipv6: bool,
     secure: bool,
     replicas: usize,
+    enforce_checks: bool,
 }
 
 /// The admin token of a secure lab's controller (FLEET_BOOTSTRAP_TOKEN).
@@ -73,6 +77,7 @@ impl Default for LabBuilder {
             ec2_ipv6: true,
             secure: false,
             replicas: 1,
+            enforce_checks: false,
         }
     }
 }
@@ -137,6 +142,13 @@ impl LabBuilder {
         self
     }
 
+    /// Whether the bridges enforce every instance's Source/Dest Check as EC2 reports it
+    /// (default no: everything is forwarded, as before the lab could enforce it).
+    pub fn enforce_source_dest_checks(mut self, yes: bool) -> Self {
+        self.enforce_checks = yes;
+        self
+    }
+
     /// Brings the lab up; returns once the controller listens and the agents are running.
     pub async fn start(self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
@@ -157,15 +169,27 @@ impl LabBuilder {
         let database_url = postgres.create_database("teefleet").await?;
         let moto = Moto::start(&logs).await?;
         let network = Network::create(self.range).await?;
-        let hosts: Vec<(String, Ipv4Addr)> = network.hosts().iter().map(|h| (h.name.clone(), h.ip)).collect();
-        let ec2 = Ec2Fixture::create(ec2::client(&moto.endpoint()), &network.cidr(), &hosts).await?;
+        let hosts: Vec<_> = network.hosts().iter().map(|h| (h.name.clone(), h.subnet, h.ip)).collect();
+        let subnets = [network.cidr_of(0), network.cidr_of(1)];
+        let ec2 = Ec2Fixture::create_vpc(ec2::client(&moto.endpoint()), &network.vpc_cidr(), &subnets, &hosts).await?;
         if self.ec2_ipv6 {
             for host in network.hosts() {
                 ec2.assign_ipv6(&host.name, host.ip6).await?;
             }
         }
 
+        let follower = if self.enforce_checks {
+            // The bridges enforce what EC2 says from now on, as the controller changes it.
+            network.checks().follow_once(ec2.client(), &ec2.instances).await?;
+            Some(Follower::start(network.checks().clone(), ec2.client().clone(), ec2.instances.clone()))
+        } else {
+            for host in network.hosts() {
+                network.set_source_dest_check(&host.name, false).await?;
+            }
+            None
+        };
         let mut lab = Lab {
+            _follower: follower,
             agents: Mutex::new(Vec::new()),
             controller: Mutex::new(None),
             controller_url: String::new(),
@@ -228,6 +252,8 @@ fn agent_args(security: &Security) -> Vec<String> {
 /// moto and Postgres, then the directory.
 #[derive(Debug)]
 pub struct Lab {
+    /// Keeps the bridges' Source/Dest Checks equal to EC2's (when enforced); stops first.
+    _follower: Option<Follower>,
     // Behind locks so that every operation, `wait_until` included, needs only `&Lab`;
     // no lock is held across an await.
     agents: Mutex<Vec<Proc>>,
@@ -485,6 +511,22 @@ impl Lab {
     /// Source/Dest Check of a lab host's instance, through the EC2 API.
     pub async fn source_dest_check(&self, host: &str) -> Result<bool, LabError> {
         self.ec2.source_dest_check(self.ec2.instance_id(host)?).await
+    }
+
+    /// Sets Source/Dest Check of a lab host's instance through the EC2 API, as an operator
+    /// would, and waits until the bridge enforces it.
+    pub async fn set_source_dest_check(&self, host: &str, on: bool) -> Result<(), LabError> {
+        self.ec2.set_source_dest_check(self.ec2.instance_id(host)?, on).await?;
+        self.sync_source_dest_checks().await
+    }
+
+    /// Makes the bridges enforce EC2's Source/Dest Checks now, rather than within the
+    /// follower's next 100 ms (no-op when the lab does not enforce them).
+    pub async fn sync_source_dest_checks(&self) -> Result<(), LabError> {
+        if self._follower.is_some() {
+            self.network.checks().follow_once(self.ec2.client(), &self.ec2.instances).await?;
+        }
+        Ok(())
     }
 
     /// Fails if the controller or an agent has exited.

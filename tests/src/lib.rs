@@ -15,12 +15,13 @@ pub mod moto;
 pub mod netns;
 pub mod postgres;
 pub mod procs;
+pub mod vpc;
 
 pub use capture::{Capture, Finished, Packet};
 pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;
-pub use lab::{CLIENT, COLLECTOR, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip};
+pub use lab::{CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip};
 pub use moto::Moto;
 pub use netns::{Flood, Network, Range};
 pub use postgres::TempPostgres;

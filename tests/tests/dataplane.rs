@@ -545,3 +545,37 @@ async fn a_session_by_ec2_tag_follows_the_tag_from_host_to_host() {
     })
     .await;
 }
+
+/// On a lab that enforces EC2's Source/Dest Check per instance, a raw-TEE session that
+/// mirrors both directions delivers only the clones that carry the source's own address:
+/// the controller turns off only the collector's check, so every clone of an inbound
+/// packet is dropped as the source sends it. The bridge follows EC2: once the source's
+/// check is off in the EC2 API, both directions arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ec2_rules_raw_tee_loses_inbound_clones_while_the_source_check_is_on() {
+    run_with(lab_builder().enforce_source_dest_checks(true), async |lab: &Lab| {
+        let (c1, _) = add_collectors(lab).await?;
+        create_session(lab, "raw", &c1, &["--protocol", "icmp"]).await?;
+        ensure!(!lab.source_dest_check(COLLECTOR).await?, "the controller turned the collector's check off");
+        lab.sync_source_dest_checks().await?;
+        let capture = lab.capture(COLLECTOR, "raw-ec2", Some("icmp")).await?;
+        let is_clone = clone_at(lab, COLLECTOR).await?;
+        let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+        let before = lab.network.checks().dropped("source1").await?;
+
+        lab.network.ping(CLIENT, source1, 5).await?;
+        flush(lab, &capture, COLLECTOR).await?;
+        let got = echoes(&capture, &is_clone, client, source1);
+        let dropped = lab.network.checks().dropped("source1").await?;
+        ensure!(got == (0, 5), "(requests, replies) at the collector: {got:?}\n{}", capture.text());
+        ensure!(dropped.sent - before.sent >= 5, "source1's check dropped {dropped:?} (before {before:?})");
+
+        lab.set_source_dest_check("source1", false).await?;
+        lab.network.ping(CLIENT, source1, 5).await?;
+        flush(lab, &capture, COLLECTOR).await?;
+        let got = echoes(&capture, &is_clone, client, source1);
+        ensure!(got == (5, 10), "(requests, replies) with source1's check off: {got:?}\n{}", capture.text());
+        Ok(())
+    })
+    .await;
+}
