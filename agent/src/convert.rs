@@ -5,7 +5,8 @@
 //! offending field (`rules[2].peer_cidr`) so a Nack tells the operator what to fix.
 
 use teefleet_model::{
-    Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, Throttle, ValidationError,
+    Cidr, IpFamily, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, Throttle, Tunnel,
+    ValidationError, Vni,
 };
 use teefleet_proto::v1 as pb;
 
@@ -35,10 +36,6 @@ fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
             return Err(ValidationError::new("direction", format!("{} is not INGRESS or EGRESS", r.direction)));
         }
     };
-    let gateway = r
-        .gateway
-        .parse()
-        .map_err(|_| ValidationError::new("gateway", format!("{:?} is not an IP address", r.gateway)))?;
     let protocol = match pb::Protocol::try_from(r.protocol) {
         // proto3 sends the zero value for a field that was never set; like Filter, it means all.
         Ok(pb::Protocol::Unspecified | pb::Protocol::All) => Protocol::All,
@@ -52,7 +49,24 @@ fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
     let ports = r.ports.map(|p| PortRange::new(p.first, p.last)).transpose().map_err(at("ports"))?;
     let peer = if r.peer_cidr.is_empty() { None } else { Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?) };
     let throttle = Throttle::from_zeroable(r.sample, r.max_pps)?;
-    Ok(MirrorRule::new(session, direction, gateway, protocol, ports, peer)?.with_throttle(throttle))
+    let rule = if r.vni == 0 {
+        let gateway = address("gateway", &r.gateway)?;
+        MirrorRule::new(session, direction, gateway, protocol, ports, peer)?
+    } else {
+        let tunnel =
+            Tunnel::new(Vni::new(r.vni)?, address("vxlan_remote", &r.vxlan_remote)?).map_err(at("vxlan_remote"))?;
+        let family = match pb::IpFamily::try_from(r.family) {
+            Ok(pb::IpFamily::Ipv4) => IpFamily::Ipv4,
+            Ok(pb::IpFamily::Ipv6) => IpFamily::Ipv6,
+            _ => return Err(ValidationError::new("family", format!("{} is not IPV4 or IPV6", r.family))),
+        };
+        MirrorRule::tunnelled(session, direction, family, tunnel, protocol, ports, peer)?
+    };
+    Ok(rule.with_throttle(throttle))
+}
+
+fn address(field: &'static str, text: &str) -> Result<std::net::IpAddr, ValidationError> {
+    text.parse().map_err(|_| ValidationError::new(field, format!("{text:?} is not an IP address")))
 }
 
 #[cfg(test)]
@@ -69,7 +83,30 @@ mod tests {
             peer_cidr: "10.1.0.0/16".into(),
             sample: 0.25,
             max_pps: 100,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_vxlan_rule_needs_its_vni_remote_and_family() {
+        let vxlan = pb::MirrorRule {
+            gateway: String::new(),
+            vni: 42,
+            vxlan_remote: "10.0.0.9".into(),
+            family: pb::IpFamily::Ipv6 as i32,
+            peer_cidr: String::new(),
+            ..good()
+        };
+        let set = convert(vec![vxlan.clone()]).expect("valid");
+        let tunnel = set.rules()[0].tunnel().expect("tunnelled");
+        assert_eq!((tunnel.vni().get(), tunnel.remote().to_string()), (42, "10.0.0.9".to_owned()));
+        assert_eq!(set.rules()[0].family(), IpFamily::Ipv6);
+        let no_family = pb::MirrorRule { family: 0, ..vxlan.clone() };
+        assert_eq!(convert(vec![no_family]).unwrap_err().to_string(), "rules[0].family: 0 is not IPV4 or IPV6");
+        let big = pb::MirrorRule { vni: 1 << 24, ..vxlan.clone() };
+        assert_eq!(convert(vec![big]).unwrap_err().field, "rules[0].vni");
+        let remote = pb::MirrorRule { vxlan_remote: "0.0.0.0".into(), ..vxlan };
+        assert_eq!(convert(vec![remote]).unwrap_err().field, "rules[0].vxlan_remote");
     }
 
     fn convert(rules: Vec<pb::MirrorRule>) -> Result<RuleSet, ValidationError> {

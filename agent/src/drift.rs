@@ -55,8 +55,8 @@ pub async fn run<D: Dataplane>(
         match dataplane.check().await {
             Ok(check) => {
                 for repair in &check.repairs {
-                    warn!(family = repair.family.label(), drift = %repair.drift, "repaired drifted rules");
-                    events.send(EventKind::DriftRepaired, format!("{}: {}", repair.family.label(), repair.drift));
+                    warn!(family = repair.scope.label(), drift = %repair.drift, "repaired drifted rules");
+                    events.send(EventKind::DriftRepaired, format!("{}: {}", repair.scope.label(), repair.drift));
                 }
                 if last_error.take().is_some() {
                     warn!("drift checks succeed again");

@@ -320,7 +320,10 @@ mod tests {
         status.record_apply(&set(5), Duration::from_secs(20), false);
         let web: SessionName = "web".parse().expect("name");
         let check = Check {
-            repairs: vec![crate::firewall::Repair { family: Family::V6, drift: "x".into() }],
+            repairs: vec![crate::firewall::Repair {
+                scope: crate::firewall::Scope::Rules(Family::V6),
+                drift: "x".into(),
+            }],
             counters: [(web.clone(), Counter { packets: 10, bytes: 1000 })].into(),
         };
         status.record_check(Ok(&check));

@@ -12,7 +12,7 @@ use common::{Netns, root_or_skip};
 use teefleet_agent::{
     ApplyError, Dataplane, Iptables, IptablesDataplane,
     firewall::{
-        Family, Observed, Variant,
+        Family, Observed, Scope, Variant,
         generation::{Generation, GenerationError},
         render,
     },
@@ -212,10 +212,10 @@ async fn assert_applied_dual(ipt: &Iptables, set: &RuleSet) {
 }
 
 /// One drift check: what it repaired (family, drift), and how many reads and writes it made.
-async fn check_counting(dp: &IptablesDataplane, what: &str) -> (Vec<(Family, String)>, u64, u64) {
+async fn check_counting(dp: &IptablesDataplane, what: &str) -> (Vec<(Scope, String)>, u64, u64) {
     let (reads, writes) = (dp.reads(), dp.writes());
     let check = dp.check().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-    let repairs = check.repairs.into_iter().map(|r| (r.family, r.drift)).collect();
+    let repairs = check.repairs.into_iter().map(|r| (r.scope, r.drift)).collect();
     (repairs, dp.reads() - reads, dp.writes() - writes)
 }
 
@@ -318,7 +318,7 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str, counter_max
             ns.iptables(command);
         }
         let (repairs, reads, writes) = check_counting(&dp, what).await;
-        assert_eq!(repairs, [(Family::V4, description.to_owned())], "{what}");
+        assert_eq!(repairs, [(Scope::Rules(Family::V4), description.to_owned())], "{what}");
         // One read per family, one write and one read-back for the drifted family.
         assert_eq!((reads, writes), (3, 1), "{what}");
         assert_applied_dual(&ipt, &set_dual(2)).await;
@@ -328,7 +328,7 @@ async fn drift_scenario(test: &str, variant: Variant, backend: &str, counter_max
     // IPv6 drift is found and repaired the same way.
     ns.ip6tables("-F TEEFLEET-POST");
     let check = dp.check().await.expect("check");
-    assert_eq!(check.repairs.iter().map(|r| r.family).collect::<Vec<_>>(), [Family::V6]);
+    assert_eq!(check.repairs.iter().map(|r| r.scope).collect::<Vec<_>>(), [Scope::Rules(Family::V6)]);
     assert_applied_dual(&ipt, &set_dual(2)).await;
     assert_eq!(ns.foreign(), foreign);
 
@@ -463,7 +463,7 @@ async fn a_check_reads_nothing_until_nf_tables_changes_and_then_repairs_at_once(
     ] {
         ns.iptables(command);
         let (repairs, reads, writes) = check_counting(&dp, command).await;
-        assert_eq!(repairs, [(Family::V4, drift.to_owned())], "{command}");
+        assert_eq!(repairs, [(Scope::Rules(Family::V4), drift.to_owned())], "{command}");
         // The read that found it, the repair, and the read back that checks it.
         assert_eq!((reads, writes), (2, 1), "{command}");
         assert_applied(&ns, &set);

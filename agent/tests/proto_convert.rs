@@ -14,7 +14,7 @@ use teefleet_agent::{
     firewall::{Family, render::render_rule},
 };
 use teefleet_model::{
-    MaxPps, MirrorRule, Protocol, RuleDirection, RuleSet,
+    IpFamily, MaxPps, MirrorRule, Protocol, RuleDirection, RuleSet, Vni,
     strategy::{self, config, hostile},
 };
 use teefleet_proto::v1 as pb;
@@ -28,7 +28,7 @@ fn to_proto(rule: &MirrorRule) -> pb::MirrorRule {
             RuleDirection::Ingress => pb::Direction::Ingress,
             RuleDirection::Egress => pb::Direction::Egress,
         } as i32,
-        gateway: rule.gateway().to_string(),
+        gateway: rule.gateway().map(|g| g.to_string()).unwrap_or_default(),
         protocol: match rule.protocol() {
             Protocol::All => pb::Protocol::All,
             Protocol::Tcp => pb::Protocol::Tcp,
@@ -39,6 +39,13 @@ fn to_proto(rule: &MirrorRule) -> pb::MirrorRule {
         peer_cidr: rule.peer().map(|c| c.to_string()).unwrap_or_default(),
         sample: throttle.sample.map_or(0.0, |s| s.fraction()),
         max_pps: throttle.max_pps.map_or(0, MaxPps::get),
+        vni: rule.tunnel().map_or(0, |t| t.vni().get()),
+        vxlan_remote: rule.tunnel().map(|t| t.remote().to_string()).unwrap_or_default(),
+        family: match (rule.tunnel(), rule.family()) {
+            (None, _) => pb::IpFamily::Unspecified,
+            (Some(_), IpFamily::Ipv4) => pb::IpFamily::Ipv4,
+            (Some(_), IpFamily::Ipv6) => pb::IpFamily::Ipv6,
+        } as i32,
     }
 }
 
@@ -53,7 +60,7 @@ fn number(max: u32) -> impl Strategy<Value = u32> {
 
 /// Each field anything from valid to garbage, independently of the others.
 fn hostile_rule() -> impl Strategy<Value = pb::MirrorRule> {
-    (
+    let raw = (
         hostile(strategy::session_name_text()),
         enum_value(3),
         hostile(strategy::ip().prop_map(|ip| ip.to_string())),
@@ -72,7 +79,14 @@ fn hostile_rule() -> impl Strategy<Value = pb::MirrorRule> {
             peer_cidr,
             sample,
             max_pps,
-        })
+            ..Default::default()
+        });
+    let vxlan = (
+        prop_oneof![3 => Just(0), 1 => number(Vni::MAX + 1)],
+        hostile(strategy::ip().prop_map(|ip| ip.to_string())),
+        enum_value(2),
+    );
+    (raw, vxlan).prop_map(|(rule, (vni, vxlan_remote, family))| pb::MirrorRule { vni, vxlan_remote, family, ..rule })
 }
 
 fn any_rule() -> impl Strategy<Value = pb::MirrorRule> {
@@ -92,7 +106,7 @@ proptest! {
                 prop_assert_eq!(set.version(), version);
                 prop_assert!(set.rules().len() <= rules.len());
                 for rule in set.rules() {
-                    let family = Family::of(rule.gateway());
+                    let family = Family::of_rule(rule);
                     let line = render_rule(rule, family);
                     check_rule_line(&line, family).map_err(TestCaseError::fail)?;
                 }

@@ -12,18 +12,21 @@ use std::collections::BTreeSet;
 
 use grammar::check_rule_line;
 use proptest::{collection::vec, prelude::*, sample::select};
+use std::net::IpAddr;
+
 use teefleet_agent::firewall::{
     Family, Observed,
     observe::session_of,
     render::{HOOKS, expected_sessions, plan, render_rule, render_rules, rules_of},
+    tunnel,
 };
 use teefleet_model::{
-    Cidr, MirrorRule, Protocol, RuleDirection, RuleSet, Sample,
+    Cidr, Delivery, IpFamily, MirrorRule, Protocol, RuleDirection, RuleSet, Sample,
     strategy::{self, config},
 };
 
 fn check_rule(rule: &MirrorRule) -> Result<(), TestCaseError> {
-    let family = Family::of(rule.gateway());
+    let family = Family::of_rule(rule);
     let line = render_rule(rule, family);
     let read = check_rule_line(&line, family).map_err(|e| TestCaseError::fail(format!("{e}\n{line}\n{rule:?}")))?;
     prop_assert_eq!(read.ingress, rule.direction() == RuleDirection::Ingress);
@@ -38,7 +41,17 @@ fn check_rule(rule: &MirrorRule) -> Result<(), TestCaseError> {
     };
     prop_assert_eq!(read.protocol, protocol);
     prop_assert_eq!(read.ports, rule.ports().map(|p| (p.first(), p.last())));
-    prop_assert_eq!(read.gateway, rule.gateway());
+    prop_assert_eq!(read.excluded, rule.excluded());
+    match rule.delivery() {
+        Delivery::Raw { gateway } => prop_assert_eq!((read.gateway, read.oif), (gateway, None)),
+        Delivery::Vxlan(t) => {
+            let hop = match family {
+                Family::V4 => IpAddr::V4(tunnel::NEXT_HOP_V4),
+                Family::V6 => IpAddr::V6(tunnel::NEXT_HOP_V6),
+            };
+            prop_assert_eq!((read.gateway, read.oif), (hop, Some(format!("tfvx{}", t.vni()))));
+        }
+    }
     let throttle = rule.throttle();
     prop_assert_eq!(read.sample_ppm, throttle.sample.filter(|s| !s.is_all()).map(|s| s.ppm()));
     prop_assert_eq!(read.max_pps, throttle.max_pps.map(|m| m.get()));
@@ -84,7 +97,8 @@ fn saved_text() -> impl Strategy<Value = String> {
 fn near_twins() -> impl Strategy<Value = RuleSet> {
     let variant = (any::<bool>(), any::<bool>());
     (strategy::mirror_rule(), vec(variant, 1..4)).prop_map(|(base, variants)| {
-        let everywhere: Cidr = if base.gateway().is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().expect("a network");
+        let everywhere: Cidr =
+            if base.family() == IpFamily::Ipv4 { "0.0.0.0/0" } else { "::/0" }.parse().expect("a network");
         let mut rules = vec![base.clone()];
         for (any_peer, full_sample) in variants {
             let peer = if any_peer { None } else { Some(everywhere) };
@@ -92,14 +106,14 @@ fn near_twins() -> impl Strategy<Value = RuleSet> {
             if full_sample {
                 throttle.sample = Some(Sample::from_ppm(Sample::PER_MILLION).expect("every packet"));
             }
-            let twin = MirrorRule::new(
-                base.session().clone(),
-                base.direction(),
-                base.gateway(),
-                base.protocol(),
-                base.ports(),
-                peer,
-            )
+            let (session, direction, protocol, ports) =
+                (base.session().clone(), base.direction(), base.protocol(), base.ports());
+            let twin = match base.delivery() {
+                Delivery::Raw { gateway } => MirrorRule::new(session, direction, gateway, protocol, ports, peer),
+                Delivery::Vxlan(t) => {
+                    MirrorRule::tunnelled(session, direction, base.family(), t, protocol, ports, peer)
+                }
+            }
             .expect("the parts of a valid rule")
             .with_throttle(throttle);
             rules.push(twin);
@@ -189,7 +203,7 @@ proptest! {
             }
             let observed = Observed::parse(&saved_after_apply(&lines)).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(observed.verify(&expected_sessions(&set, family)), Ok(()));
-            let sessions: BTreeSet<_> = set.rules().iter().filter(|r| Family::of(r.gateway()) == family).map(|r| r.session().clone()).collect();
+            let sessions: BTreeSet<_> = set.rules().iter().filter(|r| Family::of_rule(r) == family).map(|r| r.session().clone()).collect();
             prop_assert_eq!(observed.counters().into_keys().collect::<BTreeSet<_>>(), sessions);
             // Nothing to repair: the plan only re-declares the chains and their rules.
             let text = plan(&lines, &observed).ok_or_else(|| TestCaseError::fail("no plan for rules"))?;

@@ -80,7 +80,7 @@ proptest! {
                 let whole = whole_set(&bytes);
                 prop_assert_eq!(Some(&set), whole.as_ref(), "{}", String::from_utf8_lossy(&bytes));
                 for rule in set.rules() {
-                    let family = Family::of(rule.gateway());
+                    let family = Family::of_rule(rule);
                     check_rule_line(&render_rule(rule, family), family).map_err(TestCaseError::fail)?;
                 }
             }

@@ -258,7 +258,10 @@ async fn queued_events_counters_and_repairs_reach_the_controller() {
     std::fs::write(store.path(), "{\"version\": 3, \"rules\": [").expect("truncated state");
     let dp = FakeDataplane::default();
     *dp.check.lock().expect("lock") = Check {
-        repairs: vec![Repair { family: Family::V6, drift: "chain TEEFLEET-PRE was flushed".into() }],
+        repairs: vec![Repair {
+            scope: teefleet_agent::firewall::Scope::Rules(Family::V6),
+            drift: "chain TEEFLEET-PRE was flushed".into(),
+        }],
         counters: [("web".parse().expect("name"), Counter { packets: 7, bytes: 700 })].into(),
     };
     let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));

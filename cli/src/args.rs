@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use teefleet_model::{MaxPps, Sample, TagSelector};
+use teefleet_model::{MaxPps, Sample, TagSelector, Vni};
 use teefleet_proto::v1;
 
 /// The controller's port when no URL is configured: the controller's own default.
@@ -162,9 +162,15 @@ pub enum CollectorCommand {
         #[arg(long)]
         ip: Option<String>,
         /// The IPv6 address to send IPv6 clones to; defaults to the instance's first IPv6
-        /// address, if it has one. Without one, sessions to this collector mirror IPv4 only.
+        /// address, if it has one. Raw (`--encap none`) sessions to a collector without one
+        /// mirror IPv4 only; VXLAN carries IPv6 inside IPv4.
         #[arg(long)]
         ipv6: Option<String>,
+        /// How clones reach it: `vxlan` (UDP 4789, as AWS Traffic Mirroring sends them; any
+        /// subnet the sources can route to; no Source/Dest Check changes) or `none` (raw
+        /// TEE: same subnet only, and the collector's Source/Dest Check off).
+        #[arg(long, value_parser = ["vxlan", "none"], default_value = "vxlan")]
+        encap: String,
     },
     /// List the registered collectors.
     List,
@@ -354,10 +360,15 @@ pub struct CreateArgs {
     /// Clone at most this many packets per second per host and address family.
     #[arg(long, value_name = "N", value_parser = parse_max_pps)]
     pub max_pps: Option<MaxPps>,
-    /// Accept sources in another EC2 subnet than the collector. TEE needs the collector
-    /// on-link; say this only if it is (clones to an off-link gateway are dropped).
+    /// Accept sources in another EC2 subnet than a raw (`--encap none`) collector. Raw TEE
+    /// needs the collector on-link; say this only if it is (clones to an off-link gateway
+    /// are dropped). VXLAN collectors need no such thing.
     #[arg(long)]
     pub allow_routed: bool,
+    /// The session's VXLAN network identifier (1-16777215), unique among live sessions;
+    /// by default the lowest free one.
+    #[arg(long, value_name = "N", value_parser = parse_vni)]
+    pub vni: Option<Vni>,
     /// Wait until every source has applied the session.
     #[arg(long)]
     pub wait: bool,
@@ -426,6 +437,11 @@ pub fn parse_source_tag(text: &str) -> Result<String, String> {
     text.parse::<TagSelector>().map(|_| text.to_owned()).map_err(|e| e.reason)
 }
 
+/// Parses `--vni`: 1 to 16777215.
+pub fn parse_vni(text: &str) -> Result<Vni, String> {
+    text.parse::<Vni>().map_err(|e| e.reason)
+}
+
 /// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
 pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
     let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
@@ -450,6 +466,7 @@ impl CreateArgs {
             }),
             allow_routed: self.allow_routed,
             source_tags: self.source_tags.clone(),
+            vni: self.vni.map_or(0, Vni::get),
         }
     }
 }
@@ -624,7 +641,8 @@ mod tests {
         let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);
         match cli.command {
-            Command::Collector(CollectorCommand::Add { instance_id, ip, ipv6 }) => {
+            Command::Collector(CollectorCommand::Add { instance_id, ip, ipv6, encap }) => {
+                assert_eq!(encap, "vxlan");
                 assert_eq!(instance_id, "i-1");
                 assert_eq!(ip.as_deref(), Some("10.0.0.9"));
                 assert_eq!(ipv6.as_deref(), Some("fd00::9"));

@@ -270,12 +270,13 @@ async fn collector(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match cmd {
-        CollectorCommand::Add { instance_id, ip, ipv6 } => {
+        CollectorCommand::Add { instance_id, ip, ipv6, encap } => {
             let collector = client
                 .add_collector(v1::AddCollectorRequest {
                     instance_id,
                     ip: ip.unwrap_or_default(),
                     ipv6: ipv6.unwrap_or_default(),
+                    encap,
                 })
                 .await?
                 .into_inner();
@@ -421,6 +422,8 @@ mod tests {
             source_tags: vec![],
             allow_routed: false,
             collector: "i-col".into(),
+            vni: 1,
+            encap: "vxlan".into(),
             direction: "both",
             protocol: "all",
             port: None,

@@ -24,6 +24,10 @@ pub struct SessionOut {
     /// Sources may be in another subnet than the collector.
     pub allow_routed: bool,
     pub collector: String,
+    /// The session's VXLAN network identifier.
+    pub vni: u32,
+    /// The collector's encapsulation: `vxlan` or `none`.
+    pub encap: String,
     pub direction: &'static str,
     pub protocol: &'static str,
     /// `"80"` or `"8000-8080"`; null when the session mirrors every port.
@@ -70,6 +74,8 @@ pub struct CollectorOut {
     /// Null when the collector has no IPv6 address (it then receives IPv4 clones only).
     pub ipv6: Option<String>,
     pub subnet_id: String,
+    /// How clones reach it: `vxlan` or `none`.
+    pub encap: String,
     pub session_count: u32,
     pub source_dest_check: String,
     pub original_source_dest_check: bool,
@@ -182,6 +188,8 @@ impl From<&v1::Session> for SessionOut {
             source_tags: s.source_tags.clone(),
             allow_routed: s.allow_routed,
             collector: s.collector.clone(),
+            vni: s.vni,
+            encap: s.encap.clone(),
             direction: direction_name(filter.direction),
             protocol: protocol_name(filter.protocol),
             port: filter.ports.as_ref().map(port_text),
@@ -225,6 +233,7 @@ impl From<&v1::Collector> for CollectorOut {
             ip: c.ip.clone(),
             ipv6: non_empty(&c.ipv6),
             subnet_id: c.subnet_id.clone(),
+            encap: c.encap.clone(),
             session_count: c.session_count,
             source_dest_check: c.source_dest_check.clone(),
             original_source_dest_check: c.original_source_dest_check,
@@ -454,6 +463,7 @@ pub fn session_detail(s: &SessionOut) -> String {
     }
     fields.extend([
         ("Collector", s.collector.clone()),
+        ("Delivery", delivery_text(&s.encap, s.vni)),
         ("Direction", s.direction.to_owned()),
         ("Protocol", s.protocol.to_owned()),
         ("Port", s.port.clone().unwrap_or_else(|| "any".to_owned())),
@@ -504,6 +514,15 @@ pub fn session_detail(s: &SessionOut) -> String {
     out
 }
 
+/// `vxlan, VNI 42` or `raw TEE (--encap none)`.
+fn delivery_text(encap: &str, vni: u32) -> String {
+    match encap {
+        "none" => "raw TEE (encap none)".to_owned(),
+        "" => format!("VNI {vni}"),
+        other => format!("{}, VNI {vni}", escaped(other)),
+    }
+}
+
 /// The `collector list` / `collector add` table.
 pub fn collectors_table(collectors: &[CollectorOut]) -> String {
     let rows: Vec<Vec<String>> = collectors
@@ -514,6 +533,7 @@ pub fn collectors_table(collectors: &[CollectorOut]) -> String {
                 c.ip.clone(),
                 c.ipv6.clone().unwrap_or_else(|| "-".to_owned()),
                 or_dash(&c.subnet_id),
+                or_dash(&c.encap),
                 c.session_count.to_string(),
                 or_dash(&c.source_dest_check),
                 if c.original_source_dest_check { "enabled" } else { "disabled" }.to_owned(),
@@ -521,7 +541,7 @@ pub fn collectors_table(collectors: &[CollectorOut]) -> String {
             ]
         })
         .collect();
-    table(&["INSTANCE", "IP", "IPV6", "SUBNET", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"], &rows)
+    table(&["INSTANCE", "IP", "IPV6", "SUBNET", "ENCAP", "SESSIONS", "SRC/DST-CHECK", "ORIGINAL", "EC2-ERROR"], &rows)
 }
 
 /// The `host list` table.
@@ -929,6 +949,8 @@ mod tests {
             created_at: "2025-01-02T03:04:05Z".into(),
             source_tags: vec![],
             allow_routed: false,
+            vni: 42,
+            encap: "vxlan".into(),
             packets: 1000,
             bytes: 1536 * 1024,
             packets_per_second: 2.5,
@@ -1210,6 +1232,7 @@ mod tests {
             original_source_dest_check: true,
             ec2_error: String::new(),
             ipv6: String::new(),
+            encap: "none".into(),
         });
         assert_eq!((c.ec2_error.clone(), c.ipv6.clone()), (None, None));
         let dual = CollectorOut::from(&v1::Collector {
@@ -1221,7 +1244,7 @@ mod tests {
         assert!(collectors_table(&[dual]).lines().nth(1).expect("row").starts_with("i-col     10.0.0.9  fd00::9"));
         let t = collectors_table(&[c]);
         let cols: Vec<&str> = t.lines().nth(1).expect("row").split_whitespace().collect();
-        assert_eq!(cols, ["i-col", "10.0.0.9", "-", "subnet-1", "2", "disabled", "enabled", "-"]);
+        assert_eq!(cols, ["i-col", "10.0.0.9", "-", "subnet-1", "none", "2", "disabled", "enabled", "-"]);
 
         let h = HostOut::from(&v1::Host {
             host_id: "i-src1".into(),

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use teefleet_model::InstanceId;
+use teefleet_model::{Encap, InstanceId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -32,11 +32,14 @@ pub struct Action {
 }
 
 /// What to change: every collector whose recorded state differs from what its use demands.
+/// Only raw clones (`--encap none`) need a collector's check off: a VXLAN clone is
+/// addressed to the collector itself.
 pub fn plan(collectors: &[CollectorRecord]) -> Vec<Action> {
     collectors
         .iter()
         .filter_map(|c| {
-            let want = if c.session_count > 0 { false } else { c.original_source_dest_check };
+            let raw_in_use = c.session_count > 0 && c.encap == Encap::None;
+            let want = if raw_in_use { false } else { c.original_source_dest_check };
             (c.source_dest_check != SdcState::from(want))
                 .then(|| Action { collector: c.instance_id.clone(), source_dest_check: want })
         })
@@ -116,6 +119,7 @@ mod tests {
             source_dest_check: state,
             ec2_error: None,
             session_count: sessions,
+            encap: Encap::None,
         }
     }
 
@@ -134,6 +138,12 @@ mod tests {
             let got = plan(&[c]).first().map(|a| a.source_dest_check);
             assert_eq!(got, want, "{what}");
         }
+        // A VXLAN collector's check stays as it was found, in use or not, and is put back
+        // if it was changed for raw clones before.
+        let vxlan = |c: CollectorRecord| CollectorRecord { encap: Encap::Vxlan, ..c };
+        assert_eq!(plan(&[vxlan(collector(3, true, Enabled))]), []);
+        let restored = plan(&[vxlan(collector(3, true, Disabled))]);
+        assert_eq!(restored.first().map(|a| a.source_dest_check), Some(true));
     }
 
     #[test]

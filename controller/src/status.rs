@@ -1,7 +1,7 @@
 //! The session status view: whether each source has applied the session, and what the
 //! session as a whole is. Pure, so every rule of it is a table test.
 
-use teefleet_model::HostId;
+use teefleet_model::{Encap, HostId};
 
 use crate::{
     report::Traffic,
@@ -51,10 +51,12 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
     if let Some(problem) = &record.resolve_problem {
         problems.push(format!("source tags: {problem}"));
     }
+    // A VXLAN clone is addressed to the collector: its check may stay as it is.
+    let collector_ready = record.collector_encap == Encap::Vxlan || record.collector_sdc == SdcState::Disabled;
     let degraded = !problems.is_empty() || hosts.iter().any(|h| !h.connected || h.error.is_some());
     let state = if degraded {
         SessionState::Degraded
-    } else if hosts.iter().all(|h| h.applied) && record.collector_sdc == SdcState::Disabled {
+    } else if hosts.iter().all(|h| h.applied) && collector_ready {
         SessionState::Active
     } else {
         SessionState::Pending
@@ -66,7 +68,7 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
         problems
             .push(format!("no running instance carries {} yet; it becomes a source when one does", tags.join(" and ")));
     }
-    if state == SessionState::Pending && record.collector_sdc != SdcState::Disabled {
+    if state == SessionState::Pending && !collector_ready {
         problems.push(format!("waiting for Source/Dest Check to be disabled on collector {}", record.spec.collector()));
     }
     let total = Traffic::total(hosts.iter().map(|h| &h.traffic));
@@ -129,6 +131,7 @@ mod tests {
             created_at: Utc::now(),
             collector_ip: "10.0.0.9".parse().expect("ip"),
             collector_sdc: sdc,
+            collector_encap: Encap::None,
             collector_ec2_error: ec2_error.map(str::to_owned),
             sources,
             resolve_problem: None,

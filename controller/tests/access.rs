@@ -37,6 +37,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         filter: None,
         allow_routed: false,
         source_tags: Vec::new(),
+        vni: 0,
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Controller, FakeCloud, add_collector, database, eventually, session};
+use common::{Agent, Controller, FakeCloud, add_collector, add_collector_with, database, eventually, session};
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient,
     collector_service_client::CollectorServiceClient, host_service_client::HostServiceClient,
@@ -42,6 +42,7 @@ fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filt
         filter,
         allow_routed: false,
         source_tags: Vec::new(),
+        vni: 0,
     }
 }
 
@@ -99,7 +100,12 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     ];
     for (ip, ipv6, prefix) in addresses {
         let err = collectors
-            .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ip: ip.into(), ipv6: ipv6.into() })
+            .add_collector(pb::AddCollectorRequest {
+                instance_id: COLLECTOR.into(),
+                ip: ip.into(),
+                ipv6: ipv6.into(),
+                ..Default::default()
+            })
             .await
             .expect_err(&format!("{ip:?}/{ipv6:?} refused"));
         assert_eq!(err.code(), Code::InvalidArgument, "{ip:?}/{ipv6:?}: {}", err.message());
@@ -233,7 +239,7 @@ async fn ipv6_collectors_mirror_both_families() {
     let ctl = Controller::start(url, cloud()).await;
     let mut collectors = CollectorServiceClient::new(ctl.channel.clone());
     let from_ec2 = collectors
-        .add_collector(pb::AddCollectorRequest { instance_id: DUAL.into(), ..Default::default() })
+        .add_collector(pb::AddCollectorRequest { instance_id: DUAL.into(), encap: "none".into(), ..Default::default() })
         .await
         .expect("added")
         .into_inner();
@@ -243,6 +249,7 @@ async fn ipv6_collectors_mirror_both_families() {
             instance_id: COLLECTOR.into(),
             ip: String::new(),
             ipv6: "fd00::100".into(),
+            encap: "none".into(),
         })
         .await
         .expect("added")
@@ -589,5 +596,58 @@ async fn sources_off_the_collectors_subnet_need_allow_routed() {
     let routed = pb::CreateSessionRequest { allow_routed: true, ..create("far", &[SOURCE, OTHER], COLLECTOR, None) };
     sessions.create_session(routed).await.expect("the operator says it is reachable");
     sessions.create_session(create("near", &[SOURCE], COLLECTOR, None)).await.expect("same subnet");
+    ctl.stop().await;
+}
+
+/// A VXLAN collector (the default): sessions to it compile into tunnels with the session's
+/// VNI, accept sources in any subnet, become active without touching the collector's
+/// Source/Dest Check; VNIs are unique, and a bad VNI or encapsulation is refused.
+#[tokio::test]
+async fn vxlan_collectors_take_tunnels_from_any_subnet_and_keep_their_check() {
+    let (_pg, url) = database().await;
+    let cloud = cloud();
+    cloud.instances.lock().expect("lock").get_mut(OTHER).expect("other").subnet_id = Some("subnet-2".into());
+    let ctl = Controller::start(url, cloud.clone()).await;
+    let mut collectors = CollectorServiceClient::new(ctl.channel.clone());
+    let bad = pb::AddCollectorRequest { instance_id: COLLECTOR.into(), encap: "gre".into(), ..Default::default() };
+    let err = collectors.add_collector(bad).await.expect_err("unknown encapsulation");
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "encap: \"gre\" is not vxlan or none"));
+    let added = collectors
+        .add_collector(pb::AddCollectorRequest { instance_id: COLLECTOR.into(), ..Default::default() })
+        .await
+        .expect("added")
+        .into_inner();
+    assert_eq!(added.encap, "vxlan", "the default");
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    let mut agent = Agent::connect(&ctl.channel, OTHER, 0).await;
+
+    let far = pb::CreateSessionRequest { vni: 4242, ..create("far", &[OTHER], COLLECTOR, None) };
+    let created = sessions.create_session(far).await.expect("another subnet is fine").into_inner();
+    assert_eq!((created.vni, created.encap.as_str()), (4242, "vxlan"));
+    let set = agent.next_rule_set().await;
+    assert_eq!(set.rules.len(), 4, "both directions, both families: {set:?}");
+    for r in &set.rules {
+        assert_eq!((r.vni, r.vxlan_remote.as_str(), r.gateway.as_str()), (4242, "10.9.0.100", ""), "{r:?}");
+    }
+    agent.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    state_becomes(&ctl.channel, "far", pb::SessionState::Active).await;
+    assert_eq!(cloud.source_dest_check(COLLECTOR), Some(true), "a VXLAN collector's check is left alone");
+
+    for (vni, code, message) in [
+        (4242, Code::AlreadyExists, "4242"),
+        (1 << 24, Code::InvalidArgument, "vni: 16777216 is not a VXLAN VNI (1 to 16777215)"),
+    ] {
+        let req = pb::CreateSessionRequest { vni, ..create("again", &[SOURCE], COLLECTOR, None) };
+        let err = sessions.create_session(req).await.expect_err("refused");
+        assert_eq!(err.code(), code, "{vni}: {err:?}");
+        assert!(err.message().contains(message), "{vni}: {}", err.message());
+    }
+    let next = sessions.create_session(create("next", &[SOURCE], COLLECTOR, None)).await.expect("created");
+    assert_eq!(next.get_ref().vni, 1, "the lowest free VNI");
+
+    // A raw collector in the same fleet still needs its sources on-link.
+    add_collector_with(&ctl.channel, DUAL, "none").await;
+    let err = sessions.create_session(create("raw", &[OTHER], DUAL, None)).await.expect_err("off-link");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     ctl.stop().await;
 }

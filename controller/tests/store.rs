@@ -13,7 +13,7 @@ use teefleet_controller::{
     store::{AuditEntry, HelloRecord, NewCollector, Store},
 };
 use teefleet_lab::postgres::TempPostgres;
-use teefleet_model::{Filter, HostId, MaxPps, SessionSpec, Throttle};
+use teefleet_model::{Encap, Filter, HostId, IpFamily, MaxPps, SessionSpec, Throttle, Vni};
 
 const COLLECTOR: &str = "i-0c0000000000000c1";
 
@@ -28,6 +28,7 @@ async fn store() -> (TempPostgres, Store) {
                 ipv6: None,
                 subnet_id: "subnet-1".into(),
                 source_dest_check: true,
+                encap: Encap::None,
             },
             &audit(),
         )
@@ -136,6 +137,7 @@ async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
                 ipv6: Some("2001:db8::200".parse().expect("ip")),
                 subnet_id: "subnet-1".into(),
                 source_dest_check: true,
+                encap: Encap::None,
             },
             &audit(),
         )
@@ -154,11 +156,11 @@ async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
     .expect("spec");
     store.create_session(&spec, &[host("h1")], &audit()).await.expect("created");
     let stored = store.session(spec.name()).await.expect("session");
-    assert_eq!(stored.spec, spec);
+    assert_eq!(stored.spec, spec.clone().with_vni(Vni::new(1).ok()), "the first session gets VNI 1");
     let rules = store.desired(&host("h1")).await.expect("desired");
     assert_eq!(rules.rules().len(), 4, "two directions, two families");
     assert!(rules.rules().iter().all(|r| r.throttle() == throttle));
-    assert_eq!(rules.rules().iter().filter(|r| r.gateway().is_ipv6()).count(), 2);
+    assert_eq!(rules.rules().iter().filter(|r| r.gateway().is_some_and(|g| g.is_ipv6())).count(), 2);
 }
 
 fn traffic(packets: u64) -> Traffic {
@@ -246,4 +248,61 @@ async fn events_are_kept_most_recent_first_and_trimmed() {
     let want: Vec<_> = (10..60).rev().map(|i| format!("repair {i}")).collect();
     assert_eq!(messages, want);
     assert_eq!(store.host_events(&host("h2")).await.expect("events").len(), 1, "trimming is per host");
+}
+
+/// Every session gets the lowest free VNI unless it asks for one; a VNI in use is refused
+/// and changes nothing; a VXLAN collector's sessions compile into tunnels to it.
+#[tokio::test]
+async fn vnis_are_allocated_unique_and_reach_vxlan_rules() {
+    let (_pg, store) = store().await;
+    let vxlan = "i-0c0000000000000d3";
+    store
+        .add_collector(
+            &NewCollector {
+                instance_id: vxlan.parse().expect("id"),
+                ip: "10.8.0.5".parse().expect("ip"),
+                ipv6: None,
+                subnet_id: "subnet-2".into(),
+                source_dest_check: true,
+                encap: Encap::Vxlan,
+            },
+            &audit(),
+        )
+        .await
+        .expect("collector");
+    let spec = |name: &str, collector: &str, vni: Option<u32>| {
+        SessionSpec::new(
+            name.parse().expect("name"),
+            vec![host("h1")],
+            collector.parse().expect("id"),
+            Filter::default(),
+        )
+        .expect("spec")
+        .with_vni(vni.map(|v| Vni::new(v).expect("vni")))
+    };
+    let vni_of = async |name: &str| store.session(&name.parse().expect("name")).await.expect("session").spec.vni();
+    store.create_session(&spec("a", COLLECTOR, None), &[host("h1")], &audit()).await.expect("a");
+    store.create_session(&spec("b", vxlan, Some(7)), &[], &audit()).await.expect("b");
+    store.create_session(&spec("c", vxlan, None), &[], &audit()).await.expect("c");
+    assert_eq!(
+        (vni_of("a").await, vni_of("b").await, vni_of("c").await),
+        (Vni::new(1).ok(), Vni::new(7).ok(), Vni::new(2).ok())
+    );
+
+    let before = store.desired(&host("h1")).await.expect("desired");
+    let taken = store.create_session(&spec("d", vxlan, Some(7)), &[], &audit()).await.unwrap_err();
+    assert!(taken.to_string().contains('7'), "{taken}");
+    assert!(store.session(&"d".parse().expect("name")).await.is_err(), "nothing stored");
+    assert_eq!(store.desired(&host("h1")).await.expect("desired"), before);
+
+    // Deleting a session frees its VNI for the next one.
+    store.delete_session(&"a".parse().expect("name"), &audit()).await.expect("delete");
+    store.create_session(&spec("e", vxlan, None), &[], &audit()).await.expect("e");
+    assert_eq!(vni_of("e").await, Vni::new(1).ok());
+
+    let rules = store.desired(&host("h1")).await.expect("desired");
+    let tunnels: Vec<_> = rules.tunnels().iter().map(|t| (t.vni().get(), t.remote().to_string())).collect();
+    assert_eq!(tunnels, [(1, "10.8.0.5".to_owned()), (2, "10.8.0.5".to_owned()), (7, "10.8.0.5".to_owned())]);
+    // Both families go into the IPv4 tunnel, though the collector has no IPv6 address.
+    assert_eq!(rules.rules().iter().filter(|r| r.family() == IpFamily::Ipv6).count(), 6);
 }

@@ -4,16 +4,20 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use crate::{Direction, Filter, HostId, MirrorRule, RuleDirection, SessionName, ValidationError};
+use crate::{
+    Direction, Filter, HostId, IpFamily, MirrorRule, RuleDirection, SessionName, Tunnel, ValidationError, Vni,
+};
 
-/// What the compiler needs of one session: its sources, its filter and where its
-/// collector is on the network (at most one address per family).
+/// What the compiler needs of one session: its sources, its filter, where its collector is
+/// on the network (at most one address per family) and, for VXLAN delivery, its VNI.
 #[derive(Debug, Clone)]
 pub struct CompileInput {
     pub name: SessionName,
     pub sources: Vec<HostId>,
     pub collector_ips: Vec<IpAddr>,
     pub filter: Filter,
+    /// `Some`: clones travel inside VXLAN with this VNI; `None`: raw TEE.
+    pub vni: Option<Vni>,
 }
 
 /// Compiles sessions into the rules each source host must hold, sorted and de-duplicated.
@@ -33,15 +37,57 @@ pub fn compile(sessions: &[CompileInput]) -> Result<BTreeMap<HostId, Vec<MirrorR
     Ok(out)
 }
 
-fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
-    let directions: &[RuleDirection] = match s.filter.direction() {
+fn directions(s: &CompileInput) -> &'static [RuleDirection] {
+    match s.filter.direction() {
         Direction::Ingress => &[RuleDirection::Ingress],
         Direction::Egress => &[RuleDirection::Egress],
         Direction::Both => &[RuleDirection::Ingress, RuleDirection::Egress],
-    };
+    }
+}
+
+fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
     if s.collector_ips.is_empty() {
         return Err(ValidationError::new("collector", "the collector has no address"));
     }
+    match s.vni {
+        Some(vni) => tunnelled_rules(s, vni),
+        None => raw_rules(s),
+    }
+}
+
+/// VXLAN: both families' traffic (or the families of the filter's CIDRs) goes into one
+/// tunnel to the collector's IPv4 address, or its IPv6 address if it has no IPv4 one.
+fn tunnelled_rules(s: &CompileInput, vni: Vni) -> Result<Vec<MirrorRule>, ValidationError> {
+    let remote = s.collector_ips.iter().find(|ip| ip.is_ipv4()).or(s.collector_ips.first()).copied();
+    let remote = remote.ok_or_else(|| ValidationError::new("collector", "the collector has no address"))?;
+    let tunnel = Tunnel::new(vni, remote)?;
+    let mut rules = Vec::new();
+    for family in [IpFamily::Ipv4, IpFamily::Ipv6] {
+        let peers: Vec<_> = if s.filter.cidrs().is_empty() {
+            vec![None]
+        } else {
+            let of_family = s.filter.cidrs().iter().copied().filter(|c| IpFamily::of(c.addr()) == family);
+            of_family.map(Some).collect()
+        };
+        for &direction in directions(s) {
+            for &peer in &peers {
+                let rule = MirrorRule::tunnelled(
+                    s.name.clone(),
+                    direction,
+                    family,
+                    tunnel,
+                    s.filter.protocol(),
+                    s.filter.ports(),
+                    peer,
+                )?;
+                rules.push(rule.with_throttle(s.filter.throttle()));
+            }
+        }
+    }
+    Ok(rules)
+}
+
+fn raw_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
     // A peer network can only be mirrored to a collector address of its own family.
     if let Some(orphan) =
         s.filter.cidrs().iter().find(|c| !s.collector_ips.iter().any(|ip| ip.is_ipv4() == c.is_ipv4()))
@@ -62,7 +108,7 @@ fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
         } else {
             s.filter.cidrs().iter().copied().filter(|c| c.is_ipv4() == gateway.is_ipv4()).map(Some).collect()
         };
-        for &direction in directions {
+        for &direction in directions(s) {
             for &peer in &peers {
                 let rule =
                     MirrorRule::new(s.name.clone(), direction, gateway, s.filter.protocol(), s.filter.ports(), peer)?;
@@ -84,7 +130,40 @@ mod tests {
             sources: sources.iter().map(|s| s.parse().expect("host")).collect(),
             collector_ips: collector.split(',').map(|ip| ip.parse().expect("ip")).collect(),
             filter,
+            vni: None,
         }
+    }
+
+    fn vxlan(name: &str, sources: &[&str], collector: &str, vni: u32, filter: Filter) -> CompileInput {
+        CompileInput { vni: Some(Vni::new(vni).expect("vni")), ..input(name, sources, collector, filter) }
+    }
+
+    #[test]
+    fn vxlan_mirrors_both_families_into_one_tunnel_to_the_ipv4_address() {
+        let out = compile(&[vxlan("s", &["h1"], "fd00::9,10.0.0.9", 42, Filter::default())]).expect("compiles");
+        let rules = &out[&"h1".parse().expect("host")];
+        assert_eq!(rules.len(), 4, "{rules:?}");
+        let tunnel = Tunnel::new(Vni::new(42).expect("vni"), "10.0.0.9".parse().expect("ip")).expect("tunnel");
+        assert!(rules.iter().all(|r| r.tunnel() == Some(tunnel)));
+        assert_eq!(rules.iter().filter(|r| r.family() == IpFamily::Ipv6).count(), 2);
+        // The outer packets' address is never mirrored; IPv6 rules have nothing of theirs to skip.
+        let excluded: Vec<_> = rules.iter().map(|r| r.excluded().map(|ip| ip.to_string())).collect();
+        assert_eq!(excluded.iter().filter(|e| e.as_deref() == Some("10.0.0.9")).count(), 2, "{excluded:?}");
+        // An IPv6-only collector gets IPv4 traffic inside IPv6 VXLAN.
+        let out = compile(&[vxlan("s", &["h1"], "fd00::9", 42, Filter::default())]).expect("compiles");
+        let rules = &out[&"h1".parse().expect("host")];
+        assert_eq!(rules.len(), 4);
+        assert!(rules.iter().all(|r| r.tunnel().map(|t| t.remote().to_string()).as_deref() == Some("fd00::9")));
+    }
+
+    #[test]
+    fn vxlan_cidrs_of_either_family_need_no_collector_address_of_it() {
+        let f = Filter::new(Direction::Ingress, Protocol::All, None, vec!["2001:db8::/32".parse().expect("cidr")])
+            .expect("filter");
+        let out = compile(&[vxlan("web", &["h1"], "10.0.0.9", 7, f)]).expect("compiles");
+        let rules = &out[&"h1".parse().expect("host")];
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].family(), IpFamily::Ipv6);
     }
 
     #[test]
@@ -94,7 +173,11 @@ mod tests {
         let rules = &out[&"h1".parse().expect("host")];
         let dirs: Vec<_> = rules.iter().map(|r| r.direction()).collect();
         assert_eq!(dirs, [RuleDirection::Ingress, RuleDirection::Egress]);
-        assert!(rules.iter().all(|r| r.peer().is_none() && r.gateway().to_string() == "10.0.0.9"));
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.peer().is_none() && r.gateway().map(|g| g.to_string()).as_deref() == Some("10.0.0.9"))
+        );
     }
 
     #[test]
@@ -134,7 +217,8 @@ mod tests {
     #[test]
     fn a_dual_stack_collector_mirrors_each_family_to_its_own_address() {
         let any = compile(&[input("s", &["h1"], "10.0.0.9,fd00::9", Filter::default())]).expect("compiles");
-        let gateways: Vec<_> = any[&"h1".parse().expect("host")].iter().map(|r| r.gateway().to_string()).collect();
+        let gateways: Vec<_> =
+            any[&"h1".parse().expect("host")].iter().filter_map(|r| r.gateway()).map(|g| g.to_string()).collect();
         assert_eq!(gateways.len(), 4);
         assert_eq!(gateways.iter().filter(|g| g.contains(':')).count(), 2);
         // CIDRs of one family only mirror that family.
@@ -143,7 +227,7 @@ mod tests {
         let v6 = compile(&[input("s", &["h1"], "10.0.0.9,fd00::9", f)]).expect("compiles");
         let rules = &v6[&"h1".parse().expect("host")];
         assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].gateway().to_string(), "fd00::9");
+        assert_eq!(rules[0].gateway().map(|g| g.to_string()).as_deref(), Some("fd00::9"));
     }
 
     #[test]

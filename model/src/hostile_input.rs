@@ -309,7 +309,7 @@ proptest! {
             Ok(rule) => {
                 prop_assert!(valid);
                 let rule = rule.with_throttle(throttle);
-                prop_assert_eq!((rule.session(), rule.direction(), rule.gateway()), (&session, direction, gateway));
+                prop_assert_eq!((rule.session(), rule.direction(), rule.gateway()), (&session, direction, Some(gateway)));
                 prop_assert_eq!((rule.protocol(), rule.ports(), rule.throttle()), (protocol, ports, throttle));
                 prop_assert_eq!(rule.peer(), peer.filter(|p| p.prefix() != 0), "/0 is stored as no peer");
                 let json = serde_json::to_value(&rule).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -431,6 +431,7 @@ fn compile_input(index: usize) -> impl Strategy<Value = CompileInput> {
         strategy::filter(3),
     )
         .prop_map(move |(sources, collector_ips, filter)| CompileInput {
+            vni: None,
             name: format!("s{index}").parse().expect("a session name"),
             sources: sources.into_iter().map(|h| h.parse().expect("a host id")).collect(),
             collector_ips,
@@ -501,7 +502,7 @@ proptest! {
                         .collect();
                     let got: BTreeSet<RuleKey> = rules
                         .iter()
-                        .map(|r| (r.session().to_string(), r.direction(), r.gateway(), r.peer()))
+                        .filter_map(|r| Some((r.session().to_string(), r.direction(), r.gateway()?, r.peer())))
                         .collect();
                     prop_assert_eq!(got, want);
                     for rule in rules {

@@ -6,6 +6,7 @@
 //! no transport (tonic, sqlx, AWS) in this crate; conversions live at the edges.
 
 mod compile;
+mod delivery;
 mod error;
 mod filter;
 mod ids;
@@ -23,6 +24,7 @@ mod throttle;
 mod hostile_input;
 
 pub use compile::{CompileInput, compile};
+pub use delivery::{Delivery, Encap, IpFamily, Tunnel, Vni};
 pub use error::ValidationError;
 pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
 pub use ids::{EventKind, HostId, InstanceId, SessionName};

@@ -2,7 +2,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Cidr, PortRange, Protocol, SessionName, Throttle, ValidationError, filter::check_gateway, limits};
+use crate::{
+    Cidr, Delivery, IpFamily, PortRange, Protocol, SessionName, Throttle, Tunnel, ValidationError, Vni,
+    filter::check_gateway, limits,
+};
 
 /// The chain a rule lives in: packets arriving at the host, or leaving it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -12,14 +15,16 @@ pub enum RuleDirection {
     Egress,
 }
 
-/// One TEE rule on one host: clone the matching packets to `gateway`. The collector's own
-/// traffic is never mirrored to itself; the renderer adds that exclusion to every rule.
+/// One TEE rule on one host: clone the matching packets of one address family to the
+/// collector, raw or inside the session's VXLAN tunnel. The collector's own traffic is
+/// never mirrored to itself; the renderer adds that exclusion to every rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawRule", into = "RawRule")]
 pub struct MirrorRule {
     session: SessionName,
     direction: RuleDirection,
-    gateway: IpAddr,
+    family: IpFamily,
+    delivery: Delivery,
     protocol: Protocol,
     ports: Option<PortRange>,
     peer: Option<Cidr>,
@@ -38,9 +43,6 @@ impl MirrorRule {
         peer: Option<Cidr>,
     ) -> Result<Self, ValidationError> {
         check_gateway(gateway)?;
-        if ports.is_some() && !protocol.has_ports() {
-            return Err(ValidationError::new("ports", format!("ports need tcp or udp, not {}", protocol.as_str())));
-        }
         if let Some(peer) = peer
             && peer.is_ipv4() != gateway.is_ipv4()
         {
@@ -49,8 +51,43 @@ impl MirrorRule {
                 format!("{peer} is not of the same address family as the collector {gateway}"),
             ));
         }
+        let family = IpFamily::of(gateway);
+        Self::build(session, direction, family, Delivery::Raw { gateway }, protocol, ports, peer)
+    }
+
+    /// A rule that mirrors `family`'s traffic into a VXLAN tunnel; the tunnel's remote may
+    /// be of the other family.
+    pub fn tunnelled(
+        session: SessionName,
+        direction: RuleDirection,
+        family: IpFamily,
+        tunnel: Tunnel,
+        protocol: Protocol,
+        ports: Option<PortRange>,
+        peer: Option<Cidr>,
+    ) -> Result<Self, ValidationError> {
+        if let Some(peer) = peer
+            && IpFamily::of(peer.addr()) != family
+        {
+            return Err(ValidationError::new("peer_cidr", format!("{peer} is not of the rule's address family")));
+        }
+        Self::build(session, direction, family, Delivery::Vxlan(tunnel), protocol, ports, peer)
+    }
+
+    fn build(
+        session: SessionName,
+        direction: RuleDirection,
+        family: IpFamily,
+        delivery: Delivery,
+        protocol: Protocol,
+        ports: Option<PortRange>,
+        peer: Option<Cidr>,
+    ) -> Result<Self, ValidationError> {
+        if ports.is_some() && !protocol.has_ports() {
+            return Err(ValidationError::new("ports", format!("ports need tcp or udp, not {}", protocol.as_str())));
+        }
         let peer = peer.filter(|p| p.prefix() != 0);
-        Ok(Self { session, direction, gateway, protocol, ports, peer, throttle: Throttle::default() })
+        Ok(Self { session, direction, family, delivery, protocol, ports, peer, throttle: Throttle::default() })
     }
 
     pub fn session(&self) -> &SessionName {
@@ -61,8 +98,39 @@ impl MirrorRule {
         self.direction
     }
 
-    pub fn gateway(&self) -> IpAddr {
-        self.gateway
+    /// The address family of the traffic the rule mirrors.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The collector's address, for a raw rule.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        match self.delivery {
+            Delivery::Raw { gateway } => Some(gateway),
+            Delivery::Vxlan(_) => None,
+        }
+    }
+
+    /// The tunnel, for a VXLAN rule.
+    pub fn tunnel(&self) -> Option<Tunnel> {
+        match self.delivery {
+            Delivery::Vxlan(t) => Some(t),
+            Delivery::Raw { .. } => None,
+        }
+    }
+
+    /// The collector's address that the rule never mirrors (of the rule's family): the raw
+    /// gateway, or the tunnel's remote when it is of the same family, so neither the
+    /// collector's own traffic nor the outer packets are cloned.
+    pub fn excluded(&self) -> Option<IpAddr> {
+        match self.delivery {
+            Delivery::Raw { gateway } => Some(gateway),
+            Delivery::Vxlan(t) => Some(t.remote()).filter(|r| IpFamily::of(*r) == self.family),
+        }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -94,7 +162,14 @@ impl MirrorRule {
 struct RawRule {
     session: SessionName,
     direction: RuleDirection,
-    gateway: IpAddr,
+    /// Raw rules: the collector's address (the family is its family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<IpAddr>,
+    /// VXLAN rules: the tunnel and the family of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vxlan: Option<Tunnel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    family: Option<IpFamily>,
     protocol: Protocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ports: Option<PortRange>,
@@ -107,16 +182,29 @@ struct RawRule {
 impl TryFrom<RawRule> for MirrorRule {
     type Error = ValidationError;
     fn try_from(r: RawRule) -> Result<Self, Self::Error> {
-        Ok(MirrorRule::new(r.session, r.direction, r.gateway, r.protocol, r.ports, r.peer)?.with_throttle(r.throttle))
+        let rule = match (r.gateway, r.vxlan, r.family) {
+            (Some(gateway), None, _) => MirrorRule::new(r.session, r.direction, gateway, r.protocol, r.ports, r.peer),
+            (None, Some(tunnel), Some(family)) => {
+                MirrorRule::tunnelled(r.session, r.direction, family, tunnel, r.protocol, r.ports, r.peer)
+            }
+            _ => Err(ValidationError::new("gateway", "a rule needs either a gateway or a VXLAN tunnel and a family")),
+        };
+        Ok(rule?.with_throttle(r.throttle))
     }
 }
 
 impl From<MirrorRule> for RawRule {
     fn from(r: MirrorRule) -> Self {
+        let (gateway, vxlan, family) = match r.delivery {
+            Delivery::Raw { gateway } => (Some(gateway), None, None),
+            Delivery::Vxlan(tunnel) => (None, Some(tunnel), Some(r.family)),
+        };
         RawRule {
             session: r.session,
             direction: r.direction,
-            gateway: r.gateway,
+            gateway,
+            vxlan,
+            family,
             protocol: r.protocol,
             ports: r.ports,
             peer: r.peer,
@@ -155,7 +243,26 @@ impl RuleSet {
         }
         rules.sort();
         rules.dedup();
+        // One VNI is one device on the host, with one remote.
+        let mut remotes: std::collections::BTreeMap<Vni, IpAddr> = std::collections::BTreeMap::new();
+        for tunnel in rules.iter().filter_map(MirrorRule::tunnel) {
+            let remote = *remotes.entry(tunnel.vni()).or_insert(tunnel.remote());
+            if remote != tunnel.remote() {
+                return Err(ValidationError::new(
+                    "rules",
+                    format!("VNI {} leads to both {remote} and {}", tunnel.vni(), tunnel.remote()),
+                ));
+            }
+        }
         Ok(Self { version, rules })
+    }
+
+    /// The VXLAN tunnels the set's rules use, one per VNI.
+    pub fn tunnels(&self) -> Vec<Tunnel> {
+        let mut tunnels: Vec<Tunnel> = self.rules.iter().filter_map(MirrorRule::tunnel).collect();
+        tunnels.sort();
+        tunnels.dedup();
+        tunnels
     }
 
     pub fn version(&self) -> u64 {

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Filter, HostId, InstanceId, SessionName, TagSelector, ValidationError, limits};
+use crate::{Filter, HostId, InstanceId, SessionName, TagSelector, ValidationError, Vni, limits};
 
 /// A mirroring session as an operator declares it: copy the traffic of its sources that
 /// matches `filter` to `collector`. Sources are named (`sources`), chosen by EC2 tag
@@ -15,6 +15,9 @@ pub struct SessionSpec {
     filter: Filter,
     #[serde(default)]
     allow_routed: bool,
+    /// The VNI the operator asked for; `None` lets the controller allocate one.
+    #[serde(default)]
+    vni: Option<Vni>,
 }
 
 impl SessionSpec {
@@ -78,7 +81,7 @@ impl SessionSpec {
                 ),
             ));
         }
-        Ok(Self { name, sources, selectors, collector, filter, allow_routed: false })
+        Ok(Self { name, sources, selectors, collector, filter, allow_routed: false, vni: None })
     }
 
     /// The same session, accepting (or not) sources in another subnet than the collector.
@@ -86,6 +89,15 @@ impl SessionSpec {
     /// applies again to instances that appear.
     pub fn with_allow_routed(self, allow_routed: bool) -> Self {
         Self { allow_routed, ..self }
+    }
+
+    /// The same session with the VXLAN VNI the operator chose.
+    pub fn with_vni(self, vni: Option<Vni>) -> Self {
+        Self { vni, ..self }
+    }
+
+    pub fn vni(&self) -> Option<Vni> {
+        self.vni
     }
 
     pub fn name(&self) -> &SessionName {

@@ -16,8 +16,8 @@ use proptest::{
 };
 
 use crate::{
-    Cidr, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet,
-    Sample, SessionName, TagSelector, Throttle, check_gateway,
+    Cidr, Direction, Filter, HostId, InstanceId, IpFamily, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection,
+    RuleSet, Sample, SessionName, TagSelector, Throttle, Tunnel, Vni, check_gateway,
 };
 
 /// `cases` unless `PROPTEST_CASES` asks for another number (a soak or a quick run). No
@@ -211,8 +211,20 @@ pub fn filter(max_cidrs: usize) -> impl Strategy<Value = Filter> + Clone {
     )
 }
 
-/// Any rule the model admits: a usable gateway, a peer of the gateway's family, ports
-/// only with tcp or udp.
+/// The tunnel of a VNI in generated rule sets: its remote is a function of the VNI, so
+/// any two generated rules with one VNI agree on it, as a rule set requires.
+pub fn tunnel_of(vni: Vni) -> Tunnel {
+    let n = vni.get();
+    let remote = if n.is_multiple_of(2) {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | n))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(n)))
+    };
+    Tunnel::new(vni, remote).expect("a unicast remote")
+}
+
+/// Any rule the model admits: raw to a usable gateway or into a VXLAN tunnel, a peer of
+/// the rule's family, ports only with tcp or udp.
 pub fn mirror_rule() -> impl Strategy<Value = MirrorRule> + Clone {
     (
         session_name(),
@@ -222,13 +234,19 @@ pub fn mirror_rule() -> impl Strategy<Value = MirrorRule> + Clone {
         option::of(port_range()),
         option::of((any::<u128>(), prefix())),
         throttle(),
+        option::of(Vni::MIN..=Vni::MAX),
     )
-        .prop_map(|(session, direction, gateway, protocol, ports, peer, throttle)| {
+        .prop_map(|(session, direction, gateway, protocol, ports, peer, throttle, vni)| {
             let ports = ports.filter(|_| protocol.has_ports());
             let peer = peer.map(|(bits, prefix)| cidr_like(gateway, bits, prefix));
-            MirrorRule::new(session, direction, gateway, protocol, ports, peer)
-                .expect("a rule built from valid parts")
-                .with_throttle(throttle)
+            let rule = match vni.map(Vni::new) {
+                Some(Ok(vni)) => {
+                    let family = IpFamily::of(gateway);
+                    MirrorRule::tunnelled(session, direction, family, tunnel_of(vni), protocol, ports, peer)
+                }
+                _ => MirrorRule::new(session, direction, gateway, protocol, ports, peer),
+            };
+            rule.expect("a rule built from valid parts").with_throttle(throttle)
         })
 }
 

@@ -2,7 +2,12 @@
 //! written as text to a file, and parsed into [`Packet`]s that tests count. With `-e`
 //! every line carries the Ethernet addresses, which is how a TEE clone is told apart from
 //! ordinary traffic: it arrives addressed to the collector's MAC while its IP header still
-//! names the original endpoints. IPv4 and IPv6 packets are both parsed.
+//! names the original endpoints. IPv4 and IPv6 packets are both parsed, and so are VXLAN
+//! packets on port 4789, which tcpdump decodes: the outer packet's line ends with
+//! `VXLAN, flags [I] (0x08), vni N`, and the next line is the inner frame.
+//!
+//! [`Pcap`] writes the same traffic as a pcap file for tshark, whose dissection (VXLAN
+//! reassembled from outer fragments) is how the lab judges what a collector gets.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,13 +28,33 @@ pub struct Packet {
     /// The part after the addresses, e.g. `ICMP echo request, id 7, seq 1, length 64` or
     /// `ICMP6, echo request, id 7, seq 1, length 64`.
     pub info: String,
+    /// For a frame that arrived inside VXLAN (every other field is the inner frame's):
+    /// the VNI and the outer packet's addresses.
+    pub vxlan: Option<Vxlan>,
+}
+
+/// The VXLAN header and outer addresses around a [`Packet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
 }
 
 impl Packet {
     /// Parses one line of `tcpdump -nn -e` output; `None` for lines that are not IP
     /// packets (ARP) and anything unexpected.
     pub fn parse(line: &str) -> Option<Packet> {
-        // "<time> <src mac> > <dst mac>, ethertype IPv4 (0x0800), length 98: <ip part>"
+        let (time, rest) = line.split_once(' ')?;
+        if !time.contains(':') {
+            return None;
+        }
+        Packet::parse_frame(rest)
+    }
+
+    /// Parses a frame without the leading timestamp (as tcpdump prints an inner frame).
+    fn parse_frame(line: &str) -> Option<Packet> {
+        // "<src mac> > <dst mac>, ethertype IPv4 (0x0800), length 98: <ip part>"
         // "<time> <src mac> > <dst mac>, ethertype IPv6 (0x86dd), length 118: <ip part>"
         // IPv6 addresses never contain ": ", so the first one still ends the link header.
         let (head, rest) = line.split_once(": ")?;
@@ -38,7 +63,6 @@ impl Packet {
             return None;
         }
         let mut words = head.split_whitespace();
-        let _time = words.next()?;
         let src_mac = words.next()?.to_owned();
         if words.next()? != ">" {
             return None;
@@ -53,7 +77,13 @@ impl Packet {
         if src.is_ipv6() != ipv6 || dst.is_ipv6() != ipv6 {
             return None;
         }
-        Some(Packet { src_mac, dst_mac, src, dst, info: info.to_owned() })
+        Some(Packet { src_mac, dst_mac, src, dst, info: info.to_owned(), vxlan: None })
+    }
+
+    /// The VNI, when this is the outer line of a VXLAN packet.
+    fn vni(&self) -> Option<u32> {
+        let (_, vni) = self.info.strip_prefix("VXLAN, ")?.rsplit_once(", vni ")?;
+        vni.trim().parse().ok()
     }
 
     /// Whether this is an IPv6 packet.
@@ -84,9 +114,24 @@ fn parse_endpoint(text: &str) -> Option<IpAddr> {
     ip.parse().ok()
 }
 
-/// Parses a whole capture, skipping lines that are not IP packets.
+/// Parses a whole capture, skipping lines that are not IP packets. A VXLAN packet becomes
+/// one [`Packet`]: its inner frame, with the VNI and outer addresses.
 pub fn parse_all(text: &str) -> Vec<Packet> {
-    text.lines().filter_map(Packet::parse).collect()
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(packet) = Packet::parse(line) else { continue };
+        let Some(vni) = packet.vni() else {
+            out.push(packet);
+            continue;
+        };
+        // The inner frame is on the next line, without a timestamp.
+        if let Some(inner) = lines.peek().and_then(|l| Packet::parse_frame(l)) {
+            lines.next();
+            out.push(Packet { vxlan: Some(Vxlan { vni, outer_src: packet.src, outer_dst: packet.dst }), ..inner });
+        }
+    }
+    out
 }
 
 /// A running tcpdump in one namespace.
@@ -207,6 +252,61 @@ impl Capture {
     }
 }
 
+/// A capture written as pcap (`tcpdump -U -w`) for tshark to dissect.
+#[derive(Debug)]
+pub struct Pcap {
+    proc: Proc,
+    path: PathBuf,
+}
+
+impl Pcap {
+    /// Starts `tcpdump -U -w dir/capture-<label>.pcap -i eth0 [filter]` in `netns`.
+    pub async fn start(netns: &str, label: &str, dir: &Path, filter: Option<&str>) -> Result<Pcap, LabError> {
+        let path = dir.join(format!("capture-{label}.pcap"));
+        let log = dir.join(format!("tcpdump-{label}-pcap.log"));
+        let file = path.display().to_string();
+        let mut args = vec!["netns", "exec", netns, "tcpdump", "-U", "-w", &file, "-i", "eth0"];
+        if let Some(filter) = filter {
+            args.push(filter);
+        }
+        let mut proc = Proc::spawn(&format!("tcpdump {label} (pcap)"), cmd::command("ip", args), &log)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
+            proc.check_running()?;
+            if tokio::time::Instant::now() >= deadline {
+                let what = format!("tcpdump -w in {netns} to start listening");
+                return Err(LabError::Timeout { what, seconds: 20, log: Some(log) });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Pcap { proc, path })
+    }
+
+    /// The pcap file, complete up to the last packet tcpdump wrote (`-U`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops tcpdump (SIGTERM, so the file is complete) and returns the file.
+    pub async fn finish(mut self) -> PathBuf {
+        self.proc.terminate(Duration::from_secs(5)).await;
+        self.path.clone()
+    }
+}
+
+/// `tshark -r FILE -Y FILTER -T fields -e F…`: one row per packet, one column per field;
+/// a field that occurs more than once in a packet (outer and inner `ip.src`) is the
+/// occurrences joined by `,`, as tshark prints them.
+pub async fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Result<Vec<Vec<String>>, LabError> {
+    let file = file.display().to_string();
+    let mut args = vec!["-n", "-r", &file, "-Y", filter, "-T", "fields", "-E", "separator=/t"];
+    for field in fields {
+        args.extend(["-e", field]);
+    }
+    let text = cmd::run_text("tshark", args).await?;
+    Ok(text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect())
+}
+
 /// A stopped capture: what tcpdump wrote and what it says it saw.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -276,6 +376,32 @@ mod tests {
         assert_eq!(packets[4].dst, "ff02::1:ff00:11".parse::<Ipv6Addr>().expect("ip"));
         assert!(!packets[4].is_echo_request());
         assert_eq!(packets[5].src, Ipv6Addr::UNSPECIFIED);
+    }
+
+    #[test]
+    fn vxlan_packets_become_their_inner_frame_with_the_vni() {
+        // What `tcpdump -nn -l -e` (4.99) prints for VXLAN on port 4789, a second fragment,
+        // and a UDP datagram to 4789 that is not VXLAN.
+        let text = "\
+03:00:36.653652 f6:05:1f:a6:b9:c2 > 8a:b6:42:72:7e:a9, ethertype IPv4 (0x0800), length 148: 10.98.0.1.48484 > 10.98.0.2.4789: VXLAN, flags [I] (0x08), vni 43
+be:9e:51:84:fd:27 > 02:74:66:00:00:01, ethertype IPv4 (0x0800), length 98: 10.97.0.2 > 10.97.0.1: ICMP echo request, id 15190, seq 1, length 64
+03:00:36.700000 f6:05:1f:a6:b9:c2 > 8a:b6:42:72:7e:a9, ethertype IPv4 (0x0800), length 84: 10.98.0.1 > 10.98.0.2: ip-proto-17
+03:00:37.659421 f6:05:1f:a6:b9:c2 > 8a:b6:42:72:7e:a9, ethertype IPv4 (0x0800), length 148: 10.98.0.1.48484 > 10.98.0.2.4789: VXLAN, flags [I] (0x08), vni 16777215
+be:9e:51:84:fd:27 > 02:74:66:00:00:01, ethertype IPv6 (0x86dd), length 118: fd97::1 > fd97::2: ICMP6, echo reply, id 4711, seq 1, length 64
+";
+        let packets = parse_all(text);
+        assert_eq!(packets.len(), 3, "{packets:?}");
+        let outer = (IpAddr::from(Ipv4Addr::new(10, 98, 0, 1)), IpAddr::from(Ipv4Addr::new(10, 98, 0, 2)));
+        let vx = packets[0].vxlan.expect("vxlan");
+        assert_eq!((vx.vni, vx.outer_src, vx.outer_dst), (43, outer.0, outer.1));
+        assert_eq!(
+            (packets[0].src, packets[0].dst_mac.as_str()),
+            (IpAddr::from(Ipv4Addr::new(10, 97, 0, 2)), "02:74:66:00:00:01")
+        );
+        assert!(packets[0].is_echo_request());
+        assert_eq!(packets[1].vxlan, None, "a later fragment is only the outer packet");
+        assert_eq!(packets[2].vxlan.map(|v| v.vni), Some(16_777_215));
+        assert!(packets[2].is_ipv6() && packets[2].is_echo_reply());
     }
 
     #[test]

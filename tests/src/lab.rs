@@ -77,7 +77,7 @@ impl Default for LabBuilder {
             ec2_ipv6: true,
             secure: false,
             replicas: 1,
-            enforce_checks: false,
+            enforce_checks: true,
         }
     }
 }
@@ -143,7 +143,7 @@ impl LabBuilder {
     }
 
     /// Whether the bridges enforce every instance's Source/Dest Check as EC2 reports it
-    /// (default no: everything is forwarded, as before the lab could enforce it).
+    /// (default yes; no forwards everything, which EC2 never does).
     pub fn enforce_source_dest_checks(mut self, yes: bool) -> Self {
         self.enforce_checks = yes;
         self

@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod procs;
 pub mod vpc;
 
-pub use capture::{Capture, Finished, Packet};
+pub use capture::{Capture, Finished, Packet, Pcap, Vxlan, tshark_fields};
 pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;

@@ -1,16 +1,16 @@
-//! `teefleet-lab demo`: the manual TEE recipe, done by teefleet, narrated on stdout. It
-//! starts the lab, registers the collector, creates a session for source1 and waits until
-//! it is active, pings source1 and source2 from the client, shows what the collector
-//! captured and what EC2 says about Source/Dest Check, then deletes the session and shows
-//! that mirroring stopped.
+//! `teefleet-lab demo`: mirroring by teefleet, narrated on stdout. It starts the lab (a
+//! VPC of two subnets whose bridges enforce Source/Dest Check as EC2 does), registers the
+//! collector in the other subnet, creates a session for source1 and waits until it is
+//! active, pings source1 (both families) and source2 from the client, shows what the
+//! collector received as tshark dissects the VXLAN, and that no Source/Dest Check changed,
+//! then deletes the session and shows that mirroring stopped.
 
 #![allow(clippy::print_stdout)] // The demo's narrative is its output.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use teefleet_lab::{CLIENT, COLLECTOR, Capture, Lab, Packet, Range};
+use teefleet_lab::{CLIENT, COLLECTOR_B, Lab, Pcap, Range, tshark_fields};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -49,11 +49,19 @@ async fn main() -> Result<()> {
 }
 
 async fn demo(lab: &Lab) -> Result<()> {
-    let (source1, source2) = (lab.ip("source1")?, lab.ip("source2")?);
-    let (client, collector) = (lab.ip(CLIENT)?, lab.ip(COLLECTOR)?);
+    let (source1, source2, source1_6) = (lab.ip("source1")?, lab.ip("source2")?, lab.ip6("source1")?);
+    let far = lab.ip(COLLECTOR_B)?;
     let source1_id = lab.instance_id("source1")?;
-    let collector_id = lab.instance_id(COLLECTOR)?;
-    println!("   subnets {} and {} on bridge {}", lab.network.cidr(), lab.network.cidr6(), lab.network.bridge());
+    let collector_id = lab.instance_id(COLLECTOR_B)?;
+    println!(
+        "   a VPC of two subnets behind a router: {} (bridge {}) and {} (bridge {}), IPv6 {}; \
+         every instance's Source/Dest Check enforced",
+        lab.network.cidr_of(0),
+        lab.network.bridge_of(0),
+        lab.network.cidr_of(1),
+        lab.network.bridge_of(1),
+        lab.network.cidr6()
+    );
     for host in lab.network.hosts() {
         println!(
             "   {:<10} {:<15} {:<16} {} (netns {})",
@@ -76,8 +84,8 @@ async fn demo(lab: &Lab) -> Result<()> {
     show(lab, "$ fleetctl host list", &["host", "list"]).await?;
     show(lab, &format!("$ fleetctl collector add {collector_id}"), &["collector", "add", collector_id]).await?;
 
-    let collector_mac = lab.network.mac(COLLECTOR).await?;
-    let capture = lab.capture(COLLECTOR, "demo-active", Some("icmp")).await?;
+    let netns = &lab.network.host(COLLECTOR_B)?.netns;
+    let pcap = Pcap::start(netns, "demo", lab.dir(), Some("udp port 4789")).await?;
     show(
         lab,
         &format!("$ fleetctl session create demo --source {source1_id} --collector {collector_id} --wait"),
@@ -87,30 +95,44 @@ async fn demo(lab: &Lab) -> Result<()> {
 
     println!("\n== mangle table of source1 (iptables-save -t mangle)");
     print_indented(&lab.network.mangle_rules("source1").await?);
+    println!("\n== the tunnel device the agent made on source1 (ip -d link show type vxlan)");
+    print_indented(&lab.network.exec("source1", "ip", &["-d", "-br", "link", "show", "type", "vxlan"]).await?);
 
-    println!("\n== client pings source1 ({source1}) and source2 ({source2})");
+    println!("\n== client pings source1 ({source1}, {source1_6}) and source2 ({source2})");
     lab.network.ping(CLIENT, source1, 3).await?;
+    lab.network.ping6(CLIENT, source1_6, 3).await?;
     lab.network.ping(CLIENT, source2, 3).await?;
-    let is_clone = |p: &Packet| p.dst_mac == collector_mac && p.dst != collector;
-    capture.wait_for("echo reply clones", 3, WAIT, |p| is_clone(p) && p.src == source1 && p.dst == client).await?;
-    sentinel(lab, &capture, client, collector).await?;
-    println!("\n== what the collector captured (tcpdump -nn -e -i eth0 icmp, clones only)");
-    for p in capture.packets().iter().filter(|p| is_clone(p)) {
-        println!("   {} > {}: {}", p.src, p.dst, p.info);
-    }
-    let to_source2 = capture.count(|p| p.src == source2 || p.dst == source2);
+    let rows = lab
+        .wait_until("12 clones at collector-b", WAIT, || async {
+            let rows = tshark_fields(pcap.path(), ECHOES, &TSHARK_COLUMNS).await?;
+            Ok((rows.len() >= 12).then_some(rows))
+        })
+        .await?;
     println!(
-        "   clones of client<->source1: {}",
-        capture.count(|p| is_clone(p) && (p.src == source1 || p.dst == source1))
+        "\n== what collector-b ({far}, the other subnet) received, as tshark dissects it\n   \
+         $ tshark -r capture-demo.pcap -Y '{ECHOES}' -T fields -e {}",
+        TSHARK_COLUMNS.join(" -e ")
     );
-    println!("   packets of client<->source2: {to_source2} (source2 is not in the session)");
+    println!("   VNI   {:<28} {:<28} inner", "outer src,inner src", "outer dst,inner dst");
+    for row in &rows {
+        let (src, dst) = if row[3].is_empty() { (&row[1], &row[2]) } else { (&row[3], &row[4]) };
+        let (outer_src, outer_dst) = (&row[1], &row[2]);
+        let src = if row[3].is_empty() { src.clone() } else { format!("{},{src}", first(outer_src)) };
+        let dst = if row[3].is_empty() { dst.clone() } else { format!("{},{dst}", first(outer_dst)) };
+        println!("   {:<5} {src:<28} {dst:<28} {}", row[0], row[5]);
+    }
+    let source2_s = source2.to_string();
+    let of_source2 = rows.iter().filter(|r| r[1].contains(&source2_s) || r[2].contains(&source2_s)).count();
+    println!("   packets of client<->source2: {of_source2} (source2 is not in the session)");
 
     // Counters travel with the next drift check and health report (one second each here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     show(lab, "\n$ fleetctl session get demo", &["session", "get", "demo"]).await?;
     show(lab, &format!("\n$ fleetctl host get {source1_id}"), &["host", "get", source1_id]).await?;
-    let check = lab.source_dest_check(COLLECTOR).await?;
-    println!("\n== EC2 DescribeInstanceAttribute sourceDestCheck of the collector: {check}");
+    println!("\n== EC2 sourceDestCheck, enforced by the lab's bridges as EC2 does: VXLAN changes none");
+    for host in ["source1", COLLECTOR_B] {
+        println!("   {host:<12} {}", lab.source_dest_check(host).await?);
+    }
 
     show(lab, "\n$ fleetctl session delete demo", &["session", "delete", "demo"]).await?;
     lab.wait_until("source1's TEEFLEET chains to go", WAIT, || async {
@@ -120,19 +142,27 @@ async fn demo(lab: &Lab) -> Result<()> {
     .await?;
     println!("\n== mangle table of source1 after delete");
     print_indented(&lab.network.mangle_rules("source1").await?);
-    let after = lab.capture(COLLECTOR, "demo-deleted", Some("icmp")).await?;
-    lab.network.ping(CLIENT, source1, 3).await?;
-    sentinel(lab, &after, client, collector).await?;
+    let devices = lab.network.exec("source1", "ip", &["-br", "link", "show", "type", "vxlan"]).await?;
     println!(
-        "== client pings source1 again: {} clones reach the collector",
-        after.count(|p| is_clone(p) && (p.src == source1 || p.dst == source1))
+        "== tunnel devices on source1 after delete: {}",
+        if devices.trim().is_empty() { "none" } else { &devices }
     );
-    lab.wait_until("Source/Dest Check to be restored", WAIT, || async {
-        Ok(lab.source_dest_check(COLLECTOR).await?.then_some(()))
-    })
-    .await?;
-    println!("== EC2 sourceDestCheck of the collector: {}", lab.source_dest_check(COLLECTOR).await?);
+    let before = tshark_fields(pcap.path(), ECHOES, &TSHARK_COLUMNS).await?.len();
+    lab.network.ping(CLIENT, source1, 3).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = tshark_fields(&pcap.finish().await, ECHOES, &TSHARK_COLUMNS).await?.len();
+    println!("== client pings source1 again: {} clones reach collector-b", after - before);
     Ok(())
+}
+
+/// The pings' clones inside VXLAN, in either family.
+const ECHOES: &str = "vxlan && (icmp.type == 0 || icmp.type == 8 || icmpv6.type == 128 || icmpv6.type == 129)";
+/// tshark's fields for the demo's table: outer and inner IPv4 come comma-separated.
+const TSHARK_COLUMNS: [&str; 6] = ["vxlan.vni", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "_ws.col.Info"];
+
+/// The first of tshark's comma-separated occurrences: the outer header's.
+fn first(field: &str) -> &str {
+    field.split(',').next().unwrap_or_default()
 }
 
 /// Runs fleetctl and prints the command and its output.
@@ -143,16 +173,6 @@ async fn show(lab: &Lab, title: &str, args: &[&str]) -> Result<()> {
     if !out.success() {
         bail!("fleetctl {} failed: {}", args.join(" "), out.stderr.trim());
     }
-    Ok(())
-}
-
-/// Pings the collector itself and waits until tcpdump printed it, so everything sent
-/// before is in the capture.
-async fn sentinel(lab: &Lab, capture: &Capture, client: Ipv4Addr, collector: Ipv4Addr) -> Result<()> {
-    let mark = |p: &Packet| p.src == client && p.dst == collector && p.is_echo_request();
-    let before = capture.count(mark);
-    lab.network.ping(CLIENT, collector, 1).await?;
-    capture.wait_for("the sentinel ping", before + 1, WAIT, mark).await?;
     Ok(())
 }
 

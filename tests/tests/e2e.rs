@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use teefleet_lab::{CLIENT, COLLECTOR, Capture, Lab, Packet, require_root_or_skip};
+use teefleet_lab::{CLIENT, COLLECTOR, COLLECTOR_B, Capture, Lab, Packet, Pcap, require_root_or_skip, tshark_fields};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// A rule that belongs to someone else; the agent must never touch it.
@@ -53,15 +53,6 @@ async fn mangle(lab: &Lab, host: &str) -> Result<String, teefleet_lab::LabError>
     lab.network.mangle_rules(host).await
 }
 
-/// Polls Source/Dest Check of a lab host's instance until it reads `want`.
-async fn wait_source_dest_check(lab: &Lab, host: &str, want: bool) -> Result<()> {
-    lab.wait_until(&format!("Source/Dest Check of {host} to read {want}"), WAIT, || async move {
-        Ok((lab.source_dest_check(host).await? == want).then_some(()))
-    })
-    .await?;
-    Ok(())
-}
-
 /// Pings the collector from the client and waits until tcpdump printed those requests:
 /// everything sent before is then in the capture file too.
 async fn flush_with_sentinel(lab: &Lab, capture: &Capture) -> Result<()> {
@@ -76,9 +67,35 @@ async fn flush_with_sentinel(lab: &Lab, capture: &Capture) -> Result<()> {
     Ok(())
 }
 
-fn clone_of(collector_mac: &str, collector: Ipv4Addr) -> impl Fn(&Packet) -> bool {
-    let mac = collector_mac.to_owned();
-    move |p: &Packet| p.dst_mac == mac && p.dst != collector && p.src != collector
+/// What the captures keep: pings, and the VXLAN packets clones travel in.
+const CAPTURE: &str = "icmp or icmp6 or udp port 4789";
+
+/// A clone inside VXLAN with `vni`, from `source` to `collector`.
+fn clone_of(vni: u32, source: Ipv4Addr, collector: Ipv4Addr) -> impl Fn(&Packet) -> bool {
+    move |p: &Packet| {
+        p.vxlan.is_some_and(|v| v.vni == vni && v.outer_src == source && v.outer_dst == collector)
+            && p.dst != collector
+            && p.src != collector
+    }
+}
+
+/// The echo packets tshark dissected inside VXLAN: (vni, inner source, inner destination,
+/// ICMP type), from `ip.src` and `ip.dst` (or their IPv6 twins), which tshark prints
+/// outer first, inner last.
+async fn tshark_echoes(pcap: &std::path::Path, ipv6: bool) -> Result<Vec<(u32, String, String, String)>> {
+    let (src, dst, kind, filter) = if ipv6 {
+        ("ipv6.src", "ipv6.dst", "icmpv6.type", "vxlan && (icmpv6.type == 128 || icmpv6.type == 129)")
+    } else {
+        ("ip.src", "ip.dst", "icmp.type", "vxlan && (icmp.type == 0 || icmp.type == 8)")
+    };
+    let rows = tshark_fields(pcap, filter, &["vxlan.vni", src, dst, kind]).await?;
+    let last = |s: &str| s.rsplit(',').next().unwrap_or_default().to_owned();
+    rows.iter()
+        .map(|r| {
+            let vni = r.first().and_then(|v| v.parse().ok()).with_context(|| format!("vxlan.vni in {r:?}"))?;
+            Ok((vni, last(&r[1]), last(&r[2]), r[3].clone()))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,10 +138,10 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
         let added = lab.fleetctl_ok(&["collector", "add", &collector_id, "-o", "json"]).await?.json()?;
         ensure!(added["instance_id"] == collector_id.as_str(), "collector add printed {added}");
         ensure!(added["ip"] == collector.to_string().as_str(), "collector ip: {added}");
+        ensure!(added["encap"] == "vxlan", "VXLAN is the default: {added}");
 
-        let collector_mac = lab.network.mac(COLLECTOR).await?;
-        let is_clone = clone_of(&collector_mac, collector);
-        let capture = lab.capture(COLLECTOR, "active", Some("icmp")).await?;
+        let capture = lab.capture(COLLECTOR, "active", Some(CAPTURE)).await?;
+        let pcap = Pcap::start(&lab.network.host(COLLECTOR)?.netns, "active", lab.dir(), Some(CAPTURE)).await?;
 
         let created = lab
             .fleetctl(&[
@@ -146,10 +163,17 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
         let created = created.json()?;
         ensure!(created["state"] == "active", "created session: {created}");
         ensure!(created["name"] == "mirror1" && created["collector"] == collector_id.as_str());
+        let vni = created["vni"].as_u64().and_then(|v| u32::try_from(v).ok()).context("vni")?;
+        ensure!(created["encap"] == "vxlan" && vni > 0, "created session: {created}");
+        let is_clone = clone_of(vni, source1, collector);
+        let device = format!("tfvx{vni}");
 
         let rules = mangle(lab, "source1").await?;
         ensure!(rules.contains(":TEEFLEET-PRE") && rules.contains(":TEEFLEET-POST"), "chains missing:\n{rules}");
+        ensure!(rules.contains(&format!("--oif {device}")), "no rule into the tunnel:\n{rules}");
         ensure!(rules.contains(FOREIGN_RULE), "foreign rule changed:\n{rules}");
+        let link = lab.network.exec("source1", "ip", &["-d", "link", "show", &device]).await?;
+        ensure!(link.contains(&format!("vxlan id {vni} remote {collector}")), "{link}");
 
         lab.network.ping(CLIENT, source1, 3).await.context("client pings source1")?;
         lab.network.ping(CLIENT, source2, 3).await.context("client pings source2")?;
@@ -167,7 +191,19 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
         let n = capture.count(|p| (p.src == client && p.dst == source2) || (p.src == source2 && p.dst == client));
         ensure!(n == 0, "{n} packets of client↔source2 reached the collector:\n{}", capture.text());
 
-        wait_source_dest_check(lab, COLLECTOR, false).await?;
+        // VXLAN changes no Source/Dest Check anywhere, and the lab enforced every one.
+        for host in ["source1", COLLECTOR] {
+            ensure!(lab.source_dest_check(host).await?, "{host}'s Source/Dest Check was changed");
+        }
+        // What an operator's tool reads: tshark dissects VXLAN with the session's VNI around
+        // the client's requests and source1's replies.
+        let echoes = tshark_echoes(&pcap.finish().await, false).await?;
+        let (client_s, source1_s) = (client.to_string(), source1.to_string());
+        let request = (vni, client_s.clone(), source1_s.clone(), "8".to_owned());
+        let reply = (vni, source1_s, client_s, "0".to_owned());
+        let (requests, replies) =
+            (echoes.iter().filter(|e| **e == request).count(), echoes.iter().filter(|e| **e == reply).count());
+        ensure!((requests, replies) == (3, 3), "tshark saw {echoes:?}");
         let got = lab.fleetctl_ok(&["session", "get", "mirror1", "-o", "json"]).await?.json()?;
         let host = got["hosts"]
             .as_array()
@@ -176,8 +212,9 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
         ensure!(host["applied"] == true && host["connected"] == true, "source1 status: {host}");
         let table = lab.fleetctl_ok(&["session", "get", "mirror1"]).await?.stdout;
         ensure!(table.contains("active") && table.contains(&source1_id), "session get table:\n{table}");
+        ensure!(table.contains(&format!("vxlan, VNI {vni}")), "session get table:\n{table}");
 
-        // Delete: rules, clones and the collector's Source/Dest Check all go back.
+        // Delete: rules, the tunnel device and the clones all go.
         lab.fleetctl_ok(&["session", "delete", "mirror1"]).await?;
         let waited = lab
             .wait_until("the TEEFLEET chains to disappear from source1", WAIT, || async {
@@ -190,19 +227,85 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
             Err(e) => bail!("{e}\n{}", mangle(lab, "source1").await.unwrap_or_default()),
         };
         ensure!(rules.contains(FOREIGN_RULE), "foreign rule changed:\n{rules}");
+        let links = lab.network.exec("source1", "ip", &["-br", "link", "show"]).await?;
+        ensure!(!links.contains("tfvx"), "a tunnel device is left:\n{links}");
 
-        let after = lab.capture(COLLECTOR, "deleted", Some("icmp")).await?;
+        let after = lab.capture(COLLECTOR, "deleted", Some(CAPTURE)).await?;
         lab.network.ping(CLIENT, source1, 3).await.context("client pings source1 after delete")?;
         flush_with_sentinel(lab, &after).await?;
         let n = after.count(|p| is_clone(p) && (p.src == source1 || p.dst == source1));
         ensure!(n == 0, "{n} clones after delete:\n{}", after.text());
 
-        wait_source_dest_check(lab, COLLECTOR, true).await?;
+        ensure!(lab.source_dest_check(COLLECTOR).await?, "the collector's Source/Dest Check was changed");
         let list = lab.fleetctl_ok(&["session", "list", "-o", "json"]).await?.json()?;
         ensure!(list == Value::Array(vec![]), "sessions left: {list}");
         Ok(())
     })
     .await;
+}
+
+/// VXLAN reaches a collector in the other subnet, behind the router, in both families,
+/// with every Source/Dest Check on; raw TEE to it is refused, since it is not on-link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_reaches_a_collector_in_another_subnet_in_both_families() {
+    run(async |lab: &Lab| {
+        let (source1, client, far) = (lab.ip("source1")?, lab.ip(CLIENT)?, lab.ip(COLLECTOR_B)?);
+        let (source1_6, client6) = (lab.ip6("source1")?, lab.ip6(CLIENT)?);
+        let (source1_id, far_id) = (lab.instance_id("source1")?.to_owned(), lab.instance_id(COLLECTOR_B)?.to_owned());
+        wait_agents_connected(lab).await?;
+        lab.fleetctl_ok(&["collector", "add", &far_id]).await?;
+        let pcap = Pcap::start(&lab.network.host(COLLECTOR_B)?.netns, "far", lab.dir(), Some("udp port 4789")).await?;
+        let args = ["session", "create", "far", "--source", &source1_id, "--collector", &far_id];
+        let out = lab
+            .fleetctl(&[&args[..], &["--protocol", "icmp", "--vni", "777", "--wait", "-o", "json"]].concat())
+            .await?;
+        ensure!(out.success() && out.json()?["state"] == "active", "session to collector-b: {out}");
+
+        lab.network.ping(CLIENT, source1, 3).await?;
+        lab.network.ping6(CLIENT, source1_6, 3).await?;
+        // Past the router: wait until tshark sees all of them.
+        let (v4, v6) = lab
+            .wait_until("12 echo clones at collector-b", WAIT, || async {
+                let (v4, v6) = (tshark_echoes(pcap.path(), false).await, tshark_echoes(pcap.path(), true).await);
+                let (v4, v6) = (v4.map_err(lab_error)?, v6.map_err(lab_error)?);
+                Ok((v4.len() + v6.len() >= 12).then_some((v4, v6)))
+            })
+            .await?;
+        pcap.finish().await;
+        for (family, echoes, (client, source1)) in [
+            ("IPv4", &v4, (client.to_string(), source1.to_string())),
+            ("IPv6", &v6, (client6.to_string(), source1_6.to_string())),
+        ] {
+            let (request, reply) = if family == "IPv4" { ("8", "0") } else { ("128", "129") };
+            let want =
+                [(777, client.clone(), source1.clone(), request.to_owned()), (777, source1, client, reply.to_owned())];
+            let counts: Vec<usize> = want.iter().map(|w| echoes.iter().filter(|e| *e == w).count()).collect();
+            ensure!(counts == [3, 3] && echoes.len() == 6, "{family} echoes tshark saw at collector-b: {echoes:?}");
+        }
+        // Outer packets come from source1's own address, which the check lets through.
+        ensure!(lab.source_dest_check("source1").await? && lab.source_dest_check(COLLECTOR_B).await?);
+        let outer = tshark_fields(&lab.dir().join("capture-far.pcap"), "vxlan", &["ip.src", "ip.dst"]).await?;
+        // tshark prints the outer address first (alone, when the clone inside is IPv6).
+        let first = |s: &str| s.split(',').next().unwrap_or_default().to_owned();
+        let (own, far) = (source1.to_string(), far.to_string());
+        ensure!(outer.len() >= 12 && outer.iter().all(|r| first(&r[0]) == own && first(&r[1]) == far), "{outer:?}");
+
+        // Raw TEE cannot reach it: refused, naming the ways out.
+        lab.fleetctl_ok(&["session", "delete", "far"]).await?;
+        lab.fleetctl_ok(&["collector", "remove", &far_id]).await?;
+        lab.fleetctl_ok(&["collector", "add", &far_id, "--encap", "none"]).await?;
+        let refused = lab.fleetctl(&args).await?;
+        ensure!(!refused.success(), "a raw session across the router was accepted: {refused}");
+        for part in ["--encap vxlan", "--allow-routed", &source1_id] {
+            ensure!(refused.stderr.contains(part), "{part} missing from: {refused}");
+        }
+        Ok(())
+    })
+    .await;
+}
+
+fn lab_error(e: anyhow::Error) -> teefleet_lab::LabError {
+    teefleet_lab::LabError::Invalid(format!("{e:#}"))
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

@@ -26,9 +26,9 @@ async fn connected(lab: &Lab, host: &str) -> Result<Option<bool>, LabError> {
 /// Pings source1 from the client and waits until a clone of the request reaches the
 /// collector.
 async fn clones_arrive(lab: &Lab, label: &str) -> Result<()> {
-    let capture = lab.capture(COLLECTOR, label, Some("icmp")).await?;
+    let capture = lab.capture(COLLECTOR, label, Some("icmp or udp port 4789")).await?;
     let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
-    let is_clone = move |p: &Packet| p.src == client && p.dst == source1 && p.is_echo_request();
+    let is_clone = move |p: &Packet| p.vxlan.is_some() && p.src == client && p.dst == source1 && p.is_echo_request();
     lab.network.ping(CLIENT, source1, 3).await?;
     capture.wait_for("a clone of the client's ping at the collector", 1, WAIT, is_clone).await?;
     Ok(())

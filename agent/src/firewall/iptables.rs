@@ -16,7 +16,7 @@ use tokio::{io::AsyncWriteExt, process::Command, sync::Mutex};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::{
-    ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair,
+    ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair, Scope, devices,
     generation::Generation,
     observe::{Observed, Shape},
     render::{self, Family},
@@ -111,6 +111,16 @@ impl Iptables {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         let input_line = input.and_then(|text| failing_line(&stderr, text));
         Err(ApplyError::Failed { program, status: output.status.to_string(), stderr, input_line })
+    }
+
+    /// Runs `ip args…` (iproute2) in the same namespace, for the tunnel devices.
+    pub async fn ip(&self, args: &[&str]) -> Result<String, ApplyError> {
+        self.run("ip", args, None).await
+    }
+
+    /// Runs `ip` or `sysctl` in the same namespace.
+    pub async fn tool(&self, program: &'static str, args: &[&str]) -> Result<String, ApplyError> {
+        self.run(program, args, None).await
     }
 
     /// The main tool of `family`, e.g. `ip6tables-legacy`, for messages.
@@ -310,6 +320,11 @@ impl IptablesDataplane {
                 changed += 1;
             }
         }
+        // After the rules: none names a device any more.
+        if !devices::observe(&self.iptables).await?.is_empty() {
+            devices::converge(&self.iptables, self.info.ipv6, &[], true, false).await?;
+            changed += 1;
+        }
         *state = State::default();
         Ok(changed)
     }
@@ -458,11 +473,12 @@ impl Dataplane for IptablesDataplane {
         {
             return Err(ApplyError::Ipv6Unavailable {
                 session: rule.session().clone(),
-                gateway: rule.gateway(),
                 reason: self.info.ipv6_problem(),
             });
         }
         let mut state = self.state.lock().await;
+        // Devices first: a rule may name a device only once it exists.
+        devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), false, false).await?;
         let previous = state.set.take();
         let mut touched = Vec::new();
         for family in self.families() {
@@ -471,10 +487,16 @@ impl Dataplane for IptablesDataplane {
             touched.push(family);
             if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
                 self.roll_back(&mut state, previous.as_ref(), &touched).await;
+                let tunnels = previous.as_ref().map(RuleSet::tunnels).unwrap_or_default();
+                if let Err(cleanup) = devices::converge(&self.iptables, self.info.ipv6, &tunnels, true, false).await {
+                    warn!(error = %cleanup, "removing the failed set's tunnel devices failed; the drift check retries");
+                }
                 state.set = previous;
                 return Err(e);
             }
         }
+        // No rule names a device the set does not need any more.
+        devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), true, false).await?;
         // Sessions no longer applied stop being reported.
         state.base.retain(|session, _| set.rules().iter().any(|r| r.session() == session));
         state.set = Some(set.clone());
@@ -514,7 +536,12 @@ impl Dataplane for IptablesDataplane {
             // Without a baseline, converge rewrites even though the rules are the same.
             state.families[family.index()].shape = None;
             self.converge_from(&mut state, family, &rules, &expected, read).await?;
-            repairs.push(Repair { family, drift });
+            repairs.push(Repair { scope: Scope::Rules(family), drift });
+        }
+        if let Some(set) = state.set.as_ref().filter(|s| !s.tunnels().is_empty()) {
+            for drift in devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), true, true).await? {
+                repairs.push(Repair { scope: Scope::Tunnels, drift });
+            }
         }
         Ok(Check { repairs, counters: Self::totals(&state) })
     }

@@ -9,15 +9,17 @@
 //! [`generation`] reads the nf_tables ruleset generation, which tells a drift check that
 //! nothing changed without reading the table.
 
-use std::{collections::BTreeMap, future::Future, net::IpAddr, ops::AddAssign};
+use std::{collections::BTreeMap, future::Future, ops::AddAssign};
 
 use teefleet_model::{RuleSet, SessionName};
 
 pub mod backend;
+pub mod devices;
 pub mod generation;
 pub mod iptables;
 pub mod observe;
 pub mod render;
+pub mod tunnel;
 
 pub use backend::DataplaneInfo;
 pub use iptables::{Iptables, IptablesDataplane, Variant};
@@ -70,18 +72,33 @@ pub struct Check {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repair {
-    pub family: Family,
+    pub scope: Scope,
     /// What had changed, for a person (e.g. "chain TEEFLEET-PRE was flushed").
     pub drift: String,
+}
+
+/// What a repair put back: one family's chains, or the tunnel devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Rules(Family),
+    Tunnels,
+}
+
+impl Scope {
+    /// `ipv4`, `ipv6` or `tunnels`, for logs and events.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scope::Rules(family) => family.label(),
+            Scope::Tunnels => "tunnels",
+        }
+    }
 }
 
 /// Why a rule set could not be applied. The previous set is still in place.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error(
-        "session {session} mirrors to the IPv6 collector {gateway}, but ip6tables is not usable on this host: {reason}"
-    )]
-    Ipv6Unavailable { session: SessionName, gateway: IpAddr, reason: String },
+    #[error("session {session} mirrors IPv6 traffic, but ip6tables is not usable on this host: {reason}")]
+    Ipv6Unavailable { session: SessionName, reason: String },
 
     #[error("could not run {program}")]
     Spawn {
@@ -102,6 +119,10 @@ pub enum ApplyError {
     /// features it does not understand; writing to it could destroy that tool's rules.
     #[error("iptables-save cannot read the mangle table: {0}")]
     Incompatible(String),
+
+    /// `ip` printed something we cannot read.
+    #[error("cannot read the host's devices: {0}")]
+    Unreadable(String),
 
     /// The restore succeeded but reading back does not show what was applied.
     #[error("{} rules read back differ from what was applied: {detail}", family.label())]

@@ -7,9 +7,10 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use teefleet_model::{MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
+use teefleet_model::{Delivery, IpFamily, MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
 
 use super::observe::{Jump, Observed};
+use super::tunnel;
 
 /// The table all agent chains live in: TEE is a mangle-table target.
 pub const TABLE: &str = "mangle";
@@ -59,6 +60,14 @@ impl Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
     }
 
+    /// The family of the traffic a rule mirrors.
+    pub fn of_rule(rule: &MirrorRule) -> Family {
+        match rule.family() {
+            IpFamily::Ipv4 => Family::V4,
+            IpFamily::Ipv6 => Family::V6,
+        }
+    }
+
     /// `ipv4` or `ipv6`, for logs and metric labels.
     pub fn label(self) -> &'static str {
         match self {
@@ -83,9 +92,9 @@ impl Family {
     }
 }
 
-/// The rules of `set` that belong to `family` (by their collector's address).
+/// The rules of `set` that mirror `family`'s traffic.
 pub fn rules_of(set: &RuleSet, family: Family) -> Vec<&MirrorRule> {
-    set.rules().iter().filter(|r| Family::of(r.gateway()) == family).collect()
+    set.rules().iter().filter(|r| Family::of_rule(r) == family).collect()
 }
 
 /// The hashlimit table name for a session's cap. All rules of a session on a host share
@@ -119,7 +128,9 @@ fn render_throttle(line: &mut String, session: &SessionName, throttle: Throttle)
 }
 
 /// One rule as an `iptables-restore` line. The collector's address is excluded in both
-/// directions so the collector's own traffic is never mirrored back to it.
+/// directions so the collector's own traffic (and a tunnel's outer packets) is never
+/// mirrored back to it. A raw clone goes to the collector's address; a tunnelled one to
+/// the tunnel device's next hop (see [`tunnel`]).
 pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
     let hook = Hook::of(rule.direction());
     // The host's service port is the destination port inbound and the source port outbound.
@@ -127,7 +138,6 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
         RuleDirection::Ingress => ("-s", "--dport"),
         RuleDirection::Egress => ("-d", "--sport"),
     };
-    let gateway = rule.gateway();
     let mut line = format!("-A {}", hook.chain);
     // A /0 peer matches everything; iptables-save omits it, so we do too.
     if let Some(peer) = rule.peer().filter(|p| p.prefix() != 0) {
@@ -150,10 +160,23 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
     if rule.direction() == RuleDirection::Ingress {
         line.push_str(" -m pkttype --pkt-type unicast");
     }
-    let _ = write!(line, " -m iprange ! --src-range {gateway}-{gateway} ! --dst-range {gateway}-{gateway}");
+    if let Some(ex) = rule.excluded() {
+        let _ = write!(line, " -m iprange ! --src-range {ex}-{ex} ! --dst-range {ex}-{ex}");
+    }
     render_throttle(&mut line, rule.session(), rule.throttle());
-    let _ =
-        write!(line, " -m comment --comment \"{RULE_COMMENT_PREFIX}{}\" -j TEE --gateway {gateway}", rule.session());
+    let _ = write!(line, " -m comment --comment \"{RULE_COMMENT_PREFIX}{}\" -j TEE", rule.session());
+    match rule.delivery() {
+        Delivery::Raw { gateway } => {
+            let _ = write!(line, " --gateway {gateway}");
+        }
+        Delivery::Vxlan(t) => {
+            let hop = match family {
+                Family::V4 => IpAddr::V4(tunnel::NEXT_HOP_V4),
+                Family::V6 => IpAddr::V6(tunnel::NEXT_HOP_V6),
+            };
+            let _ = write!(line, " --gateway {hop} --oif {}", tunnel::device(t.vni()));
+        }
+    }
     line
 }
 

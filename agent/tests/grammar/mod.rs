@@ -18,7 +18,11 @@ pub struct RuleLine {
     pub peer: Option<Cidr>,
     pub protocol: Option<&'static str>,
     pub ports: Option<(u16, u16)>,
+    /// The address both directions never mirror, if any.
+    pub excluded: Option<IpAddr>,
+    /// TEE's gateway, and its `--oif` for a tunnelled rule.
     pub gateway: IpAddr,
+    pub oif: Option<String>,
     pub sample_ppm: Option<u32>,
     pub max_pps: Option<u32>,
     pub session: SessionName,
@@ -139,7 +143,6 @@ pub fn check_rule_line(line: &str, family: Family) -> Result<RuleLine, String> {
     if ingress {
         t.expect(&["-m", "pkttype", "--pkt-type", "unicast"])?;
     }
-    t.expect(&["-m", "iprange", "!", "--src-range"])?;
     let range = |token: &str| -> Result<IpAddr, String> {
         let (a, b) = token.split_once('-').ok_or_else(|| format!("{token:?} is not a range"))?;
         let (a, b) = (address(a, family)?, address(b, family)?);
@@ -148,11 +151,16 @@ pub fn check_rule_line(line: &str, family: Family) -> Result<RuleLine, String> {
         }
         Ok(a)
     };
-    let gateway = range(t.next("the source range")?)?;
-    t.expect(&["!", "--dst-range"])?;
-    if range(t.next("the destination range")?)? != gateway {
-        return Err("the exclusions name different addresses".to_owned());
-    }
+    let excluded = if t.take(&["-m", "iprange", "!", "--src-range"]) {
+        let excluded = range(t.next("the source range")?)?;
+        t.expect(&["!", "--dst-range"])?;
+        if range(t.next("the destination range")?)? != excluded {
+            return Err("the exclusions name different addresses".to_owned());
+        }
+        Some(excluded)
+    } else {
+        None
+    };
     let sample_ppm = if t.take(&["-m", "statistic", "--mode", "random", "--probability"]) {
         let token = t.next("a probability")?;
         let digits = token.strip_prefix("0.").filter(|d| d.len() == 6 && d.bytes().all(|c| c.is_ascii_digit()));
@@ -183,9 +191,24 @@ pub fn check_rule_line(line: &str, family: Family) -> Result<RuleLine, String> {
         .and_then(|c| c.strip_suffix('"'))
         .ok_or_else(|| format!("{comment:?} is not \"teefleet:NAME\""))?;
     let session: SessionName = name.parse().map_err(|e| format!("{name:?}: {e}"))?;
-    t.expect(&["-j", "TEE", "--gateway", &gateway.to_string()])?;
+    t.expect(&["-j", "TEE", "--gateway"])?;
+    let gateway = address(t.next("the gateway")?, family)?;
+    let oif = if t.take(&["--oif"]) {
+        let device = t.next("a device")?;
+        let digits = device.strip_prefix("tfvx").filter(|d| !d.is_empty() && !d.starts_with('0'));
+        if digits.is_none_or(|d| !d.bytes().all(|c| c.is_ascii_digit()) || d.len() > 8) {
+            return Err(format!("{device:?} is not tfvx and a VNI"));
+        }
+        Some(device.to_owned())
+    } else {
+        // Raw TEE sends to the collector, whose own traffic is never mirrored.
+        if excluded != Some(gateway) {
+            return Err(format!("raw TEE to {gateway} without excluding it"));
+        }
+        None
+    };
     if t.at != t.tokens.len() {
         return Err(format!("trailing tokens {:?}", &t.tokens[t.at..]));
     }
-    Ok(RuleLine { ingress, peer, protocol, ports, gateway, sample_ppm, max_pps, session })
+    Ok(RuleLine { ingress, peer, protocol, ports, excluded, gateway, oif, sample_ppm, max_pps, session })
 }

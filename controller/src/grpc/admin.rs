@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use teefleet_model::{CompileInput, HostId, InstanceId, SessionSpec, ValidationError, compile, limits};
+use teefleet_model::{CompileInput, Encap, HostId, InstanceId, SessionSpec, ValidationError, Vni, compile, limits};
 use teefleet_proto::v1::{
     self as pb, collector_service_server::CollectorService, host_service_server::HostService,
     session_service_server::SessionService,
@@ -68,9 +68,10 @@ impl Api {
             };
             if let Some(subnet) = subnet.filter(|s| *s != collector.subnet_id) {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "source {host} is in subnet {subnet} but collector {} is in {}: TEE can only send clones to \
-                     a gateway on the source's own link, so they would be dropped. Use a collector in {subnet}, \
-                     or pass --allow-routed if the collector is reachable on-link anyway",
+                    "source {host} is in subnet {subnet} but collector {} is in {}: raw TEE (--encap none) can only \
+                     send clones to a gateway on the source's own link, so they would be dropped. Register the \
+                     collector with --encap vxlan (the default), use a collector in {subnet}, or pass \
+                     --allow-routed if the collector is reachable on-link anyway",
                     collector.instance_id, collector.subnet_id
                 )));
             }
@@ -98,9 +99,10 @@ impl Api {
         let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, spec.allow_routed());
         if !resolution.off_link.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
-                "{} carry {tags} but are in another subnet than collector {} ({}): TEE can only send clones to a \
-                 gateway on the source's own link, so they would be dropped. Use a collector in their subnet, \
-                 narrow the tags, or pass --allow-routed if the collector is reachable on-link anyway",
+                "{} carry {tags} but are in another subnet than collector {} ({}): raw TEE (--encap none) can only \
+                 send clones to a gateway on the source's own link, so they would be dropped. Register the \
+                 collector with --encap vxlan (the default), use a collector in their subnet, narrow the tags, or \
+                 pass --allow-routed if the collector is reachable on-link anyway",
                 describe_off_link(&resolution.off_link),
                 collector.instance_id,
                 collector.subnet_id
@@ -122,9 +124,24 @@ impl Api {
         let tags = convert::source_tags(&req.source_tags)?;
         let collector = convert::instance_id("collector", &req.collector)?;
         let filter = convert::filter(req.filter.as_ref())?;
-        let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?.with_allow_routed(req.allow_routed);
+        let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?
+            .with_allow_routed(req.allow_routed)
+            .with_vni(convert::vni(req.vni)?);
 
         let collector = self.store.collector(spec.collector()).await?;
+        let raw = collector.encap == Encap::None;
+        if let Some(orphan) = spec.filter().cidrs().iter().find(|c| raw && !c.is_ipv4() && collector.ipv6.is_none()) {
+            return Err(ValidationError::new(
+                "filter.cidrs",
+                format!(
+                    "{orphan} is IPv6 but collector {} has no IPv6 address and takes raw clones (--encap none); \
+                     register the collector with one (collector add --ipv6), use a VXLAN collector, or mirror \
+                     IPv4 peers only",
+                    collector.instance_id
+                ),
+            )
+            .into());
+        }
         if let Some(orphan) = spec.filter().cidrs().iter().find(|c| !c.is_ipv4() && collector.ipv6.is_none()) {
             return Err(ValidationError::new(
                 "filter.cidrs",
@@ -139,6 +156,8 @@ impl Api {
         // Compile the session alone first, so any other rule it cannot produce is refused
         // before anything is stored.
         compile(&[CompileInput {
+            // Any VNI compiles alike; the store allocates the real one.
+            vni: (!raw).then_some(spec.vni().unwrap_or(Vni::new(Vni::MIN)?)),
             name: spec.name().clone(),
             sources: spec.sources().to_vec(),
             collector_ips: collector.ips(),
@@ -146,7 +165,8 @@ impl Api {
         }])
         .map_err(|e| ValidationError::new("filter", e.to_string()))?;
         let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
-        if !spec.allow_routed() {
+        // VXLAN reaches a collector in any subnet the sources can route to.
+        if raw && !spec.allow_routed() {
             self.check_on_link(spec.sources(), &collector).await?;
         }
         let matched = self.resolve_tags(&spec, &collector).await?;
@@ -168,6 +188,7 @@ impl Api {
         let id = convert::instance_id("instance_id", &req.instance_id)?;
         let ip_override = convert::collector_ip(&req.ip)?;
         let ipv6_override = convert::collector_ipv6(&req.ipv6)?;
+        let encap = convert::encap(&req.encap)?;
         let instance = self.cloud.describe_instance(&id).await?;
         let ip = match (ip_override, instance.private_ip) {
             (Some(ip), _) => IpAddr::V4(ip),
@@ -199,11 +220,12 @@ impl Api {
                     subnet_id: instance.subnet_id.unwrap_or_default(),
                     // EC2 reports the check on for every instance unless someone turned it off.
                     source_dest_check: instance.source_dest_check.unwrap_or(true),
+                    encap,
                 },
                 audit,
             )
             .await?;
-        info!(collector = %id, %ip, ipv6 = ?ipv6, "collector registered");
+        info!(collector = %id, %ip, ipv6 = ?ipv6, %encap, "collector registered");
         Ok(convert::pb_collector(&record))
     }
 

@@ -9,8 +9,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use teefleet_model::text::printable;
 use teefleet_model::{
-    Cidr, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleDirection,
-    RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError,
+    Cidr, Direction, Encap, EventKind, Filter, HostId, InstanceId, IpFamily, MaxPps, MirrorRule, PortRange, Protocol,
+    RuleDirection, RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError, Vni,
 };
 use teefleet_proto::v1 as pb;
 
@@ -282,6 +282,8 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
         sources: r.sources.iter().map(|s| s.host_id.to_string()).collect(),
         source_tags: r.spec.selectors().iter().map(ToString::to_string).collect(),
         allow_routed: r.spec.allow_routed(),
+        vni: r.spec.vni().map_or(0, Vni::get),
+        encap: r.collector_encap.to_string(),
         collector: r.spec.collector().to_string(),
         filter: Some(pb_filter(r.spec.filter())),
         state: match status.state {
@@ -326,7 +328,18 @@ pub fn pb_collector(c: &CollectorRecord) -> pb::Collector {
         original_source_dest_check: c.original_source_dest_check,
         ec2_error: c.ec2_error.clone().unwrap_or_default(),
         ipv6: c.ipv6.map(|ip| ip.to_string()).unwrap_or_default(),
+        encap: c.encap.to_string(),
     }
+}
+
+/// A collector's encapsulation; empty means the default, VXLAN.
+pub fn encap(text: &str) -> Result<Encap, ValidationError> {
+    if text.is_empty() { Ok(Encap::default()) } else { text.parse() }
+}
+
+/// The VNI a session asks for; 0 lets the controller choose.
+pub fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
+    (value != 0).then(|| Vni::new(value)).transpose()
 }
 
 /// A host as ListHosts shows it; GetHost adds its events.
@@ -384,12 +397,20 @@ fn pb_rule(r: &MirrorRule) -> pb::MirrorRule {
             RuleDirection::Egress => pb::Direction::Egress,
         }
         .into(),
-        gateway: r.gateway().to_string(),
+        gateway: r.gateway().map(|g| g.to_string()).unwrap_or_default(),
         protocol: pb_protocol(r.protocol()).into(),
         ports: r.ports().map(pb_ports),
         peer_cidr: r.peer().map(|c| c.to_string()).unwrap_or_default(),
         sample: r.throttle().sample.map_or(0.0, Sample::fraction),
         max_pps: r.throttle().max_pps.map_or(0, MaxPps::get),
+        vni: r.tunnel().map_or(0, |t| t.vni().get()),
+        vxlan_remote: r.tunnel().map(|t| t.remote().to_string()).unwrap_or_default(),
+        family: match (r.tunnel(), r.family()) {
+            (None, _) => pb::IpFamily::Unspecified,
+            (Some(_), IpFamily::Ipv4) => pb::IpFamily::Ipv4,
+            (Some(_), IpFamily::Ipv6) => pb::IpFamily::Ipv6,
+        }
+        .into(),
     }
 }
 

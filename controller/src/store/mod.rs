@@ -18,8 +18,8 @@ use sqlx::{
     types::Json,
 };
 use teefleet_model::{
-    Cidr, CompileInput, Direction, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
-    Sample, SessionName, SessionSpec, Throttle, compile,
+    Cidr, CompileInput, Direction, Encap, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
+    Sample, SessionName, SessionSpec, Throttle, Vni, compile,
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
@@ -88,6 +88,11 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// Whether `e` is a violation of the named constraint or unique index.
+fn violates(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some(constraint))
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -110,8 +115,9 @@ impl Store {
     pub async fn add_collector(&self, c: &NewCollector, audit: &AuditEntry) -> Result<CollectorRecord> {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
-            "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check, ipv6)
-             VALUES ($1, $2, $3, $4, $5, $6::inet)",
+            "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check, ipv6,
+                                     encap)
+             VALUES ($1, $2, $3, $4, $5, $6::inet, $7)",
         )
         .bind(c.instance_id.as_str())
         .bind(c.ip.to_string())
@@ -119,6 +125,7 @@ impl Store {
         .bind(c.source_dest_check)
         .bind(SdcState::from(c.source_dest_check).as_str())
         .bind(c.ipv6.map(|ip| ip.to_string()))
+        .bind(c.encap.as_str())
         .execute(&mut *tx)
         .await;
         match res {
@@ -238,10 +245,14 @@ impl Store {
         }
         let filter = spec.filter();
         let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
+        let vni = match spec.vni() {
+            Some(vni) => vni,
+            None => free_vni(&mut tx).await?,
+        };
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps, allow_routed)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                   max_pps, allow_routed, vni)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -253,9 +264,13 @@ impl Store {
         .bind(filter.throttle().sample.map(|s| i32::try_from(s.ppm()).unwrap_or(i32::MAX)))
         .bind(filter.throttle().max_pps.map(|m| i32::try_from(m.get()).unwrap_or(i32::MAX)))
         .bind(spec.allow_routed())
+        .bind(i32::try_from(vni.get()).map_err(corrupt)?)
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
+            Err(e) if violates(&e, "sessions_vni") => {
+                return Err(StoreError::AlreadyExists { what: "session with VNI", id: vni.to_string() });
+            }
             Err(e) if unique_violation(&e) => {
                 return Err(StoreError::AlreadyExists { what: "session", id: spec.name().to_string() });
             }
@@ -354,7 +369,7 @@ macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
             s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
-            c.source_dest_check AS collector_sdc, s.allow_routed, s.resolve_problem,
+            c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni,
             array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id AND ss.origin = 'named'
                   ORDER BY host_id) AS sources,
             array(SELECT key FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS selector_keys,
@@ -366,12 +381,27 @@ use session_select;
 
 macro_rules! collector_select {
     () => {
-        "SELECT c.instance_id, c.ip, host(c.ipv6) AS ipv6, c.subnet_id, c.original_source_dest_check, c.source_dest_check, c.ec2_error,
+        "SELECT c.instance_id, c.ip, host(c.ipv6) AS ipv6, c.subnet_id, c.original_source_dest_check, c.source_dest_check, c.ec2_error, c.encap,
                 (SELECT count(*) FROM sessions s WHERE s.collector_id = c.instance_id) AS session_count
          FROM collectors c"
     };
 }
 use collector_select;
+
+/// The lowest VNI no live session has. Runs under the compile lock, so two creates cannot
+/// both take it; the unique index would refuse the second anyway.
+async fn free_vni(tx: &mut Transaction<'_, Postgres>) -> Result<Vni> {
+    let free: Option<i32> = sqlx::query_scalar(
+        "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM sessions WHERE vni = 1) THEN 1
+                ELSE (SELECT min(s.vni) + 1 FROM sessions s
+                      WHERE s.vni < 16777215 AND NOT EXISTS (SELECT 1 FROM sessions t WHERE t.vni = s.vni + 1))
+                END",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let free = free.ok_or_else(|| StoreError::InUse("every VXLAN VNI (1 to 16777215) is taken".to_owned()))?;
+    Vni::new(u32::try_from(free).map_err(corrupt)?).map_err(corrupt)
+}
 
 async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COMPILE_LOCK).execute(&mut **tx).await?;
@@ -439,8 +469,8 @@ async fn recompile(
 ) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
     let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
     let rows = sqlx::query(
-        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, s.sample_ppm, s.max_pps,
-                c.ip, host(c.ipv6) AS ipv6, array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
+        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, s.sample_ppm, s.max_pps, s.vni,
+                c.encap, c.ip, host(c.ipv6) AS ipv6, array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
          FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id
          WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))",
     )
@@ -449,7 +479,10 @@ async fn recompile(
     .await?;
     let mut inputs = Vec::with_capacity(rows.len());
     for row in &rows {
+        let encap: Encap = row.try_get::<String, _>("encap")?.parse().map_err(corrupt)?;
+        let vni = u32::try_from(row.try_get::<i32, _>("vni")?).map_err(corrupt)?;
         inputs.push(CompileInput {
+            vni: (encap == Encap::Vxlan).then(|| Vni::new(vni).map_err(corrupt)).transpose()?,
             name: row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
             sources: row
                 .try_get::<Vec<String>, _>("sources")?

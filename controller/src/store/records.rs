@@ -4,9 +4,14 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow, types::Json};
-use teefleet_model::{HostId, InstanceId, SessionSpec, TagSelector};
+use teefleet_model::{Encap, HostId, InstanceId, SessionSpec, TagSelector, Vni};
 
 use super::{Result, StoreError, corrupt, filter_from_row, version};
+
+/// A stored VNI; the schema keeps it in range.
+fn vni(stored: i32) -> Result<Vni> {
+    u32::try_from(stored).map_err(corrupt).and_then(|v| Vni::new(v).map_err(corrupt))
+}
 use crate::report::{Dataplane, HostEvent, SessionCounters, Traffic};
 
 /// Source/Dest Check as teefleet last observed or set it.
@@ -51,6 +56,7 @@ pub struct NewCollector {
     pub subnet_id: String,
     /// The value found in EC2 at registration.
     pub source_dest_check: bool,
+    pub encap: Encap,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +69,7 @@ pub struct CollectorRecord {
     pub source_dest_check: SdcState,
     pub ec2_error: Option<String>,
     pub session_count: u32,
+    pub encap: Encap,
 }
 
 impl CollectorRecord {
@@ -76,6 +83,7 @@ impl CollectorRecord {
             source_dest_check: SdcState::parse(&row.try_get::<String, _>("source_dest_check")?)?,
             ec2_error: row.try_get("ec2_error")?,
             session_count: u32::try_from(row.try_get::<i64, _>("session_count")?).unwrap_or(u32::MAX),
+            encap: row.try_get::<String, _>("encap")?.parse().map_err(corrupt)?,
         })
     }
 
@@ -160,6 +168,7 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub collector_ip: IpAddr,
     pub collector_sdc: SdcState,
+    pub collector_encap: Encap,
     pub collector_ec2_error: Option<String>,
     /// Every current source, named or matched by tag, by host id.
     pub sources: Vec<SourceStatus>,
@@ -190,7 +199,8 @@ impl SessionRecord {
             filter_from_row(row)?,
         )
         .map_err(corrupt)?
-        .with_allow_routed(row.try_get("allow_routed")?);
+        .with_allow_routed(row.try_get("allow_routed")?)
+        .with_vni(Some(vni(row.try_get("vni")?)?));
         let sources = sources
             .iter()
             .map(|r| {
@@ -216,6 +226,7 @@ impl SessionRecord {
             created_at: row.try_get("created_at")?,
             collector_ip: row.try_get::<String, _>("collector_ip")?.parse().map_err(corrupt)?,
             collector_sdc: SdcState::parse(&row.try_get::<String, _>("collector_sdc")?)?,
+            collector_encap: row.try_get::<String, _>("collector_encap")?.parse().map_err(corrupt)?,
             collector_ec2_error: row.try_get("collector_ec2_error")?,
             sources,
             resolve_problem: row.try_get("resolve_problem")?,

@@ -118,7 +118,7 @@ impl Store {
     /// Every session with tags, by name.
     pub async fn tag_sessions(&self) -> Result<Vec<TagSession>> {
         let rows = sqlx::query(
-            "SELECT s.id, s.name, s.collector_id, c.subnet_id, s.allow_routed,
+            "SELECT s.id, s.name, s.collector_id, c.subnet_id, s.allow_routed OR c.encap = 'vxlan' AS allow_routed,
                     array(SELECT key FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS keys,
                     array(SELECT value FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS values,
                     (SELECT count(*) FROM session_sources ss WHERE ss.session_id = s.id AND ss.origin = 'named')

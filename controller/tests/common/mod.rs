@@ -326,9 +326,15 @@ impl Agent {
     }
 }
 
+/// Registers a raw-TEE collector (`--encap none`): the delivery whose Source/Dest Check and
+/// subnet rules most of these tests are about.
 pub async fn add_collector(channel: &Channel, id: &str) {
+    add_collector_with(channel, id, "none").await;
+}
+
+pub async fn add_collector_with(channel: &Channel, id: &str, encap: &str) {
     pb::collector_service_client::CollectorServiceClient::new(channel.clone())
-        .add_collector(pb::AddCollectorRequest { instance_id: id.into(), ..Default::default() })
+        .add_collector(pb::AddCollectorRequest { instance_id: id.into(), encap: encap.into(), ..Default::default() })
         .await
         .expect("collector added");
 }

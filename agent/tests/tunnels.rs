@@ -1,0 +1,96 @@
+//! VXLAN delivery on a real kernel: the agent creates one device per tunnel before the
+//! rules that name it, reads it back, repairs it when something deletes or changes it,
+//! removes it when no rule needs it and at cleanup, and never touches another device.
+
+mod common;
+
+use common::{Netns, root_or_skip};
+use teefleet_agent::{
+    Dataplane, Iptables, IptablesDataplane,
+    firewall::{Scope, devices, tunnel},
+};
+use teefleet_model::{IpFamily, MirrorRule, Protocol, RuleDirection, RuleSet, Tunnel, Vni};
+
+fn tunnelled(session: &str, family: IpFamily, vni: u32, remote: &str) -> MirrorRule {
+    let tunnel = Tunnel::new(Vni::new(vni).expect("vni"), remote.parse().expect("ip")).expect("tunnel");
+    MirrorRule::tunnelled(
+        session.parse().expect("name"),
+        RuleDirection::Egress,
+        family,
+        tunnel,
+        Protocol::All,
+        None,
+        None,
+    )
+    .expect("rule")
+}
+
+fn set(version: u64, rules: Vec<MirrorRule>) -> RuleSet {
+    RuleSet::new(version, rules).expect("set")
+}
+
+/// `ip -d link show` of everything that is not ours, without counters or indexes that a
+/// device of ours coming and going would shift.
+fn foreign_links(ns: &Netns) -> String {
+    let text = ns.exec(&["ip", "-br", "link", "show"]);
+    text.lines().filter(|l| !l.starts_with(tunnel::PREFIX)).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn tunnel_devices_follow_the_rules_and_are_repaired_and_removed() {
+    if !root_or_skip("tunnel_devices_follow_the_rules_and_are_repaired_and_removed") {
+        return;
+    }
+    let ns = Netns::new();
+    // Someone else's VXLAN device and a veth pair: never ours, whatever happens.
+    ns.exec(&["ip", "link", "add", "vx-other", "type", "vxlan", "id", "9", "remote", "10.9.9.9", "dstport", "4789"]);
+    ns.exec(&["ip", "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b"]);
+    let foreign = foreign_links(&ns);
+    let ipt = Iptables::in_netns(&ns.name);
+    let dp = IptablesDataplane::new(ipt.clone()).await;
+
+    let web = set(
+        1,
+        vec![tunnelled("web", IpFamily::Ipv4, 42, "10.0.0.9"), tunnelled("web", IpFamily::Ipv6, 42, "10.0.0.9")],
+    );
+    dp.apply(&web).await.expect("apply");
+    let devices = devices::observe(&ipt).await.expect("observe");
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0].problem(web.tunnels()[0], true), None, "{devices:?}");
+    let save = ns.save();
+    assert!(save.contains("-j TEE --gateway 169.254.77.77 --oif tfvx42"), "{save}");
+    assert!(save.contains("! --src-range 10.0.0.9-10.0.0.9"), "the outer packets are never mirrored: {save}");
+    assert!(ns.save6().contains("-j TEE --gateway fe80::77 --oif tfvx42"), "{}", ns.save6());
+
+    // Deleted, or moved to another collector behind our back: the next check puts it back.
+    for (change, drift) in [
+        (vec!["ip", "link", "del", "tfvx42"], "tfvx42 was deleted"),
+        (vec!["ip", "link", "set", "tfvx42", "down"], "tfvx42 is down"),
+        (vec!["ip", "neigh", "del", "169.254.77.77", "dev", "tfvx42"], "tfvx42 has no permanent neighbour"),
+        (vec!["ip", "link", "set", "tfvx42", "mtu", "1450"], "tfvx42 has MTU Some(1450)"),
+    ] {
+        ns.exec(&change);
+        let check = dp.check().await.expect("check");
+        let repairs: Vec<_> = check.repairs.iter().filter(|r| r.scope == Scope::Tunnels).collect();
+        assert_eq!(repairs.len(), 1, "{change:?}: {:?}", check.repairs);
+        assert!(repairs[0].drift.starts_with(drift), "{change:?}: {}", repairs[0].drift);
+        let devices = devices::observe(&ipt).await.expect("observe");
+        assert_eq!(devices[0].problem(web.tunnels()[0], true), None, "{change:?}: {devices:?}");
+        assert!(dp.check().await.expect("check").repairs.is_empty(), "{change:?}: repaired once");
+    }
+
+    // Another session's tunnel replaces it: the old device goes once no rule names it.
+    let dns = set(2, vec![tunnelled("dns", IpFamily::Ipv4, 7, "fd00::9")]);
+    dp.apply(&dns).await.expect("apply");
+    let names: Vec<_> = devices::observe(&ipt).await.expect("observe").into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["tfvx7"]);
+    dp.apply(&set(3, vec![])).await.expect("empty");
+    assert!(devices::observe(&ipt).await.expect("observe").is_empty());
+
+    // Cleanup removes devices too, and still nothing else.
+    dp.apply(&web).await.expect("apply");
+    assert!(dp.cleanup().await.expect("cleanup") > 0);
+    assert!(devices::observe(&ipt).await.expect("observe").is_empty());
+    assert!(!ns.save().contains("TEEFLEET"));
+    assert_eq!(foreign_links(&ns), foreign);
+}
