@@ -18,7 +18,7 @@ pub fn rule_set_from_proto(set: pb::RuleSet) -> Result<RuleSet, ValidationError>
         .enumerate()
         .map(|(i, r)| rule_from_proto(r).map_err(|e| e.within(format!("rules[{i}]"))))
         .collect::<Result<Vec<_>, _>>()?;
-    RuleSet::new(set.version, rules)
+    Ok(RuleSet::new(set.version, rules)?.with_collector(set.collector))
 }
 
 /// Reports a parse error under the proto field name, whatever name the model used.
@@ -110,7 +110,7 @@ mod tests {
     }
 
     fn convert(rules: Vec<pb::MirrorRule>) -> Result<RuleSet, ValidationError> {
-        rule_set_from_proto(pb::RuleSet { version: 3, rules })
+        rule_set_from_proto(pb::RuleSet { version: 3, rules, collector: false })
     }
 
     #[test]

@@ -109,7 +109,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     for problem in &info.problems {
         warn!(%problem, "dataplane problem");
     }
-    let mut agent = Agent::new(dataplane, StateStore::new(&config.state_dir), config.drift_interval());
+    // Before the saved set: a state directory copied from another host must not apply
+    // that host's rules here.
+    let host_id = match &config.host_id {
+        Some(id) => id.clone(),
+        None => resolve_host_id(&config.imds_endpoint).await?,
+    };
+    let state = StateStore::new(&config.state_dir).for_host(host_id.clone());
+    let mut agent = Agent::new(dataplane, state, config.drift_interval());
     let http = match config.metrics_listen {
         Listen::On(addr) => Some(
             http::serve(addr, agent.status(), shutdown.clone())
@@ -127,10 +134,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.drift_interval(),
         shutdown.clone(),
     ));
-    let host_id = match &config.host_id {
-        Some(id) => id.clone(),
-        None => resolve_host_id(&config.imds_endpoint).await?,
-    };
     let mut renewal = None;
     if let Some((transport, renewal_task)) = transport(&config, controllers, &host_id, &agent, &shutdown).await? {
         renewal = renewal_task;

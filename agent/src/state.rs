@@ -8,7 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use teefleet_model::RuleSet;
+use serde::{Deserialize, Serialize};
+use teefleet_model::{HostId, RuleSet};
 use tracing::info;
 
 const FILE_NAME: &str = "ruleset.json";
@@ -38,17 +39,38 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// A state directory copied from another host (an image, a restored volume): its
+    /// rules are that host's, never this one's.
+    #[error("{path} holds the rule set of host {saved}, not of this host ({ours})")]
+    OtherHost { path: PathBuf, saved: HostId, ours: HostId },
+}
+
+/// The file's shape: the set, and the host it was applied on (absent in files written
+/// before the host was recorded).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_id: Option<HostId>,
+    #[serde(flatten)]
+    set: RuleSet,
 }
 
 /// `<state-dir>/ruleset.json`.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    host: Option<HostId>,
 }
 
 impl StateStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), host: None }
+    }
+
+    /// The store of `host`: it names the host in what it saves, and refuses a saved set
+    /// that names another.
+    pub fn for_host(self, host: HostId) -> Self {
+        Self { host: Some(host), ..self }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -69,7 +91,14 @@ impl StateStore {
             }
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        serde_json::from_slice::<RuleSet>(&bytes).map(Some).map_err(|source| StateError::Corrupt { path, source })
+        let saved = serde_json::from_slice::<Saved>(&bytes)
+            .map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
+        match (saved.host_id, &self.host) {
+            (Some(saved), Some(ours)) if saved != *ours => {
+                Err(StateError::OtherHost { path, saved, ours: ours.clone() })
+            }
+            _ => Ok(Some(saved.set)),
+        }
     }
 
     /// Deletes the saved set (for uninstalling), so a restarted agent does not bring the
@@ -85,7 +114,8 @@ impl StateStore {
 
     /// Replaces the saved set atomically: a crash leaves the old file or the new one.
     pub async fn save(&self, set: &RuleSet) -> Result<(), StateError> {
-        let json = serde_json::to_vec_pretty(set).map_err(StateError::Encode)?;
+        let saved = Saved { host_id: self.host.clone(), set: set.clone() };
+        let json = serde_json::to_vec_pretty(&saved).map_err(StateError::Encode)?;
         let dir = self.dir.clone();
         let path = self.path();
         tokio::task::spawn_blocking(move || write_atomically(&dir, &[(FILE_NAME, &json)], 0o644))
@@ -162,6 +192,24 @@ mod tests {
         assert!(store.remove().await.expect("remove"));
         assert!(!store.remove().await.expect("idempotent"));
         assert_eq!(store.load().await.expect("gone"), None);
+    }
+
+    #[tokio::test]
+    async fn a_set_saved_by_another_host_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = |id: &str| -> HostId { id.parse().expect("host") };
+        let ours = StateStore::new(dir.path()).for_host(host("i-0aaaaaaaaaaaaaaa1"));
+        ours.save(&sample()).await.expect("save");
+        assert_eq!(ours.load().await.expect("ours"), Some(sample()));
+        let text = fs::read_to_string(ours.path()).expect("file");
+        assert!(text.contains("\"host_id\": \"i-0aaaaaaaaaaaaaaa1\""), "{text}");
+        let other = StateStore::new(dir.path()).for_host(host("i-0bbbbbbbbbbbbbbb2"));
+        let err = other.load().await.expect_err("another host's set");
+        assert!(matches!(err, StateError::OtherHost { .. }), "{err}");
+        assert!(err.to_string().contains("i-0aaaaaaaaaaaaaaa1") && err.to_string().contains("i-0bbbbbbbbbbbbbbb2"));
+        // A file from before hosts were recorded is still this host's.
+        fs::write(ours.path(), serde_json::to_string(&sample()).expect("json")).expect("write");
+        assert_eq!(other.load().await.expect("unnamed"), Some(sample()));
     }
 
     #[tokio::test]

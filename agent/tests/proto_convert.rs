@@ -101,7 +101,7 @@ proptest! {
         version in prop_oneof![0..=RuleSet::MAX_VERSION, any::<u64>()],
         rules in vec(any_rule(), 0..6),
     ) {
-        match rule_set_from_proto(pb::RuleSet { version, rules: rules.clone() }) {
+        match rule_set_from_proto(pb::RuleSet { version, rules: rules.clone(), collector: false }) {
             Ok(set) => {
                 prop_assert_eq!(set.version(), version);
                 prop_assert!(set.rules().len() <= rules.len());
@@ -121,7 +121,11 @@ proptest! {
 
     #[test]
     fn valid_rules_survive_the_wire(set in strategy::rule_set(6)) {
-        let wire = pb::RuleSet { version: set.version(), rules: set.rules().iter().map(to_proto).collect() };
+        let wire = pb::RuleSet {
+            version: set.version(),
+            rules: set.rules().iter().map(to_proto).collect(),
+            collector: set.collector(),
+        };
         prop_assert_eq!(rule_set_from_proto(wire), Ok(set));
     }
 
@@ -134,8 +138,8 @@ proptest! {
         let mut rules: Vec<pb::MirrorRule> = set.rules().iter().map(to_proto).collect();
         let i = at.index(rules.len() + 1);
         rules.insert(i, bad.clone());
-        let alone = rule_set_from_proto(pb::RuleSet { version: 1, rules: vec![bad] });
-        let whole = rule_set_from_proto(pb::RuleSet { version: 1, rules });
+        let alone = rule_set_from_proto(pb::RuleSet { version: 1, rules: vec![bad], collector: false });
+        let whole = rule_set_from_proto(pb::RuleSet { version: 1, rules, collector: false });
         match alone {
             // Never a partial set: one refused rule refuses all, and names its index.
             Err(e) => {

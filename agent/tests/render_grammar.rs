@@ -42,6 +42,8 @@ fn check_rule(rule: &MirrorRule) -> Result<(), TestCaseError> {
     prop_assert_eq!(read.protocol, protocol);
     prop_assert_eq!(read.ports, rule.ports().map(|p| (p.first(), p.last())));
     prop_assert_eq!(read.excluded, rule.excluded());
+    let egress_tunnel = rule.direction() == RuleDirection::Egress && rule.tunnel().is_some();
+    prop_assert_eq!(read.skips_tunnels, egress_tunnel, "a clone into a tunnel is not counted twice");
     match rule.delivery() {
         Delivery::Raw { gateway } => prop_assert_eq!((read.gateway, read.oif), (gateway, None)),
         Delivery::Vxlan(t) => {

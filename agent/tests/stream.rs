@@ -116,6 +116,7 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
             peer_cidr: String::new(),
             ..Default::default()
         }],
+        collector: false,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Resolution {
     /// In another subnet than the collector: TEE sends clones to the collector as an
     /// on-link gateway, so clones from these would be dropped.
     pub off_link: Vec<TaggedInstance>,
+    /// Registered collectors (other than the session's own): a collector is never a
+    /// source, since it would mirror the clones it receives.
+    pub collectors: Vec<InstanceId>,
 }
 
 /// Which matched instances a session may use: never its collector (it would mirror its
@@ -45,10 +48,15 @@ pub fn plan(
     collector: &InstanceId,
     collector_subnet: &str,
     allow_routed: bool,
+    collectors: &[InstanceId],
 ) -> Resolution {
     let mut out = Resolution::default();
     for instance in found {
         if &instance.id == collector {
+            continue;
+        }
+        if collectors.contains(&instance.id) {
+            out.collectors.push(instance.id);
             continue;
         }
         let off_link = !allow_routed
@@ -63,6 +71,31 @@ pub fn plan(
     out.sources.sort();
     out.sources.dedup();
     out
+}
+
+/// What a session's tag resolution skipped, for a person; `None` if nothing.
+pub fn skipped_problem(resolution: &Resolution, tags: &str, collector: &InstanceId, subnet: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    if !resolution.off_link.is_empty() {
+        parts.push(format!(
+            "skipped {}: they carry {tags} but are in another subnet than collector {collector} ({subnet}), and raw \
+             TEE's clones from there would be dropped. Register the collector with --encap vxlan, or create the \
+             session with --allow-routed if the collector is reachable on-link",
+            describe_off_link(&resolution.off_link),
+        ));
+    }
+    if !resolution.collectors.is_empty() {
+        let mut ids: Vec<String> =
+            resolution.collectors.iter().take(NAMED_IN_MESSAGE).map(ToString::to_string).collect();
+        if resolution.collectors.len() > NAMED_IN_MESSAGE {
+            ids.push(format!("{} more", resolution.collectors.len() - NAMED_IN_MESSAGE));
+        }
+        parts.push(format!(
+            "skipped {}: they carry {tags} but are registered collectors, and a collector is never a source",
+            ids.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `i-1 (subnet-2), i-2 (subnet-3) and 4 more`.
@@ -101,6 +134,7 @@ pub struct Pass {
 /// Sessions with the same tags share one EC2 query. Fails only if the store does.
 pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, StoreError> {
     let sessions = store.tag_sessions().await?;
+    let collectors: Vec<InstanceId> = store.list_collectors().await?.into_iter().map(|c| c.instance_id).collect();
     let mut pass = Pass { sessions: sessions.len(), ..Pass::default() };
     let mut answers: HashMap<Vec<TagSelector>, Result<Vec<TaggedInstance>, CloudError>> = HashMap::new();
     for session in &sessions {
@@ -126,7 +160,7 @@ pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, Stor
                 continue;
             }
         };
-        let resolution = plan(found, &session.collector, &session.collector_subnet, session.allow_routed);
+        let resolution = plan(found, &session.collector, &session.collector_subnet, session.allow_routed, &collectors);
         if resolution.sources.len() > limit {
             warn!(
                 session = %session.name, tags = %tags, matched = resolution.sources.len(), limit,
@@ -140,21 +174,10 @@ pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, Stor
             pass.kept += 1;
             continue;
         }
-        let problem = (!resolution.off_link.is_empty()).then(|| {
-            warn!(
-                session = %session.name, skipped = %describe_off_link(&resolution.off_link),
-                collector_subnet = %session.collector_subnet,
-                "skipping instances in another subnet than the session's collector"
-            );
-            format!(
-                "skipped {}: they carry {tags} but are in another subnet than collector {} ({}), and TEE's clones \
-                 from there would be dropped. Create the session with --allow-routed if the collector is reachable \
-                 on-link",
-                describe_off_link(&resolution.off_link),
-                session.collector,
-                session.collector_subnet
-            )
-        });
+        let problem = skipped_problem(&resolution, &tags, &session.collector, &session.collector_subnet);
+        if let Some(problem) = &problem {
+            warn!(session = %session.name, %problem, "skipping matched instances");
+        }
         let audit = AuditEntry::new("controller", "local", "session.resolve", session.name.as_str());
         match store.set_tag_sources(session, &resolution.sources, problem.as_deref(), &audit).await? {
             Some(change) if !change.is_empty() => {
@@ -216,16 +239,25 @@ mod tests {
         let collector: InstanceId = COLLECTOR.parse().expect("id");
         let ids = |r: &Resolution| r.sources.iter().map(ToString::to_string).collect::<Vec<_>>();
 
-        let on_link = plan(all(), &collector, "subnet-1", false);
+        let on_link = plan(all(), &collector, "subnet-1", false, &[]);
         assert_eq!(ids(&on_link), ["i-05000000000000002", "i-05000000000000003"], "never the collector");
         assert_eq!(on_link.off_link, [found("i-05000000000000001", Some("subnet-2"))]);
 
-        let routed = plan(all(), &collector, "subnet-1", true);
+        let routed = plan(all(), &collector, "subnet-1", true, &[]);
         assert_eq!(ids(&routed).len(), 3);
         assert!(routed.off_link.is_empty());
 
-        let unknown_subnet = plan(all(), &collector, "", false);
+        let unknown_subnet = plan(all(), &collector, "", false, &[]);
         assert_eq!((ids(&unknown_subnet).len(), unknown_subnet.off_link.len()), (3, 0));
+
+        // Another registered collector is skipped, and said so.
+        let other: InstanceId = "i-05000000000000003".parse().expect("id");
+        let skipped = plan(all(), &collector, "subnet-1", true, &[collector.clone(), other.clone()]);
+        assert_eq!(ids(&skipped).len(), 2);
+        assert_eq!(skipped.collectors, [other]);
+        let problem = skipped_problem(&skipped, "role=web", &collector, "subnet-1").expect("a problem");
+        assert!(problem.contains("i-05000000000000003") && problem.contains("never a source"), "{problem}");
+        assert_eq!(skipped_problem(&routed, "role=web", &collector, "subnet-1"), None);
     }
 
     #[test]

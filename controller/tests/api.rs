@@ -185,7 +185,8 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
     assert_eq!(listed.sessions.len(), 1);
     let hosts = hosts(&ctl.channel).await;
     let ids: Vec<_> = hosts.iter().map(|h| h.host_id.as_str()).collect();
-    assert_eq!(ids, [SOURCE], "refused sessions registered no hosts");
+    // The collector is a host from its registration on: its agent gets its role there.
+    assert_eq!(ids, [SOURCE, COLLECTOR], "refused sessions registered no hosts");
 
     let mut host_service = HostServiceClient::new(ctl.channel.clone());
     let err = host_service.get_host(pb::GetHostRequest { host_id: OTHER.into() }).await.unwrap_err();
@@ -649,5 +650,36 @@ async fn vxlan_collectors_take_tunnels_from_any_subnet_and_keep_their_check() {
     add_collector_with(&ctl.channel, DUAL, "none").await;
     let err = sessions.create_session(create("raw", &[OTHER], DUAL, None)).await.expect_err("off-link");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    ctl.stop().await;
+}
+
+/// A collector is never a source: naming one is refused, and so is registering an
+/// instance that is a source of a live session; both change nothing.
+#[tokio::test]
+async fn a_collector_is_never_a_source() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    add_collector_with(&ctl.channel, COLLECTOR, "vxlan").await;
+    add_collector_with(&ctl.channel, DUAL, "vxlan").await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    sessions.create_session(create("web", &[SOURCE], COLLECTOR, None)).await.expect("created");
+
+    let err = sessions.create_session(create("loop", &[SOURCE, DUAL], COLLECTOR, None)).await.expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(DUAL) && err.message().contains("never a source"), "{}", err.message());
+    let err = CollectorServiceClient::new(ctl.channel.clone())
+        .add_collector(pb::AddCollectorRequest { instance_id: SOURCE.into(), ..Default::default() })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("web") && err.message().contains("never a source"), "{}", err.message());
+    let listed = sessions.list_sessions(pb::ListSessionsRequest {}).await.expect("list").into_inner();
+    assert_eq!(listed.sessions.len(), 1);
+    let collectors = CollectorServiceClient::new(ctl.channel.clone())
+        .list_collectors(pb::ListCollectorsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(collectors.collectors.len(), 2);
     ctl.stop().await;
 }

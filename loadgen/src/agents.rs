@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn health_counts_each_session_once() {
         let rule = |s: &str| pb::MirrorRule { session: s.to_owned(), ..Default::default() };
-        let set = pb::RuleSet { version: 7, rules: vec![rule("b"), rule("a"), rule("b")] };
+        let set = pb::RuleSet { version: 7, rules: vec![rule("b"), rule("a"), rule("b")], collector: false };
         let h = health_report(Some(&set));
         assert_eq!((h.applied_version, h.rule_count), (7, 3));
         assert_eq!(h.counters.iter().map(|c| c.session.as_str()).collect::<Vec<_>>(), ["a", "b"]);

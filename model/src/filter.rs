@@ -245,7 +245,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Builds a filter; ports need tcp or udp, CIDRs are de-duplicated and bounded.
+    /// Builds a filter; ports need tcp or udp, CIDRs are bounded, de-duplicated and
+    /// normalised: a network inside another one of the list is dropped, since a rule for
+    /// each would clone its packets twice.
     pub fn new(
         direction: Direction,
         protocol: Protocol,
@@ -263,6 +265,8 @@ impl Filter {
         }
         cidrs.sort();
         cidrs.dedup();
+        let all = cidrs.clone();
+        cidrs.retain(|c| !all.iter().any(|o| o != c && o.prefix() <= c.prefix() && o.contains(c.addr())));
         Ok(Self { direction, protocol, ports, cidrs, throttle: Throttle::default() })
     }
 
@@ -325,6 +329,17 @@ mod tests {
         assert_eq!(e.to_string(), "port: a port needs protocol tcp or udp, not icmp");
         let many = (0..33).map(|i| format!("10.{i}.0.0/16").parse().expect("valid")).collect();
         assert!(Filter::new(Direction::Both, Protocol::All, None, many).is_err());
+    }
+
+    #[test]
+    fn overlapping_cidrs_keep_only_the_widest() {
+        let cidrs =
+            ["10.1.2.0/24", "10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "fd00::/8", "fd00:1::/32", "10.0.0.0/8"];
+        let f =
+            Filter::new(Direction::Both, Protocol::All, None, cidrs.iter().map(|c| c.parse().expect("cidr")).collect())
+                .expect("filter");
+        let kept: Vec<String> = f.cidrs().iter().map(ToString::to_string).collect();
+        assert_eq!(kept, ["10.0.0.0/8", "192.168.0.0/16", "fd00::/8"]);
     }
 
     #[test]

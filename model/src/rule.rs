@@ -220,6 +220,9 @@ impl From<MirrorRule> for RawRule {
 pub struct RuleSet {
     version: u64,
     rules: Vec<MirrorRule>,
+    /// The host is a VXLAN collector: it takes clones on port 4789 and offers them
+    /// decapsulated on a local device.
+    collector: bool,
 }
 
 impl RuleSet {
@@ -254,7 +257,16 @@ impl RuleSet {
                 ));
             }
         }
-        Ok(Self { version, rules })
+        Ok(Self { version, rules, collector: false })
+    }
+
+    /// The same set for a host that is (or is not) a VXLAN collector.
+    pub fn with_collector(self, collector: bool) -> Self {
+        Self { collector, ..self }
+    }
+
+    pub fn collector(&self) -> bool {
+        self.collector
     }
 
     /// The VXLAN tunnels the set's rules use, one per VNI.
@@ -278,8 +290,9 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Nothing to install: no rule, and not a collector.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && !self.collector
     }
 }
 
@@ -287,18 +300,20 @@ impl RuleSet {
 struct RawRuleSet {
     version: u64,
     rules: Vec<MirrorRule>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    collector: bool,
 }
 
 impl TryFrom<RawRuleSet> for RuleSet {
     type Error = ValidationError;
     fn try_from(r: RawRuleSet) -> Result<Self, Self::Error> {
-        RuleSet::new(r.version, r.rules)
+        Ok(RuleSet::new(r.version, r.rules)?.with_collector(r.collector))
     }
 }
 
 impl From<RuleSet> for RawRuleSet {
     fn from(r: RuleSet) -> Self {
-        RawRuleSet { version: r.version, rules: r.rules }
+        RawRuleSet { version: r.version, rules: r.rules, collector: r.collector }
     }
 }
 

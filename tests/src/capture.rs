@@ -145,13 +145,24 @@ impl Capture {
     /// Starts `tcpdump -nn -l -e -i eth0 [filter]` in `netns`, writing to
     /// `dir/capture-<label>.txt`, and returns once tcpdump is listening.
     pub async fn start(netns: &str, label: &str, dir: &Path, filter: Option<&str>) -> Result<Capture, LabError> {
+        Capture::start_on(netns, "eth0", label, dir, filter).await
+    }
+
+    /// The same on another interface of the namespace (`teefleet0` on a collector).
+    pub async fn start_on(
+        netns: &str,
+        interface: &str,
+        label: &str,
+        dir: &Path,
+        filter: Option<&str>,
+    ) -> Result<Capture, LabError> {
         let output = dir.join(format!("capture-{label}.txt"));
         let log = dir.join(format!("tcpdump-{label}.log"));
         // Two captures writing one file would each see the other's packets.
         if output.exists() {
             return Err(LabError::Invalid(format!("a capture labelled {label:?} already ran in this lab")));
         }
-        let mut args = vec!["netns", "exec", netns, "tcpdump", "-nn", "-l", "-e", "-i", "eth0"];
+        let mut args = vec!["netns", "exec", netns, "tcpdump", "-nn", "-l", "-e", "-i", interface];
         if let Some(filter) = filter {
             args.push(filter);
         }

@@ -33,6 +33,8 @@ pub const COLLECTOR2: &str = "collector2";
 pub const COLLECTOR_B: &str = "collector-b";
 /// Both collectors of the first subnet.
 pub const COLLECTORS: [&str; 2] = [COLLECTOR, COLLECTOR2];
+/// Every lab host that runs an agent: the sources and the collectors, as on a fleet.
+pub const AGENT_HOSTS: [&str; 5] = ["source1", "source2", COLLECTOR, COLLECTOR2, COLLECTOR_B];
 /// The lab host that talks to the sources.
 pub const CLIENT: &str = "client";
 
@@ -95,7 +97,8 @@ impl LabBuilder {
         self
     }
 
-    /// Whether to start a `fleet-agent` in each source (default yes; needs the controller).
+    /// Whether to start a `fleet-agent` in each source and collector (default yes; needs the
+    /// controller).
     pub fn agents(mut self, yes: bool) -> Self {
         self.start_agents = yes;
         self
@@ -213,8 +216,8 @@ impl LabBuilder {
                 lab.start_replica(n, self.secure).await?;
             }
             if self.start_agents {
-                for source in SOURCES {
-                    lab.start_agent(source)?;
+                for host in AGENT_HOSTS {
+                    lab.start_agent(host)?;
                 }
             }
         }
@@ -406,7 +409,7 @@ impl Lab {
         self.logs.join(format!("agent-{host}-state"))
     }
 
-    /// Starts an agent in `host` (a source) with the host's instance id as its host id.
+    /// Starts an agent in `host` with the host's instance id as its host id.
     pub fn start_agent(&self, host: &str) -> Result<(), LabError> {
         let spec = AgentSpec {
             netns: self.network.host(host)?.netns.clone(),

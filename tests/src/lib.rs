@@ -21,7 +21,9 @@ pub use capture::{Capture, Finished, Packet, Pcap, Vxlan, tshark_fields};
 pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;
-pub use lab::{CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip};
+pub use lab::{
+    AGENT_HOSTS, CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip,
+};
 pub use moto::Moto;
 pub use netns::{Flood, Network, Range};
 pub use postgres::TempPostgres;

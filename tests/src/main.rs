@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use teefleet_lab::{CLIENT, COLLECTOR_B, Lab, Pcap, Range, tshark_fields};
+use teefleet_lab::{AGENT_HOSTS, CLIENT, COLLECTOR_B, Lab, Pcap, Range, tshark_fields};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -74,11 +74,11 @@ async fn demo(lab: &Lab) -> Result<()> {
     }
     println!("   controller {}   logs {}", lab.controller_url(), lab.dir().display());
 
-    lab.wait_until("both agents to connect", WAIT, || async {
+    lab.wait_until("every agent to connect", WAIT, || async {
         let hosts = lab.fleetctl(&["host", "list", "-o", "json"]).await?;
         let n =
             hosts.json().ok().and_then(|v| v.as_array().map(|a| a.iter().filter(|h| h["connected"] == true).count()));
-        Ok((n == Some(2)).then_some(()))
+        Ok((n == Some(AGENT_HOSTS.len())).then_some(()))
     })
     .await?;
     show(lab, "$ fleetctl host list", &["host", "list"]).await?;

@@ -608,3 +608,88 @@ async fn on_ec2_rules_raw_tee_loses_inbound_clones_while_the_source_check_is_on(
     })
     .await;
 }
+
+/// `nstat -az NAME` inside a lab host: the kernel's counter, absolute.
+async fn nstat(lab: &Lab, host: &str, name: &str) -> Result<u64> {
+    let text = lab.network.exec(host, "nstat", &["-az", name]).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
+        .with_context(|| format!("{name} in {text}"))
+}
+
+/// The agent on a VXLAN collector takes every clone on UDP 4789 (no "port unreachable"
+/// back to the sources, none counted as UDP to no port) and offers the inner packets on
+/// `teefleet0`, where tcpdump sees them raw; it repairs that device and removes it when
+/// the collector is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collectors_agent_takes_the_clones_and_offers_them_decapsulated() {
+    run(async |lab: &Lab| {
+        let c1 = lab.instance_id(COLLECTOR)?.to_owned();
+        lab.fleetctl_ok(&["collector", "add", &c1]).await?;
+        let link = lab
+            .wait_until("the collector's agent to make teefleet0", WAIT, || async {
+                let links = lab.network.exec(COLLECTOR, "ip", &["-d", "link", "show"]).await?;
+                Ok(links.contains("teefleet0").then_some(links))
+            })
+            .await?;
+        ensure!(link.contains("vxlan external") && link.contains("dstport 4789"), "{link}");
+        create_session(lab, "decap", &c1, &["--protocol", "icmp"]).await?;
+
+        let netns = lab.network.host(COLLECTOR)?.netns.clone();
+        let inner = Capture::start_on(&netns, "teefleet0", "decap-inner", lab.dir(), Some("icmp")).await?;
+        let outer = lab.capture(COLLECTOR, "decap-outer", Some(CAPTURE)).await?;
+        let (no_ports, unreachable) =
+            (nstat(lab, COLLECTOR, "UdpNoPorts").await?, nstat(lab, COLLECTOR, "IcmpOutDestUnreachs").await?);
+        let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+        lab.network.ping(CLIENT, source1, 5).await?;
+        inner.wait_for("raw clones on teefleet0", 10, WAIT, |p| p.src == source1 || p.dst == source1).await?;
+        flush(lab, &outer, COLLECTOR).await?;
+        let raw = inner.packets();
+        ensure!(raw.iter().all(|p| p.vxlan.is_none()), "teefleet0 shows the inner frames: {}", inner.text());
+        let got = (
+            raw.iter().filter(|p| p.src == client && p.dst == source1 && p.is_echo_request()).count(),
+            raw.iter().filter(|p| p.src == source1 && p.dst == client && p.is_echo_reply()).count(),
+        );
+        ensure!(got == (5, 5), "(requests, replies) on teefleet0: {got:?}\n{}", inner.text());
+        let after = (nstat(lab, COLLECTOR, "UdpNoPorts").await?, nstat(lab, COLLECTOR, "IcmpOutDestUnreachs").await?);
+        ensure!(
+            after == (no_ports, unreachable),
+            "UDP to no port / ICMP unreachables sent: {after:?}, before {:?}",
+            (no_ports, unreachable)
+        );
+        let collector = IpAddr::from(lab.ip(COLLECTOR)?);
+        let errors = outer.count(|p| p.src == collector && p.info.contains("unreachable"));
+        ensure!(errors == 0, "the collector answered clones with ICMP errors:\n{}", outer.text());
+        // The clones are not the collector's own traffic: its stack drops them unanswered
+        // (the one reply is to the sentinel ping).
+        let replies = outer.count(|p| p.src == collector && p.dst == client && p.is_echo_reply());
+        ensure!(replies == 1, "the collector answered clones:\n{}", outer.text());
+        // Each clone is counted once: 5 requests in, 5 replies out (the echo replies'
+        // clones pass POSTROUTING again into the tunnel, unmatched).
+        let counted = lab
+            .wait_until("source1's counters to show the 10 clones", WAIT, || async {
+                let (host, _) =
+                    session_counter(lab, "decap", "packets").await.map_err(|e| LabError::Invalid(format!("{e:#}")))?;
+                Ok((host >= 10).then_some(host))
+            })
+            .await?;
+        ensure!(counted == 10, "source1 counted {counted} clones for 10 sent");
+
+        // Deleted behind its back: back within a drift interval or two.
+        lab.network.exec(COLLECTOR, "ip", &["link", "del", "teefleet0"]).await?;
+        lab.wait_until("teefleet0 to be repaired", WAIT, || async {
+            let links = lab.network.exec(COLLECTOR, "ip", &["-br", "link", "show"]).await?;
+            Ok(links.contains("teefleet0").then_some(()))
+        })
+        .await?;
+        lab.fleetctl_ok(&["session", "delete", "decap"]).await?;
+        lab.fleetctl_ok(&["collector", "remove", &c1]).await?;
+        lab.wait_until("teefleet0 to go with the collector", WAIT, || async {
+            let links = lab.network.exec(COLLECTOR, "ip", &["-br", "link", "show"]).await?;
+            Ok((!links.contains("teefleet0")).then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await;
+}

@@ -2,7 +2,7 @@
 //! repairs and removes them with `ip` (and `sysctl` for the device's own IPv6 switch),
 //! arguments as data.
 
-use teefleet_model::Tunnel;
+use teefleet_model::{RuleSet, Tunnel};
 use tracing::info;
 
 use super::ApplyError;
@@ -19,20 +19,65 @@ pub async fn observe(tools: &Iptables) -> Result<Vec<ObservedDevice>, ApplyError
         .map_err(|e| ApplyError::Unreadable(format!("ip -j output: {e}")))
 }
 
-/// Makes the host hold exactly a right device per tunnel in `wanted` (and, with
+/// The devices a rule set needs: a tunnel per VNI, and on a VXLAN collector the
+/// decapsulating device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub tunnels: Vec<Tunnel>,
+    pub decap: bool,
+}
+
+impl Wanted {
+    pub fn of(set: &RuleSet) -> Wanted {
+        Wanted { tunnels: set.tunnels(), decap: set.collector() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty() && !self.decap
+    }
+
+    fn wants(&self, device: &str) -> bool {
+        (self.decap && device == tunnel::DECAP_DEVICE) || self.tunnels.iter().any(|t| tunnel::device(t.vni()) == device)
+    }
+}
+
+/// Makes the host hold a right device for everything in `wanted` (and, with
 /// `remove_others`, no other device of ours); `ipv6` says whether the host mirrors IPv6.
 /// Returns what was wrong with devices that existed; a missing device is created without a
 /// word unless `missing_is_drift`.
 pub async fn converge(
     tools: &Iptables,
     ipv6: bool,
-    wanted: &[Tunnel],
+    wanted: &Wanted,
     remove_others: bool,
     missing_is_drift: bool,
 ) -> Result<Vec<String>, ApplyError> {
     let observed = observe(tools).await?;
     let mut problems = Vec::new();
-    for &t in wanted {
+    if wanted.decap {
+        let name = tunnel::DECAP_DEVICE;
+        let create = match observed.iter().find(|d| d.name == name) {
+            Some(device) => match device.decap_problem() {
+                None => false,
+                Some(problem) => {
+                    tools.ip(&["link", "del", "dev", name]).await?;
+                    problems.push(problem);
+                    true
+                }
+            },
+            None => {
+                if missing_is_drift {
+                    problems.push(format!("{name} was deleted"));
+                }
+                true
+            }
+        };
+        if create {
+            run_all(tools, tunnel::decap_commands()).await?;
+            info!(device = name, "decapsulating device created: clones arrive there");
+        }
+    }
+    for &t in &wanted.tunnels {
         let name = tunnel::device(t.vni());
         match observed.iter().find(|d| d.name == name) {
             Some(device) => match device.problem(t, ipv6) {
@@ -46,17 +91,22 @@ pub async fn converge(
             None if missing_is_drift => problems.push(format!("{name} was deleted")),
             None => {}
         }
-        for (program, args) in tunnel::create_commands(t, ipv6) {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            tools.tool(program, &args).await?;
-        }
+        run_all(tools, tunnel::create_commands(t, ipv6)).await?;
         info!(device = %name, vni = %t.vni(), remote = %t.remote(), "tunnel device created");
     }
     if remove_others {
-        for device in observed.iter().filter(|d| !wanted.iter().any(|t| tunnel::device(t.vni()) == d.name)) {
+        for device in observed.iter().filter(|d| !wanted.wants(&d.name)) {
             tools.ip(&["link", "del", "dev", &device.name]).await?;
             info!(device = %device.name, "tunnel device removed");
         }
     }
     Ok(problems)
+}
+
+async fn run_all(tools: &Iptables, commands: Vec<(&'static str, Vec<String>)>) -> Result<(), ApplyError> {
+    for (program, args) in commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tools.tool(program, &args).await?;
+    }
+    Ok(())
 }

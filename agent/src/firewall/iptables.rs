@@ -16,7 +16,8 @@ use tokio::{io::AsyncWriteExt, process::Command, sync::Mutex};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::{
-    ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair, Scope, devices,
+    ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair, Scope,
+    devices::{self, Wanted},
     generation::Generation,
     observe::{Observed, Shape},
     render::{self, Family},
@@ -322,7 +323,7 @@ impl IptablesDataplane {
         }
         // After the rules: none names a device any more.
         if !devices::observe(&self.iptables).await?.is_empty() {
-            devices::converge(&self.iptables, self.info.ipv6, &[], true, false).await?;
+            devices::converge(&self.iptables, self.info.ipv6, &Wanted::default(), true, false).await?;
             changed += 1;
         }
         *state = State::default();
@@ -478,7 +479,7 @@ impl Dataplane for IptablesDataplane {
         }
         let mut state = self.state.lock().await;
         // Devices first: a rule may name a device only once it exists.
-        devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), false, false).await?;
+        devices::converge(&self.iptables, self.info.ipv6, &Wanted::of(set), false, false).await?;
         let previous = state.set.take();
         let mut touched = Vec::new();
         for family in self.families() {
@@ -487,8 +488,8 @@ impl Dataplane for IptablesDataplane {
             touched.push(family);
             if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
                 self.roll_back(&mut state, previous.as_ref(), &touched).await;
-                let tunnels = previous.as_ref().map(RuleSet::tunnels).unwrap_or_default();
-                if let Err(cleanup) = devices::converge(&self.iptables, self.info.ipv6, &tunnels, true, false).await {
+                let before = previous.as_ref().map(Wanted::of).unwrap_or_default();
+                if let Err(cleanup) = devices::converge(&self.iptables, self.info.ipv6, &before, true, false).await {
                     warn!(error = %cleanup, "removing the failed set's tunnel devices failed; the drift check retries");
                 }
                 state.set = previous;
@@ -496,7 +497,7 @@ impl Dataplane for IptablesDataplane {
             }
         }
         // No rule names a device the set does not need any more.
-        devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), true, false).await?;
+        devices::converge(&self.iptables, self.info.ipv6, &Wanted::of(set), true, false).await?;
         // Sessions no longer applied stop being reported.
         state.base.retain(|session, _| set.rules().iter().any(|r| r.session() == session));
         state.set = Some(set.clone());
@@ -538,8 +539,9 @@ impl Dataplane for IptablesDataplane {
             self.converge_from(&mut state, family, &rules, &expected, read).await?;
             repairs.push(Repair { scope: Scope::Rules(family), drift });
         }
-        if let Some(set) = state.set.as_ref().filter(|s| !s.tunnels().is_empty()) {
-            for drift in devices::converge(&self.iptables, self.info.ipv6, &set.tunnels(), true, true).await? {
+        let wanted = state.set.as_ref().map(Wanted::of).unwrap_or_default();
+        if !wanted.is_empty() {
+            for drift in devices::converge(&self.iptables, self.info.ipv6, &wanted, true, true).await? {
                 repairs.push(Repair { scope: Scope::Tunnels, drift });
             }
         }

@@ -143,6 +143,11 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
     if let Some(peer) = rule.peer().filter(|p| p.prefix() != 0) {
         let _ = write!(line, " {peer_flag} {peer}");
     }
+    // A clone passes POSTROUTING again on its way into the tunnel; TEE does not clone it
+    // twice, but it would match (and count, and spend the cap) twice.
+    if rule.direction() == RuleDirection::Egress && rule.tunnel().is_some() {
+        let _ = write!(line, " ! -o {}+", tunnel::PREFIX);
+    }
     let protocol = family.protocol_name(rule.protocol());
     if let Some(p) = protocol {
         let _ = write!(line, " -p {p}");

@@ -29,6 +29,9 @@ use teefleet_model::{Tunnel, Vni};
 
 /// Every device the agent creates for tunnels starts with this.
 pub const PREFIX: &str = "tfvx";
+/// On a collector: the device that takes every VNI on port 4789 and offers the inner
+/// frames to local tools (`tcpdump -i teefleet0`, Suricata, Zeek).
+pub const DECAP_DEVICE: &str = "teefleet0";
 /// VXLAN's IANA port, the one AWS Traffic Mirroring uses.
 pub const PORT: u16 = 4789;
 /// The IPv4 next hop of every tunnel device (link-local: never routed off the host).
@@ -58,6 +61,8 @@ pub fn vni_of(device: &str) -> Option<Vni> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedDevice {
     pub name: String,
+    /// A VXLAN device in external (metadata) mode: it takes every VNI.
+    pub external: bool,
     pub vni: Option<u32>,
     pub remote: Option<IpAddr>,
     pub port: Option<u16>,
@@ -101,6 +106,28 @@ impl ObservedDevice {
         }
         None
     }
+}
+
+impl ObservedDevice {
+    /// What is wrong with it as the collector's decapsulating device, if anything.
+    pub fn decap_problem(&self) -> Option<String> {
+        if !self.external || self.port != Some(PORT) {
+            return Some(format!("{} is not an external VXLAN device on port {PORT}", self.name));
+        }
+        (!self.up).then(|| format!("{} is down", self.name))
+    }
+}
+
+/// The commands that create the collector's decapsulating device: every VNI on port 4789,
+/// no address of its own (it sends nothing), up.
+pub fn decap_commands() -> Vec<(&'static str, Vec<String>)> {
+    let strings = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let port = PORT.to_string();
+    vec![
+        ("ip", strings(&["link", "add", DECAP_DEVICE, "type", "vxlan", "dstport", &port, "external"])),
+        ("ip", strings(&["link", "set", "dev", DECAP_DEVICE, "addrgenmode", "none"])),
+        ("ip", strings(&["link", "set", "dev", DECAP_DEVICE, "up"])),
+    ]
 }
 
 /// The commands (program and arguments) that create the device of `tunnel` from nothing;
@@ -156,6 +183,8 @@ struct LinkInfo {
 #[derive(Debug, Deserialize)]
 struct VxlanData {
     #[serde(default)]
+    external: bool,
+    #[serde(default)]
     id: Option<u32>,
     #[serde(default)]
     remote: Option<IpAddr>,
@@ -197,7 +226,7 @@ pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<Obs
     let hops = [NEXT_HOP_V4.to_string(), NEXT_HOP_V6.to_string()];
     Ok(links
         .into_iter()
-        .filter(|l| l.ifname.starts_with(PREFIX))
+        .filter(|l| l.ifname.starts_with(PREFIX) || l.ifname == DECAP_DEVICE)
         .map(|link| {
             let data = link
                 .linkinfo
@@ -207,6 +236,7 @@ pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<Obs
             let name = link.ifname.clone();
             let vni = vni_of(&name).map(Vni::get);
             ObservedDevice {
+                external: data.is_some_and(|d| d.external),
                 vni: data.and_then(|d| d.id),
                 remote: data.and_then(|d| d.remote.or(d.remote6)),
                 port: data.and_then(|d| d.port),
@@ -281,6 +311,15 @@ mod tests {
         assert!(v4_only[0].problem(tunnel(42, "10.0.0.9"), true).is_some_and(|p| p.contains("fe80::77")));
         assert_eq!(v4_only[0].problem(tunnel(42, "10.0.0.9"), false), None);
         assert!(parse("", "", ["", ""]).expect("empty").is_empty());
+
+        let decap = r#"[{"ifindex":7,"ifname":"teefleet0","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,
+            "linkinfo":{"info_kind":"vxlan","info_data":{"external":true,"id":0,"port":4789}}}]"#;
+        let devices = parse(decap, "[]", ["[]", "[]"]).expect("parses");
+        assert_eq!(devices[0].decap_problem(), None);
+        assert!(devices[0].problem(tunnel(1, "10.0.0.9"), false).is_some(), "not a tunnel device");
+        let not_external = decap.replace("\"external\":true,", "");
+        let devices = parse(&not_external, "[]", ["[]", "[]"]).expect("parses");
+        assert!(devices[0].decap_problem().is_some_and(|p| p.contains("external")));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct RuleLine {
     /// TEE's gateway, and its `--oif` for a tunnelled rule.
     pub gateway: IpAddr,
     pub oif: Option<String>,
+    /// `! -o tfvx+`: an egress rule that does not see clones leaving through a tunnel.
+    pub skips_tunnels: bool,
     pub sample_ppm: Option<u32>,
     pub max_pps: Option<u32>,
     pub session: SessionName,
@@ -109,6 +111,7 @@ pub fn check_rule_line(line: &str, family: Family) -> Result<RuleLine, String> {
     } else {
         None
     };
+    let skips_tunnels = !ingress && t.take(&["!", "-o", "tfvx+"]);
     let protocol = if t.take(&["-p"]) {
         Some(match (t.next("a protocol")?, family) {
             ("tcp", _) => "tcp",
@@ -210,5 +213,8 @@ pub fn check_rule_line(line: &str, family: Family) -> Result<RuleLine, String> {
     if t.at != t.tokens.len() {
         return Err(format!("trailing tokens {:?}", &t.tokens[t.at..]));
     }
-    Ok(RuleLine { ingress, peer, protocol, ports, excluded, gateway, oif, sample_ppm, max_pps, session })
+    if skips_tunnels && oif.is_none() {
+        return Err("a raw rule skips tunnels".to_owned());
+    }
+    Ok(RuleLine { ingress, peer, protocol, ports, excluded, gateway, oif, skips_tunnels, sample_ppm, max_pps, session })
 }

@@ -82,9 +82,13 @@ impl Api {
     /// The instances the session's tags match now, checked as named sources are. A session
     /// with tags is refused when EC2 cannot be asked: created without its tag sources, it
     /// would look like a session whose tags match nothing.
-    async fn resolve_tags(&self, spec: &SessionSpec, collector: &CollectorRecord) -> Result<Vec<HostId>, ApiError> {
+    async fn resolve_tags(
+        &self,
+        spec: &SessionSpec,
+        collector: &CollectorRecord,
+    ) -> Result<(Vec<HostId>, Option<String>), ApiError> {
         if spec.selectors().is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let tags = describe_tags(spec.selectors());
         let limit = limits::MAX_SESSION_HOSTS.saturating_sub(spec.sources().len());
@@ -96,7 +100,10 @@ impl Api {
             ))),
             other => ApiError::Cloud(other),
         })?;
-        let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, spec.allow_routed());
+        let collectors: Vec<InstanceId> =
+            self.store.list_collectors().await?.into_iter().map(|c| c.instance_id).collect();
+        let routed_ok = spec.allow_routed() || collector.encap == Encap::Vxlan;
+        let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, routed_ok, &collectors);
         if !resolution.off_link.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
                 "{} carry {tags} but are in another subnet than collector {} ({}): raw TEE (--encap none) can only \
@@ -115,7 +122,8 @@ impl Api {
                 limits::MAX_SESSION_HOSTS
             )));
         }
-        Ok(resolution.sources)
+        let problem = selectors::skipped_problem(&resolution, &tags, &collector.instance_id, &collector.subnet_id);
+        Ok((resolution.sources, problem))
     }
 
     async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
@@ -169,9 +177,10 @@ impl Api {
         if raw && !spec.allow_routed() {
             self.check_on_link(spec.sources(), &collector).await?;
         }
-        let matched = self.resolve_tags(&spec, &collector).await?;
+        let (matched, problem) = self.resolve_tags(&spec, &collector).await?;
 
-        let changed = self.store.create_session_matched(&spec, &found_in_ec2, &matched, audit).await?;
+        let changed =
+            self.store.create_session_matched(&spec, &found_in_ec2, &matched, problem.as_deref(), audit).await?;
         info!(
             session = %spec.name(), collector = %spec.collector(), tags = %describe_tags(spec.selectors()),
             matched = matched.len(), hosts = changed.len(), "session created"

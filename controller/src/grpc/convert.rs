@@ -386,7 +386,7 @@ pub fn pb_host_event(e: &HostEvent) -> pb::HostEvent {
 }
 
 pub fn pb_rule_set(set: &RuleSet) -> pb::RuleSet {
-    pb::RuleSet { version: set.version(), rules: set.rules().iter().map(pb_rule).collect() }
+    pb::RuleSet { version: set.version(), rules: set.rules().iter().map(pb_rule).collect(), collector: set.collector() }
 }
 
 fn pb_rule(r: &MirrorRule) -> pb::MirrorRule {

@@ -60,7 +60,7 @@ impl Store {
                  connected = true, last_seen = now(),
                  applied_version = CASE WHEN $5 <= hosts.desired_version THEN $5 ELSE 0 END,
                  dataplane = coalesce($6, hosts.dataplane)
-             RETURNING desired_version, desired_rules, $5 > desired_version AS stale",
+             RETURNING desired_version, desired_rules, desired_collector, $5 > desired_version AS stale",
         )
         .bind(id.as_str())
         .bind(hello.agent_version)
@@ -193,7 +193,7 @@ impl Store {
     }
 
     pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
-        let row = sqlx::query("SELECT desired_version, desired_rules FROM hosts WHERE host_id = $1")
+        let row = sqlx::query("SELECT desired_version, desired_rules, desired_collector FROM hosts WHERE host_id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?

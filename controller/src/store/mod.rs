@@ -114,6 +114,23 @@ impl Store {
 
     pub async fn add_collector(&self, c: &NewCollector, audit: &AuditEntry) -> Result<CollectorRecord> {
         let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        // A collector that is also a source mirrors the clones it receives: a storm.
+        let sessions: Vec<String> = sqlx::query_scalar(
+            "SELECT s.name FROM session_sources ss JOIN sessions s ON s.id = ss.session_id
+             WHERE ss.host_id = $1 ORDER BY s.name",
+        )
+        .bind(c.instance_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        if !sessions.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "{} is a source of session(s) {}: a collector is never a source, since it would mirror the clones it \
+                 receives; delete those sessions or untag it first",
+                c.instance_id,
+                sessions.join(", ")
+            )));
+        }
         let res = sqlx::query(
             "INSERT INTO collectors (instance_id, ip, subnet_id, original_source_dest_check, source_dest_check, ipv6,
                                      encap)
@@ -135,6 +152,8 @@ impl Store {
             Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
+        let host = collector_host(&mut tx, &c.instance_id).await?;
+        recompile(&mut tx, &[host]).await?;
         access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         self.collector(&c.instance_id).await
@@ -176,6 +195,8 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound { what: "collector", id: id.to_string() });
         }
+        let host = collector_host(&mut tx, id).await?;
+        recompile(&mut tx, &[host]).await?;
         access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -207,17 +228,18 @@ impl Store {
         found_in_ec2: &[HostId],
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
-        self.create_session_matched(spec, found_in_ec2, &[], audit).await
+        self.create_session_matched(spec, found_in_ec2, &[], None, audit).await
     }
 
     /// `create_session` for a session with tag selectors: `matched` are the instances its
     /// tags matched, registered as hosts and stored as its tag-origin sources (a host it
-    /// also names stays a named source).
+    /// also names stays a named source); `problem` says which matched instances it skipped.
     pub async fn create_session_matched(
         &self,
         spec: &SessionSpec,
         found_in_ec2: &[HostId],
         matched: &[HostId],
+        problem: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
@@ -243,6 +265,18 @@ impl Store {
         if let Some(missing) = sources.iter().find(|s| !known.iter().any(|k| k == *s)) {
             return Err(StoreError::NotFound { what: "host", id: (*missing).to_owned() });
         }
+        let collectors: Vec<String> =
+            sqlx::query_scalar("SELECT instance_id FROM collectors WHERE instance_id = ANY($1) ORDER BY instance_id")
+                .bind(&sources)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !collectors.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "{} is a registered collector: a collector is never a source, since it would mirror the clones it \
+                 receives",
+                collectors.join(", ")
+            )));
+        }
         let filter = spec.filter();
         let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
         let vni = match spec.vni() {
@@ -251,8 +285,8 @@ impl Store {
         };
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps, allow_routed, vni)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                                   max_pps, allow_routed, vni, resolve_problem)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -265,6 +299,7 @@ impl Store {
         .bind(filter.throttle().max_pps.map(|m| i32::try_from(m.get()).unwrap_or(i32::MAX)))
         .bind(spec.allow_routed())
         .bind(i32::try_from(vni.get()).map_err(corrupt)?)
+        .bind(problem)
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
@@ -388,6 +423,16 @@ macro_rules! collector_select {
 }
 use collector_select;
 
+/// The host a collector's agent speaks for (its instance id), made known so that the
+/// agent finds its desired set (the decapsulating device) whenever it connects.
+async fn collector_host(tx: &mut Transaction<'_, Postgres>, id: &InstanceId) -> Result<HostId> {
+    sqlx::query("INSERT INTO hosts (host_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    id.as_str().parse().map_err(corrupt)
+}
+
 /// The lowest VNI no live session has. Runs under the compile lock, so two creates cannot
 /// both take it; the unique index would refuse the second anyway.
 async fn free_vni(tx: &mut Transaction<'_, Postgres>) -> Result<Vni> {
@@ -410,7 +455,8 @@ async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 
 fn rule_set(row: &PgRow) -> Result<RuleSet> {
     let Json(rules): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
-    RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)
+    let set = RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)?;
+    Ok(set.with_collector(row.try_get("desired_collector")?))
 }
 
 pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {
@@ -499,7 +545,9 @@ async fn recompile(
     let mut compiled = compile(&inputs).map_err(corrupt)?;
 
     let current = sqlx::query(
-        "SELECT host_id, desired_version, desired_rules FROM hosts WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
+        "SELECT host_id, desired_version, desired_rules, desired_collector,
+                EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
+         FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
@@ -507,13 +555,15 @@ async fn recompile(
     let mut versions = BTreeMap::new();
     let mut changed = Vec::new();
     // One UPDATE for every changed host: a session over a whole tier changes thousands.
-    let (mut ids, mut new_versions, mut new_rules) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut new_versions, mut new_rules, mut new_collector) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for row in &current {
         let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
         let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
+        let (was_collector, collector): (bool, bool) = (row.try_get("desired_collector")?, row.try_get("collector")?);
         let mut version: i64 = row.try_get("desired_version")?;
         let new = compiled.remove(&host).unwrap_or_default();
-        if new != old {
+        if new != old || collector != was_collector {
             // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes
             // above any host's; running out means the bound was bypassed.
             version = u64::try_from(version)
@@ -524,19 +574,21 @@ async fn recompile(
             ids.push(host.as_str().to_owned());
             new_versions.push(version);
             new_rules.push(Json(new));
+            new_collector.push(collector);
             changed.push(host.clone());
         }
         versions.insert(host, version);
     }
     if !ids.is_empty() {
         sqlx::query(
-            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[]) AS v(host_id, version, rules)
+            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules, desired_collector = v.collector
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[]) AS v(host_id, version, rules, collector)
              WHERE h.host_id = v.host_id",
         )
         .bind(&ids)
         .bind(&new_versions)
         .bind(&new_rules)
+        .bind(&new_collector)
         .execute(&mut **tx)
         .await?;
     }
