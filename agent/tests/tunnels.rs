@@ -1,6 +1,7 @@
 //! VXLAN delivery on a real kernel: the agent creates one device per tunnel before the
 //! rules that name it, reads it back, repairs it when something deletes or changes it,
-//! removes it when no rule needs it and at cleanup, and never touches another device.
+//! removes it when no rule needs it and at cleanup, and never touches another device,
+//! route, neighbour or sysctl.
 
 mod common;
 
@@ -29,11 +30,29 @@ fn set(version: u64, rules: Vec<MirrorRule>) -> RuleSet {
     RuleSet::new(version, rules).expect("set")
 }
 
-/// `ip -d link show` of everything that is not ours, without counters or indexes that a
-/// device of ours coming and going would shift.
-fn foreign_links(ns: &Netns) -> String {
-    let text = ns.exec(&["ip", "-br", "link", "show"]);
-    text.lines().filter(|l| !l.starts_with(tunnel::PREFIX)).collect::<Vec<_>>().join("\n")
+/// The namespace's devices, routes of every table and family, and sysctls, without those
+/// of our own devices: what must be identical before and after.
+fn foreign_state(ns: &Netns) -> String {
+    let ours = |l: &str| l.contains(tunnel::PREFIX) || l.contains(tunnel::DECAP_DEVICE);
+    let mut out = String::new();
+    for args in [
+        &["ip", "-br", "link", "show"][..],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["ip", "neigh", "show"],
+        &["sysctl", "-a"],
+    ] {
+        let text = ns.exec(args);
+        for line in text.lines().filter(|l| !ours(l)) {
+            // Counters that move by themselves are not settings.
+            if line.starts_with("fs.") || line.starts_with("kernel.") || line.contains("stable_secret") {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -45,7 +64,7 @@ async fn tunnel_devices_follow_the_rules_and_are_repaired_and_removed() {
     // Someone else's VXLAN device and a veth pair: never ours, whatever happens.
     ns.exec(&["ip", "link", "add", "vx-other", "type", "vxlan", "id", "9", "remote", "10.9.9.9", "dstport", "4789"]);
     ns.exec(&["ip", "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b"]);
-    let foreign = foreign_links(&ns);
+    let foreign = foreign_state(&ns);
     let ipt = Iptables::in_netns(&ns.name);
     let dp = IptablesDataplane::new(ipt.clone()).await;
 
@@ -87,10 +106,16 @@ async fn tunnel_devices_follow_the_rules_and_are_repaired_and_removed() {
     dp.apply(&set(3, vec![])).await.expect("empty");
     assert!(devices::observe(&ipt).await.expect("observe").is_empty());
 
-    // Cleanup removes devices too, and still nothing else.
+    // A collector's decapsulating device comes and goes with its role, and cleanup
+    // removes devices too, and still nothing else.
+    dp.apply(&set(4, vec![]).with_collector(true)).await.expect("collector");
+    let names: Vec<_> = devices::observe(&ipt).await.expect("observe").into_iter().map(|d| d.name).collect();
+    assert_eq!(names, [tunnel::DECAP_DEVICE]);
     dp.apply(&web).await.expect("apply");
     assert!(dp.cleanup().await.expect("cleanup") > 0);
     assert!(devices::observe(&ipt).await.expect("observe").is_empty());
     assert!(!ns.save().contains("TEEFLEET"));
-    assert_eq!(foreign_links(&ns), foreign);
+    let after = foreign_state(&ns);
+    let diff: Vec<_> = after.lines().filter(|l| !foreign.contains(l)).collect();
+    assert_eq!(after, foreign, "changed: {diff:?}");
 }

@@ -365,6 +365,12 @@ pub struct CreateArgs {
     /// are dropped). VXLAN collectors need no such thing.
     #[arg(long)]
     pub allow_routed: bool,
+    /// For a raw (`--encap none`) collector: have teefleet turn the sources' Source/Dest
+    /// Check off while the session lives (and restore each after), so that clones of
+    /// inbound packets, which carry the peer's address, leave them. EC2 drops them
+    /// otherwise; a raw session that mirrors inbound traffic needs it.
+    #[arg(long)]
+    pub disable_source_check: bool,
     /// The session's VXLAN network identifier (1-16777215), unique among live sessions;
     /// by default the lowest free one.
     #[arg(long, value_name = "N", value_parser = parse_vni)]
@@ -467,6 +473,7 @@ impl CreateArgs {
             allow_routed: self.allow_routed,
             source_tags: self.source_tags.clone(),
             vni: self.vni.map_or(0, Vni::get),
+            disable_source_check: self.disable_source_check,
         }
     }
 }

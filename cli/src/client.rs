@@ -411,6 +411,7 @@ mod tests {
             packets_per_second: 0.0,
             bytes_per_second: 0.0,
             from_tags: false,
+            source_dest_check: None,
         }
     }
 
@@ -424,6 +425,7 @@ mod tests {
             collector: "i-col".into(),
             vni: 1,
             encap: "vxlan".into(),
+            disable_source_check: false,
             direction: "both",
             protocol: "all",
             port: None,

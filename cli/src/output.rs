@@ -28,6 +28,8 @@ pub struct SessionOut {
     pub vni: u32,
     /// The collector's encapsulation: `vxlan` or `none`.
     pub encap: String,
+    /// The sources' Source/Dest Check is off while the session lives.
+    pub disable_source_check: bool,
     pub direction: &'static str,
     pub protocol: &'static str,
     /// `"80"` or `"8000-8080"`; null when the session mirrors every port.
@@ -64,6 +66,9 @@ pub struct SessionHostOut {
     pub bytes_per_second: f64,
     /// A source because it carries the session's tags, not because it was named.
     pub from_tags: bool,
+    /// The host's Source/Dest Check when the session has teefleet turn it off; null
+    /// otherwise.
+    pub source_dest_check: Option<String>,
 }
 
 /// A collector as printed.
@@ -190,6 +195,7 @@ impl From<&v1::Session> for SessionOut {
             collector: s.collector.clone(),
             vni: s.vni,
             encap: s.encap.clone(),
+            disable_source_check: s.disable_source_check,
             direction: direction_name(filter.direction),
             protocol: protocol_name(filter.protocol),
             port: filter.ports.as_ref().map(port_text),
@@ -222,6 +228,7 @@ impl From<&v1::SessionHostStatus> for SessionHostOut {
             packets_per_second: h.packets_per_second,
             bytes_per_second: h.bytes_per_second,
             from_tags: h.from_tags,
+            source_dest_check: non_empty(&h.source_dest_check),
         }
     }
 }
@@ -463,7 +470,7 @@ pub fn session_detail(s: &SessionOut) -> String {
     }
     fields.extend([
         ("Collector", s.collector.clone()),
-        ("Delivery", delivery_text(&s.encap, s.vni)),
+        ("Delivery", delivery_text(&s.encap, s.vni, s.disable_source_check)),
         ("Direction", s.direction.to_owned()),
         ("Protocol", s.protocol.to_owned()),
         ("Port", s.port.clone().unwrap_or_else(|| "any".to_owned())),
@@ -488,13 +495,16 @@ pub fn session_detail(s: &SessionOut) -> String {
                 h.desired_version.to_string(),
                 h.applied_version.to_string(),
             ]);
+            if s.disable_source_check {
+                row.push(h.source_dest_check.clone().unwrap_or_else(|| "-".to_owned()));
+            }
             row.extend(traffic_cells(h.packets, h.bytes, h.packets_per_second, h.bytes_per_second));
             row.push(h.error.clone().unwrap_or_else(|| "-".to_owned()));
             row
         })
         .collect();
     let mut total = vec!["TOTAL".to_owned()];
-    total.resize(if by_tag { 6 } else { 5 }, String::new());
+    total.resize(5 + usize::from(by_tag) + usize::from(s.disable_source_check), String::new());
     total.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
     rows.push(total);
     let mut headers = vec!["HOST"];
@@ -502,6 +512,9 @@ pub fn session_detail(s: &SessionOut) -> String {
         headers.push("ORIGIN");
     }
     headers.extend(["APPLIED", "CONNECTED", "DESIRED", "HOST-VERSION"]);
+    if s.disable_source_check {
+        headers.push("SRC/DST-CHECK");
+    }
     headers.extend(TRAFFIC_HEADERS);
     headers.push("ERROR");
     out.push_str(&table(&headers, &rows));
@@ -514,9 +527,10 @@ pub fn session_detail(s: &SessionOut) -> String {
     out
 }
 
-/// `vxlan, VNI 42` or `raw TEE (--encap none)`.
-fn delivery_text(encap: &str, vni: u32) -> String {
+/// `vxlan, VNI 42` or `raw TEE (encap none)`, and whether sources' checks go off.
+fn delivery_text(encap: &str, vni: u32, disable_source_check: bool) -> String {
     match encap {
+        "none" if disable_source_check => "raw TEE (encap none), sources' Source/Dest Check off".to_owned(),
         "none" => "raw TEE (encap none)".to_owned(),
         "" => format!("VNI {vni}"),
         other => format!("{}, VNI {vni}", escaped(other)),
@@ -934,6 +948,7 @@ mod tests {
                     packets_per_second: 2.5,
                     bytes_per_second: 2048.0,
                     from_tags: false,
+                    source_dest_check: String::new(),
                 },
                 v1::SessionHostStatus {
                     host_id: "i-src2".into(),
@@ -951,6 +966,7 @@ mod tests {
             allow_routed: false,
             vni: 42,
             encap: "vxlan".into(),
+            disable_source_check: false,
             packets: 1000,
             bytes: 1536 * 1024,
             packets_per_second: 2.5,

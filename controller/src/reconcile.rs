@@ -1,7 +1,10 @@
-//! The EC2 reconciler: a collector's Source/Dest Check must be off while any session uses
-//! it (EC2 drops frames not addressed to the instance otherwise) and back to its original
-//! value when none does. `plan` is pure; `run` acts on it and retries failures with
-//! capped, jittered backoff.
+//! The EC2 reconciler: a raw collector's Source/Dest Check must be off while any session
+//! uses it (EC2 drops frames not addressed to the instance otherwise) and back to its
+//! original value when none does; so must a source's while a session with
+//! `disable_source_check` covers it (EC2 drops what an instance sends from another
+//! address, and a raw clone of an inbound packet carries the peer's). `plan` and
+//! `plan_sources` are pure; `run` acts on them and retries failures with capped, jittered
+//! backoff. Originals live in Postgres, so whichever replica leads restores them.
 
 use std::{
     collections::HashMap,
@@ -16,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     cloud::{Cloud, CloudError},
-    store::{CollectorRecord, SdcState, Store},
+    store::{CollectorRecord, SdcState, SourceCheck, Store},
 };
 
 /// Re-check at least this often, so a change made behind teefleet's back or a lost wake-up
@@ -46,6 +49,37 @@ pub fn plan(collectors: &[CollectorRecord]) -> Vec<Action> {
         .collect()
 }
 
+/// What to do about one source's check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceAction {
+    /// Needed off, original unknown: read and record it, then turn the check off.
+    RecordAndDisable(InstanceId),
+    Disable(InstanceId),
+    /// No longer needed: put the original back.
+    Restore(InstanceId, bool),
+    /// Back at its original and not needed: nothing left to remember.
+    Forget(InstanceId),
+}
+
+/// What to change about sources' checks. Hosts that are not EC2 instances have no check.
+pub fn plan_sources(checks: &[SourceCheck]) -> Vec<SourceAction> {
+    checks
+        .iter()
+        .filter_map(|c| {
+            let id: InstanceId = c.host_id.as_str().parse().ok()?;
+            match (c.needed, c.original) {
+                (true, None) => Some(SourceAction::RecordAndDisable(id)),
+                (true, Some(_)) => (c.state != SdcState::Disabled).then_some(SourceAction::Disable(id)),
+                (false, Some(original)) if c.state != SdcState::from(original) => {
+                    Some(SourceAction::Restore(id, original))
+                }
+                (false, Some(_)) => Some(SourceAction::Forget(id)),
+                (false, None) => None,
+            }
+        })
+        .collect()
+}
+
 fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures.min(16)));
     let capped = exp.min(BACKOFF_CAP);
@@ -67,6 +101,23 @@ pub async fn run(store: Store, cloud: Arc<dyn Cloud>, wake: Arc<Notify>, shutdow
                 }
             }
             Err(e) => warn!(error = %e, "EC2 reconciler could not read collectors"),
+        }
+        match store.source_checks().await {
+            Ok(checks) => {
+                for action in plan_sources(&checks) {
+                    let id = match &action {
+                        SourceAction::RecordAndDisable(id)
+                        | SourceAction::Disable(id)
+                        | SourceAction::Restore(id, _)
+                        | SourceAction::Forget(id) => id,
+                    };
+                    if failures.get(id).is_some_and(|(_, next)| Instant::now() < *next) {
+                        continue;
+                    }
+                    apply_source(&store, cloud.as_ref(), &action, &mut failures).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "EC2 reconciler could not read sources' checks"),
         }
         let next_retry = failures.values().map(|(_, at)| *at).min();
         let sleep = next_retry.map_or(PERIOD, |at| at.saturating_duration_since(Instant::now()).min(PERIOD));
@@ -103,6 +154,64 @@ async fn apply(store: &Store, cloud: &dyn Cloud, action: &Action, failures: &mut
     if let Err(e) = outcome {
         warn!(collector = %id, error = %e, "could not record EC2 outcome");
     }
+}
+
+async fn apply_source(
+    store: &Store,
+    cloud: &dyn Cloud,
+    action: &SourceAction,
+    failures: &mut HashMap<InstanceId, (u32, Instant)>,
+) {
+    let (id, want) = match action {
+        SourceAction::Forget(id) => {
+            if let Err(e) = store.forget_source_check(&id.clone().into()).await {
+                warn!(source = %id, error = %e, "could not forget a restored Source/Dest Check");
+            }
+            return;
+        }
+        SourceAction::RecordAndDisable(id) => {
+            let original = match cloud.describe_instance(id).await {
+                Ok(info) => info.source_dest_check.unwrap_or(true),
+                Err(e) => {
+                    fail(failures, id, &e);
+                    warn!(source = %id, error = %e, "cannot read the source's Source/Dest Check");
+                    return;
+                }
+            };
+            if let Err(e) = store.record_source_original(&id.clone().into(), original).await {
+                warn!(source = %id, error = %e, "could not record the source's Source/Dest Check");
+                return;
+            }
+            (id, false)
+        }
+        SourceAction::Disable(id) => (id, false),
+        SourceAction::Restore(id, original) => (id, *original),
+    };
+    let host = id.clone().into();
+    let outcome = match cloud.set_source_dest_check(id, want).await {
+        Ok(()) => {
+            info!(source = %id, source_dest_check = want, "set a source's Source/Dest Check");
+            failures.remove(id);
+            store.set_source_check(&host, Some(SdcState::from(want)), None).await
+        }
+        Err(e) => {
+            let delay = fail(failures, id, &e);
+            warn!(source = %id, error = %e, retry_in = ?delay, "EC2 call failed");
+            let verb = if want { "restore" } else { "disable" };
+            store.set_source_check(&host, None, Some(&format!("could not {verb} Source/Dest Check: {e}"))).await
+        }
+    };
+    if let Err(e) = outcome {
+        warn!(source = %id, error = %e, "could not record EC2 outcome");
+    }
+}
+
+/// Counts a failure of `id` and returns when to retry.
+fn fail(failures: &mut HashMap<InstanceId, (u32, Instant)>, id: &InstanceId, _error: &CloudError) -> Duration {
+    let n = failures.get(id).map_or(0, |(n, _)| *n) + 1;
+    let delay = backoff(n);
+    failures.insert(id.clone(), (n, Instant::now() + delay));
+    delay
 }
 
 #[cfg(test)]
@@ -144,6 +253,43 @@ mod tests {
         assert_eq!(plan(&[vxlan(collector(3, true, Enabled))]), []);
         let restored = plan(&[vxlan(collector(3, true, Disabled))]);
         assert_eq!(restored.first().map(|a| a.source_dest_check), Some(true));
+    }
+
+    #[test]
+    fn plans_sources() {
+        use SdcState::*;
+        let check = |id: &str, needed, original, state| SourceCheck {
+            host_id: id.parse().expect("host"),
+            needed,
+            original,
+            state,
+        };
+        let id = |s: &str| -> InstanceId { s.parse().expect("id") };
+        let (a, b, c, d, e) = (
+            "i-0a000000000000001",
+            "i-0a000000000000002",
+            "i-0a000000000000003",
+            "i-0a000000000000004",
+            "i-0a000000000000005",
+        );
+        let checks = [
+            check(a, true, None, Unknown),
+            check(b, true, Some(true), Enabled),
+            check(c, true, Some(true), Disabled),
+            check(d, false, Some(true), Disabled),
+            check(e, false, Some(false), Disabled),
+            check("web-1", true, None, Unknown),
+        ];
+        assert_eq!(
+            plan_sources(&checks),
+            [
+                SourceAction::RecordAndDisable(id(a)),
+                SourceAction::Disable(id(b)),
+                SourceAction::Restore(id(d), true),
+                SourceAction::Forget(id(e)),
+            ],
+            "an agent off EC2 (web-1) has no check to change"
+        );
     }
 
     #[test]

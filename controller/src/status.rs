@@ -29,6 +29,8 @@ pub struct HostView {
     pub applied_version: u64,
     pub traffic: Traffic,
     pub from_tags: bool,
+    /// The host's Source/Dest Check when the session has teefleet manage it.
+    pub source_dest_check: Option<SdcState>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +53,17 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
     if let Some(problem) = &record.resolve_problem {
         problems.push(format!("source tags: {problem}"));
     }
-    // A VXLAN clone is addressed to the collector: its check may stay as it is.
+    // A VXLAN clone is addressed to the collector: its check may stay as it is. With
+    // disable_source_check, inbound clones leave a source only once its check is off.
     let collector_ready = record.collector_encap == Encap::Vxlan || record.collector_sdc == SdcState::Disabled;
+    let sources_waiting: Vec<&HostView> = if record.spec.disable_source_check() {
+        // A host off EC2 has no check to wait for.
+        let in_ec2 = |h: &&HostView| h.host_id.as_str().parse::<teefleet_model::InstanceId>().is_ok();
+        hosts.iter().filter(in_ec2).filter(|h| h.source_dest_check != Some(SdcState::Disabled)).collect()
+    } else {
+        Vec::new()
+    };
+    let collector_ready = collector_ready && sources_waiting.is_empty();
     let degraded = !problems.is_empty() || hosts.iter().any(|h| !h.connected || h.error.is_some());
     let state = if degraded {
         SessionState::Degraded
@@ -69,7 +80,11 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
             .push(format!("no running instance carries {} yet; it becomes a source when one does", tags.join(" and ")));
     }
     if state == SessionState::Pending && !collector_ready {
-        problems.push(format!("waiting for Source/Dest Check to be disabled on collector {}", record.spec.collector()));
+        let mut waiting: Vec<String> = sources_waiting.iter().map(|h| format!("source {}", h.host_id)).collect();
+        if !(record.collector_encap == Encap::Vxlan || record.collector_sdc == SdcState::Disabled) {
+            waiting.insert(0, format!("collector {}", record.spec.collector()));
+        }
+        problems.push(format!("waiting for Source/Dest Check to be disabled on {}", waiting.join(", ")));
     }
     let total = Traffic::total(hosts.iter().map(|h| &h.traffic));
     StatusView { state, hosts, problems, total }
@@ -95,6 +110,7 @@ fn host_view(s: &SourceStatus) -> HostView {
         // the last known.
         traffic: if s.connected { s.traffic } else { s.traffic.without_rates() },
         from_tags: s.from_tags,
+        source_dest_check: s.source_dest_check,
     }
 }
 
@@ -116,6 +132,7 @@ mod tests {
             last_error: nack.map(|(_, e)| e.to_owned()),
             traffic: Traffic::default(),
             from_tags: false,
+            source_dest_check: None,
         }
     }
 
@@ -136,6 +153,19 @@ mod tests {
             sources,
             resolve_problem: None,
         }
+    }
+
+    #[test]
+    fn a_session_that_turns_sources_checks_off_waits_for_them() {
+        let mut r = record(vec![source(3, 3, true, None)], SdcState::Disabled, None);
+        r.spec = r.spec.clone().with_disable_source_check(true);
+        assert_eq!(session_status(&r).state, SessionState::Active, "h1 is not in EC2: no check to wait for");
+        r.sources[0].host_id = "i-0123456789abcdef1".parse().expect("host");
+        let view = session_status(&r);
+        assert_eq!(view.state, SessionState::Pending);
+        assert_eq!(view.problems, ["waiting for Source/Dest Check to be disabled on source i-0123456789abcdef1"]);
+        r.sources[0].source_dest_check = Some(SdcState::Disabled);
+        assert_eq!(session_status(&r).state, SessionState::Active);
     }
 
     /// A session of tags only, whose tags matched `sources`.

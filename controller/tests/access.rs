@@ -38,6 +38,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         allow_routed: false,
         source_tags: Vec::new(),
         vni: 0,
+        disable_source_check: false,
     }
 }
 

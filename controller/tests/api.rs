@@ -34,7 +34,14 @@ fn cloud() -> std::sync::Arc<FakeCloud> {
     cloud
 }
 
+/// A session to a raw collector, the delivery most of these tests are about: it mirrors
+/// both directions, so it turns its sources' Source/Dest Check off.
 fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filter>) -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest { disable_source_check: true, ..create_vxlan(name, sources, collector, filter) }
+}
+
+/// A session to a VXLAN collector: no Source/Dest Check changes anywhere.
+fn create_vxlan(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filter>) -> pb::CreateSessionRequest {
     pb::CreateSessionRequest {
         name: name.into(),
         sources: sources.iter().map(|s| (*s).to_owned()).collect(),
@@ -43,6 +50,7 @@ fn create(name: &str, sources: &[&str], collector: &str, filter: Option<pb::Filt
         allow_routed: false,
         source_tags: Vec::new(),
         vni: 0,
+        disable_source_check: false,
     }
 }
 
@@ -622,7 +630,7 @@ async fn vxlan_collectors_take_tunnels_from_any_subnet_and_keep_their_check() {
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
     let mut agent = Agent::connect(&ctl.channel, OTHER, 0).await;
 
-    let far = pb::CreateSessionRequest { vni: 4242, ..create("far", &[OTHER], COLLECTOR, None) };
+    let far = pb::CreateSessionRequest { vni: 4242, ..create_vxlan("far", &[OTHER], COLLECTOR, None) };
     let created = sessions.create_session(far).await.expect("another subnet is fine").into_inner();
     assert_eq!((created.vni, created.encap.as_str()), (4242, "vxlan"));
     let set = agent.next_rule_set().await;
@@ -638,12 +646,12 @@ async fn vxlan_collectors_take_tunnels_from_any_subnet_and_keep_their_check() {
         (4242, Code::AlreadyExists, "4242"),
         (1 << 24, Code::InvalidArgument, "vni: 16777216 is not a VXLAN VNI (1 to 16777215)"),
     ] {
-        let req = pb::CreateSessionRequest { vni, ..create("again", &[SOURCE], COLLECTOR, None) };
+        let req = pb::CreateSessionRequest { vni, ..create_vxlan("again", &[SOURCE], COLLECTOR, None) };
         let err = sessions.create_session(req).await.expect_err("refused");
         assert_eq!(err.code(), code, "{vni}: {err:?}");
         assert!(err.message().contains(message), "{vni}: {}", err.message());
     }
-    let next = sessions.create_session(create("next", &[SOURCE], COLLECTOR, None)).await.expect("created");
+    let next = sessions.create_session(create_vxlan("next", &[SOURCE], COLLECTOR, None)).await.expect("created");
     assert_eq!(next.get_ref().vni, 1, "the lowest free VNI");
 
     // A raw collector in the same fleet still needs its sources on-link.
@@ -662,9 +670,10 @@ async fn a_collector_is_never_a_source() {
     add_collector_with(&ctl.channel, COLLECTOR, "vxlan").await;
     add_collector_with(&ctl.channel, DUAL, "vxlan").await;
     let mut sessions = SessionServiceClient::new(ctl.channel.clone());
-    sessions.create_session(create("web", &[SOURCE], COLLECTOR, None)).await.expect("created");
+    sessions.create_session(create_vxlan("web", &[SOURCE], COLLECTOR, None)).await.expect("created");
 
-    let err = sessions.create_session(create("loop", &[SOURCE, DUAL], COLLECTOR, None)).await.expect_err("refused");
+    let err =
+        sessions.create_session(create_vxlan("loop", &[SOURCE, DUAL], COLLECTOR, None)).await.expect_err("refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains(DUAL) && err.message().contains("never a source"), "{}", err.message());
     let err = CollectorServiceClient::new(ctl.channel.clone())

@@ -265,7 +265,13 @@ async fn a_host_an_older_controller_left_broken_repairs_itself() {
     let (ctl, _) = start(&url, &[]).await;
     let ch = &ctl.channel;
     delete_session(ch, "web").await.expect("delete on the repaired host");
-    create_session(ch, "web2", SOURCE).await.expect("create on the repaired host");
+    // A collector registered before VXLAN takes raw clones: mirroring both directions
+    // turns the source's check off.
+    let raw = pb::CreateSessionRequest { disable_source_check: true, ..session("web2", SOURCE) };
+    SessionServiceClient::new(ch.clone())
+        .create_session(with_token(raw, BOOTSTRAP))
+        .await
+        .expect("create on the repaired host");
     let host = get_host(ch, SOURCE).await;
     assert!(host.desired_version < 1 << 53 && host.applied_version == 0, "{host:?}");
     ctl.stop().await;

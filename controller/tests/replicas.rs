@@ -31,6 +31,8 @@ async fn create_session(channel: &Channel, name: &str, collector: &str) -> Resul
         name: name.into(),
         sources: vec![SOURCE.into()],
         collector: collector.into(),
+        // The collectors take raw clones, so both directions need the source's check off.
+        disable_source_check: true,
         ..Default::default()
     };
     SessionServiceClient::new(channel.clone()).create_session(request).await.map(tonic::Response::into_inner)

@@ -45,8 +45,9 @@ async fn twenty_agents_ack_every_change_and_nothing_else_and_survive_a_restart()
     assert!(size.idle.health_reports_per_sec > 0.0, "agents report health");
     assert!(size.idle.controller_rss_mb.is_some_and(|m| m > 0.0));
     assert!(size.start_empty_ms.is_some());
-    // 20 hosts plus the one without an agent that the unrelated session named.
-    assert_eq!((size.loaded_hosts, size.loaded_sessions), (Some(21), Some(30)));
+    // 20 hosts, the one without an agent that the unrelated session named, and the
+    // collector (a host from its registration on, for its agent).
+    assert_eq!((size.loaded_hosts, size.loaded_sessions), (Some(22), Some(30)));
     assert!(size.start_loaded_ms.is_some());
     // Killed and restarted under the fleet: every agent is back, holding the version the
     // database wants, so nothing is pushed.

@@ -18,6 +18,10 @@ pub struct SessionSpec {
     /// The VNI the operator asked for; `None` lets the controller allocate one.
     #[serde(default)]
     vni: Option<Vni>,
+    /// For raw delivery: the sources' Source/Dest Check goes off while the session lives,
+    /// so that clones of inbound packets (which carry the peer's address) leave them.
+    #[serde(default)]
+    disable_source_check: bool,
 }
 
 impl SessionSpec {
@@ -81,7 +85,16 @@ impl SessionSpec {
                 ),
             ));
         }
-        Ok(Self { name, sources, selectors, collector, filter, allow_routed: false, vni: None })
+        Ok(Self {
+            name,
+            sources,
+            selectors,
+            collector,
+            filter,
+            allow_routed: false,
+            vni: None,
+            disable_source_check: false,
+        })
     }
 
     /// The same session, accepting (or not) sources in another subnet than the collector.
@@ -98,6 +111,15 @@ impl SessionSpec {
 
     pub fn vni(&self) -> Option<Vni> {
         self.vni
+    }
+
+    /// The same session, turning its sources' Source/Dest Check off (or not).
+    pub fn with_disable_source_check(self, disable_source_check: bool) -> Self {
+        Self { disable_source_check, ..self }
+    }
+
+    pub fn disable_source_check(&self) -> bool {
+        self.disable_source_check
     }
 
     pub fn name(&self) -> &SessionName {

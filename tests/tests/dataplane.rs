@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use teefleet_lab::{
-    CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, SOURCES, require_root_or_skip,
+    CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, Pcap, SOURCES, require_root_or_skip,
+    tshark_fields,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -574,36 +575,74 @@ async fn a_session_by_ec2_tag_follows_the_tag_from_host_to_host() {
     .await;
 }
 
-/// On a lab that enforces EC2's Source/Dest Check per instance, a raw-TEE session that
-/// mirrors both directions delivers only the clones that carry the source's own address:
-/// the controller turns off only the collector's check, so every clone of an inbound
-/// packet is dropped as the source sends it. The bridge follows EC2: once the source's
-/// check is off in the EC2 API, both directions arrive.
+/// Raw TEE on a lab that enforces EC2's Source/Dest Check per instance: a session that
+/// mirrors inbound traffic is refused unless it turns its sources' checks off; with
+/// `--disable-source-check` both directions arrive, as tshark reads them. The bridge
+/// follows EC2: with source1's check put back on behind teefleet's back, every clone of
+/// an inbound packet is lost as source1 sends it (the loss a default session had before
+/// VXLAN). After the last delete every check is back at its original value, and each
+/// change is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_ec2_rules_raw_tee_loses_inbound_clones_while_the_source_check_is_on() {
+async fn raw_tee_needs_the_sources_checks_off_and_teefleet_puts_them_back() {
     run(async |lab: &Lab| {
         let c1 = lab.instance_id(COLLECTOR)?.to_owned();
+        let source = lab.instance_id("source1")?.to_owned();
         lab.fleetctl_ok(&["collector", "add", &c1, "--encap", "none"]).await?;
-        create_session(lab, "raw", &c1, &["--protocol", "icmp"]).await?;
-        ensure!(!lab.source_dest_check(COLLECTOR).await?, "the controller turned the collector's check off");
+        let args = ["session", "create", "raw", "--source", &source, "--collector", &c1, "--protocol", "icmp"];
+        let refused = lab.fleetctl(&args).await?;
+        ensure!(!refused.success(), "a raw session mirroring inbound traffic was accepted: {refused}");
+        for way_out in ["--encap vxlan", "--disable-source-check"] {
+            ensure!(refused.stderr.contains(way_out), "{way_out} missing: {refused}");
+        }
+        let session = create_session(lab, "raw", &c1, &["--protocol", "icmp", "--disable-source-check"]).await?;
+        let host = &session["hosts"][0];
+        ensure!(host["source_dest_check"] == "disabled", "session create --wait: {session}");
+        ensure!(!lab.source_dest_check("source1").await? && !lab.source_dest_check(COLLECTOR).await?);
         lab.sync_source_dest_checks().await?;
+
+        let netns = lab.network.host(COLLECTOR)?.netns.clone();
+        let pcap = Pcap::start(&netns, "raw", lab.dir(), Some("icmp")).await?;
         let capture = lab.capture(COLLECTOR, "raw-ec2", Some(CAPTURE)).await?;
         let is_clone = raw_clone_at(lab, COLLECTOR).await?;
         let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
-        let before = lab.network.checks().dropped("source1").await?;
+        lab.network.ping(CLIENT, source1, 5).await?;
+        flush(lab, &capture, COLLECTOR).await?;
+        let got = echoes(&capture, &is_clone, client, source1);
+        ensure!(got == (5, 5), "(requests, replies) with source1's check off: {got:?}\n{}", capture.text());
+        // tshark: raw packets at the collector's MAC, addressed to the original endpoints.
+        let mac = lab.network.mac(COLLECTOR).await?;
+        let filter = format!("eth.dst == {mac} && icmp && !(ip.dst == {})", lab.ip(COLLECTOR)?);
+        let rows = tshark_fields(pcap.path(), &filter, &["ip.src", "ip.dst", "icmp.type"]).await?;
+        let (c, s) = (client.to_string(), source1.to_string());
+        let count = |src: &str, dst: &str, kind: &str| {
+            rows.iter().filter(|r| r[0] == src && r[1] == dst && r[2] == kind).count()
+        };
+        ensure!((count(&c, &s, "8"), count(&s, &c, "0")) == (5, 5), "tshark saw {rows:?}");
+        pcap.finish().await;
 
+        // Behind teefleet's back, source1's check goes on again: EC2 drops the inbound clones.
+        let before = lab.network.checks().dropped("source1").await?;
+        lab.set_source_dest_check("source1", true).await?;
         lab.network.ping(CLIENT, source1, 5).await?;
         flush(lab, &capture, COLLECTOR).await?;
         let got = echoes(&capture, &is_clone, client, source1);
         let dropped = lab.network.checks().dropped("source1").await?;
-        ensure!(got == (0, 5), "(requests, replies) at the collector: {got:?}\n{}", capture.text());
+        ensure!(got == (5, 10), "(requests, replies) with source1's check on: {got:?}\n{}", capture.text());
         ensure!(dropped.sent - before.sent >= 5, "source1's check dropped {dropped:?} (before {before:?})");
-
         lab.set_source_dest_check("source1", false).await?;
-        lab.network.ping(CLIENT, source1, 5).await?;
-        flush(lab, &capture, COLLECTOR).await?;
-        let got = echoes(&capture, &is_clone, client, source1);
-        ensure!(got == (5, 10), "(requests, replies) with source1's check off: {got:?}\n{}", capture.text());
+
+        lab.fleetctl_ok(&["session", "delete", "raw"]).await?;
+        for host in ["source1", COLLECTOR] {
+            lab.wait_until(&format!("{host}'s Source/Dest Check to be restored"), WAIT, || async move {
+                Ok(lab.source_dest_check(host).await?.then_some(()))
+            })
+            .await?;
+        }
+        let audit = lab.fleetctl_ok(&["audit", "list", "-o", "json"]).await?.json()?;
+        let rows = |action: &str| {
+            audit.as_array().is_some_and(|a| a.iter().any(|r| r["action"] == action && r["target"] == source.as_str()))
+        };
+        ensure!(rows("source_dest_check.disable") && rows("source_dest_check.restore"), "audit: {audit}");
         Ok(())
     })
     .await;
@@ -689,6 +728,34 @@ async fn the_collectors_agent_takes_the_clones_and_offers_them_decapsulated() {
             Ok((!links.contains("teefleet0")).then_some(()))
         })
         .await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Two sessions mirror all of source1's traffic to two collectors: the VXLAN packets one
+/// tunnel sends are never mirrored into the other (nor into their own), so each collector
+/// gets the pings once and no tunnel inside a tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outer_packets_of_one_tunnel_are_never_mirrored_into_another() {
+    run(async |lab: &Lab| {
+        let (c1, c2) = add_collectors(lab).await?;
+        create_session(lab, "to-c1", &c1, &[]).await?;
+        create_session(lab, "to-c2", &c2, &[]).await?;
+        let cap1 = lab.capture(COLLECTOR, "all-c1", Some(CAPTURE)).await?;
+        let cap2 = lab.capture(COLLECTOR2, "all-c2", Some(CAPTURE)).await?;
+        let (clone1, clone2) = (clone_at(lab, COLLECTOR).await?, clone_at(lab, COLLECTOR2).await?);
+        let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
+        lab.network.ping(CLIENT, source1, 5).await?;
+        flush(lab, &cap1, COLLECTOR).await?;
+        flush(lab, &cap2, COLLECTOR2).await?;
+        for (name, cap, clone) in [("collector", &cap1, &clone1), ("collector2", &cap2, &clone2)] {
+            let got = echoes(cap, clone, client, source1);
+            ensure!(got == (5, 5), "(requests, replies) at {name}: {got:?}\n{}", cap.text());
+            // A mirrored VXLAN packet would show as an inner frame that is VXLAN itself.
+            let nested = cap.count(|p| p.vxlan.is_some() && p.info.starts_with("VXLAN"));
+            ensure!(nested == 0, "a tunnel's packets were mirrored to {name}:\n{}", cap.text());
+        }
         Ok(())
     })
     .await;

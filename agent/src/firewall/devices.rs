@@ -52,7 +52,20 @@ pub async fn converge(
     remove_others: bool,
     missing_is_drift: bool,
 ) -> Result<Vec<String>, ApplyError> {
-    let observed = observe(tools).await?;
+    let mut observed = observe(tools).await?;
+    // The kernel gives UDP 4789 to tunnel devices or to an external one, not both: the
+    // kind that is going goes first (a host turns from collector to source or back).
+    let conflicting: Vec<String> = observed
+        .iter()
+        .filter(|d| !wanted.wants(&d.name))
+        .filter(|d| if d.name == tunnel::DECAP_DEVICE { !wanted.tunnels.is_empty() } else { wanted.decap })
+        .map(|d| d.name.clone())
+        .collect();
+    for name in &conflicting {
+        tools.ip(&["link", "del", "dev", name]).await?;
+        info!(device = %name, "device removed to free port 4789");
+    }
+    observed.retain(|d| !conflicting.contains(&d.name));
     let mut problems = Vec::new();
     if wanted.decap {
         let name = tunnel::DECAP_DEVICE;

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use teefleet_model::{CompileInput, Encap, HostId, InstanceId, SessionSpec, ValidationError, Vni, compile, limits};
+use teefleet_model::{
+    CompileInput, Direction, Encap, HostId, InstanceId, SessionSpec, ValidationError, Vni, compile, limits,
+};
 use teefleet_proto::v1::{
     self as pb, collector_service_server::CollectorService, host_service_server::HostService,
     session_service_server::SessionService,
@@ -43,6 +45,29 @@ impl Api {
             }
         }
         Ok(found)
+    }
+
+    /// A raw session that mirrors inbound traffic needs its sources' checks off, which only
+    /// the operator may ask for; a VXLAN session needs no check changed anywhere.
+    fn check_source_checks(spec: &SessionSpec, raw: bool, collector: &CollectorRecord) -> Result<(), ApiError> {
+        let inbound = spec.filter().direction() != Direction::Egress;
+        if !raw && spec.disable_source_check() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "collector {} takes VXLAN, whose clones leave the sources from their own address: no Source/Dest Check \
+             needs to change; drop --disable-source-check",
+                collector.instance_id
+            )));
+        }
+        if raw && inbound && !spec.disable_source_check() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "collector {} takes raw clones (--encap none), and a clone of an inbound packet carries the peer's \
+             address, which EC2 drops as the source sends it while the source's Source/Dest Check is on. Mirror \
+             to a VXLAN collector (collector add --encap vxlan), pass --disable-source-check to have teefleet turn \
+             the sources' checks off (and restore them after), or mirror --direction egress only",
+                collector.instance_id
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses sources EC2 places in another subnet than the collector: TEE's gateway must
@@ -134,10 +159,12 @@ impl Api {
         let filter = convert::filter(req.filter.as_ref())?;
         let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?
             .with_allow_routed(req.allow_routed)
-            .with_vni(convert::vni(req.vni)?);
+            .with_vni(convert::vni(req.vni)?)
+            .with_disable_source_check(req.disable_source_check);
 
         let collector = self.store.collector(spec.collector()).await?;
         let raw = collector.encap == Encap::None;
+        Self::check_source_checks(&spec, raw, &collector)?;
         if let Some(orphan) = spec.filter().cidrs().iter().find(|c| raw && !c.is_ipv4() && collector.ipv6.is_none()) {
             return Err(ValidationError::new(
                 "filter.cidrs",

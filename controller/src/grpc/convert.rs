@@ -284,6 +284,7 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
         allow_routed: r.spec.allow_routed(),
         vni: r.spec.vni().map_or(0, Vni::get),
         encap: r.collector_encap.to_string(),
+        disable_source_check: r.spec.disable_source_check(),
         collector: r.spec.collector().to_string(),
         filter: Some(pb_filter(r.spec.filter())),
         state: match status.state {
@@ -307,6 +308,7 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
                 packets_per_second: h.traffic.packets_per_second,
                 bytes_per_second: h.traffic.bytes_per_second,
                 from_tags: h.from_tags,
+                source_dest_check: h.source_dest_check.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             })
             .collect(),
         problems: status.problems.clone(),

@@ -9,6 +9,7 @@ mod coordination;
 mod hosts;
 mod records;
 mod selectors;
+mod source_checks;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -27,6 +28,7 @@ pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKE
 pub use hosts::{HelloOutcome, HelloRecord};
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 pub use selectors::{TagChange, TagSession};
+pub use source_checks::SourceCheck;
 
 /// Key of the advisory lock that serialises rule-set recompilation.
 const COMPILE_LOCK: i64 = 0x7465_6566_6c74; // "teeflt"
@@ -285,8 +287,8 @@ impl Store {
         };
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps, allow_routed, vni, resolve_problem)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                                   max_pps, allow_routed, vni, resolve_problem, disable_source_check)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -300,6 +302,7 @@ impl Store {
         .bind(spec.allow_routed())
         .bind(i32::try_from(vni.get()).map_err(corrupt)?)
         .bind(problem)
+        .bind(spec.disable_source_check())
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
@@ -386,7 +389,8 @@ impl Store {
             "SELECT ss.host_id, ss.required_version, ss.origin = 'tag' AS from_tags,
                     h.connected AND h.last_seen > now() - make_interval(secs => $2) AS live,
                     h.desired_version, h.applied_version, h.nacked_version, h.last_error,
-                    (SELECT c FROM jsonb_array_elements(h.counters) c WHERE c->>'session' = $3 LIMIT 1) AS counters
+                    (SELECT c FROM jsonb_array_elements(h.counters) c WHERE c->>'session' = $3 LIMIT 1) AS counters,
+                    (SELECT state FROM source_checks sc WHERE sc.host_id = ss.host_id) AS source_check
              FROM session_sources ss JOIN hosts h ON h.host_id = ss.host_id
              WHERE ss.session_id = $1 ORDER BY ss.host_id",
         )
@@ -404,7 +408,7 @@ macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
             s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
-            c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni,
+            c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni, s.disable_source_check,
             array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id AND ss.origin = 'named'
                   ORDER BY host_id) AS sources,
             array(SELECT key FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS selector_keys,

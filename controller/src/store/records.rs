@@ -31,7 +31,7 @@ impl SdcState {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+    pub(super) fn parse(s: &str) -> Result<Self> {
         match s {
             "enabled" => Ok(SdcState::Enabled),
             "disabled" => Ok(SdcState::Disabled),
@@ -159,6 +159,8 @@ pub struct SourceStatus {
     pub traffic: Traffic,
     /// The host is a source because it carries the session's tags, not because it was named.
     pub from_tags: bool,
+    /// The host's Source/Dest Check, when teefleet manages it (`disable_source_check`).
+    pub source_dest_check: Option<SdcState>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +202,8 @@ impl SessionRecord {
         )
         .map_err(corrupt)?
         .with_allow_routed(row.try_get("allow_routed")?)
-        .with_vni(Some(vni(row.try_get("vni")?)?));
+        .with_vni(Some(vni(row.try_get("vni")?)?))
+        .with_disable_source_check(row.try_get("disable_source_check")?);
         let sources = sources
             .iter()
             .map(|r| {
@@ -218,6 +221,10 @@ impl SessionRecord {
                         .map(|Json(c)| c.traffic)
                         .unwrap_or_default(),
                     from_tags: r.try_get("from_tags")?,
+                    source_dest_check: r
+                        .try_get::<Option<String>, _>("source_check")?
+                        .map(|s| SdcState::parse(&s))
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
