@@ -24,7 +24,7 @@
 //! waits for the controller (the saved set is applied before any network, and a refused
 //! or lost stream leaves the rules as they are); the private key never leaves the host.
 
-use std::error::Error;
+use std::{error::Error, time::Duration};
 
 use teefleet_model::HostId;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
     let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend))
         .await
-        .with_counter_max_age(drift::counter_max_age(config.health_interval(), config.drift_interval()));
+        .with_counter_max_age(drift::counter_max_age(config.health_interval(), config.drift_interval()))
+        .with_control(control_addresses(&controllers).await);
     let info = dataplane.info();
     info!(backend = %info.backend, version = %info.iptables_version, ipv6 = info.ipv6, "iptables found");
     for problem in &info.problems {
@@ -154,6 +155,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     }
     Ok(())
+}
+
+/// The controllers' addresses, for the rules that keep the agent's own traffic with them
+/// out of every session. A name that does not resolve at start is left out, and said so.
+async fn control_addresses(controllers: &config::ControllerUrls) -> firewall::render::Control {
+    let mut addrs = Vec::new();
+    for url in controllers.as_slice() {
+        let lookup = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(url.authority())).await;
+        match lookup {
+            Ok(Ok(found)) => addrs.extend(found),
+            Ok(Err(e)) => {
+                warn!(controller = %url, error = %e, "cannot resolve the controller: its traffic with this host is not kept out of mirroring")
+            }
+            Err(_) => {
+                warn!(controller = %url, "resolving the controller timed out: its traffic with this host is not kept out of mirroring")
+            }
+        }
+    }
+    info!(addresses = ?addrs, "the agent's traffic with these is never mirrored");
+    firewall::render::Control::new(addrs)
 }
 
 /// Removes every chain and jump of ours in both families and, when `state_dir` is given,

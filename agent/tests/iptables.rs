@@ -522,3 +522,31 @@ async fn the_generation_is_the_namespaces_own_and_bumped_by_every_nf_tables_comm
     let err = Generation::new(Some(format!("{}-missing", ns.name))).read().await.expect_err("no such namespace");
     assert!(matches!(err, GenerationError::Netns { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_agents_traffic_with_its_controllers_is_returned_before_any_session() {
+    let Some((ns, foreign, dp)) = setup("the_agents_traffic_with_its_controllers_is_returned_before_any_session").await
+    else {
+        return;
+    };
+    let control =
+        render::Control::new(vec!["10.0.0.1:7300".parse().expect("addr"), "10.0.0.2:7301".parse().expect("addr")]);
+    let dp = dp.with_control(control);
+    dp.apply(&set_a()).await.expect("apply");
+    for (chain, flag) in [("TEEFLEET-PRE", "--sport"), ("TEEFLEET-POST", "--dport")] {
+        let rules = ns.chain(chain);
+        assert!(rules[0].contains(&format!("10.0.0.1/32 -p tcp -m tcp {flag} 7300")), "{rules:?}");
+        assert!(rules[1].contains(&format!("10.0.0.2/32 -p tcp -m tcp {flag} 7301")), "{rules:?}");
+        assert!(rules[..2].iter().all(|r| r.ends_with("-j RETURN")), "{rules:?}");
+        assert!(rules[2..].iter().all(|r| r.contains("-j TEE")), "{rules:?}");
+    }
+    // What it applied reads back as applied: no drift, nothing rewritten.
+    let writes = dp.writes();
+    assert!(dp.check().await.expect("check").repairs.is_empty());
+    dp.apply(&RuleSet::new(2, set_a().rules().to_vec()).expect("set")).await.expect("same rules");
+    assert_eq!(dp.writes(), writes);
+    // Removed with the rules.
+    dp.apply(&RuleSet::new(3, vec![]).expect("empty")).await.expect("remove");
+    assert!(!ns.save().contains("teefleet-control"), "{}", ns.save());
+    assert_eq!(ns.foreign(), foreign);
+}

@@ -165,7 +165,8 @@ proptest! {
             // PREROUTING's chain first, as iptables-save prints them.
             let chains: Vec<bool> = lines.iter().map(|l| l.starts_with("-A TEEFLEET-PRE ")).collect();
             prop_assert!(chains.windows(2).all(|w| w[0] >= w[1]), "{:?}", lines);
-            let expected = expected_sessions(&set, family).map(|s| s.into_iter().cloned().collect::<Vec<_>>());
+            let expected =
+                expected_sessions(&set, family).map(|s| s.into_iter().flatten().cloned().collect::<Vec<_>>());
             prop_assert_eq!(sessions, expected);
 
             let text = plan(&lines, &Observed::default());

@@ -735,7 +735,8 @@ async fn the_collectors_agent_takes_the_clones_and_offers_them_decapsulated() {
 
 /// Two sessions mirror all of source1's traffic to two collectors: the VXLAN packets one
 /// tunnel sends are never mirrored into the other (nor into their own), so each collector
-/// gets the pings once and no tunnel inside a tunnel.
+/// gets the pings once and no tunnel inside a tunnel; and the agent's own stream with its
+/// controller is mirrored to neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outer_packets_of_one_tunnel_are_never_mirrored_into_another() {
     run(async |lab: &Lab| {
@@ -755,7 +756,19 @@ async fn the_outer_packets_of_one_tunnel_are_never_mirrored_into_another() {
             // A mirrored VXLAN packet would show as an inner frame that is VXLAN itself.
             let nested = cap.count(|p| p.vxlan.is_some() && p.info.starts_with("VXLAN"));
             ensure!(nested == 0, "a tunnel's packets were mirrored to {name}:\n{}", cap.text());
+            // Nor is the agent's own stream with the controller (Health every second here).
+            let controller = IpAddr::from(lab.network.gateway());
+            let own = cap.count(|p| p.vxlan.is_some() && (p.src == controller || p.dst == controller));
+            ensure!(own == 0, "the agent's traffic with its controller was mirrored to {name}:\n{}", cap.text());
         }
+        // The exclusion did see that traffic: its RETURN rule counted packets.
+        let saved = lab.network.exec("source1", "iptables-save", &["-c", "-t", "mangle"]).await?;
+        let returned: u64 = saved
+            .lines()
+            .filter(|l| l.contains("teefleet-control"))
+            .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
+            .sum();
+        ensure!(returned > 0, "no packet of the agent's stream met its exclusion:\n{saved}");
         Ok(())
     })
     .await;

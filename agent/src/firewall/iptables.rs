@@ -20,7 +20,7 @@ use super::{
     devices::{self, Wanted},
     generation::Generation,
     observe::{Observed, Shape},
-    render::{self, Family},
+    render::{self, Control, Expected, Family},
 };
 use crate::error_chain;
 
@@ -196,6 +196,8 @@ pub struct IptablesDataplane {
     generation: Option<Mutex<GenerationReader>>,
     /// See [`Self::with_counter_max_age`].
     counter_max_age: Duration,
+    /// The controllers, whose traffic with this host is never mirrored.
+    control: Control,
     writes: AtomicU64,
     reads: AtomicU64,
 }
@@ -283,6 +285,7 @@ impl IptablesDataplane {
             state: Mutex::new(State::default()),
             generation,
             counter_max_age: Duration::ZERO,
+            control: Control::default(),
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
         }
@@ -297,6 +300,12 @@ impl IptablesDataplane {
     /// at every check.
     pub fn with_counter_max_age(self, max_age: Duration) -> Self {
         Self { counter_max_age: max_age, ..self }
+    }
+
+    /// Keeps the agent's own traffic with `control` (its controllers) out of every
+    /// session: RETURN rules first in each owned chain.
+    pub fn with_control(self, control: Control) -> Self {
+        Self { control, ..self }
     }
 
     /// How many `iptables-restore` transactions this dataplane has committed.
@@ -391,7 +400,7 @@ impl IptablesDataplane {
         state: &mut State,
         family: Family,
         rules: &[String],
-        expected: &[Vec<&SessionName>; 2],
+        expected: &Expected<'_>,
     ) -> Result<bool, ApplyError> {
         let current = &state.families[family.index()];
         // Nothing of ours is there and nothing is wanted: not even a read is needed (the
@@ -409,7 +418,7 @@ impl IptablesDataplane {
         state: &mut State,
         family: Family,
         rules: &[String],
-        expected: &[Vec<&SessionName>; 2],
+        expected: &Expected<'_>,
         read: Read,
     ) -> Result<bool, ApplyError> {
         let current = &mut state.families[family.index()];
@@ -446,8 +455,8 @@ impl IptablesDataplane {
         let empty = RuleSet::default();
         let previous = previous.unwrap_or(&empty);
         for &family in touched {
-            let rules = render::render_rules(previous, family);
-            let expected = render::expected_sessions(previous, family);
+            let rules = render::render_with_control(previous, family, &self.control);
+            let expected = render::expected_with_control(previous, family, &self.control);
             match self.converge(state, family, &rules, &expected).await {
                 Ok(wrote) => debug!(family = family.label(), wrote, "rolled back to the previous set"),
                 Err(e) => {
@@ -483,8 +492,8 @@ impl Dataplane for IptablesDataplane {
         let previous = state.set.take();
         let mut touched = Vec::new();
         for family in self.families() {
-            let rules = render::render_rules(set, family);
-            let expected = render::expected_sessions(set, family);
+            let rules = render::render_with_control(set, family, &self.control);
+            let expected = render::expected_with_control(set, family, &self.control);
             touched.push(family);
             if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
                 self.roll_back(&mut state, previous.as_ref(), &touched).await;
@@ -533,7 +542,7 @@ impl Dataplane for IptablesDataplane {
             // Rules are only recorded for an applied set, so the set is there.
             let Some(set) = state.set.clone() else { continue };
             let rules = state.families[family.index()].rules.clone();
-            let expected = render::expected_sessions(&set, family);
+            let expected = render::expected_with_control(&set, family, &self.control);
             // Without a baseline, converge rewrites even though the rules are the same.
             state.families[family.index()].shape = None;
             self.converge_from(&mut state, family, &rules, &expected, read).await?;

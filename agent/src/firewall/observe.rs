@@ -8,7 +8,7 @@ use teefleet_model::SessionName;
 
 use super::{
     ApplyError, Counter,
-    render::{HOOKS, RULE_COMMENT_PREFIX},
+    render::{Expected, HOOKS, RULE_COMMENT_PREFIX},
 };
 
 /// A rule in a built-in chain that jumps to one of ours, with its 1-based position in
@@ -117,7 +117,7 @@ impl Observed {
     /// Checks that the kernel holds what was applied: for each hook, our chain with one
     /// rule per expected session in order, and exactly one canonical jump at the top. With
     /// nothing expected, nothing of ours may exist. The error says what differs.
-    pub fn verify(&self, expected: &[Vec<&SessionName>; 2]) -> Result<(), String> {
+    pub fn verify(&self, expected: &Expected<'_>) -> Result<(), String> {
         if expected.iter().all(Vec::is_empty) {
             return if self.is_empty() { Ok(()) } else { Err("objects of ours remain after removing them".to_owned()) };
         }
@@ -126,7 +126,7 @@ impl Observed {
                 return Err(format!("chain {} is missing", hook.chain));
             };
             let sessions: Vec<Option<SessionName>> = rules.iter().map(|r| session_of(&r.spec)).collect();
-            let want: Vec<Option<SessionName>> = expected[i].iter().map(|s| Some((*s).clone())).collect();
+            let want: Vec<Option<SessionName>> = expected[i].iter().map(|s| s.cloned()).collect();
             if sessions != want {
                 return Err(format!(
                     "chain {} holds {} rules of sessions {:?}, expected {} of {:?}",
@@ -269,14 +269,14 @@ COMMIT
 COMMIT
 ";
         let observed = Observed::parse(ok).expect("parse");
-        assert_eq!(observed.verify(&[vec![&web], vec![]]), Ok(()));
-        assert!(observed.verify(&[vec![&web, &web], vec![]]).is_err());
+        assert_eq!(observed.verify(&[vec![Some(&web)], vec![]]), Ok(()));
+        assert!(observed.verify(&[vec![Some(&web), Some(&web)], vec![]]).is_err());
         assert!(observed.verify(&[vec![], vec![]]).is_err());
         assert_eq!(Observed::default().verify(&[vec![], vec![]]), Ok(()));
 
         // The same sessions in the same order, but another rule: only the shape sees it.
         let changed = Observed::parse(&ok.replace("-A TEEFLEET-PRE -m", "-A TEEFLEET-PRE -p tcp -m")).expect("parse");
-        assert_eq!(changed.verify(&[vec![&web], vec![]]), Ok(()));
+        assert_eq!(changed.verify(&[vec![Some(&web)], vec![]]), Ok(()));
         assert_eq!(observed.shape().describe_change(&changed.shape()), "rules in chain TEEFLEET-PRE were changed");
         let cases = [
             (
@@ -305,7 +305,7 @@ COMMIT
         ];
         for (now, want) in cases {
             let now = Observed::parse(&now).expect("parse");
-            assert!(now.verify(&[vec![&web], vec![]]).is_err(), "{want}");
+            assert!(now.verify(&[vec![Some(&web)], vec![]]).is_err(), "{want}");
             assert_eq!(observed.shape().describe_change(&now.shape()), want);
         }
         let gone = Observed::default().shape();

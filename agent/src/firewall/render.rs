@@ -5,7 +5,10 @@
 //! protocol enums, session names whose alphabet needs no escaping, sample and cap values
 //! whose ranges the model checks): a controller cannot inject iptables arguments.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+};
 
 use teefleet_model::{Delivery, IpFamily, MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
 
@@ -195,10 +198,75 @@ pub fn render_rules(set: &RuleSet, family: Family) -> Vec<String> {
         .collect()
 }
 
+/// What a read-back of each owned chain must show, rule by rule: the session a rule
+/// belongs to, or `None` for a rule of no session (the controllers' exclusions).
+pub type Expected<'a> = [Vec<Option<&'a SessionName>>; 2];
+
 /// The sessions of each owned chain's rules in order: what a read-back must show.
-pub fn expected_sessions(set: &RuleSet, family: Family) -> [Vec<&SessionName>; 2] {
+pub fn expected_sessions(set: &RuleSet, family: Family) -> Expected<'_> {
+    expected_with_control(set, family, &Control::default())
+}
+
+/// The comment on the rules that keep the agent's own traffic with its controllers out.
+pub const CONTROL_COMMENT: &str = "teefleet-control";
+
+/// The controllers the agent talks to (addresses and ports). Its own traffic with them is
+/// never mirrored: a session over "all traffic" would otherwise copy the agent's stream
+/// to the collector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Control(Vec<SocketAddr>);
+
+impl Control {
+    pub fn new(mut addrs: Vec<SocketAddr>) -> Control {
+        addrs.sort();
+        addrs.dedup();
+        Control(addrs)
+    }
+
+    /// The exclusion rules of `family` for one chain, first in it: RETURN before any TEE.
+    fn lines(&self, family: Family, hook: Hook) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().filter(move |a| Family::of(a.ip()) == family).map(move |a| {
+            let prefix = if a.is_ipv4() { 32 } else { 128 };
+            let (ip, port) = (a.ip(), a.port());
+            let (addr, port_flag) = if hook == HOOKS[0] { ("-s", "--sport") } else { ("-d", "--dport") };
+            format!(
+                "-A {} {addr} {ip}/{prefix} -p tcp -m tcp {port_flag} {port} -m comment --comment {CONTROL_COMMENT} -j RETURN",
+                hook.chain
+            )
+        })
+    }
+
+    fn count(&self, family: Family) -> usize {
+        self.0.iter().filter(|a| Family::of(a.ip()) == family).count()
+    }
+}
+
+/// [`render_rules`] with the controllers' exclusions first in each chain, when the family
+/// has any rule (without rules there are no chains to put them in).
+pub fn render_with_control(set: &RuleSet, family: Family, control: &Control) -> Vec<String> {
     let rules = rules_of(set, family);
-    HOOKS.map(|hook| rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| r.session()).collect())
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    HOOKS
+        .iter()
+        .flat_map(|hook| {
+            control.lines(family, *hook).chain(
+                rules.iter().filter(move |r| Hook::of(r.direction()) == *hook).map(move |r| render_rule(r, family)),
+            )
+        })
+        .collect()
+}
+
+/// [`expected_sessions`] with the controllers' exclusions.
+pub fn expected_with_control<'a>(set: &'a RuleSet, family: Family, control: &Control) -> Expected<'a> {
+    let rules = rules_of(set, family);
+    let control = if rules.is_empty() { 0 } else { control.count(family) };
+    HOOKS.map(|hook| {
+        std::iter::repeat_n(None, control)
+            .chain(rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| Some(r.session())))
+            .collect()
+    })
 }
 
 /// The `iptables-restore --noflush` input that turns the observed state into `rules` (the
@@ -489,7 +557,7 @@ COMMIT
             ]
         );
         let six: SessionName = "six".parse().expect("name");
-        assert_eq!(expected_sessions(&s, Family::V6), [vec![&six], vec![]]);
+        assert_eq!(expected_sessions(&s, Family::V6), [vec![Some(&six)], vec![]]);
         assert_eq!(render_rules(&set(vec![]), Family::V6), Vec::<String>::new());
     }
 
@@ -537,5 +605,33 @@ COMMIT
         assert_eq!(hashlimit_name(&web, 10), hashlimit_name(&web, 10), "stable");
         assert_ne!(hashlimit_name(&web, 10), hashlimit_name(&web, 11), "a new cap gets a new bucket");
         assert_ne!(hashlimit_name(&web, 10), hashlimit_name(&long, 10));
+    }
+
+    #[test]
+    fn the_agents_own_traffic_with_its_controllers_returns_first() {
+        let s = set(vec![
+            rule("web", RuleDirection::Ingress, Protocol::All, None, None),
+            rule("web", RuleDirection::Egress, Protocol::All, None, None),
+        ]);
+        let control = Control::new(vec![
+            "10.0.0.1:7300".parse().expect("addr"),
+            "[fd00::1]:7300".parse().expect("addr"),
+            "10.0.0.1:7300".parse().expect("addr"),
+        ]);
+        let lines = render_with_control(&s, Family::V4, &control);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "-A TEEFLEET-PRE -s 10.0.0.1/32 -p tcp -m tcp --sport 7300 -m comment --comment teefleet-control -j RETURN"
+        );
+        assert_eq!(
+            lines[2],
+            "-A TEEFLEET-POST -d 10.0.0.1/32 -p tcp -m tcp --dport 7300 -m comment --comment teefleet-control -j RETURN"
+        );
+        let web: SessionName = "web".parse().expect("name");
+        assert_eq!(expected_with_control(&s, Family::V4, &control), [vec![None, Some(&web)], vec![None, Some(&web)]]);
+        // No rules of a family, no chains: nothing to exclude either.
+        assert!(render_with_control(&s, Family::V6, &control).is_empty());
+        assert_eq!(expected_with_control(&s, Family::V6, &control), [vec![], vec![]]);
     }
 }
