@@ -672,7 +672,10 @@ async fn the_collectors_agent_takes_the_clones_and_offers_them_decapsulated() {
             })
             .await?;
         ensure!(link.contains("vxlan external") && link.contains("dstport 4789"), "{link}");
-        create_session(lab, "decap", &c1, &["--protocol", "icmp"]).await?;
+        // IPv4 pings with the client only: IPv6 neighbour discovery would add clones of its
+        // own to the count below.
+        let peer = format!("{}/32", lab.ip(CLIENT)?);
+        create_session(lab, "decap", &c1, &["--protocol", "icmp", "--cidr", &peer]).await?;
 
         let netns = lab.network.host(COLLECTOR)?.netns.clone();
         let inner = Capture::start_on(&netns, "teefleet0", "decap-inner", lab.dir(), Some("icmp")).await?;
@@ -713,6 +716,17 @@ async fn the_collectors_agent_takes_the_clones_and_offers_them_decapsulated() {
             })
             .await?;
         ensure!(counted == 10, "source1 counted {counted} clones for 10 sent");
+        // A full-size packet (1500 bytes, Don't Fragment) is cloned whole: the outer packet
+        // is fragmented on the way, and the collector reassembles it.
+        let source1_ip = lab.ip("source1")?.to_string();
+        lab.network
+            .exec(CLIENT, "ping", &["-n", "-c", "2", "-i", "0.2", "-M", "do", "-s", "1472", &source1_ip])
+            .await?;
+        inner
+            .wait_for("1500-byte clones on teefleet0", 2, WAIT, |p| {
+                p.src == client && p.dst == source1 && p.is_echo_request() && p.info.ends_with("length 1480")
+            })
+            .await?;
 
         // Deleted behind its back: back within a drift interval or two.
         lab.network.exec(COLLECTOR, "ip", &["link", "del", "teefleet0"]).await?;
