@@ -154,10 +154,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CollectorCommand {
-    /// Register an EC2 instance as a collector.
+    /// Register an EC2 instance as a collector, or (with --name and --ip) a collector that
+    /// is not an instance, such as a load balancer.
     Add {
         /// The collector's EC2 instance id.
-        instance_id: String,
+        #[arg(required_unless_present = "name")]
+        instance_id: Option<String>,
+        /// A collector that is not an EC2 instance: the name sessions will call it by
+        /// (VXLAN only; needs --ip).
+        #[arg(long, conflicts_with = "instance_id", requires = "ip")]
+        name: Option<String>,
         /// The IPv4 address to send clones to; defaults to the instance's primary private IP.
         #[arg(long)]
         ip: Option<String>,
@@ -641,6 +647,23 @@ mod tests {
     }
 
     #[test]
+    fn a_collector_is_an_instance_or_a_name_with_an_address() {
+        match parse(&["collector", "add", "--name", "ids-lb", "--ip", "10.0.0.5"]).expect("parses").command {
+            Command::Collector(CollectorCommand::Add { instance_id: None, name: Some(name), ip: Some(ip), .. }) => {
+                assert_eq!((name.as_str(), ip.as_str()), ("ids-lb", "10.0.0.5"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for args in [
+            &["collector", "add"][..],
+            &["collector", "add", "--name", "lb"],
+            &["collector", "add", "i-1", "--name", "lb", "--ip", "10.0.0.5"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn global_options_go_anywhere() {
         let cli = parse(&["session", "list", "-o", "json", "--controller", "http://c:1"]).expect("parses");
         assert_eq!(cli.output, Format::Json);
@@ -648,9 +671,9 @@ mod tests {
         let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);
         match cli.command {
-            Command::Collector(CollectorCommand::Add { instance_id, ip, ipv6, encap }) => {
-                assert_eq!(encap, "vxlan");
-                assert_eq!(instance_id, "i-1");
+            Command::Collector(CollectorCommand::Add { instance_id, ip, ipv6, encap, name }) => {
+                assert_eq!((encap.as_str(), name), ("vxlan", None));
+                assert_eq!(instance_id.as_deref(), Some("i-1"));
                 assert_eq!(ip.as_deref(), Some("10.0.0.9"));
                 assert_eq!(ipv6.as_deref(), Some("fd00::9"));
             }

@@ -270,13 +270,14 @@ async fn collector(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match cmd {
-        CollectorCommand::Add { instance_id, ip, ipv6, encap } => {
+        CollectorCommand::Add { instance_id, ip, ipv6, encap, name } => {
             let collector = client
                 .add_collector(v1::AddCollectorRequest {
-                    instance_id,
+                    instance_id: instance_id.unwrap_or_default(),
                     ip: ip.unwrap_or_default(),
                     ipv6: ipv6.unwrap_or_default(),
                     encap,
+                    name: name.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();

@@ -41,10 +41,11 @@ pub fn plan(collectors: &[CollectorRecord]) -> Vec<Action> {
     collectors
         .iter()
         .filter_map(|c| {
+            // A collector that is not an instance has no check (and takes VXLAN only).
+            let id = c.instance_id.instance()?;
             let raw_in_use = c.session_count > 0 && c.encap == Encap::None;
             let want = if raw_in_use { false } else { c.original_source_dest_check };
-            (c.source_dest_check != SdcState::from(want))
-                .then(|| Action { collector: c.instance_id.clone(), source_dest_check: want })
+            (c.source_dest_check != SdcState::from(want)).then_some(Action { collector: id, source_dest_check: want })
         })
         .collect()
 }

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use teefleet_model::{HostId, InstanceId, TagSelector, limits::MAX_SESSION_HOSTS};
+use teefleet_model::{CollectorId, HostId, InstanceId, TagSelector, limits::MAX_SESSION_HOSTS};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -45,14 +45,14 @@ pub struct Resolution {
 /// subnet is not checked, as with named sources.
 pub fn plan(
     found: Vec<TaggedInstance>,
-    collector: &InstanceId,
+    collector: &CollectorId,
     collector_subnet: &str,
     allow_routed: bool,
     collectors: &[InstanceId],
 ) -> Resolution {
     let mut out = Resolution::default();
     for instance in found {
-        if &instance.id == collector {
+        if instance.id.as_str() == collector.as_str() {
             continue;
         }
         if collectors.contains(&instance.id) {
@@ -74,7 +74,7 @@ pub fn plan(
 }
 
 /// What a session's tag resolution skipped, for a person; `None` if nothing.
-pub fn skipped_problem(resolution: &Resolution, tags: &str, collector: &InstanceId, subnet: &str) -> Option<String> {
+pub fn skipped_problem(resolution: &Resolution, tags: &str, collector: &CollectorId, subnet: &str) -> Option<String> {
     let mut parts = Vec::new();
     if !resolution.off_link.is_empty() {
         parts.push(format!(
@@ -134,7 +134,8 @@ pub struct Pass {
 /// Sessions with the same tags share one EC2 query. Fails only if the store does.
 pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, StoreError> {
     let sessions = store.tag_sessions().await?;
-    let collectors: Vec<InstanceId> = store.list_collectors().await?.into_iter().map(|c| c.instance_id).collect();
+    let collectors: Vec<InstanceId> =
+        store.list_collectors().await?.into_iter().filter_map(|c| c.instance_id.instance()).collect();
     let mut pass = Pass { sessions: sessions.len(), ..Pass::default() };
     let mut answers: HashMap<Vec<TagSelector>, Result<Vec<TaggedInstance>, CloudError>> = HashMap::new();
     for session in &sessions {
@@ -236,7 +237,7 @@ mod tests {
                 found("i-05000000000000003", None),
             ]
         };
-        let collector: InstanceId = COLLECTOR.parse().expect("id");
+        let collector: CollectorId = COLLECTOR.parse().expect("id");
         let ids = |r: &Resolution| r.sources.iter().map(ToString::to_string).collect::<Vec<_>>();
 
         let on_link = plan(all(), &collector, "subnet-1", false, &[]);
@@ -252,7 +253,8 @@ mod tests {
 
         // Another registered collector is skipped, and said so.
         let other: InstanceId = "i-05000000000000003".parse().expect("id");
-        let skipped = plan(all(), &collector, "subnet-1", true, &[collector.clone(), other.clone()]);
+        let own: InstanceId = COLLECTOR.parse().expect("id");
+        let skipped = plan(all(), &collector, "subnet-1", true, &[own, other.clone()]);
         assert_eq!(ids(&skipped).len(), 2);
         assert_eq!(skipped.collectors, [other]);
         let problem = skipped_problem(&skipped, "role=web", &collector, "subnet-1").expect("a problem");

@@ -259,6 +259,7 @@ async fn ipv6_collectors_mirror_both_families() {
             ip: String::new(),
             ipv6: "fd00::100".into(),
             encap: "none".into(),
+            name: String::new(),
         })
         .await
         .expect("added")
@@ -690,5 +691,43 @@ async fn a_collector_is_never_a_source() {
         .expect("list")
         .into_inner();
     assert_eq!(collectors.collectors.len(), 2);
+    ctl.stop().await;
+}
+
+/// A collector that is not an EC2 instance (a load balancer): registered by name at an
+/// address, VXLAN only; sessions reach it like any VXLAN collector.
+#[tokio::test]
+async fn a_collector_that_is_not_an_instance_is_registered_by_name() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    let mut collectors = CollectorServiceClient::new(ctl.channel.clone());
+    let named = |name: &str, ip: &str, encap: &str| pb::AddCollectorRequest {
+        name: name.into(),
+        ip: ip.into(),
+        encap: encap.into(),
+        ..Default::default()
+    };
+    for (req, field) in [
+        (named("ids-lb", "", ""), "ip: "),
+        (named("ids-lb", "10.7.0.5", "none"), "encap: "),
+        (named("bad name", "10.7.0.5", ""), "name: "),
+        (named(COLLECTOR, "10.7.0.5", ""), "name: "),
+    ] {
+        let err = collectors.add_collector(req).await.expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with(field), "{field}: {}", err.message());
+    }
+    let added = collectors.add_collector(named("ids-lb", "10.7.0.5", "")).await.expect("added").into_inner();
+    assert_eq!((added.instance_id.as_str(), added.ip.as_str(), added.encap.as_str()), ("ids-lb", "10.7.0.5", "vxlan"));
+    let mut agent = Agent::connect(&ctl.channel, SOURCE, 0).await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    sessions.create_session(create_vxlan("lb", &[SOURCE], "ids-lb", None)).await.expect("created");
+    let set = agent.next_rule_set().await;
+    assert!(set.rules.iter().all(|r| r.vxlan_remote == "10.7.0.5" && r.vni > 0), "{set:?}");
+    sessions.delete_session(pb::DeleteSessionRequest { name: "lb".into() }).await.expect("deleted");
+    collectors
+        .remove_collector(pb::RemoveCollectorRequest { instance_id: "ids-lb".into() })
+        .await
+        .expect("removed without EC2");
     ctl.stop().await;
 }

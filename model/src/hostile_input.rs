@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    Cidr, CompileInput, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol,
-    RuleDirection, RuleSet, Sample, SessionName, SessionSpec, TagSelector, Throttle, ValidationError, check_gateway,
-    compile, limits,
+    Cidr, CollectorId, CompileInput, Direction, EventKind, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange,
+    Protocol, RuleDirection, RuleSet, Sample, SessionName, SessionSpec, TagSelector, Throttle, ValidationError,
+    check_gateway, compile, limits,
     strategy::{self, config, hostile},
 };
 
@@ -400,7 +400,7 @@ proptest! {
             && keys.len() == distinct.len()
             && !with_collector;
         let built = SessionSpec::selecting(
-            name.clone(), sources.clone(), selectors.clone(), collector.clone(), filter.clone(),
+            name.clone(), sources.clone(), selectors.clone(), CollectorId::from(collector.clone()), filter.clone(),
         );
         match built.map(|s| s.with_allow_routed(allow_routed)) {
             Ok(s) => {
@@ -409,7 +409,7 @@ proptest! {
                 prop_assert!(s.selectors().windows(2).all(|w| w[0].key() < w[1].key()), "one value per key");
                 prop_assert_eq!(s.sources().iter().collect::<BTreeSet<_>>(), sources.iter().collect::<BTreeSet<_>>());
                 prop_assert_eq!(s.selectors().iter().collect::<BTreeSet<_>>(), distinct);
-                prop_assert_eq!((s.name(), s.collector(), s.filter()), (&name, &collector, &filter));
+                prop_assert_eq!((s.name(), s.collector(), s.filter()), (&name, &CollectorId::from(collector.clone()), &filter));
                 prop_assert_eq!(s.allow_routed(), allow_routed);
             }
             Err(e) => {

@@ -88,6 +88,27 @@ string_id!(
 );
 
 string_id!(
+    /// A registered collector: its EC2 instance id, or the name an operator gave a
+    /// collector that is not an instance (a load balancer, an appliance).
+    CollectorId,
+    |s| check_token(s, "collector", 64)
+);
+
+impl CollectorId {
+    /// The EC2 instance, when the collector is one.
+    pub fn instance(&self) -> Option<InstanceId> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<InstanceId> for CollectorId {
+    fn from(id: InstanceId) -> Self {
+        // An instance id always satisfies the collector alphabet and length.
+        CollectorId(id.0)
+    }
+}
+
+string_id!(
     /// A session's name. It becomes part of an iptables comment, so its alphabet is kept
     /// to characters that need no quoting.
     SessionName,

@@ -27,7 +27,7 @@ pub use compile::{CompileInput, compile};
 pub use delivery::{Delivery, Encap, IpFamily, Tunnel, Vni};
 pub use error::ValidationError;
 pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
-pub use ids::{EventKind, HostId, InstanceId, SessionName};
+pub use ids::{CollectorId, EventKind, HostId, InstanceId, SessionName};
 pub use lifetime::parse_lifetime;
 pub use listen::Listen;
 pub use rule::{MirrorRule, RuleDirection, RuleSet};

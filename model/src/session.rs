@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Filter, HostId, InstanceId, SessionName, TagSelector, ValidationError, Vni, limits};
+use crate::{CollectorId, Filter, HostId, SessionName, TagSelector, ValidationError, Vni, limits};
 
 /// A mirroring session as an operator declares it: copy the traffic of its sources that
 /// matches `filter` to `collector`. Sources are named (`sources`), chosen by EC2 tag
@@ -11,7 +11,7 @@ pub struct SessionSpec {
     sources: Vec<HostId>,
     #[serde(default)]
     selectors: Vec<TagSelector>,
-    collector: InstanceId,
+    collector: CollectorId,
     filter: Filter,
     #[serde(default)]
     allow_routed: bool,
@@ -29,7 +29,7 @@ impl SessionSpec {
     pub fn new(
         name: SessionName,
         sources: Vec<HostId>,
-        collector: InstanceId,
+        collector: CollectorId,
         filter: Filter,
     ) -> Result<Self, ValidationError> {
         Self::selecting(name, sources, Vec::new(), collector, filter)
@@ -43,7 +43,7 @@ impl SessionSpec {
         name: SessionName,
         mut sources: Vec<HostId>,
         mut selectors: Vec<TagSelector>,
-        collector: InstanceId,
+        collector: CollectorId,
         filter: Filter,
     ) -> Result<Self, ValidationError> {
         if sources.is_empty() && selectors.is_empty() {
@@ -135,7 +135,7 @@ impl SessionSpec {
         &self.selectors
     }
 
-    pub fn collector(&self) -> &InstanceId {
+    pub fn collector(&self) -> &CollectorId {
         &self.collector
     }
 
@@ -156,7 +156,7 @@ mod tests {
         "s".parse().expect("name")
     }
 
-    fn collector() -> InstanceId {
+    fn collector() -> CollectorId {
         "i-0123456789abcdef0".parse().expect("id")
     }
 
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn collector_cannot_be_a_source() {
         let c = collector();
-        let err = SessionSpec::new(name(), vec![c.clone().into()], c, Filter::default()).unwrap_err();
+        let err = SessionSpec::new(name(), vec![c.as_str().parse().expect("host")], c, Filter::default()).unwrap_err();
         assert_eq!(err.field, "sources");
     }
 

@@ -126,7 +126,7 @@ impl Api {
             other => ApiError::Cloud(other),
         })?;
         let collectors: Vec<InstanceId> =
-            self.store.list_collectors().await?.into_iter().map(|c| c.instance_id).collect();
+            self.store.list_collectors().await?.into_iter().filter_map(|c| c.instance_id.instance()).collect();
         let routed_ok = spec.allow_routed() || collector.encap == Encap::Vxlan;
         let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, routed_ok, &collectors);
         if !resolution.off_link.is_empty() {
@@ -155,7 +155,7 @@ impl Api {
         let name = convert::session_name(&req.name)?;
         let sources = convert::sources(&req.sources)?;
         let tags = convert::source_tags(&req.source_tags)?;
-        let collector = convert::instance_id("collector", &req.collector)?;
+        let collector = convert::collector_id("collector", &req.collector)?;
         let filter = convert::filter(req.filter.as_ref())?;
         let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?
             .with_allow_routed(req.allow_routed)
@@ -221,10 +221,13 @@ impl Api {
     }
 
     async fn add_collector(&self, req: pb::AddCollectorRequest, audit: &AuditEntry) -> Result<pb::Collector, ApiError> {
-        let id = convert::instance_id("instance_id", &req.instance_id)?;
         let ip_override = convert::collector_ip(&req.ip)?;
         let ipv6_override = convert::collector_ipv6(&req.ipv6)?;
         let encap = convert::encap(&req.encap)?;
+        if !req.name.is_empty() {
+            return self.add_named_collector(&req, ip_override, ipv6_override, encap, audit).await;
+        }
+        let id = convert::instance_id("instance_id", &req.instance_id)?;
         let instance = self.cloud.describe_instance(&id).await?;
         let ip = match (ip_override, instance.private_ip) {
             (Some(ip), _) => IpAddr::V4(ip),
@@ -250,7 +253,7 @@ impl Api {
             .store
             .add_collector(
                 &NewCollector {
-                    instance_id: id.clone(),
+                    instance_id: id.clone().into(),
                     ip,
                     ipv6,
                     subnet_id: instance.subnet_id.unwrap_or_default(),
@@ -265,6 +268,52 @@ impl Api {
         Ok(convert::pb_collector(&record))
     }
 
+    /// A collector that is not an EC2 instance (a load balancer's address, an appliance):
+    /// named by the operator, reached at `ip`, VXLAN only, since nothing of it can be
+    /// changed in EC2 and raw clones need its Source/Dest Check off.
+    async fn add_named_collector(
+        &self,
+        req: &pb::AddCollectorRequest,
+        ip: Option<std::net::Ipv4Addr>,
+        ipv6: Option<std::net::Ipv6Addr>,
+        encap: Encap,
+        audit: &AuditEntry,
+    ) -> Result<pb::Collector, ApiError> {
+        let id = convert::collector_id("name", &req.name)?;
+        if !req.instance_id.is_empty() {
+            return Err(ValidationError::new("name", "give an instance id or a name, not both").into());
+        }
+        if id.instance().is_some() {
+            return Err(
+                ValidationError::new("name", format!("{id} is an instance id; register it without --name")).into()
+            );
+        }
+        if encap != Encap::Vxlan {
+            return Err(ValidationError::new(
+                "encap",
+                "a collector that is not an EC2 instance takes VXLAN only: raw clones need its Source/Dest Check off",
+            )
+            .into());
+        }
+        let ip = ip.map(IpAddr::V4).or(ipv6.map(IpAddr::V6)).ok_or_else(|| {
+            ValidationError::new(
+                "ip",
+                format!("collector {id} is not an EC2 instance, so its address is needed (--ip)"),
+            )
+        })?;
+        let new = NewCollector {
+            instance_id: id.clone(),
+            ip,
+            ipv6,
+            subnet_id: String::new(),
+            source_dest_check: true,
+            encap,
+        };
+        let record = self.store.add_collector(&new, audit).await?;
+        info!(collector = %id, %ip, "collector registered by name");
+        Ok(convert::pb_collector(&record))
+    }
+
     async fn get_host(&self, req: &pb::GetHostRequest) -> Result<pb::Host, ApiError> {
         let id = convert::host_id("host_id", &req.host_id)?;
         let record = self.store.host(&id).await?;
@@ -273,7 +322,7 @@ impl Api {
     }
 
     async fn remove_collector(&self, req: pb::RemoveCollectorRequest, audit: &AuditEntry) -> Result<(), ApiError> {
-        let id = convert::instance_id("instance_id", &req.instance_id)?;
+        let id = convert::collector_id("instance_id", &req.instance_id)?;
         let record = self.store.collector(&id).await?;
         if record.session_count > 0 {
             // Let the store produce the message naming the sessions.
@@ -282,8 +331,8 @@ impl Api {
         // Put Source/Dest Check back before forgetting the collector: afterwards nothing
         // would remember that teefleet changed it.
         let original = crate::store::SdcState::from(record.original_source_dest_check);
-        if record.source_dest_check != original {
-            self.cloud.set_source_dest_check(&id, record.original_source_dest_check).await.map_err(|e| {
+        if let Some(instance) = id.instance().filter(|_| record.source_dest_check != original) {
+            self.cloud.set_source_dest_check(&instance, record.original_source_dest_check).await.map_err(|e| {
                 ApiError::Cloud(match e {
                     CloudError::Unavailable(m) => CloudError::Unavailable(format!(
                         "{m}; the collector is kept until its Source/Dest Check is restored, retry"

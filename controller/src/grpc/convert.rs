@@ -9,8 +9,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use teefleet_model::text::printable;
 use teefleet_model::{
-    Cidr, Direction, Encap, EventKind, Filter, HostId, InstanceId, IpFamily, MaxPps, MirrorRule, PortRange, Protocol,
-    RuleDirection, RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError, Vni,
+    Cidr, CollectorId, Direction, Encap, EventKind, Filter, HostId, InstanceId, IpFamily, MaxPps, MirrorRule,
+    PortRange, Protocol, RuleDirection, RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError, Vni,
 };
 use teefleet_proto::v1 as pb;
 
@@ -36,6 +36,10 @@ pub fn session_name(value: &str) -> Result<SessionName, ValidationError> {
 }
 
 pub fn instance_id(name: &str, value: &str) -> Result<InstanceId, ValidationError> {
+    field(name, value)
+}
+
+pub fn collector_id(name: &str, value: &str) -> Result<CollectorId, ValidationError> {
     field(name, value)
 }
 

@@ -19,8 +19,8 @@ use sqlx::{
     types::Json,
 };
 use teefleet_model::{
-    Cidr, CompileInput, Direction, Encap, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
-    Sample, SessionName, SessionSpec, Throttle, Vni, compile,
+    Cidr, CollectorId, CompileInput, Direction, Encap, Filter, HostId, InstanceId, MaxPps, MirrorRule, PortRange,
+    Protocol, RuleSet, Sample, SessionName, SessionSpec, Throttle, Vni, compile,
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
@@ -161,7 +161,7 @@ impl Store {
         self.collector(&c.instance_id).await
     }
 
-    pub async fn collector(&self, id: &InstanceId) -> Result<CollectorRecord> {
+    pub async fn collector(&self, id: &CollectorId) -> Result<CollectorRecord> {
         let row = sqlx::query(concat!(collector_select!(), " WHERE c.instance_id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -176,7 +176,7 @@ impl Store {
     }
 
     /// Deletes a collector no session uses.
-    pub async fn delete_collector(&self, id: &InstanceId, audit: &AuditEntry) -> Result<()> {
+    pub async fn delete_collector(&self, id: &CollectorId, audit: &AuditEntry) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let users: Vec<String> = sqlx::query_scalar("SELECT name FROM sessions WHERE collector_id = $1 ORDER BY name")
@@ -429,7 +429,7 @@ use collector_select;
 
 /// The host a collector's agent speaks for (its instance id), made known so that the
 /// agent finds its desired set (the decapsulating device) whenever it connects.
-async fn collector_host(tx: &mut Transaction<'_, Postgres>, id: &InstanceId) -> Result<HostId> {
+async fn collector_host(tx: &mut Transaction<'_, Postgres>, id: &CollectorId) -> Result<HostId> {
     sqlx::query("INSERT INTO hosts (host_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(id.as_str())
         .execute(&mut **tx)

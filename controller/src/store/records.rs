@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow, types::Json};
-use teefleet_model::{Encap, HostId, InstanceId, SessionSpec, TagSelector, Vni};
+use teefleet_model::{CollectorId, Encap, HostId, SessionSpec, TagSelector, Vni};
 
 use super::{Result, StoreError, corrupt, filter_from_row, version};
 
@@ -49,7 +49,8 @@ impl From<bool> for SdcState {
 
 #[derive(Debug, Clone)]
 pub struct NewCollector {
-    pub instance_id: InstanceId,
+    /// Its instance id, or the name of a collector that is not an instance.
+    pub instance_id: CollectorId,
     pub ip: IpAddr,
     /// Where IPv6 traffic is cloned to; without it only IPv4 traffic is mirrored.
     pub ipv6: Option<Ipv6Addr>,
@@ -61,7 +62,8 @@ pub struct NewCollector {
 
 #[derive(Debug, Clone)]
 pub struct CollectorRecord {
-    pub instance_id: InstanceId,
+    /// Its instance id, or the name of a collector that is not an instance.
+    pub instance_id: CollectorId,
     pub ip: IpAddr,
     pub ipv6: Option<Ipv6Addr>,
     pub subnet_id: String,

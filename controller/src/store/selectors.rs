@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Postgres, Row, Transaction};
-use teefleet_model::{HostId, InstanceId, SessionName, TagSelector};
+use teefleet_model::{CollectorId, HostId, SessionName, TagSelector};
 
 use super::{AuditEntry, Result, Store, access, corrupt, lock, recompile, record_required};
 
@@ -16,7 +16,7 @@ pub struct TagSession {
     id: i64,
     pub name: SessionName,
     pub selectors: Vec<TagSelector>,
-    pub collector: InstanceId,
+    pub collector: CollectorId,
     /// Empty when unknown; then sources are not checked against it.
     pub collector_subnet: String,
     pub allow_routed: bool,
