@@ -145,7 +145,9 @@ async fn admin_errors_use_the_right_codes_and_change_nothing() {
         (create("bad name", &[SOURCE], COLLECTOR, None), Code::InvalidArgument, "name: "),
         (create("s", &[], COLLECTOR, None), Code::InvalidArgument, "sources: "),
         (create("s", &["bad host!"], COLLECTOR, None), Code::InvalidArgument, "sources[0]: "),
-        (create("s", &[SOURCE], "nope", None), Code::InvalidArgument, "collector: "),
+        // A collector may be a name (one that is not an instance); this one is not registered.
+        (create("s", &[SOURCE], "nope", None), Code::NotFound, "collector nope"),
+        (create("s", &[SOURCE], "no pe", None), Code::InvalidArgument, "collector: "),
         (create("s", &[SOURCE], COLLECTOR, Some(icmp_port)), Code::InvalidArgument, "filter.port: "),
         (create("s", &[SOURCE], COLLECTOR, Some(bad_cidr)), Code::InvalidArgument, "filter.cidrs[0]: "),
         (
