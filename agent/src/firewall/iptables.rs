@@ -217,6 +217,10 @@ struct State {
     families: [FamilyState; 2],
     /// Counters of rules since replaced, so the totals reported never go down.
     base: BTreeMap<SessionName, Counter>,
+    /// The host holds exactly the devices `set` needs, as last converged. Until it is
+    /// known (at start, after a failed removal) devices are looked at even for a set that
+    /// needs none; after, a set without tunnels costs no `ip` call.
+    devices_settled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -487,8 +491,14 @@ impl Dataplane for IptablesDataplane {
             });
         }
         let mut state = self.state.lock().await;
+        let wanted = Wanted::of(set);
+        let had_devices = state.set.as_ref().is_some_and(|s| !Wanted::of(s).is_empty());
+        let touch_devices = !wanted.is_empty() || had_devices || !state.devices_settled;
         // Devices first: a rule may name a device only once it exists.
-        devices::converge(&self.iptables, self.info.ipv6, &Wanted::of(set), false, false).await?;
+        if !wanted.is_empty() {
+            state.devices_settled = false;
+            devices::converge(&self.iptables, self.info.ipv6, &wanted, false, false).await?;
+        }
         let previous = state.set.take();
         let mut touched = Vec::new();
         for family in self.families() {
@@ -498,15 +508,25 @@ impl Dataplane for IptablesDataplane {
             if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
                 self.roll_back(&mut state, previous.as_ref(), &touched).await;
                 let before = previous.as_ref().map(Wanted::of).unwrap_or_default();
-                if let Err(cleanup) = devices::converge(&self.iptables, self.info.ipv6, &before, true, false).await {
+                let restored = devices::converge(&self.iptables, self.info.ipv6, &before, true, false).await;
+                if let Err(cleanup) = &restored {
                     warn!(error = %cleanup, "removing the failed set's tunnel devices failed; the drift check retries");
                 }
+                state.devices_settled = restored.is_ok();
                 state.set = previous;
                 return Err(e);
             }
         }
-        // No rule names a device the set does not need any more.
-        devices::converge(&self.iptables, self.info.ipv6, &Wanted::of(set), true, false).await?;
+        // No rule names a device the set does not need any more. The rules are applied
+        // whatever happens here: a device left over is harmless, and the drift check
+        // removes it.
+        if touch_devices {
+            let removed = devices::converge(&self.iptables, self.info.ipv6, &wanted, true, false).await;
+            if let Err(e) = &removed {
+                warn!(error = %e, "removing tunnel devices no rule needs failed; the drift check retries");
+            }
+            state.devices_settled = removed.is_ok();
+        }
         // Sessions no longer applied stop being reported.
         state.base.retain(|session, _| set.rules().iter().any(|r| r.session() == session));
         state.set = Some(set.clone());
@@ -549,10 +569,11 @@ impl Dataplane for IptablesDataplane {
             repairs.push(Repair { scope: Scope::Rules(family), drift });
         }
         let wanted = state.set.as_ref().map(Wanted::of).unwrap_or_default();
-        if !wanted.is_empty() {
+        if state.set.is_some() && (!wanted.is_empty() || !state.devices_settled) {
             for drift in devices::converge(&self.iptables, self.info.ipv6, &wanted, true, true).await? {
                 repairs.push(Repair { scope: Scope::Tunnels, drift });
             }
+            state.devices_settled = true;
         }
         Ok(Check { repairs, counters: Self::totals(&state) })
     }
