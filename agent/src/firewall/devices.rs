@@ -53,6 +53,14 @@ pub async fn converge(
     missing_is_drift: bool,
 ) -> Result<Vec<String>, ApplyError> {
     let mut observed = observe(tools).await?;
+    let mut problems = Vec::new();
+    // A device of ours renamed behind the agent's back holds its VNI: it goes first, or
+    // the real one cannot be made again.
+    let renamed: Vec<String> = observed
+        .iter()
+        .filter(|d| tunnel::vni_of(&d.name).is_none() && d.name != tunnel::DECAP_DEVICE)
+        .map(|d| d.name.clone())
+        .collect();
     // The kernel gives UDP 4789 to tunnel devices or to an external one, not both: the
     // kind that is going goes first (a host turns from collector to source or back).
     let conflicting: Vec<String> = observed
@@ -61,12 +69,12 @@ pub async fn converge(
         .filter(|d| if d.name == tunnel::DECAP_DEVICE { !wanted.tunnels.is_empty() } else { wanted.decap })
         .map(|d| d.name.clone())
         .collect();
-    for name in &conflicting {
+    for name in renamed.iter().chain(&conflicting) {
         tools.ip(&["link", "del", "dev", name]).await?;
-        info!(device = %name, "device removed to free port 4789");
+        info!(device = %name, "device of ours removed first");
     }
-    observed.retain(|d| !conflicting.contains(&d.name));
-    let mut problems = Vec::new();
+    problems.extend(renamed.iter().map(|name| format!("a device of ours was renamed to {name}")));
+    observed.retain(|d| !renamed.contains(&d.name) && !conflicting.contains(&d.name));
     if wanted.decap {
         let name = tunnel::DECAP_DEVICE;
         let create = match observed.iter().find(|d| d.name == name) {

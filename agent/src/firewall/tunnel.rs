@@ -32,6 +32,9 @@ pub const PREFIX: &str = "tfvx";
 /// On a collector: the device that takes every VNI on port 4789 and offers the inner
 /// frames to local tools (`tcpdump -i teefleet0`, Suricata, Zeek).
 pub const DECAP_DEVICE: &str = "teefleet0";
+/// The alias every device of ours carries: it survives a rename, so a device renamed
+/// behind the agent's back is still known as ours (and its VNI freed for the real one).
+pub const ALIAS: &str = "teefleet";
 /// VXLAN's IANA port, the one AWS Traffic Mirroring uses.
 pub const PORT: u16 = 4789;
 /// The IPv4 next hop of every tunnel device (link-local: never routed off the host).
@@ -61,6 +64,8 @@ pub fn vni_of(device: &str) -> Option<Vni> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedDevice {
     pub name: String,
+    /// It carries our alias.
+    pub alias: bool,
     /// A VXLAN device in external (metadata) mode: it takes every VNI.
     pub external: bool,
     pub vni: Option<u32>,
@@ -80,6 +85,9 @@ impl ObservedDevice {
     pub fn problem(&self, tunnel: Tunnel, ipv6: bool) -> Option<String> {
         let vni = tunnel.vni().get();
         let wrong = |what: &str| Some(format!("{} {what}", self.name));
+        if !self.alias {
+            return wrong(&format!("has not the alias {ALIAS}"));
+        }
         if self.vni != Some(vni) || self.remote != Some(tunnel.remote()) || self.port != Some(PORT) {
             return wrong(&format!(
                 "is VNI {:?} to {:?} port {:?}, not VNI {vni} to {} port {PORT}",
@@ -111,7 +119,7 @@ impl ObservedDevice {
 impl ObservedDevice {
     /// What is wrong with it as the collector's decapsulating device, if anything.
     pub fn decap_problem(&self) -> Option<String> {
-        if !self.external || self.port != Some(PORT) {
+        if !self.alias || !self.external || self.port != Some(PORT) {
             return Some(format!("{} is not an external VXLAN device on port {PORT}", self.name));
         }
         (!self.up).then(|| format!("{} is down", self.name))
@@ -125,6 +133,7 @@ pub fn decap_commands() -> Vec<(&'static str, Vec<String>)> {
     let port = PORT.to_string();
     vec![
         ("ip", strings(&["link", "add", DECAP_DEVICE, "type", "vxlan", "dstport", &port, "external"])),
+        ("ip", strings(&["link", "set", "dev", DECAP_DEVICE, "alias", ALIAS])),
         ("ip", strings(&["link", "set", "dev", DECAP_DEVICE, "addrgenmode", "none"])),
         ("ip", strings(&["link", "set", "dev", DECAP_DEVICE, "up"])),
     ]
@@ -141,6 +150,7 @@ pub fn create_commands(tunnel: Tunnel, ipv6: bool) -> Vec<(&'static str, Vec<Str
     let (hop4, hop6) = (NEXT_HOP_V4.to_string(), NEXT_HOP_V6.to_string());
     let mut commands = vec![
         ("ip", strings(&["link", "add", &dev, "type", "vxlan", "id", &vni, "remote", &remote, "dstport", &port])),
+        ("ip", strings(&["link", "set", "dev", &dev, "alias", ALIAS])),
         ("ip", strings(&["link", "set", "dev", &dev, "addrgenmode", "none"])),
     ];
     if ipv6 {
@@ -164,6 +174,8 @@ pub fn create_commands(tunnel: Tunnel, ipv6: bool) -> Vec<(&'static str, Vec<Str
 #[derive(Debug, Deserialize)]
 struct Link {
     ifname: String,
+    #[serde(default)]
+    ifalias: Option<String>,
     #[serde(default)]
     mtu: Option<u32>,
     #[serde(default)]
@@ -216,8 +228,9 @@ struct Route {
 }
 
 /// Our devices from `ip -d -j link show`, `ip -j neigh show` (both families) and
-/// `ip -j route show` output of each family. Devices named like ours but not VXLAN are
-/// reported too, so the caller replaces them.
+/// `ip -j route show` output of each family: those named as ours (`tfvx<VNI>`,
+/// `teefleet0`) whatever they are, so the caller replaces a wrong one, and those that
+/// carry our alias under another name (renamed).
 pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<ObservedDevice>, serde_json::Error> {
     let links: Vec<Link> = serde_json::from_str(non_empty(links))?;
     let neighbours: Vec<Neighbour> = serde_json::from_str(non_empty(neighbours))?;
@@ -226,7 +239,7 @@ pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<Obs
     let hops = [NEXT_HOP_V4.to_string(), NEXT_HOP_V6.to_string()];
     Ok(links
         .into_iter()
-        .filter(|l| l.ifname.starts_with(PREFIX) || l.ifname == DECAP_DEVICE)
+        .filter(|l| vni_of(&l.ifname).is_some() || l.ifname == DECAP_DEVICE || l.ifalias.as_deref() == Some(ALIAS))
         .map(|link| {
             let data = link
                 .linkinfo
@@ -236,6 +249,7 @@ pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<Obs
             let name = link.ifname.clone();
             let vni = vni_of(&name).map(Vni::get);
             ObservedDevice {
+                alias: link.ifalias.as_deref() == Some(ALIAS),
                 external: data.is_some_and(|d| d.external),
                 vni: data.and_then(|d| d.id),
                 remote: data.and_then(|d| d.remote.or(d.remote6)),
@@ -287,10 +301,10 @@ mod tests {
 
     #[test]
     fn reads_what_ip_prints_and_says_what_is_wrong() {
-        let links = r#"[{"ifindex":5,"ifname":"tfvx42","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":65000,
+        let links = r#"[{"ifindex":5,"ifname":"tfvx42","ifalias":"teefleet","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":65000,
             "linkinfo":{"info_kind":"vxlan","info_data":{"id":42,"remote":"10.0.0.9","port":4789}}},
             {"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP"],"mtu":65536},
-            {"ifindex":6,"ifname":"tfvx7","flags":["BROADCAST"],"mtu":1450,
+            {"ifindex":6,"ifname":"tfvx7","ifalias":"teefleet","flags":["BROADCAST"],"mtu":1450,
             "linkinfo":{"info_kind":"vxlan","info_data":{"id":7,"remote6":"fd00::9","port":4789}}}]"#;
         let neigh = r#"[{"dst":"169.254.77.77","dev":"tfvx42","lladdr":"02:74:66:00:00:01","state":["PERMANENT"]},
             {"dst":"fe80::77","dev":"tfvx42","lladdr":"02:74:66:00:00:01","state":["PERMANENT"]},
@@ -311,8 +325,14 @@ mod tests {
         assert!(v4_only[0].problem(tunnel(42, "10.0.0.9"), true).is_some_and(|p| p.contains("fe80::77")));
         assert_eq!(v4_only[0].problem(tunnel(42, "10.0.0.9"), false), None);
         assert!(parse("", "", ["", ""]).expect("empty").is_empty());
+        // Renamed, it is still ours by its alias; without the alias, not quite ours.
+        let renamed = links.replace("\"ifname\":\"tfvx42\"", "\"ifname\":\"eth9\"");
+        assert!(parse(&renamed, neigh, [routes, routes6]).expect("parses").iter().any(|d| d.name == "eth9"));
+        let unaliased = links.replace("\"ifalias\":\"teefleet\",", "");
+        let devices = parse(&unaliased, neigh, [routes, routes6]).expect("parses");
+        assert!(devices[0].problem(tunnel(42, "10.0.0.9"), true).is_some_and(|p| p.contains("alias")));
 
-        let decap = r#"[{"ifindex":7,"ifname":"teefleet0","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,
+        let decap = r#"[{"ifindex":7,"ifname":"teefleet0","ifalias":"teefleet","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,
             "linkinfo":{"info_kind":"vxlan","info_data":{"external":true,"id":0,"port":4789}}}]"#;
         let devices = parse(decap, "[]", ["[]", "[]"]).expect("parses");
         assert_eq!(devices[0].decap_problem(), None);
