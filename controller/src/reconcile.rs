@@ -140,9 +140,7 @@ async fn apply(store: &Store, cloud: &dyn Cloud, action: &Action, failures: &mut
             store.set_collector_ec2(id, Some(SdcState::from(action.source_dest_check)), None).await
         }
         Err(e) => {
-            let n = failures.get(id).map_or(0, |(n, _)| *n) + 1;
-            let delay = backoff(n);
-            failures.insert(id.clone(), (n, Instant::now() + delay));
+            let delay = fail(failures, id);
             let message = format!("could not {verb} Source/Dest Check: {e}");
             if matches!(e, CloudError::NotFound(_)) {
                 warn!(collector = %id, error = %e, "collector instance no longer exists in EC2");
@@ -174,7 +172,7 @@ async fn apply_source(
             let original = match cloud.describe_instance(id).await {
                 Ok(info) => info.source_dest_check.unwrap_or(true),
                 Err(e) => {
-                    fail(failures, id, &e);
+                    fail(failures, id);
                     warn!(source = %id, error = %e, "cannot read the source's Source/Dest Check");
                     return;
                 }
@@ -196,7 +194,7 @@ async fn apply_source(
             store.set_source_check(&host, Some(SdcState::from(want)), None).await
         }
         Err(e) => {
-            let delay = fail(failures, id, &e);
+            let delay = fail(failures, id);
             warn!(source = %id, error = %e, retry_in = ?delay, "EC2 call failed");
             let verb = if want { "restore" } else { "disable" };
             store.set_source_check(&host, None, Some(&format!("could not {verb} Source/Dest Check: {e}"))).await
@@ -208,7 +206,7 @@ async fn apply_source(
 }
 
 /// Counts a failure of `id` and returns when to retry.
-fn fail(failures: &mut HashMap<InstanceId, (u32, Instant)>, id: &InstanceId, _error: &CloudError) -> Duration {
+fn fail(failures: &mut HashMap<InstanceId, (u32, Instant)>, id: &InstanceId) -> Duration {
     let n = failures.get(id).map_or(0, |(n, _)| *n) + 1;
     let delay = backoff(n);
     failures.insert(id.clone(), (n, Instant::now() + delay));

@@ -168,22 +168,7 @@ impl Capture {
         }
         let command = cmd::command("ip", args);
         let mut proc = Proc::spawn_split(&format!("tcpdump {label}"), command, &output, &log)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            proc.check_running()?;
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("listening on") {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(LabError::Timeout {
-                    what: format!("tcpdump in {netns} to start listening"),
-                    seconds: 20,
-                    log: Some(log),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(&mut proc, &log, netns).await?;
         Ok(Capture { proc, output })
     }
 
@@ -281,15 +266,7 @@ impl Pcap {
             args.push(filter);
         }
         let mut proc = Proc::spawn(&format!("tcpdump {label} (pcap)"), cmd::command("ip", args), &log)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
-            proc.check_running()?;
-            if tokio::time::Instant::now() >= deadline {
-                let what = format!("tcpdump -w in {netns} to start listening");
-                return Err(LabError::Timeout { what, seconds: 20, log: Some(log) });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(&mut proc, &log, netns).await?;
         Ok(Pcap { proc, path })
     }
 
@@ -303,6 +280,20 @@ impl Pcap {
         self.proc.terminate(Duration::from_secs(5)).await;
         self.path.clone()
     }
+}
+
+/// Waits until tcpdump's log says it listens, so nothing sent afterwards is missed.
+async fn wait_listening(proc: &mut Proc, log: &Path, netns: &str) -> Result<(), LabError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("listening on") {
+        proc.check_running()?;
+        if tokio::time::Instant::now() >= deadline {
+            let what = format!("tcpdump in {netns} to start listening");
+            return Err(LabError::Timeout { what, seconds: 20, log: Some(log.to_path_buf()) });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// `tshark -r FILE -Y FILTER -T fields -e F…`: one row per packet, one column per field;

@@ -620,7 +620,7 @@ impl Drop for Lab {
 
 /// Locks one of the lab's process lists; a panic while holding it (none is possible in
 /// this module) would only poison it, and the list itself stays usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

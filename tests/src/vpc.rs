@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::LabError;
 use crate::cmd::{self, run_quiet_blocking, run_text};
+use crate::lab::lock;
 use crate::netns::Host;
 
 /// ICMPv6 types that pass a checked port whatever their addresses: neighbour discovery
@@ -231,8 +232,4 @@ async fn nft(text: &str) -> Result<(), LabError> {
         });
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
