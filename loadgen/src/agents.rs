@@ -100,6 +100,11 @@ impl Agent {
         self.received.store(acks.len(), Ordering::Release);
     }
 
+    /// The version of the last rule set received: what the agent holds.
+    pub fn held(&self) -> Option<u64> {
+        Agent::lock(&self.acks).last().map(|a| a.version)
+    }
+
     /// The `n`-th rule set received (0-based), if it has arrived.
     pub fn ack(&self, n: usize) -> Option<Acked> {
         Agent::lock(&self.acks).get(n).copied()

@@ -1,6 +1,8 @@
 //! Postgres' own count of committed and rolled-back transactions in one database, so the
 //! report can say how much database work an idle fleet causes.
 
+use std::collections::HashMap;
+
 use sqlx::{Connection, PgConnection};
 
 /// `xact_commit + xact_rollback` of the database `url` names. Backends flush these
@@ -26,4 +28,14 @@ pub async fn counts(url: &str) -> Result<(usize, usize), sqlx::Error> {
             .await?;
     let _ = conn.close().await;
     Ok((usize::try_from(hosts).unwrap_or(0), usize::try_from(sessions).unwrap_or(0)))
+}
+
+/// Every host's desired version: what an agent must hold before the controller has
+/// nothing left to push it.
+pub async fn desired_versions(url: &str) -> Result<HashMap<String, u64>, sqlx::Error> {
+    let mut conn = PgConnection::connect(url).await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT host_id, desired_version FROM hosts").fetch_all(&mut conn).await?;
+    let _ = conn.close().await;
+    Ok(rows.into_iter().map(|(host, v)| (host, u64::try_from(v).unwrap_or(0))).collect())
 }

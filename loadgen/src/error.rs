@@ -26,6 +26,9 @@ pub enum LoadgenError {
          controller; raise it (ulimit -n {need}) or run fewer agents"
     )]
     FileLimit { have: u64, need: u64, agents: usize },
+    /// The fleet did not converge on what the database wants.
+    #[error("{behind} agents still lacked their desired version {seconds} s after the last change")]
+    NotSettled { behind: usize, seconds: u64 },
     /// Reading Postgres' statistics failed.
     #[error("reading Postgres statistics: {0}")]
     Database(#[from] sqlx::Error),

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::agents::Fleet;
+use crate::dbstat;
 use crate::error::LoadgenError;
 use crate::latency::{Summary, signed_ms};
 use crate::procstat;
@@ -40,7 +41,30 @@ pub struct Storm {
     pub controller_rss_mb: Option<f64>,
 }
 
-/// Kills `controller`, starts another on its address and database, and waits up to
+/// Waits until every agent holds the version the database wants for its host, so that
+/// a push still on its way when the controller dies is not counted as the restart's.
+async fn settle(fleet: &Fleet, database_url: &str, timeout: Duration) -> Result<(), LoadgenError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    loop {
+        let desired = dbstat::desired_versions(database_url).await?;
+        let behind = fleet
+            .agents()
+            .iter()
+            .filter(|a| desired.get(&a.host_id).is_some_and(|&want| a.held().unwrap_or(0) < want))
+            .count();
+        if behind == 0 {
+            info!(waited_ms = started.elapsed().as_millis(), "the fleet holds what the database wants");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LoadgenError::NotSettled { behind, seconds: timeout.as_secs() });
+        }
+        tokio::time::sleep(POLL * 10).await;
+    }
+}
+
+/// Kills `controller` once the fleet holds what it wants, starts another on its address and database, and waits up to
 /// `timeout` for every agent to be back and then `quiet` for stray pushes. Returns the
 /// new controller, which the fleet now uses.
 pub async fn restart(
@@ -52,6 +76,7 @@ pub async fn restart(
     (timeout, quiet): (Duration, Duration),
     ticks: u64,
 ) -> Result<(Controller, Storm), LoadgenError> {
+    settle(fleet, database_url, timeout).await?;
     let opens = fleet.opens();
     let pushes = fleet.pushes();
     let failed = fleet.failed_reopens();
