@@ -224,7 +224,7 @@ pub struct TokenCreateArgs {
     #[arg(long, value_enum)]
     pub role: RoleArg,
     /// How long the token is valid: 90s, 30m, 1h, 7d (at least a minute).
-    #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_duration)]
     pub ttl: std::time::Duration,
     /// How many agents may enroll with it (role agent only); default: unlimited until it
     /// expires, or 1 with --host.
@@ -384,9 +384,10 @@ pub struct CreateArgs {
     /// Wait until every source has applied the session.
     #[arg(long)]
     pub wait: bool,
-    /// How long `--wait` waits, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "wait")]
-    pub timeout: u64,
+    /// How long `--wait` waits: 90s, 5m (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
+          value_parser = teefleet_model::parse_duration_or_seconds)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -544,7 +545,7 @@ mod tests {
             "5",
         ]);
         assert!(c.wait);
-        assert_eq!(c.timeout, 5);
+        assert_eq!(c.timeout, std::time::Duration::from_secs(5));
         let req = c.to_request();
         assert_eq!(req.name, "web");
         assert_eq!(req.sources, ["i-1", "i-2"]);
@@ -617,7 +618,7 @@ mod tests {
     fn create_defaults_leave_the_filter_unspecified() {
         let c = create(&["s", "--source", "i-1", "--collector", "i-9"]);
         assert!(!c.wait);
-        assert_eq!(c.timeout, 60);
+        assert_eq!(c.timeout, std::time::Duration::from_secs(60));
         let f = c.to_request().filter.expect("filter");
         assert_eq!(f.direction, v1::Direction::Unspecified as i32);
         assert_eq!(f.protocol, v1::Protocol::Unspecified as i32);

@@ -335,7 +335,7 @@ async fn create_session(
 ) -> Result<(), CliError> {
     let mut session = client.create_session(args.to_request()).await?.into_inner();
     if args.wait {
-        session = wait_active(&mut client, session, Duration::from_secs(args.timeout)).await?;
+        session = wait_active(&mut client, session, args.timeout).await?;
     }
     let s = SessionOut::from(&session);
     Ok(output::emit(out, format, &s, || output::session_detail(&s))?)

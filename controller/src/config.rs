@@ -31,18 +31,18 @@ pub struct Config {
     pub ca_key_secret: Option<String>,
 
     /// How long an agent's client certificate is valid; agents renew at two thirds.
-    #[arg(long, env = "FLEET_AGENT_CERT_TTL", default_value = "24h", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, env = "FLEET_AGENT_CERT_TTL", default_value = "24h", value_parser = teefleet_model::parse_duration)]
     pub agent_cert_ttl: Duration,
 
     /// How often each replica compares the desired versions of the agents it holds with
     /// the database, in case a change notification was lost (e.g. in a database outage).
-    #[arg(long, env = "FLEET_RESYNC_INTERVAL", default_value = "5s", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, env = "FLEET_RESYNC_INTERVAL", default_value = "5s", value_parser = teefleet_model::parse_duration)]
     pub resync_interval: Duration,
 
     /// How often the leader asks EC2 which instances carry each session's source tags, so
     /// the session follows instances that appear and go away. Each pass costs one
     /// DescribeInstances query (and its pages) per distinct set of tags.
-    #[arg(long, env = "FLEET_SELECTOR_INTERVAL", default_value = "30s", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, env = "FLEET_SELECTOR_INTERVAL", default_value = "30s", value_parser = teefleet_model::parse_duration)]
     pub selector_interval: Duration,
 
     /// The admin token to accept (at least 16 characters). Without it, a first start with
@@ -52,7 +52,7 @@ pub struct Config {
 
     /// How often refused calls (bad tokens, certificates or roles) that were not logged or
     /// audited one by one are summed up, in the log and in the audit log.
-    #[arg(long, env = "FLEET_REFUSAL_REPORT_INTERVAL", default_value = "10s", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, env = "FLEET_REFUSAL_REPORT_INTERVAL", default_value = "10s", value_parser = teefleet_model::parse_duration)]
     pub refusal_report_interval: Duration,
 
     /// The most client connections served at once (agents, fleetctl, enrollments); kept
@@ -68,7 +68,7 @@ pub struct Config {
 
     /// How long a new connection gets to finish its TLS handshake and send the HTTP/2
     /// preface before it is closed.
-    #[arg(long, env = "FLEET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = teefleet_model::parse_lifetime)]
+    #[arg(long, env = "FLEET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = teefleet_model::parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Where to serve Prometheus /metrics; `off` disables it.

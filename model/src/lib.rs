@@ -7,10 +7,10 @@
 
 mod compile;
 mod delivery;
+mod duration;
 mod error;
 mod filter;
 mod ids;
-mod lifetime;
 mod listen;
 mod rule;
 mod selector;
@@ -25,10 +25,10 @@ mod hostile_input;
 
 pub use compile::{CompileInput, compile};
 pub use delivery::{Delivery, Encap, IpFamily, Tunnel, Vni};
+pub use duration::{parse_duration, parse_duration_or_seconds};
 pub use error::ValidationError;
 pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
 pub use ids::{CollectorId, EventKind, HostId, InstanceId, SessionName};
-pub use lifetime::parse_lifetime;
 pub use listen::Listen;
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
 pub use selector::{TagSelector, carries_all};
