@@ -37,7 +37,6 @@ use tracing::{error, info, warn};
 use crate::{
     backoff::{Backoff, Rotation},
     config::{ControllerUrl, ControllerUrls},
-    convert,
     enroll::Controller,
     error_chain,
     events::{self, Event, EventKind, EventReceiver, EventSender},
@@ -389,7 +388,7 @@ impl<D: Dataplane> Agent<D> {
     async fn handle(&mut self, set: pb::RuleSet) -> Msg {
         let version = set.version;
         let nack = |error: String| Msg::Nack(pb::Nack { version, error });
-        let set = match convert::rule_set_from_proto(set) {
+        let set = match RuleSet::try_from(set) {
             Ok(set) => set,
             Err(e) => {
                 warn!(version, error = %e, "rejected an invalid rule set");

@@ -33,7 +33,6 @@ use tracing::{error, info, warn};
 pub mod backoff;
 pub mod client;
 pub mod config;
-pub mod convert;
 pub mod credentials;
 pub mod discovery;
 pub mod drift;

@@ -1,53 +1,21 @@
-//! A pushed rule set is outside input: the agent re-validates it because a controller bug
-//! or compromise must not reach iptables. Whatever the message holds (any strings, any
-//! numbers, enum values the schema does not know), `rule_set_from_proto` does not panic;
-//! what it accepts renders inside the grammar in `grammar/mod.rs`; what it refuses is
-//! named by its field without echoing control characters into the Nack; and every rule
-//! the model admits survives the trip through the wire form unchanged.
+//! A pushed rule set is outside input: the agent re-validates it (with `teefleet-proto`'s
+//! conversion, the controller's own) because a controller bug or compromise must not reach
+//! iptables. Whatever the message holds (any strings, any numbers, enum values the schema
+//! does not know), the conversion does not panic; what it accepts renders inside the
+//! grammar in `grammar/mod.rs`; what it refuses is named by its field without echoing
+//! control characters into the Nack. That valid sets survive the wire is
+//! `proto/tests/round_trip.rs`.
 
 mod grammar;
 
 use grammar::check_rule_line;
 use proptest::{collection::vec, num::f64 as float, option, prelude::*};
-use teefleet_agent::{
-    convert::rule_set_from_proto,
-    firewall::{Family, render::render_rule},
-};
+use teefleet_agent::firewall::{Family, render::render_rule};
 use teefleet_model::{
-    IpFamily, MaxPps, MirrorRule, Protocol, RuleDirection, RuleSet, Vni,
+    MaxPps, RuleSet, Vni,
     strategy::{self, config, hostile},
 };
 use teefleet_proto::v1 as pb;
-
-/// The wire form of a valid rule, as the controller sends it.
-fn to_proto(rule: &MirrorRule) -> pb::MirrorRule {
-    let throttle = rule.throttle();
-    pb::MirrorRule {
-        session: rule.session().to_string(),
-        direction: match rule.direction() {
-            RuleDirection::Ingress => pb::Direction::Ingress,
-            RuleDirection::Egress => pb::Direction::Egress,
-        } as i32,
-        gateway: rule.gateway().map(|g| g.to_string()).unwrap_or_default(),
-        protocol: match rule.protocol() {
-            Protocol::All => pb::Protocol::All,
-            Protocol::Tcp => pb::Protocol::Tcp,
-            Protocol::Udp => pb::Protocol::Udp,
-            Protocol::Icmp => pb::Protocol::Icmp,
-        } as i32,
-        ports: rule.ports().map(|p| pb::PortRange { first: p.first().into(), last: p.last().into() }),
-        peer_cidr: rule.peer().map(|c| c.to_string()).unwrap_or_default(),
-        sample: throttle.sample.map_or(0.0, |s| s.fraction()),
-        max_pps: throttle.max_pps.map_or(0, MaxPps::get),
-        vni: rule.tunnel().map_or(0, |t| t.vni().get()),
-        vxlan_remote: rule.tunnel().map(|t| t.remote().to_string()).unwrap_or_default(),
-        family: match (rule.tunnel(), rule.family()) {
-            (None, _) => pb::IpFamily::Unspecified,
-            (Some(_), IpFamily::Ipv4) => pb::IpFamily::Ipv4,
-            (Some(_), IpFamily::Ipv6) => pb::IpFamily::Ipv6,
-        } as i32,
-    }
-}
 
 /// Enum values the schema knows, and any others.
 fn enum_value(known: i32) -> impl Strategy<Value = i32> {
@@ -90,7 +58,7 @@ fn hostile_rule() -> impl Strategy<Value = pb::MirrorRule> {
 }
 
 fn any_rule() -> impl Strategy<Value = pb::MirrorRule> {
-    prop_oneof![strategy::mirror_rule().prop_map(|r| to_proto(&r)), hostile_rule()]
+    prop_oneof![strategy::mirror_rule().prop_map(|r| pb::MirrorRule::from(&r)), hostile_rule()]
 }
 
 proptest! {
@@ -101,7 +69,7 @@ proptest! {
         version in prop_oneof![0..=RuleSet::MAX_VERSION, any::<u64>()],
         rules in vec(any_rule(), 0..6),
     ) {
-        match rule_set_from_proto(pb::RuleSet { version, rules: rules.clone(), collector: false }) {
+        match RuleSet::try_from(pb::RuleSet { version, rules: rules.clone(), collector: false }) {
             Ok(set) => {
                 prop_assert_eq!(set.version(), version);
                 prop_assert!(set.rules().len() <= rules.len());
@@ -120,26 +88,16 @@ proptest! {
     }
 
     #[test]
-    fn valid_rules_survive_the_wire(set in strategy::rule_set(6)) {
-        let wire = pb::RuleSet {
-            version: set.version(),
-            rules: set.rules().iter().map(to_proto).collect(),
-            collector: set.collector(),
-        };
-        prop_assert_eq!(rule_set_from_proto(wire), Ok(set));
-    }
-
-    #[test]
     fn one_bad_field_refuses_the_whole_set(
         set in strategy::rule_set(4).prop_filter("a rule to spoil", |s| !s.is_empty()),
         bad in hostile_rule(),
         at in any::<proptest::sample::Index>(),
     ) {
-        let mut rules: Vec<pb::MirrorRule> = set.rules().iter().map(to_proto).collect();
+        let mut rules: Vec<pb::MirrorRule> = set.rules().iter().map(pb::MirrorRule::from).collect();
         let i = at.index(rules.len() + 1);
         rules.insert(i, bad.clone());
-        let alone = rule_set_from_proto(pb::RuleSet { version: 1, rules: vec![bad], collector: false });
-        let whole = rule_set_from_proto(pb::RuleSet { version: 1, rules, collector: false });
+        let alone = RuleSet::try_from(pb::RuleSet { version: 1, rules: vec![bad], collector: false });
+        let whole = RuleSet::try_from(pb::RuleSet { version: 1, rules, collector: false });
         match alone {
             // Never a partial set: one refused rule refuses all, and names its index.
             Err(e) => {

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use teefleet_model::{MaxPps, Sample, TagSelector, Vni};
+use teefleet_model::{Direction, MaxPps, Protocol, Sample, TagSelector, Vni};
 use teefleet_proto::v1;
 
 /// The controller's port when no URL is configured: the controller's own default.
@@ -350,10 +350,10 @@ pub struct CreateArgs {
     pub collector: String,
     /// Which traffic of the sources to mirror.
     #[arg(long, value_enum)]
-    pub direction: Option<DirectionArg>,
+    pub direction: Option<Direction>,
     /// The protocol to mirror.
     #[arg(long, value_enum)]
-    pub protocol: Option<ProtocolArg>,
+    pub protocol: Option<Protocol>,
     /// The host's service port, `N` or `N-M`.
     #[arg(long, value_parser = parse_port)]
     pub port: Option<v1::PortRange>,
@@ -388,42 +388,6 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
           value_parser = teefleet_model::parse_duration_or_seconds)]
     pub timeout: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DirectionArg {
-    Ingress,
-    Egress,
-    Both,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProtocolArg {
-    Tcp,
-    Udp,
-    Icmp,
-    All,
-}
-
-impl From<DirectionArg> for v1::Direction {
-    fn from(d: DirectionArg) -> Self {
-        match d {
-            DirectionArg::Ingress => v1::Direction::Ingress,
-            DirectionArg::Egress => v1::Direction::Egress,
-            DirectionArg::Both => v1::Direction::Both,
-        }
-    }
-}
-
-impl From<ProtocolArg> for v1::Protocol {
-    fn from(p: ProtocolArg) -> Self {
-        match p {
-            ProtocolArg::Tcp => v1::Protocol::Tcp,
-            ProtocolArg::Udp => v1::Protocol::Udp,
-            ProtocolArg::Icmp => v1::Protocol::Icmp,
-            ProtocolArg::All => v1::Protocol::All,
-        }
-    }
 }
 
 /// Parses `N` or `N-M` into a port range. Only the syntax is checked here: the controller

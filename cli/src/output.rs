@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde::Serialize;
-use teefleet_model::{Sample, text::escaped};
+use teefleet_model::{Direction, Protocol, Sample, text::escaped};
 use teefleet_proto::v1;
 
 use crate::args::Format;
@@ -148,25 +148,14 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-/// The lower-case name of a direction; unspecified means both.
-pub fn direction_name(value: i32) -> &'static str {
-    match v1::Direction::try_from(value) {
-        Ok(v1::Direction::Ingress) => "ingress",
-        Ok(v1::Direction::Egress) => "egress",
-        Ok(v1::Direction::Both | v1::Direction::Unspecified) => "both",
-        Err(_) => "unknown",
-    }
+/// The lower-case name of a direction as the controller reads it (unset is both).
+fn direction_name(value: i32) -> &'static str {
+    teefleet_proto::direction(value).map_or("unknown", Direction::as_str)
 }
 
-/// The lower-case name of a protocol; unspecified means all.
-pub fn protocol_name(value: i32) -> &'static str {
-    match v1::Protocol::try_from(value) {
-        Ok(v1::Protocol::Tcp) => "tcp",
-        Ok(v1::Protocol::Udp) => "udp",
-        Ok(v1::Protocol::Icmp) => "icmp",
-        Ok(v1::Protocol::All | v1::Protocol::Unspecified) => "all",
-        Err(_) => "unknown",
-    }
+/// The lower-case name of a protocol as the controller reads it (unset is all).
+fn protocol_name(value: i32) -> &'static str {
+    teefleet_proto::protocol(value).map_or("unknown", Protocol::as_str)
 }
 
 /// The lower-case name of a session state.

@@ -10,6 +10,7 @@ use crate::{Throttle, ValidationError, limits};
 
 /// Which packets of a source host to mirror, relative to that host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -28,6 +29,12 @@ impl Direction {
     }
 }
 
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for Direction {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -41,6 +48,7 @@ impl FromStr for Direction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -62,6 +70,12 @@ impl Protocol {
 
     pub fn has_ports(self) -> bool {
         matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -231,6 +245,19 @@ pub fn check_gateway(ip: IpAddr) -> Result<(), ValidationError> {
         ip if ip.is_multicast() => bad("is a multicast address; the collector must be a unicast address"),
         _ => Ok(()),
     }
+}
+
+/// Whether an IPv6 address can be a collector's: unicast, not link-local (which needs an
+/// interface to mean anything) and not an IPv4 address in disguise.
+pub fn check_collector_ipv6(ip: Ipv6Addr) -> Result<(), ValidationError> {
+    let bad = |why: String| Err(ValidationError::new("ipv6", why));
+    if ip.to_ipv4_mapped().is_some() {
+        return bad(format!("{ip} is an IPv4-mapped address; give the IPv4 address as the collector's ip"));
+    }
+    if ip.is_unicast_link_local() {
+        return bad(format!("{ip} is link-local; the collector needs a global or unique local address"));
+    }
+    check_gateway(IpAddr::V6(ip)).map_err(|e| ValidationError::new("ipv6", e.reason))
 }
 
 /// Which traffic of a source host a session mirrors.

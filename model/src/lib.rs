@@ -27,7 +27,7 @@ pub use compile::{CompileInput, compile};
 pub use delivery::{Delivery, Encap, IpFamily, Tunnel, Vni};
 pub use duration::{parse_duration, parse_duration_or_seconds};
 pub use error::ValidationError;
-pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_gateway};
+pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_collector_ipv6, check_gateway};
 pub use ids::{CollectorId, EventKind, HostId, InstanceId, SessionName};
 pub use listen::Listen;
 pub use rule::{MirrorRule, RuleDirection, RuleSet};

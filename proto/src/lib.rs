@@ -1,8 +1,19 @@
-//! Generated types for the `fleet.v1` gRPC API. Nothing but generated code lives here:
-//! conversion into validated domain types happens at the gRPC edges of the controller and
-//! the agent.
+//! The `fleet.v1` wire format: the generated gRPC and protobuf types, and the one place
+//! that converts between them and `teefleet-model`'s domain types, in both directions.
+//!
+//! Decoding is validation: `TryFrom<v1::X> for model::X` checks every field with the
+//! model's own constructors and names the offending field by its wire path
+//! (`rules[2].peer_cidr`), so the controller refusing a request and the agent refusing a
+//! pushed set say the same thing. Encoding (`From<&model::X> for v1::X`) cannot fail.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("fleet.v1");
 }
+
+mod enums;
+mod request;
+mod rules;
+
+pub use enums::{direction, family, protocol, rule_direction};
+pub use request::{collector_ip, collector_ipv6, encap, field, source_tags, sources, vni};

@@ -5,11 +5,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use teefleet_model::HostId;
-use teefleet_proto::v1::{self as pb, audit_service_server::AuditService, token_service_server::TokenService};
+use teefleet_proto::{
+    field,
+    v1::{self as pb, audit_service_server::AuditService, token_service_server::TokenService},
+};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::{Api, ApiError, convert};
+use super::{Api, ApiError};
 use crate::{
     auth::{self, Principal, Role},
     pki::{Ca, Csr, Issued, fingerprint},
@@ -231,7 +234,7 @@ impl Api {
             )
         };
         let body = req.get_ref();
-        let host = match convert::host_id("host_id", &body.host_id) {
+        let host = match field::<HostId>("host_id", &body.host_id) {
             Ok(host) => host,
             Err(e) => return Err(refused(&body.host_id, "invalid_request", Status::from(ApiError::from(e)))),
         };
@@ -271,7 +274,7 @@ impl Api {
         let body = req.get_ref();
         if !body.host_id.is_empty() && body.host_id != host.as_str() {
             let other =
-                convert::host_id("host_id", &body.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string());
+                field::<HostId>("host_id", &body.host_id).map_or_else(|_| "an invalid id".into(), |h| h.to_string());
             let audit = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", &body.host_id);
             let status = Status::permission_denied(format!("this certificate belongs to host {host}, not {other}"));
             return Err(self.refuse(req.remote_addr(), Kind::Agent, "wrong_host", audit, status));
@@ -291,7 +294,7 @@ impl Api {
         req: Request<pb::RevokeHostRequest>,
     ) -> Result<pb::RevokeHostResponse, Status> {
         let caller = self.authorize(&req, Role::Admin, "host.revoke").await?;
-        let host = convert::host_id("host_id", &req.get_ref().host_id).map_err(ApiError::from)?;
+        let host = field::<HostId>("host_id", &req.get_ref().host_id).map_err(ApiError::from)?;
         let entry = caller.audit("host.revoke", host.as_str());
         // Checked first: once the revocation commits, this replica's own fan-out may hear of
         // it and end the stream before the line below does.
@@ -384,7 +387,7 @@ impl TokenService for Api {
                     "host_id: only join tokens (role agent) are made for a host; operator tokens are for people",
                 ));
             }
-            id => Some(convert::host_id("host_id", id).map_err(ApiError::from)?),
+            id => Some(field::<HostId>("host_id", id).map_err(ApiError::from)?),
         };
         // A token for one host enrolls it once unless asked otherwise: a rebuilt host
         // enrolls once.

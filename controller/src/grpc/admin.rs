@@ -3,8 +3,10 @@
 use std::net::IpAddr;
 
 use teefleet_model::{
-    CompileInput, Direction, Encap, HostId, InstanceId, SessionSpec, ValidationError, Vni, compile, limits,
+    CollectorId, CompileInput, Direction, Encap, HostId, InstanceId, SessionName, SessionSpec, ValidationError, Vni,
+    check_collector_ipv6, compile, limits,
 };
+use teefleet_proto::field;
 use teefleet_proto::v1::{
     self as pb, collector_service_server::CollectorService, host_service_server::HostService,
     session_service_server::SessionService,
@@ -152,15 +154,7 @@ impl Api {
     }
 
     async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
-        let name = convert::session_name(&req.name)?;
-        let sources = convert::sources(&req.sources)?;
-        let tags = convert::source_tags(&req.source_tags)?;
-        let collector = convert::collector_id("collector", &req.collector)?;
-        let filter = convert::filter(req.filter.as_ref())?;
-        let spec = SessionSpec::selecting(name, sources, tags, collector, filter)?
-            .with_allow_routed(req.allow_routed)
-            .with_vni(convert::vni(req.vni)?)
-            .with_disable_source_check(req.disable_source_check);
+        let spec = SessionSpec::try_from(&req)?;
 
         let collector = self.store.collector(spec.collector()).await?;
         let raw = collector.encap == Encap::None;
@@ -221,13 +215,13 @@ impl Api {
     }
 
     async fn add_collector(&self, req: pb::AddCollectorRequest, audit: &AuditEntry) -> Result<pb::Collector, ApiError> {
-        let ip_override = convert::collector_ip(&req.ip)?;
-        let ipv6_override = convert::collector_ipv6(&req.ipv6)?;
-        let encap = convert::encap(&req.encap)?;
+        let ip_override = teefleet_proto::collector_ip(&req.ip)?;
+        let ipv6_override = teefleet_proto::collector_ipv6(&req.ipv6)?;
+        let encap = teefleet_proto::encap(&req.encap)?;
         if !req.name.is_empty() {
             return self.add_named_collector(&req, ip_override, ipv6_override, encap, audit).await;
         }
-        let id = convert::instance_id("instance_id", &req.instance_id)?;
+        let id = field::<InstanceId>("instance_id", &req.instance_id)?;
         let instance = self.cloud.describe_instance(&id).await?;
         let ip = match (ip_override, instance.private_ip) {
             (Some(ip), _) => IpAddr::V4(ip),
@@ -241,7 +235,7 @@ impl Api {
         // An address EC2 reports that could not be a gateway is left out rather than
         // refusing the collector: it still works for IPv4.
         let ipv6 = ipv6_override.or_else(|| {
-            instance.ipv6.filter(|&v6| match convert::unicast_ipv6(v6) {
+            instance.ipv6.filter(|&v6| match check_collector_ipv6(v6) {
                 Ok(()) => true,
                 Err(why) => {
                     warn!(collector = %id, error = %why, "ignoring the instance's IPv6 address");
@@ -279,7 +273,7 @@ impl Api {
         encap: Encap,
         audit: &AuditEntry,
     ) -> Result<pb::Collector, ApiError> {
-        let id = convert::collector_id("name", &req.name)?;
+        let id = field::<CollectorId>("name", &req.name)?;
         if !req.instance_id.is_empty() {
             return Err(ValidationError::new("name", "give an instance id or a name, not both").into());
         }
@@ -315,14 +309,14 @@ impl Api {
     }
 
     async fn get_host(&self, req: &pb::GetHostRequest) -> Result<pb::Host, ApiError> {
-        let id = convert::host_id("host_id", &req.host_id)?;
+        let id = field::<HostId>("host_id", &req.host_id)?;
         let record = self.store.host(&id).await?;
         let events = self.store.host_events(&id).await?;
         Ok(pb::Host { events: events.iter().map(convert::pb_host_event).collect(), ..convert::pb_host(&record) })
     }
 
     async fn remove_collector(&self, req: pb::RemoveCollectorRequest, audit: &AuditEntry) -> Result<(), ApiError> {
-        let id = convert::collector_id("instance_id", &req.instance_id)?;
+        let id = field::<CollectorId>("instance_id", &req.instance_id)?;
         let record = self.store.collector(&id).await?;
         if record.session_count > 0 {
             // Let the store produce the message naming the sessions.
@@ -358,7 +352,7 @@ impl SessionService for Api {
 
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Reply<pb::Session> {
         self.authorize(&req, Role::Viewer, "session.get").await?;
-        let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
+        let name = field::<SessionName>("name", &req.get_ref().name).map_err(ApiError::from)?;
         Ok(Response::new(self.session_reply(&name).await?))
     }
 
@@ -371,7 +365,7 @@ impl SessionService for Api {
 
     async fn delete_session(&self, req: Request<pb::DeleteSessionRequest>) -> Reply<pb::DeleteSessionResponse> {
         let caller = self.authorize(&req, Role::Operator, "session.delete").await?;
-        let name = convert::session_name(&req.get_ref().name).map_err(ApiError::from)?;
+        let name = field::<SessionName>("name", &req.get_ref().name).map_err(ApiError::from)?;
         let entry = caller.audit("session.delete", name.as_str());
         let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
         info!(session = %name, hosts = changed.len(), by = %entry.actor(), "session deleted");

@@ -11,7 +11,10 @@ use std::{
 
 use futures::Stream;
 use teefleet_model::{HostId, RuleSet, text::printable};
-use teefleet_proto::v1::{self as pb, agent_message::Msg, agent_service_server::AgentService, controller_message};
+use teefleet_proto::{
+    field,
+    v1::{self as pb, agent_message::Msg, agent_service_server::AgentService, controller_message},
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -64,7 +67,7 @@ fn hello(msg: Option<pb::AgentMessage>) -> Result<Hello, Status> {
     let Some(pb::AgentMessage { msg: Some(Msg::Hello(h)) }) = msg else {
         return Err(Status::invalid_argument("the first message on the stream must be Hello"));
     };
-    let host = convert::host_id("host_id", &h.host_id).map_err(ApiError::from)?;
+    let host = field::<HostId>("host_id", &h.host_id).map_err(ApiError::from)?;
     if h.addresses.len() > MAX_ADDRESSES {
         return Err(Status::invalid_argument(format!("addresses: at most {MAX_ADDRESSES}")));
     }
@@ -299,7 +302,7 @@ impl Connection {
         if self.applied == Some(version) || self.pushed.back().is_some_and(|&(v, _)| v == version) {
             return true;
         }
-        let msg = pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(convert::pb_rule_set(desired))) };
+        let msg = pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(pb::RuleSet::from(desired))) };
         if self.tx.send(Ok(msg)).await.is_err() {
             return false;
         }

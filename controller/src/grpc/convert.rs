@@ -1,17 +1,12 @@
-//! Conversions between `fleet.v1` messages and domain types: requests are validated into
-//! domain types here and nowhere else.
+//! What is the controller's own on the wire: agents' reports bounded into `report`'s
+//! types, and replies built from stored records. Conversions of domain types (requests,
+//! rule sets) are `teefleet-proto`'s.
 
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use teefleet_model::text::printable;
-use teefleet_model::{
-    Cidr, CollectorId, Direction, Encap, EventKind, Filter, HostId, InstanceId, IpFamily, MaxPps, MirrorRule,
-    PortRange, Protocol, RuleDirection, RuleSet, Sample, SessionName, TagSelector, Throttle, ValidationError, Vni,
-};
+use teefleet_model::{EventKind, SessionName, ValidationError, Vni};
 use teefleet_proto::v1 as pb;
 
 use crate::{
@@ -26,134 +21,6 @@ const MAX_COUNTERS: usize = 1024;
 const MAX_PROBLEMS: usize = 16;
 const MAX_PROBLEM_LEN: usize = 512;
 const MAX_VERSION_LEN: usize = 128;
-
-fn field<T: std::str::FromStr<Err = ValidationError>>(name: &str, value: &str) -> Result<T, ValidationError> {
-    value.parse().map_err(|e: ValidationError| ValidationError::new(name, e.reason))
-}
-
-pub fn session_name(value: &str) -> Result<SessionName, ValidationError> {
-    field("name", value)
-}
-
-pub fn instance_id(name: &str, value: &str) -> Result<InstanceId, ValidationError> {
-    field(name, value)
-}
-
-pub fn collector_id(name: &str, value: &str) -> Result<CollectorId, ValidationError> {
-    field(name, value)
-}
-
-pub fn host_id(name: &str, value: &str) -> Result<HostId, ValidationError> {
-    field(name, value)
-}
-
-pub fn sources(values: &[String]) -> Result<Vec<HostId>, ValidationError> {
-    if values.len() > teefleet_model::limits::MAX_SOURCES {
-        return Err(ValidationError::new(
-            "sources",
-            format!("at most {} sources per session", teefleet_model::limits::MAX_SOURCES),
-        ));
-    }
-    values.iter().enumerate().map(|(i, s)| host_id(&format!("sources[{i}]"), s)).collect()
-}
-
-/// The session's tags, each `KEY=VALUE`; counted before any is parsed, so a request with
-/// a million of them costs nothing.
-pub fn source_tags(values: &[String]) -> Result<Vec<TagSelector>, ValidationError> {
-    if values.len() > teefleet_model::limits::MAX_SELECTORS {
-        return Err(ValidationError::new(
-            "source_tags",
-            format!(
-                "{} tags given; at most {} per session (an instance must carry all of them)",
-                values.len(),
-                teefleet_model::limits::MAX_SELECTORS
-            ),
-        ));
-    }
-    values.iter().enumerate().map(|(i, t)| field(&format!("source_tags[{i}]"), t)).collect()
-}
-
-pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, ValidationError> {
-    let Some(f) = f else { return Ok(Filter::default()) };
-    let direction = match pb::Direction::try_from(f.direction) {
-        Ok(pb::Direction::Unspecified | pb::Direction::Both) => Direction::Both,
-        Ok(pb::Direction::Ingress) => Direction::Ingress,
-        Ok(pb::Direction::Egress) => Direction::Egress,
-        Err(_) => return Err(ValidationError::new("filter.direction", format!("unknown direction {}", f.direction))),
-    };
-    let protocol = protocol("filter.protocol", f.protocol)?;
-    let ports = f
-        .ports
-        .map(|p| PortRange::new(p.first, p.last).map_err(|e| ValidationError::new("filter.port", e.reason)))
-        .transpose()?;
-    if f.cidrs.len() > teefleet_model::limits::MAX_CIDRS {
-        return Err(ValidationError::new(
-            "filter.cidrs",
-            format!("at most {} CIDRs per session", teefleet_model::limits::MAX_CIDRS),
-        ));
-    }
-    let cidrs = f
-        .cidrs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| field::<Cidr>(&format!("filter.cidrs[{i}]"), c))
-        .collect::<Result<_, _>>()?;
-    Ok(Filter::new(direction, protocol, ports, cidrs)
-        .map_err(|e| e.within("filter"))?
-        .with_throttle(Throttle::from_zeroable(f.sample, f.max_pps).map_err(|e| e.within("filter"))?))
-}
-
-fn protocol(name: &str, value: i32) -> Result<Protocol, ValidationError> {
-    match pb::Protocol::try_from(value) {
-        Ok(pb::Protocol::Unspecified | pb::Protocol::All) => Ok(Protocol::All),
-        Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
-        Ok(pb::Protocol::Udp) => Ok(Protocol::Udp),
-        Ok(pb::Protocol::Icmp) => Ok(Protocol::Icmp),
-        Err(_) => Err(ValidationError::new(name, format!("unknown protocol {value}"))),
-    }
-}
-
-/// Parses an optional override of the collector's IPv4 address; empty means "use the
-/// instance's".
-pub fn collector_ip(value: &str) -> Result<Option<Ipv4Addr>, ValidationError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let ip: IpAddr =
-        value.parse().map_err(|_| ValidationError::new("ip", format!("{value:?} is not an IP address")))?;
-    let IpAddr::V4(v4) = ip else {
-        return Err(ValidationError::new("ip", format!("{ip} is an IPv6 address; give it as the collector's ipv6")));
-    };
-    teefleet_model::check_gateway(ip).map_err(|e| ValidationError::new("ip", e.reason))?;
-    Ok(Some(v4))
-}
-
-/// Parses an optional override of the collector's IPv6 address; empty means "use the
-/// instance's, if it has one".
-pub fn collector_ipv6(value: &str) -> Result<Option<Ipv6Addr>, ValidationError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let bad = |why: String| ValidationError::new("ipv6", why);
-    let ip: IpAddr = value.parse().map_err(|_| bad(format!("{value:?} is not an IP address")))?;
-    let IpAddr::V6(v6) = ip else {
-        return Err(bad(format!("{ip} is an IPv4 address; give it as the collector's ip")));
-    };
-    unicast_ipv6(v6).map_err(bad)?;
-    Ok(Some(v6))
-}
-
-/// Whether an IPv6 address can be a TEE gateway: unicast, not link-local (which needs an
-/// interface to mean anything) and not an IPv4 address in disguise.
-pub fn unicast_ipv6(ip: Ipv6Addr) -> Result<(), String> {
-    if ip.to_ipv4_mapped().is_some() {
-        return Err(format!("{ip} is an IPv4-mapped address; give the IPv4 address as the collector's ip"));
-    }
-    if ip.is_unicast_link_local() {
-        return Err(format!("{ip} is link-local; the collector needs a global or unique local address"));
-    }
-    teefleet_model::check_gateway(IpAddr::V6(ip)).map_err(|e| e.reason)
-}
 
 /// A token such as "nft": short, lower case, nothing a terminal would interpret.
 fn token(value: &str) -> bool {
@@ -248,38 +115,6 @@ pub fn host_event(e: &pb::HostEvent, received: DateTime<Utc>) -> Result<HostEven
     Ok(HostEvent::new(kind, &e.message, at))
 }
 
-fn pb_direction(d: Direction) -> pb::Direction {
-    match d {
-        Direction::Ingress => pb::Direction::Ingress,
-        Direction::Egress => pb::Direction::Egress,
-        Direction::Both => pb::Direction::Both,
-    }
-}
-
-fn pb_protocol(p: Protocol) -> pb::Protocol {
-    match p {
-        Protocol::All => pb::Protocol::All,
-        Protocol::Tcp => pb::Protocol::Tcp,
-        Protocol::Udp => pb::Protocol::Udp,
-        Protocol::Icmp => pb::Protocol::Icmp,
-    }
-}
-
-fn pb_ports(p: PortRange) -> pb::PortRange {
-    pb::PortRange { first: p.first().into(), last: p.last().into() }
-}
-
-pub fn pb_filter(f: &Filter) -> pb::Filter {
-    pb::Filter {
-        direction: pb_direction(f.direction()).into(),
-        protocol: pb_protocol(f.protocol()).into(),
-        ports: f.ports().map(pb_ports),
-        cidrs: f.cidrs().iter().map(ToString::to_string).collect(),
-        sample: f.throttle().sample.map_or(0.0, Sample::fraction),
-        max_pps: f.throttle().max_pps.map_or(0, MaxPps::get),
-    }
-}
-
 pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
     pb::Session {
         name: r.spec.name().to_string(),
@@ -290,7 +125,7 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
         encap: r.collector_encap.to_string(),
         disable_source_check: r.spec.disable_source_check(),
         collector: r.spec.collector().to_string(),
-        filter: Some(pb_filter(r.spec.filter())),
+        filter: Some(r.spec.filter().into()),
         state: match status.state {
             SessionState::Pending => pb::SessionState::Pending,
             SessionState::Active => pb::SessionState::Active,
@@ -338,16 +173,6 @@ pub fn pb_collector(c: &CollectorRecord) -> pb::Collector {
     }
 }
 
-/// A collector's encapsulation; empty means the default, VXLAN.
-pub fn encap(text: &str) -> Result<Encap, ValidationError> {
-    if text.is_empty() { Ok(Encap::default()) } else { text.parse() }
-}
-
-/// The VNI a session asks for; 0 lets the controller choose.
-pub fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
-    (value != 0).then(|| Vni::new(value)).transpose()
-}
-
 /// A host as ListHosts shows it; GetHost adds its events.
 pub fn pb_host(h: &HostRecord) -> pb::Host {
     pb::Host {
@@ -391,103 +216,9 @@ pub fn pb_host_event(e: &HostEvent) -> pb::HostEvent {
     }
 }
 
-pub fn pb_rule_set(set: &RuleSet) -> pb::RuleSet {
-    pb::RuleSet { version: set.version(), rules: set.rules().iter().map(pb_rule).collect(), collector: set.collector() }
-}
-
-fn pb_rule(r: &MirrorRule) -> pb::MirrorRule {
-    pb::MirrorRule {
-        session: r.session().to_string(),
-        direction: match r.direction() {
-            RuleDirection::Ingress => pb::Direction::Ingress,
-            RuleDirection::Egress => pb::Direction::Egress,
-        }
-        .into(),
-        gateway: r.gateway().map(|g| g.to_string()).unwrap_or_default(),
-        protocol: pb_protocol(r.protocol()).into(),
-        ports: r.ports().map(pb_ports),
-        peer_cidr: r.peer().map(|c| c.to_string()).unwrap_or_default(),
-        sample: r.throttle().sample.map_or(0.0, Sample::fraction),
-        max_pps: r.throttle().max_pps.map_or(0, MaxPps::get),
-        vni: r.tunnel().map_or(0, |t| t.vni().get()),
-        vxlan_remote: r.tunnel().map(|t| t.remote().to_string()).unwrap_or_default(),
-        family: match (r.tunnel(), r.family()) {
-            (None, _) => pb::IpFamily::Unspecified,
-            (Some(_), IpFamily::Ipv4) => pb::IpFamily::Ipv4,
-            (Some(_), IpFamily::Ipv6) => pb::IpFamily::Ipv6,
-        }
-        .into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_errors_name_the_field() {
-        let bad = |f: pb::Filter| filter(Some(&f)).unwrap_err().to_string();
-        assert!(
-            bad(pb::Filter { cidrs: vec!["10.0.0.0/8".into(), "nope".into()], ..Default::default() })
-                .starts_with("filter.cidrs[1]: ")
-        );
-        assert!(bad(pb::Filter { direction: 42, ..Default::default() }).starts_with("filter.direction: "));
-        assert!(bad(pb::Filter { protocol: 42, ..Default::default() }).starts_with("filter.protocol: "));
-        let icmp_port = pb::Filter {
-            protocol: pb::Protocol::Icmp.into(),
-            ports: Some(pb::PortRange { first: 80, last: 80 }),
-            ..Default::default()
-        };
-        assert_eq!(bad(icmp_port), "filter.port: a port needs protocol tcp or udp, not icmp");
-        let zero = pb::Filter {
-            protocol: pb::Protocol::Tcp.into(),
-            ports: Some(pb::PortRange { first: 0, last: 0 }),
-            ..Default::default()
-        };
-        assert!(bad(zero).starts_with("filter.port: "));
-    }
-
-    #[test]
-    fn source_tags_name_the_entry_and_are_bounded() {
-        let tags = |list: &[&str]| source_tags(&list.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
-        let ok = tags(&["role=web", "env=prod"]).expect("valid");
-        assert_eq!(ok.iter().map(ToString::to_string).collect::<Vec<_>>(), ["role=web", "env=prod"]);
-        assert_eq!(
-            tags(&["role=web", "role"]).unwrap_err().to_string(),
-            "source_tags[1]: \"role\" is not KEY=VALUE, e.g. role=web"
-        );
-        let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
-        let err = source_tags(&nine).unwrap_err();
-        assert_eq!(err.field, "source_tags");
-        assert!(err.reason.starts_with("9 tags given; at most 8"), "{err}");
-    }
-
-    #[test]
-    fn defaults_are_both_and_all() {
-        let f = filter(None).expect("default");
-        assert_eq!((f.direction(), f.protocol()), (Direction::Both, Protocol::All));
-    }
-
-    #[test]
-    fn collector_ip_override() {
-        assert_eq!(collector_ip("").expect("empty"), None);
-        assert!(collector_ip("10.0.0.1").expect("v4").is_some());
-        for bad in ["0.0.0.0", "x", "fe80::1", "224.0.0.1", "fd00::1"] {
-            assert_eq!(collector_ip(bad).unwrap_err().field, "ip", "{bad}");
-        }
-    }
-
-    #[test]
-    fn collector_ipv6_override() {
-        assert_eq!(collector_ipv6("").expect("empty"), None);
-        assert_eq!(collector_ipv6("2001:db8::9").expect("v6"), "2001:db8::9".parse().ok());
-        assert!(collector_ipv6("fd00::9").expect("unique local").is_some());
-        for bad in ["10.0.0.1", "x", "::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1", "fd00::/64"] {
-            let err = collector_ipv6(bad).unwrap_err();
-            assert_eq!(err.field, "ipv6", "{bad}");
-            assert!(!err.reason.is_empty());
-        }
-    }
 
     #[test]
     fn dataplane_reports_are_bounded() {
@@ -550,24 +281,5 @@ mod tests {
         assert_eq!(host_event(&e("x", "", u64::MAX), now).expect("valid").at, now);
         assert_eq!(host_event(&e("x", &"m".repeat(5000), 1), now).expect("valid").message.len(), 1024);
         assert_eq!(host_event(&e("Bad Kind", "", 1), now).unwrap_err().field, "kind");
-    }
-
-    #[test]
-    fn rule_sets_round_trip_into_proto() {
-        let rule = MirrorRule::new(
-            "s".parse().expect("name"),
-            RuleDirection::Egress,
-            "10.0.0.9".parse().expect("ip"),
-            Protocol::Tcp,
-            Some(PortRange::new(80, 81).expect("ports")),
-            Some("10.1.0.0/16".parse().expect("cidr")),
-        )
-        .expect("rule");
-        let set = RuleSet::new(7, vec![rule]).expect("set");
-        let pb = pb_rule_set(&set);
-        assert_eq!(pb.version, 7);
-        assert_eq!(pb.rules[0].peer_cidr, "10.1.0.0/16");
-        assert_eq!(pb.rules[0].ports, Some(pb::PortRange { first: 80, last: 81 }));
-        assert_eq!(pb.rules[0].direction, i32::from(pb::Direction::Egress));
     }
 }

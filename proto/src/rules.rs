@@ -1,76 +1,109 @@
-//! The one place where wire types become domain types on the agent.
-//!
-//! The controller is trusted to send well-formed sets, but the agent validates every
-//! field again: a controller bug or compromise must not reach iptables. Errors name the
-//! offending field (`rules[2].peer_cidr`) so a Nack tells the operator what to fix.
+//! Rule sets, which the controller pushes and every agent re-validates: a controller bug
+//! or compromise must not reach iptables.
+
+use std::net::IpAddr;
 
 use teefleet_model::{
-    Cidr, IpFamily, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, Throttle, Tunnel,
-    ValidationError, Vni,
+    Cidr, MaxPps, MirrorRule, PortRange, RuleSet, Sample, SessionName, Throttle, Tunnel, ValidationError, Vni,
 };
-use teefleet_proto::v1 as pb;
 
-/// Converts and validates a pushed rule set.
-pub fn rule_set_from_proto(set: pb::RuleSet) -> Result<RuleSet, ValidationError> {
-    let rules = set
-        .rules
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| rule_from_proto(r).map_err(|e| e.within(format!("rules[{i}]"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RuleSet::new(set.version, rules)?.with_collector(set.collector))
+use crate::{enums, v1 as pb};
+
+impl TryFrom<pb::RuleSet> for RuleSet {
+    type Error = ValidationError;
+
+    /// One refused rule refuses the whole set, named by its index.
+    fn try_from(set: pb::RuleSet) -> Result<Self, Self::Error> {
+        let rules = set
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| MirrorRule::try_from(r).map_err(|e| e.within(format!("rules[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RuleSet::new(set.version, rules)?.with_collector(set.collector))
+    }
 }
 
-/// Reports a parse error under the proto field name, whatever name the model used.
-fn at(field: &'static str) -> impl Fn(ValidationError) -> ValidationError {
+impl From<&RuleSet> for pb::RuleSet {
+    fn from(set: &RuleSet) -> Self {
+        pb::RuleSet {
+            version: set.version(),
+            rules: set.rules().iter().map(pb::MirrorRule::from).collect(),
+            collector: set.collector(),
+        }
+    }
+}
+
+impl TryFrom<pb::MirrorRule> for MirrorRule {
+    type Error = ValidationError;
+
+    fn try_from(r: pb::MirrorRule) -> Result<Self, Self::Error> {
+        let session: SessionName = r.session.parse().map_err(at("session"))?;
+        let direction = enums::rule_direction(r.direction)?;
+        let protocol = enums::protocol(r.protocol)?;
+        let ports = r.ports.map(PortRange::try_from).transpose().map_err(at("ports"))?;
+        let peer =
+            if r.peer_cidr.is_empty() { None } else { Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?) };
+        let throttle = Throttle::from_zeroable(r.sample, r.max_pps)?;
+        let rule = if r.vni == 0 {
+            let gateway = address("gateway", &r.gateway)?;
+            MirrorRule::new(session, direction, gateway, protocol, ports, peer)?
+        } else {
+            let remote = address("vxlan_remote", &r.vxlan_remote)?;
+            let tunnel = Tunnel::new(Vni::new(r.vni)?, remote).map_err(at("vxlan_remote"))?;
+            MirrorRule::tunnelled(session, direction, enums::family(r.family)?, tunnel, protocol, ports, peer)?
+        };
+        Ok(rule.with_throttle(throttle))
+    }
+}
+
+impl From<&MirrorRule> for pb::MirrorRule {
+    fn from(r: &MirrorRule) -> Self {
+        let throttle = r.throttle();
+        pb::MirrorRule {
+            session: r.session().to_string(),
+            direction: pb::Direction::from(r.direction()).into(),
+            gateway: r.gateway().map(|g| g.to_string()).unwrap_or_default(),
+            protocol: pb::Protocol::from(r.protocol()).into(),
+            ports: r.ports().map(pb::PortRange::from),
+            peer_cidr: r.peer().map(|c| c.to_string()).unwrap_or_default(),
+            sample: throttle.sample.map_or(0.0, Sample::fraction),
+            max_pps: throttle.max_pps.map_or(0, MaxPps::get),
+            vni: r.tunnel().map_or(0, |t| t.vni().get()),
+            vxlan_remote: r.tunnel().map(|t| t.remote().to_string()).unwrap_or_default(),
+            // Only a tunnelled rule carries its family: a raw rule's is its gateway's.
+            family: r.tunnel().map_or(pb::IpFamily::Unspecified, |_| r.family().into()).into(),
+        }
+    }
+}
+
+impl TryFrom<pb::PortRange> for PortRange {
+    type Error = ValidationError;
+
+    fn try_from(p: pb::PortRange) -> Result<Self, Self::Error> {
+        PortRange::new(p.first, p.last)
+    }
+}
+
+impl From<PortRange> for pb::PortRange {
+    fn from(p: PortRange) -> Self {
+        pb::PortRange { first: p.first().into(), last: p.last().into() }
+    }
+}
+
+/// Reports an error under the wire's field name, whatever name the model used.
+pub(crate) fn at(field: &'static str) -> impl Fn(ValidationError) -> ValidationError {
     move |e| ValidationError::new(field, e.reason)
 }
 
-fn rule_from_proto(r: pb::MirrorRule) -> Result<MirrorRule, ValidationError> {
-    let session: SessionName = r.session.parse().map_err(at("session"))?;
-    let direction = match pb::Direction::try_from(r.direction) {
-        Ok(pb::Direction::Ingress) => RuleDirection::Ingress,
-        Ok(pb::Direction::Egress) => RuleDirection::Egress,
-        // The compiler splits BOTH into two rules; anything else here is a controller bug.
-        _ => {
-            return Err(ValidationError::new("direction", format!("{} is not INGRESS or EGRESS", r.direction)));
-        }
-    };
-    let protocol = match pb::Protocol::try_from(r.protocol) {
-        // proto3 sends the zero value for a field that was never set; like Filter, it means all.
-        Ok(pb::Protocol::Unspecified | pb::Protocol::All) => Protocol::All,
-        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
-        Ok(pb::Protocol::Udp) => Protocol::Udp,
-        Ok(pb::Protocol::Icmp) => Protocol::Icmp,
-        Err(_) => {
-            return Err(ValidationError::new("protocol", format!("{} is not a known protocol", r.protocol)));
-        }
-    };
-    let ports = r.ports.map(|p| PortRange::new(p.first, p.last)).transpose().map_err(at("ports"))?;
-    let peer = if r.peer_cidr.is_empty() { None } else { Some(r.peer_cidr.parse::<Cidr>().map_err(at("peer_cidr"))?) };
-    let throttle = Throttle::from_zeroable(r.sample, r.max_pps)?;
-    let rule = if r.vni == 0 {
-        let gateway = address("gateway", &r.gateway)?;
-        MirrorRule::new(session, direction, gateway, protocol, ports, peer)?
-    } else {
-        let tunnel =
-            Tunnel::new(Vni::new(r.vni)?, address("vxlan_remote", &r.vxlan_remote)?).map_err(at("vxlan_remote"))?;
-        let family = match pb::IpFamily::try_from(r.family) {
-            Ok(pb::IpFamily::Ipv4) => IpFamily::Ipv4,
-            Ok(pb::IpFamily::Ipv6) => IpFamily::Ipv6,
-            _ => return Err(ValidationError::new("family", format!("{} is not IPV4 or IPV6", r.family))),
-        };
-        MirrorRule::tunnelled(session, direction, family, tunnel, protocol, ports, peer)?
-    };
-    Ok(rule.with_throttle(throttle))
-}
-
-fn address(field: &'static str, text: &str) -> Result<std::net::IpAddr, ValidationError> {
+fn address(field: &'static str, text: &str) -> Result<IpAddr, ValidationError> {
     text.parse().map_err(|_| ValidationError::new(field, format!("{text:?} is not an IP address")))
 }
 
 #[cfg(test)]
 mod tests {
+    use teefleet_model::{IpFamily, Protocol, RuleDirection};
+
     use super::*;
 
     fn good() -> pb::MirrorRule {
@@ -110,7 +143,7 @@ mod tests {
     }
 
     fn convert(rules: Vec<pb::MirrorRule>) -> Result<RuleSet, ValidationError> {
-        rule_set_from_proto(pb::RuleSet { version: 3, rules, collector: false })
+        RuleSet::try_from(pb::RuleSet { version: 3, rules, collector: false })
     }
 
     #[test]

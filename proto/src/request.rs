@@ -1,0 +1,220 @@
+//! Admin requests: what an operator asks for, checked field by field before anything is
+//! looked up or stored. fleetctl encodes with the same code, so it can check locally too.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use teefleet_model::{
+    Cidr, CollectorId, Encap, Filter, HostId, MaxPps, PortRange, Sample, SessionName, SessionSpec, TagSelector,
+    Throttle, ValidationError, Vni, check_collector_ipv6, check_gateway, limits,
+};
+
+use crate::{enums, rules::at, v1 as pb};
+
+/// Parses one text field, reporting any error under `name`.
+pub fn field<T: FromStr<Err = ValidationError>>(name: &str, value: &str) -> Result<T, ValidationError> {
+    value.parse().map_err(|e: ValidationError| ValidationError::new(name, e.reason))
+}
+
+/// A session's named sources, counted before any is parsed.
+pub fn sources(values: &[String]) -> Result<Vec<HostId>, ValidationError> {
+    if values.len() > limits::MAX_SOURCES {
+        return Err(ValidationError::new("sources", format!("at most {} sources per session", limits::MAX_SOURCES)));
+    }
+    values.iter().enumerate().map(|(i, s)| field(&format!("sources[{i}]"), s)).collect()
+}
+
+/// The session's tags, each `KEY=VALUE`; counted before any is parsed, so a request with
+/// a million of them costs nothing.
+pub fn source_tags(values: &[String]) -> Result<Vec<TagSelector>, ValidationError> {
+    if values.len() > limits::MAX_SELECTORS {
+        return Err(ValidationError::new(
+            "source_tags",
+            format!(
+                "{} tags given; at most {} per session (an instance must carry all of them)",
+                values.len(),
+                limits::MAX_SELECTORS
+            ),
+        ));
+    }
+    values.iter().enumerate().map(|(i, t)| field(&format!("source_tags[{i}]"), t)).collect()
+}
+
+/// An optional override of the collector's IPv4 address; empty means "use the
+/// instance's".
+pub fn collector_ip(value: &str) -> Result<Option<Ipv4Addr>, ValidationError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ip: IpAddr =
+        value.parse().map_err(|_| ValidationError::new("ip", format!("{value:?} is not an IP address")))?;
+    let IpAddr::V4(v4) = ip else {
+        return Err(ValidationError::new("ip", format!("{ip} is an IPv6 address; give it as the collector's ipv6")));
+    };
+    check_gateway(ip).map_err(at("ip"))?;
+    Ok(Some(v4))
+}
+
+/// An optional override of the collector's IPv6 address; empty means "use the
+/// instance's, if it has one".
+pub fn collector_ipv6(value: &str) -> Result<Option<Ipv6Addr>, ValidationError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: String| ValidationError::new("ipv6", why);
+    let ip: IpAddr = value.parse().map_err(|_| bad(format!("{value:?} is not an IP address")))?;
+    let IpAddr::V6(v6) = ip else {
+        return Err(bad(format!("{ip} is an IPv4 address; give it as the collector's ip")));
+    };
+    check_collector_ipv6(v6)?;
+    Ok(Some(v6))
+}
+
+/// A collector's encapsulation; empty means the default, VXLAN.
+pub fn encap(text: &str) -> Result<Encap, ValidationError> {
+    if text.is_empty() { Ok(Encap::default()) } else { text.parse() }
+}
+
+/// The VNI a session asks for; 0 lets the controller choose.
+pub fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
+    (value != 0).then(|| Vni::new(value)).transpose()
+}
+
+impl TryFrom<&pb::CreateSessionRequest> for SessionSpec {
+    type Error = ValidationError;
+
+    fn try_from(req: &pb::CreateSessionRequest) -> Result<Self, Self::Error> {
+        let name: SessionName = field("name", &req.name)?;
+        let sources = sources(&req.sources)?;
+        let tags = source_tags(&req.source_tags)?;
+        let collector: CollectorId = field("collector", &req.collector)?;
+        let filter = req.filter.as_ref().map(Filter::try_from).transpose().map_err(|e| e.within("filter"))?;
+        Ok(SessionSpec::selecting(name, sources, tags, collector, filter.unwrap_or_default())?
+            .with_allow_routed(req.allow_routed)
+            .with_vni(vni(req.vni)?)
+            .with_disable_source_check(req.disable_source_check))
+    }
+}
+
+impl From<&SessionSpec> for pb::CreateSessionRequest {
+    fn from(spec: &SessionSpec) -> Self {
+        pb::CreateSessionRequest {
+            name: spec.name().to_string(),
+            sources: spec.sources().iter().map(ToString::to_string).collect(),
+            collector: spec.collector().to_string(),
+            filter: Some(spec.filter().into()),
+            allow_routed: spec.allow_routed(),
+            source_tags: spec.selectors().iter().map(ToString::to_string).collect(),
+            vni: spec.vni().map_or(0, Vni::get),
+            disable_source_check: spec.disable_source_check(),
+        }
+    }
+}
+
+impl TryFrom<&pb::Filter> for Filter {
+    type Error = ValidationError;
+
+    /// Fields are named within the filter (`cidrs[1]`); a request names it `filter`.
+    fn try_from(f: &pb::Filter) -> Result<Self, Self::Error> {
+        let direction = enums::direction(f.direction)?;
+        let protocol = enums::protocol(f.protocol)?;
+        let ports = f.ports.map(PortRange::try_from).transpose().map_err(at("port"))?;
+        if f.cidrs.len() > limits::MAX_CIDRS {
+            return Err(ValidationError::new("cidrs", format!("at most {} CIDRs per session", limits::MAX_CIDRS)));
+        }
+        let cidrs = f
+            .cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| field::<Cidr>(&format!("cidrs[{i}]"), c))
+            .collect::<Result<_, _>>()?;
+        Ok(Filter::new(direction, protocol, ports, cidrs)?.with_throttle(Throttle::from_zeroable(f.sample, f.max_pps)?))
+    }
+}
+
+impl From<&Filter> for pb::Filter {
+    fn from(f: &Filter) -> Self {
+        pb::Filter {
+            direction: pb::Direction::from(f.direction()).into(),
+            protocol: pb::Protocol::from(f.protocol()).into(),
+            ports: f.ports().map(pb::PortRange::from),
+            cidrs: f.cidrs().iter().map(ToString::to_string).collect(),
+            sample: f.throttle().sample.map_or(0.0, Sample::fraction),
+            max_pps: f.throttle().max_pps.map_or(0, MaxPps::get),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use teefleet_model::{Direction, Protocol};
+
+    use super::*;
+
+    #[test]
+    fn filter_errors_name_the_field() {
+        let bad = |f: pb::Filter| Filter::try_from(&f).map_err(|e| e.within("filter")).unwrap_err().to_string();
+        assert!(
+            bad(pb::Filter { cidrs: vec!["10.0.0.0/8".into(), "nope".into()], ..Default::default() })
+                .starts_with("filter.cidrs[1]: ")
+        );
+        assert!(bad(pb::Filter { direction: 42, ..Default::default() }).starts_with("filter.direction: "));
+        assert!(bad(pb::Filter { protocol: 42, ..Default::default() }).starts_with("filter.protocol: "));
+        let icmp_port = pb::Filter {
+            protocol: pb::Protocol::Icmp.into(),
+            ports: Some(pb::PortRange { first: 80, last: 80 }),
+            ..Default::default()
+        };
+        assert_eq!(bad(icmp_port), "filter.port: a port needs protocol tcp or udp, not icmp");
+        let zero = pb::Filter {
+            protocol: pb::Protocol::Tcp.into(),
+            ports: Some(pb::PortRange { first: 0, last: 0 }),
+            ..Default::default()
+        };
+        assert!(bad(zero).starts_with("filter.port: "));
+    }
+
+    #[test]
+    fn source_tags_name_the_entry_and_are_bounded() {
+        let tags = |list: &[&str]| source_tags(&list.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        let ok = tags(&["role=web", "env=prod"]).expect("valid");
+        assert_eq!(ok.iter().map(ToString::to_string).collect::<Vec<_>>(), ["role=web", "env=prod"]);
+        assert_eq!(
+            tags(&["role=web", "role"]).unwrap_err().to_string(),
+            "source_tags[1]: \"role\" is not KEY=VALUE, e.g. role=web"
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
+        let err = source_tags(&nine).unwrap_err();
+        assert_eq!(err.field, "source_tags");
+        assert!(err.reason.starts_with("9 tags given; at most 8"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_both_and_all() {
+        let f = Filter::try_from(&pb::Filter::default()).expect("default");
+        assert_eq!((f.direction(), f.protocol()), (Direction::Both, Protocol::All));
+    }
+
+    #[test]
+    fn collector_ip_override() {
+        assert_eq!(collector_ip("").expect("empty"), None);
+        assert!(collector_ip("10.0.0.1").expect("v4").is_some());
+        for bad in ["0.0.0.0", "x", "fe80::1", "224.0.0.1", "fd00::1"] {
+            assert_eq!(collector_ip(bad).unwrap_err().field, "ip", "{bad}");
+        }
+    }
+
+    #[test]
+    fn collector_ipv6_override() {
+        assert_eq!(collector_ipv6("").expect("empty"), None);
+        assert_eq!(collector_ipv6("2001:db8::9").expect("v6"), "2001:db8::9".parse().ok());
+        assert!(collector_ipv6("fd00::9").expect("unique local").is_some());
+        for bad in ["10.0.0.1", "x", "::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1", "fd00::/64"] {
+            let err = collector_ipv6(bad).unwrap_err();
+            assert_eq!(err.field, "ipv6", "{bad}");
+            assert!(!err.reason.is_empty());
+        }
+    }
+}
