@@ -1,5 +1,8 @@
 //! Compiles `fleet/v1/*.proto` with protox, a pure-Rust protobuf compiler, so building
-//! needs no system `protoc`.
+//! needs no system `protoc`; and records the git commit built, for every binary's
+//! `--version`.
+
+use std::{path::Path, process::Command};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["fleet/v1/fleet.proto"];
@@ -8,5 +11,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["."])?;
     tonic_prost_build::configure().compile_fds(fds)?;
+    commit();
     Ok(())
+}
+
+/// `TEEFLEET_COMMIT`: the commit's short hash, or "unknown" outside a git checkout (a
+/// source tarball). Rebuilt when HEAD moves, so a binary never names an older commit.
+fn commit() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=TEEFLEET_COMMIT={hash}");
+    println!("cargo:rerun-if-env-changed=TEEFLEET_COMMIT");
+    let (Some(dir), Some(common)) = (git(&["rev-parse", "--git-dir"]), git(&["rev-parse", "--git-common-dir"])) else {
+        return;
+    };
+    let mut watched = vec![Path::new(&dir).join("HEAD"), Path::new(&common).join("packed-refs")];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(Path::new(&common).join(branch));
+    }
+    // A path that does not exist would rerun this script on every build.
+    for path in watched.into_iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
 }

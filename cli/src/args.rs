@@ -21,7 +21,7 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7300";
 #[derive(Debug, Parser)]
 #[command(
     name = "fleetctl",
-    version,
+    version = teefleet_proto::VERSION,
     about,
     after_help = "Each connection setting is taken from its flag, else its environment variable, else the \
                   config file (see `fleetctl config show`), else the default.\n\n\
@@ -589,6 +589,13 @@ mod tests {
         assert_eq!(f.ports, None);
         assert!(f.cidrs.is_empty());
         assert_eq!((f.sample, f.max_pps), (0.0, 0), "zero means every packet and no cap");
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let shown = parse(&["--version"]).expect_err("version is shown, not run");
+        assert_eq!(shown.kind(), ErrorKind::DisplayVersion);
+        assert!(shown.to_string().starts_with(&format!("fleetctl {} (commit ", env!("CARGO_PKG_VERSION"))), "{shown}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use teefleet_model::Listen;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "fleet-controller", version, about = "teefleet controller: sessions in, rule sets out")]
+#[command(name = "fleet-controller", version = teefleet_proto::VERSION, about = "teefleet controller: sessions in, rule sets out")]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -156,6 +156,12 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::try_parse_from([&["fleet-controller", "--database-url", "postgres://x"], args].concat()).expect("parse")
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let shown = Config::try_parse_from(["fleet-controller", "--version"]).expect_err("shown, not run");
+        assert!(shown.to_string().contains(" (commit "), "{shown}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub mod v1 {
     tonic::include_proto!("fleet.v1");
 }
 
+/// The crate version and the commit it was built from, for every binary's `--version`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TEEFLEET_COMMIT"), ")");
+
 mod enums;
 mod request;
 mod rules;
