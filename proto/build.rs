@@ -10,6 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["."])?;
+    // The controller serves these descriptors over gRPC reflection, so grpcurl needs no
+    // copy of the .proto.
+    let out = std::env::var("OUT_DIR")?;
+    std::fs::write(Path::new(&out).join("fleet_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure().compile_fds(fds)?;
     commit();
     Ok(())

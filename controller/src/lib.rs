@@ -69,6 +69,8 @@ pub enum Error {
     Access(#[source] store::StoreError),
     #[error("cannot serve /metrics (--metrics-listen)")]
     Metrics(#[source] std::io::Error),
+    #[error("the built-in fleet.v1 descriptors are unusable for reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
 }
 
 /// The fleet's CA: the one in the database, or a new one stored there if there is none
@@ -197,10 +199,18 @@ pub async fn run(
     health.set_serving::<SessionServiceServer<Api>>().await;
     health.set_serving::<AgentServiceServer<Api>>().await;
 
+    // The schema is public (it is in every agent and fleetctl), so reflection needs no
+    // token: grpcurl can list and describe without a copy of the .proto.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(teefleet_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(Error::Reflection)?;
+
     info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(SessionServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
         .add_service(CollectorServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))
         .add_service(HostServiceServer::new(api.clone()).max_decoding_message_size(MAX_ADMIN_MESSAGE))

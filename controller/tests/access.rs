@@ -51,6 +51,47 @@ async fn session_names(channel: &Channel, token: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn reflection_describes_the_api_without_a_token() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let (_pg, url) = database().await;
+    let (ctl, _) = Controller::start_secure(url, cloud(), BOOTSTRAP).await;
+    let ask = |request| ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let requests = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("fleet.v1.SessionService".into())),
+    ];
+    let mut replies = ServerReflectionClient::new(ctl.channel.clone())
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("reflection needs no token")
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.message().await.expect("a reply").and_then(|r| r.message_response)
+    else {
+        panic!("a service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in ["fleet.v1.SessionService", "fleet.v1.AgentService", "fleet.v1.TokenService"] {
+        assert!(names.contains(&service), "{names:?}");
+    }
+    let Some(MessageResponse::FileDescriptorResponse(file)) =
+        replies.message().await.expect("a reply").and_then(|r| r.message_response)
+    else {
+        panic!("the file declaring SessionService");
+    };
+    assert!(!file.file_descriptor_proto.is_empty());
+    // Describing the API is not calling it.
+    let err = SessionServiceClient::new(ctl.channel.clone())
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
 async fn callers_need_a_usable_token_with_a_big_enough_role() {
     let (_pg, url) = database().await;
     let (ctl, _) = Controller::start_secure(url.clone(), cloud(), BOOTSTRAP).await;

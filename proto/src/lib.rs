@@ -11,6 +11,9 @@ pub mod v1 {
     tonic::include_proto!("fleet.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `fleet/v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fleet_descriptor.bin"));
+
 /// The crate version and the commit it was built from, for every binary's `--version`.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TEEFLEET_COMMIT"), ")");
 

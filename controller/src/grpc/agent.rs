@@ -18,7 +18,7 @@ use teefleet_proto::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Api, ApiError, convert};
 use crate::{
@@ -194,7 +194,9 @@ impl AgentService for Api {
             unrecorded_ack: None,
             tx,
         };
-        tokio::spawn(conn.run(inbound, registration, desired));
+        // Every line the stream logs names its host, however deep it was logged.
+        let span = info_span!("agent_stream", host_id = %conn.host, connection_id);
+        tokio::spawn(conn.run(inbound, registration, desired).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
