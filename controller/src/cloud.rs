@@ -7,13 +7,13 @@ use std::{
     time::Duration,
 };
 
-use aws_sdk_ec2::{
-    error::{ProvideErrorMetadata, SdkError},
-    types::{AttributeBooleanValue, Filter, Instance, InstanceStateName},
-};
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, Instance, InstanceStateName};
 use futures::future::BoxFuture;
 use teefleet_model::{InstanceId, TagSelector, carries_all};
 use tracing::warn;
+
+use crate::ec2_errors::classify;
+pub use crate::ec2_errors::{CloudError, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
@@ -30,16 +30,6 @@ pub struct InstanceInfo {
 pub struct TaggedInstance {
     pub id: InstanceId,
     pub subnet_id: Option<String>,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CloudError {
-    #[error("EC2 instance {0} does not exist")]
-    NotFound(String),
-    #[error("the EC2 API could not be reached: {0}")]
-    Unavailable(String),
-    #[error("EC2 refused the call: {0}")]
-    Refused(String),
 }
 
 pub trait Cloud: Send + Sync + 'static {
@@ -64,6 +54,7 @@ const MIN_PAGE: i32 = 5;
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     page_size: i32,
+    target: Target,
 }
 
 impl Ec2 {
@@ -73,53 +64,31 @@ impl Ec2 {
             .operation_timeout(Duration::from_secs(30))
             .build();
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-        Self::from_client(aws_sdk_ec2::Client::new(&config))
+        let target = Target {
+            endpoint: config.endpoint_url().map(str::to_owned),
+            region: config.region().map(ToString::to_string),
+        };
+        if target.region.is_none() {
+            warn!("no AWS region is configured (AWS_REGION or the profile's): every EC2 call will fail");
+        }
+        Self::from_client(aws_sdk_ec2::Client::new(&config)).with_target(target)
     }
 
     /// EC2 through a client configured by the caller, such as one pointed at moto.
     pub fn from_client(client: aws_sdk_ec2::Client) -> Self {
-        Self { client, page_size: MAX_PAGE }
+        let target = Target { endpoint: None, region: client.config().region().map(ToString::to_string) };
+        Self { client, page_size: MAX_PAGE, target }
+    }
+
+    /// Names the endpoint in failures, which a client does not tell.
+    pub fn with_target(self, target: Target) -> Self {
+        Self { target, ..self }
     }
 
     /// Asks DescribeInstances for pages of `n` (5 to 1000) instead of the largest, so a
     /// test sees several pages with a handful of instances.
     pub fn with_page_size(self, n: i32) -> Self {
         Self { page_size: n.clamp(MIN_PAGE, MAX_PAGE), ..self }
-    }
-}
-
-/// `id` is the instance a call was about, if it was about one: only then can EC2's
-/// "no such instance" mean NotFound.
-fn classify<E, R>(id: Option<&InstanceId>, err: SdkError<E, R>) -> CloudError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match &err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            match (e.code(), id) {
-                (Some("InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed"), Some(id)) => {
-                    CloudError::NotFound(id.to_string())
-                }
-                (Some("RequestLimitExceeded" | "Unavailable" | "InternalError" | "ServiceUnavailable"), _) => {
-                    CloudError::Unavailable(format!(
-                        "{}: {}",
-                        e.code().unwrap_or_default(),
-                        e.message().unwrap_or_default()
-                    ))
-                }
-                (code, _) => CloudError::Refused(format!(
-                    "{}: {}",
-                    code.unwrap_or("unknown error"),
-                    e.message().unwrap_or("no message")
-                )),
-            }
-        }
-        SdkError::ConstructionFailure(_) => {
-            CloudError::Refused(format!("{}", aws_sdk_ec2::error::DisplayErrorContext(&err)))
-        }
-        _ => CloudError::Unavailable(format!("{}", aws_sdk_ec2::error::DisplayErrorContext(&err))),
     }
 }
 
@@ -199,7 +168,7 @@ impl Cloud for Ec2 {
                 .instance_ids(id.as_str())
                 .send()
                 .await
-                .map_err(|e| classify(Some(id), e))?;
+                .map_err(|e| classify(&self.target, "DescribeInstances", Some(id), e))?;
             let instance = out
                 .reservations()
                 .iter()
@@ -223,7 +192,7 @@ impl Cloud for Ec2 {
                 .source_dest_check(AttributeBooleanValue::builder().value(enabled).build())
                 .send()
                 .await
-                .map_err(|e| classify(Some(id), e))?;
+                .map_err(|e| classify(&self.target, "ModifyInstanceAttribute", Some(id), e))?;
             Ok(())
         })
     }
@@ -246,7 +215,7 @@ impl Cloud for Ec2 {
                 .send();
             let mut found = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| classify(None, e))?;
+                let page = page.map_err(|e| classify(&self.target, "DescribeInstances", None, e))?;
                 found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| tagged(i, tags)));
                 if found.len() > limit {
                     break;
@@ -261,11 +230,62 @@ impl Cloud for Ec2 {
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_ec2::types::{
-        InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment, InstanceState, Tag,
+    use aws_sdk_ec2::{
+        config::{BehaviorVersion, Credentials, Region},
+        types::{
+            InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment, InstanceState, Tag,
+        },
     };
 
     use super::*;
+
+    const CLOSED: &str = "http://127.0.0.1:1";
+
+    fn config() -> aws_sdk_ec2::config::Builder {
+        aws_sdk_ec2::Config::builder().behavior_version(BehaviorVersion::latest()).endpoint_url(CLOSED)
+    }
+
+    async fn describe(conf: aws_sdk_ec2::Config, target: Target) -> CloudError {
+        let ec2 = Ec2::from_client(aws_sdk_ec2::Client::from_conf(conf)).with_target(target);
+        let id: InstanceId = "i-0123456789abcdef0".parse().expect("id");
+        ec2.describe_instance(&id).await.expect_err("nothing answers")
+    }
+
+    fn creds() -> Credentials {
+        Credentials::new("AKIDEXAMPLE", "secret", None, None, "test")
+    }
+
+    #[tokio::test]
+    async fn each_configuration_mistake_is_one_sentence_naming_what_to_check() {
+        let region = || Some("us-east-1".to_owned());
+        let endpoint = Some(CLOSED.to_owned());
+        let cases = [
+            (
+                config().region(Region::new("us-east-1")).credentials_provider(creds()).build(),
+                Target { endpoint: endpoint.clone(), region: region() },
+                "the EC2 API could not be reached: DescribeInstances failed: cannot connect to http://127.0.0.1:1 (",
+                "check AWS_ENDPOINT_URL",
+            ),
+            (
+                config().credentials_provider(creds()).build(),
+                Target { endpoint: endpoint.clone(), region: None },
+                "EC2 refused the call: DescribeInstances failed: no AWS region is configured",
+                "AWS_REGION",
+            ),
+            (
+                config().region(Region::new("us-east-1")).build(),
+                Target { endpoint, region: region() },
+                "EC2 refused the call: DescribeInstances failed: the request could not be signed (",
+                "check the AWS credentials",
+            ),
+        ];
+        for (conf, target, starts, names) in cases {
+            let message = describe(conf, target).await.to_string();
+            assert!(message.starts_with(starts), "{message}");
+            assert!(message.contains(names), "{message}");
+            assert!(message.len() < 400 && !message.contains("DispatchFailure"), "{} chars: {message}", message.len());
+        }
+    }
 
     fn interface(index: i32, ips: &[&str]) -> InstanceNetworkInterface {
         let mut b = InstanceNetworkInterface::builder()

@@ -11,6 +11,7 @@ mod budget;
 pub mod cloud;
 mod config;
 mod connections;
+pub mod ec2_errors;
 mod fanout;
 pub mod grpc;
 mod heartbeat;
