@@ -21,7 +21,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use teefleet_model::{HostId, RuleSet};
+use teefleet_model::{
+    HostId, RuleSet,
+    report::{self, SessionCounters, Traffic},
+};
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
 };
@@ -422,12 +425,14 @@ impl<D: Dataplane> Agent<D> {
             .status
             .counters()
             .into_iter()
-            .map(|(session, rated)| pb::SessionCounters {
-                session: session.to_string(),
-                packets: rated.counter.packets,
-                bytes: rated.counter.bytes,
-                packets_per_second: rated.packets_per_second,
-                bytes_per_second: rated.bytes_per_second,
+            .map(|(session, rated)| {
+                let (traffic, _) = Traffic::reported(
+                    rated.counter.packets,
+                    rated.counter.bytes,
+                    rated.packets_per_second,
+                    rated.bytes_per_second,
+                );
+                pb::SessionCounters::from(&SessionCounters { session, traffic })
             })
             .collect();
         pb::Health {
@@ -440,13 +445,10 @@ impl<D: Dataplane> Agent<D> {
     }
 }
 
+/// What the agent found, as the controller will keep it: the same bounds apply.
 fn dataplane_to_proto(info: DataplaneInfo) -> pb::Dataplane {
-    pb::Dataplane {
-        backend: info.backend,
-        iptables_version: info.iptables_version,
-        ipv6: info.ipv6,
-        problems: info.problems,
-    }
+    let (dataplane, _) = report::Dataplane::reported(&info.backend, &info.iptables_version, info.ipv6, &info.problems);
+    pb::Dataplane::from(&dataplane)
 }
 
 fn event_to_proto(event: Event) -> pb::HostEvent {

@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn a_newer_report_keeps_an_older_dataplane_change() {
         let host: HostId = "h1".parse().expect("host");
-        let dataplane = Dataplane { backend: "nft".into(), ..Dataplane::default() };
+        let (dataplane, _) = Dataplane::reported("nft", "", false, &[]);
         let mut pending = HashMap::new();
         merge(
             &mut pending,

@@ -212,12 +212,7 @@ mod tests {
 
     #[test]
     fn traffic_is_summed_and_a_disconnected_host_has_no_rate() {
-        let t = |packets, pps| Traffic {
-            packets,
-            bytes: packets * 100,
-            packets_per_second: pps,
-            bytes_per_second: pps * 100.0,
-        };
+        let t = |packets: u64, pps: f64| Traffic::reported(packets, packets * 100, pps, pps * 100.0).0;
         let mut a = source(3, 3, true, None);
         a.traffic = t(10, 2.0);
         let mut b = source(3, 3, false, None);

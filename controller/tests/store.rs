@@ -164,7 +164,7 @@ async fn throttles_and_ipv6_collectors_survive_the_round_trip() {
 }
 
 fn traffic(packets: u64) -> Traffic {
-    Traffic { packets, bytes: packets * 64, packets_per_second: 1.5, bytes_per_second: 96.0 }
+    Traffic::reported(packets, packets * 64, 1.5, 96.0).0
 }
 
 #[tokio::test]
@@ -172,7 +172,7 @@ async fn agent_reports_are_stored_and_shown_per_session() {
     let (_pg, store) = store().await;
     store.create_session(&spec("web", &["h1"]), &[host("h1")], &audit()).await.expect("web");
     store.create_session(&spec("db", &["h1"]), &[], &audit()).await.expect("db");
-    let nft = Dataplane { backend: "nft".into(), iptables_version: "v1.8.9".into(), ipv6: true, problems: vec![] };
+    let (nft, _) = Dataplane::reported("nft", "v1.8.9", true, &[]);
     store.host_hello(&host("h1"), &HelloRecord { dataplane: Some(&nft), ..hello(0, 1) }).await.expect("hello");
     store
         .host_health(

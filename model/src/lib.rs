@@ -12,6 +12,7 @@ mod error;
 mod filter;
 mod ids;
 mod listen;
+pub mod report;
 mod rule;
 mod selector;
 mod session;

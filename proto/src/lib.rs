@@ -18,8 +18,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TEEFLEET_COMMIT"), ")");
 
 mod enums;
+mod report;
 mod request;
 mod rules;
 
 pub use enums::{direction, family, protocol, rule_direction};
+pub use report::{counters, dataplane};
 pub use request::{collector_ip, collector_ipv6, encap, field, source_tags, sources, vni};

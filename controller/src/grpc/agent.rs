@@ -56,7 +56,7 @@ struct Hello {
 /// The agent's dataplane report, with what does not fit dropped and logged: a report never
 /// refuses the stream, so the host stays managed.
 fn dataplane(host: &HostId, d: &pb::Dataplane) -> Dataplane {
-    let (dataplane, dropped) = convert::dataplane(d);
+    let (dataplane, dropped) = teefleet_proto::dataplane(d);
     for e in dropped {
         warn!(host_id = %host, error = %e, "dropped part of the agent's dataplane report");
     }
@@ -175,11 +175,11 @@ impl AgentService for Api {
             agent_version = %hello.agent_version,
             applied_version = hello.applied_version,
             desired_version = desired.version(),
-            backend = hello.dataplane.as_ref().map_or("", |d| d.backend.as_str()),
+            backend = hello.dataplane.as_ref().map_or("", |d| d.backend()),
             "agent connected"
         );
-        if let Some(d) = hello.dataplane.as_ref().filter(|d| !d.problems.is_empty()) {
-            warn!(host_id = %hello.host, problems = ?d.problems, "agent reports dataplane problems");
+        if let Some(d) = hello.dataplane.as_ref().filter(|d| !d.problems().is_empty()) {
+            warn!(host_id = %hello.host, problems = ?d.problems(), "agent reports dataplane problems");
         }
         let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
@@ -386,14 +386,14 @@ impl Connection {
 
     async fn health(&mut self, h: &pb::Health) {
         debug!(host_id = %self.host, applied_version = h.applied_version, rules = h.rule_count, "health");
-        let (counters, dropped) = convert::counters(&h.counters);
+        let (counters, dropped) = teefleet_proto::counters(&h.counters);
         for e in dropped {
             warn!(host_id = %self.host, error = %e, "dropped part of the agent's counters");
         }
         let dataplane = h.dataplane.as_ref().map(|d| dataplane(&self.host, d));
         let changed = dataplane.filter(|d| self.dataplane.as_ref() != Some(d));
-        if let Some(d) = changed.as_ref().filter(|d| !d.problems.is_empty()) {
-            warn!(host_id = %self.host, problems = ?d.problems, "agent reports dataplane problems");
+        if let Some(d) = changed.as_ref().filter(|d| !d.problems().is_empty()) {
+            warn!(host_id = %self.host, problems = ?d.problems(), "agent reports dataplane problems");
         }
         if changed.is_some() {
             self.dataplane.clone_from(&changed);

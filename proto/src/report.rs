@@ -1,0 +1,127 @@
+//! What agents report (Hello's dataplane, Health's counters), both ways: the agent
+//! encodes, the controller decodes into the model's self-bounding types. A report is
+//! never refused as a whole: what does not fit is dropped and returned for the caller to
+//! log, so the host stays managed.
+
+use std::collections::BTreeSet;
+
+use teefleet_model::{
+    SessionName, ValidationError,
+    report::{Dataplane, MAX_COUNTERS, SessionCounters, Traffic},
+};
+
+use crate::v1 as pb;
+
+/// An agent's dataplane report, bounded; errors are named `dataplane.*`.
+pub fn dataplane(d: &pb::Dataplane) -> (Dataplane, Vec<ValidationError>) {
+    let (dataplane, dropped) = Dataplane::reported(&d.backend, &d.iptables_version, d.ipv6, &d.problems);
+    (dataplane, dropped.into_iter().map(|e| e.within("dataplane")).collect())
+}
+
+impl From<&Dataplane> for pb::Dataplane {
+    fn from(d: &Dataplane) -> Self {
+        pb::Dataplane {
+            backend: d.backend().to_owned(),
+            iptables_version: d.iptables_version().to_owned(),
+            ipv6: d.ipv6(),
+            problems: d.problems().to_vec(),
+        }
+    }
+}
+
+/// An agent's per-session counters, sorted by session. Entries naming no valid session,
+/// repeats of a session (the first wins) and entries beyond the limit are dropped, and
+/// so are rates that are no rates; each is returned, named by its index.
+pub fn counters(values: &[pb::SessionCounters]) -> (Vec<SessionCounters>, Vec<ValidationError>) {
+    let mut dropped = Vec::new();
+    if values.len() > MAX_COUNTERS {
+        dropped.push(ValidationError::new(
+            "counters",
+            format!("{} entries reported; kept the first {MAX_COUNTERS}", values.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut kept = Vec::new();
+    for (i, c) in values.iter().take(MAX_COUNTERS).enumerate() {
+        let session: SessionName = match c.session.parse() {
+            Ok(name) => name,
+            Err(e) => {
+                dropped.push(ValidationError::new(format!("counters[{i}].session"), e.reason));
+                continue;
+            }
+        };
+        if !seen.insert(session.clone()) {
+            dropped.push(ValidationError::new(format!("counters[{i}]"), format!("session {session} is repeated")));
+            continue;
+        }
+        let (traffic, bad) = Traffic::reported(c.packets, c.bytes, c.packets_per_second, c.bytes_per_second);
+        dropped.extend(bad.into_iter().map(|e| e.within(format!("counters[{i}]"))));
+        kept.push(SessionCounters { session, traffic });
+    }
+    kept.sort_by(|a, b| a.session.cmp(&b.session));
+    (kept, dropped)
+}
+
+impl From<&SessionCounters> for pb::SessionCounters {
+    fn from(c: &SessionCounters) -> Self {
+        pb::SessionCounters {
+            session: c.session.to_string(),
+            packets: c.traffic.packets(),
+            bytes: c.traffic.bytes(),
+            packets_per_second: c.traffic.packets_per_second(),
+            bytes_per_second: c.traffic.bytes_per_second(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use teefleet_model::report::{MAX_PROBLEM_LEN, MAX_PROBLEMS};
+
+    use super::*;
+
+    #[test]
+    fn dataplane_reports_are_bounded() {
+        let (d, dropped) = dataplane(&pb::Dataplane {
+            backend: "nft".into(),
+            iptables_version: "iptables v1.8.9 (nf_tables)\n".into(),
+            ipv6: true,
+            problems: vec!["TEE missing".into()],
+        });
+        assert!(dropped.is_empty());
+        assert_eq!((d.backend(), d.iptables_version(), d.ipv6()), ("nft", "iptables v1.8.9 (nf_tables) ", true));
+        assert_eq!(pb::Dataplane::from(&d).problems, ["TEE missing"]);
+        let (d, dropped) = dataplane(&pb::Dataplane {
+            backend: "\x1b[31mred".into(),
+            problems: vec!["p".repeat(2000); 40],
+            ..Default::default()
+        });
+        assert_eq!(d.backend(), "");
+        assert_eq!(d.problems().len(), MAX_PROBLEMS);
+        assert!(d.problems().iter().all(|p| p.len() == MAX_PROBLEM_LEN));
+        let fields: Vec<_> = dropped.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["dataplane.backend", "dataplane.problems"]);
+    }
+
+    #[test]
+    fn bad_counters_are_dropped_and_the_rest_kept_in_order() {
+        let c = |session: &str, pps: f64| pb::SessionCounters {
+            session: session.into(),
+            packets: 7,
+            bytes: 700,
+            packets_per_second: pps,
+            bytes_per_second: 1.0,
+        };
+        let (kept, dropped) = counters(&[c("web", 1.0), c("bad name", 1.0), c("db", f64::NAN), c("web", 2.0)]);
+        let names: Vec<_> = kept.iter().map(|c| c.session.as_str()).collect();
+        assert_eq!(names, ["db", "web"]);
+        assert_eq!(kept[0].traffic.packets_per_second(), 0.0);
+        assert_eq!(kept[1].traffic.packets_per_second(), 1.0, "the first report of a session wins");
+        assert_eq!(pb::SessionCounters::from(&kept[1]), c("web", 1.0));
+        let fields: Vec<_> = dropped.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["counters[1].session", "counters[2].packets_per_second", "counters[3]"]);
+        let many: Vec<_> = (0..MAX_COUNTERS + 5).map(|i| c(&format!("s{i}"), 0.0)).collect();
+        let (kept, dropped) = counters(&many);
+        assert_eq!((kept.len(), dropped[0].field.as_str()), (MAX_COUNTERS, "counters"));
+    }
+}
