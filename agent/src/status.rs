@@ -12,7 +12,7 @@ use teefleet_model::{RuleSet, SessionName};
 
 use crate::{
     config::ControllerUrl,
-    firewall::{Check, Counter, Family},
+    firewall::{Check, Counter, layout::ByFamily, render::rules_of},
 };
 
 /// Upper bounds (seconds) of the apply duration histogram.
@@ -37,7 +37,7 @@ pub struct Status {
 #[derive(Debug, Default)]
 struct Inner {
     applied_version: u64,
-    rules_by_family: [usize; 2],
+    rules_by_family: ByFamily<usize>,
     /// A stream has been open since start, so the controller had its say about the version.
     synced: bool,
     /// The replica the stream is open with, if it is.
@@ -80,7 +80,7 @@ impl Status {
         }
         if ok {
             s.applied_version = set.version();
-            s.rules_by_family = Family::ALL.map(|f| crate::firewall::render::rules_of(set, f).len());
+            s.rules_by_family = ByFamily::from_fn(|f| rules_of(set, f).len());
         } else {
             s.apply_failures += 1;
         }
@@ -225,10 +225,8 @@ impl Status {
             "Times our rules were found changed by something else and restored.",
             &one(s.drift_repairs),
         );
-        let rules: Vec<_> = Family::ALL
-            .iter()
-            .map(|f| (format!("{{family=\"{}\"}}", f.label()), s.rules_by_family[f.index()].to_string()))
-            .collect();
+        let rules: Vec<_> =
+            s.rules_by_family.iter().map(|(f, n)| (format!("{{family=\"{}\"}}", f.label()), n.to_string())).collect();
         metric("teefleet_agent_rules", "gauge", "Mirroring rules applied, by address family.", &rules);
         metric("teefleet_agent_applied_version", "gauge", "The rule set version applied.", &one(s.applied_version));
         let connected: Vec<_> =
@@ -321,7 +319,7 @@ mod tests {
         let web: SessionName = "web".parse().expect("name");
         let check = Check {
             repairs: vec![crate::firewall::Repair {
-                scope: crate::firewall::Scope::Rules(Family::V6),
+                scope: crate::firewall::Scope::Rules(crate::firewall::Family::V6),
                 drift: "x".into(),
             }],
             counters: [(web.clone(), Counter { packets: 10, bytes: 1000 })].into(),
