@@ -9,12 +9,7 @@ use crate::{firewall::Variant, pki::CaPin};
 
 /// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "fleet-agent",
-    version,
-    about,
-    after_help = "Run `fleet-agent cleanup --help` for removing every rule of ours (uninstall)."
-)]
+#[command(name = "fleet-agent", version, about)]
 pub struct Config {
     /// The controller's agent endpoint: https://HOST[:PORT] (TLS, and the agent enrolls for
     /// a client certificate), or http://HOST[:PORT] together with --insecure. Give every
@@ -118,8 +113,8 @@ impl Config {
 /// `fleet-agent cleanup`: removes every chain and jump of ours, in both families.
 #[derive(Debug, Clone, Parser)]
 #[command(
-    name = "fleet-agent cleanup",
-    bin_name = "fleet-agent cleanup",
+    name = Invocation::CLEANUP,
+    display_name = "fleet-agent cleanup",
     version,
     about = "Removes every chain and jump teefleet installed on this host \
 (both address families) and, with --state-dir, the saved rule set, so a restarted agent does not bring them back. \
@@ -135,6 +130,64 @@ pub struct CleanupConfig {
           value_parser = parse_backend)]
     pub iptables_backend: Variant,
 }
+
+/// What `fleet-agent` was asked to do: without a subcommand, run the agent with
+/// [`Config`]; `fleet-agent cleanup` removes what the agent installed.
+///
+/// Written out rather than derived: a derived parser with the agent's flags beside an
+/// optional subcommand would have to build the agent's [`Config`] even for `cleanup`,
+/// which has none of its required flags.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Cleanup(CleanupConfig),
+}
+
+impl Invocation {
+    const CLEANUP: &'static str = "cleanup";
+}
+
+impl clap::CommandFactory for Invocation {
+    fn command() -> clap::Command {
+        // The agent's own flags stay at the top, as they always were; they cannot be
+        // mixed with a subcommand, and it lifts their requirements.
+        Config::command()
+            .subcommand(CleanupConfig::command())
+            .args_conflicts_with_subcommands(true)
+            .subcommand_negates_reqs(true)
+            .disable_help_subcommand(true)
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+impl clap::FromArgMatches for Invocation {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        match matches.remove_subcommand() {
+            None => Config::from_arg_matches_mut(matches).map(|config| Self::Run(Box::new(config))),
+            Some((name, mut sub)) if name == Self::CLEANUP => {
+                CleanupConfig::from_arg_matches_mut(&mut sub).map(Self::Cleanup)
+            }
+            // The command above knows no other subcommand, so clap refused it already.
+            Some((name, _)) => {
+                Err(clap::Error::raw(clap::error::ErrorKind::InvalidSubcommand, format!("unknown subcommand {name:?}")))
+            }
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Parser for Invocation {}
 
 fn parse_backend(s: &str) -> Result<Variant, String> {
     match s {
@@ -389,6 +442,41 @@ mod tests {
         assert_eq!(c.ca_pin.map(|p| p.to_string()).as_deref(), Some(PIN));
         assert!(!format!("{c:?}").contains("s3cret"), "Debug hides the token");
         assert_eq!(c.check(), Ok(ControllerUrls::from(c.controller[0].clone())));
+    }
+
+    #[test]
+    fn cleanup_is_a_subcommand_and_the_agent_the_default() {
+        let invoke =
+            |args: &[&str]| Invocation::try_parse_from(std::iter::once("fleet-agent").chain(args.iter().copied()));
+        match invoke(&["--controller", "http://c", "--state-dir", "/tmp", "--insecure"]).expect("valid") {
+            Invocation::Run(c) => assert_eq!(c.check().expect("valid").to_string(), "http://c:80"),
+            other => panic!("{other:?}"),
+        }
+        // The agent's required flags are not required of cleanup.
+        match invoke(&["cleanup"]).expect("valid") {
+            Invocation::Cleanup(c) => assert_eq!((c.state_dir, c.iptables_backend), (None, Variant::System)),
+            other => panic!("{other:?}"),
+        }
+        match invoke(&["cleanup", "--state-dir", "/tmp", "--iptables-backend", "legacy"]).expect("valid") {
+            Invocation::Cleanup(c) => {
+                assert_eq!((c.state_dir, c.iptables_backend), (Some(PathBuf::from("/tmp")), Variant::Legacy));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = invoke(&["--state-dir", "/tmp"]).map(|_| ()).expect_err("the agent needs a controller");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{err}");
+        for (args, needle) in [
+            (&["cleanup", "--iptables-backend", "xtables"][..], "--iptables-backend"),
+            (&["cleanup", "--controller", "http://c"], "--controller"),
+            (&["--insecure", "cleanup"], "cleanup"),
+            (&["help"], "help"),
+        ] {
+            let err = invoke(args).map(|_| ()).expect_err("invalid");
+            assert!(err.use_stderr() && err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        let help = invoke(&["cleanup", "--help"]).map(|_| ()).expect_err("help");
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("Usage: fleet-agent cleanup [OPTIONS]"), "{help}");
     }
 
     #[test]

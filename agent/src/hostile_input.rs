@@ -13,7 +13,7 @@ use proptest::{collection::vec, prelude::*, sample::select};
 use teefleet_model::strategy::{self, config, edited, hostile};
 
 use crate::{
-    CleanupConfig, Config,
+    CleanupConfig, Config, Invocation,
     config::{ControllerUrl, http_authority},
     firewall::iptables::failing_line,
     host::parse_addresses,
@@ -225,8 +225,13 @@ proptest! {
                 prop_assert_eq!(e.exit_code(), if e.use_stderr() { 2 } else { 0 });
             }
         }
-        if let Err(e) = CleanupConfig::try_parse_from(argv) {
+        if let Err(e) = CleanupConfig::try_parse_from(argv.clone()) {
             let _ = e.render().to_string();
+        }
+        // What the binary parses: the agent's flags, or a subcommand.
+        if let Err(e) = Invocation::try_parse_from(argv) {
+            let _ = e.render().to_string();
+            prop_assert_eq!(e.exit_code(), if e.use_stderr() { 2 } else { 0 });
         }
     }
 }

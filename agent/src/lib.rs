@@ -49,7 +49,7 @@ pub mod state;
 pub mod status;
 
 pub use client::{Agent, StreamError, StreamOptions, Transport};
-pub use config::{CleanupConfig, Config};
+pub use config::{CleanupConfig, Config, Invocation};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
 pub use teefleet_model::Listen;
