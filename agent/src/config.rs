@@ -4,6 +4,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
 use teefleet_model::{HostId, Listen};
+use tonic::transport::Uri;
 
 use crate::{firewall::Variant, pki::CaPin};
 
@@ -206,34 +207,44 @@ pub struct UrlError {
     expected: &'static str,
 }
 
-/// `(host, port)` of the `HOST[:PORT][/]` after a URL's scheme, with `default_port` when
-/// none is given. A path would be silently ignored by gRPC, and user info or a query has
-/// no meaning here, so all are refused instead of surprising the operator.
-fn host_port(rest: &str, default_port: u16) -> Option<(&str, u16)> {
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+/// `(scheme, host, port)` of a plain `SCHEME://HOST[:PORT][/]` URL, the port `None` when
+/// none is given; the host as written (an IPv6 literal keeps its brackets). A path would be
+/// silently ignored by gRPC, and user info, a query or a fragment have no meaning here, so
+/// all are refused instead of surprising the operator.
+fn plain_url(url: &str) -> Option<(String, String, Option<u16>)> {
+    // `Uri` drops a fragment without a word; it is refused here like a query.
+    if url.contains('#') {
         return None;
     }
-    // A bracketed IPv6 literal has colons of its own; only a colon after `]` is a port.
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
-        _ => (rest, None),
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let host = authority.host();
+    // What follows the host is nothing or `:PORT`: this refuses user info (the host is not
+    // first), an empty port and one out of range, which `Uri` passes on.
+    let port = match authority.as_str().strip_prefix(host)? {
+        "" => None,
+        rest => Some(rest.strip_prefix(':')?.parse::<u16>().ok()?),
     };
-    if host.is_empty() || host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return None;
-    }
-    match port {
-        Some(p) => p.parse::<u16>().ok().map(|p| (host, p)),
-        None => Some((host, default_port)),
-    }
+    // `Uri` takes anything in brackets; an IPv6 literal is what brackets are for.
+    let literal_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty(),
+    };
+    // `Uri` reads the scheme in any case; the operator's text must name it in lower case.
+    let plain = url.starts_with(&format!("{scheme}://"))
+        && literal_ok
+        && uri.query().is_none()
+        && uri.path().chars().all(|c| c == '/');
+    plain.then(|| (scheme.to_owned(), host.to_owned(), port))
 }
 
 /// `HOST:PORT` of an `http://HOST[:PORT][/]` URL, with the default port made explicit.
 pub fn http_authority(url: &str) -> Result<String, UrlError> {
-    url.strip_prefix("http://")
-        .and_then(|rest| host_port(rest, 80))
-        .map(|(host, port)| format!("{host}:{port}"))
-        .ok_or_else(|| UrlError { url: url.to_owned(), expected: "http" })
+    match plain_url(url) {
+        Some((scheme, host, port)) if scheme == "http" => Ok(format!("{host}:{}", port.unwrap_or(80))),
+        _ => Err(UrlError { url: url.to_owned(), expected: "http" }),
+    }
 }
 
 fn parse_http_url(s: &str) -> Result<String, UrlError> {
@@ -272,13 +283,14 @@ impl FromStr for ControllerUrl {
     /// Surrounding whitespace (a space after a comma in a list) is dropped.
     fn from_str(url: &str) -> Result<Self, UrlError> {
         let url = url.trim();
-        let parsed = match url.split_once("://") {
-            Some(("http", rest)) => host_port(rest, 80).map(|hp| (false, hp)),
-            Some(("https", rest)) => host_port(rest, 443).map(|hp| (true, hp)),
-            _ => None,
+        let refused = || UrlError { url: url.to_owned(), expected: "http(s)" };
+        let (scheme, host, port) = plain_url(url).ok_or_else(refused)?;
+        let tls = match scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(refused()),
         };
-        let (tls, (host, port)) = parsed.ok_or_else(|| UrlError { url: url.to_owned(), expected: "http(s)" })?;
-        Ok(Self { tls, host: host.to_owned(), port })
+        Ok(Self { tls, host, port: port.unwrap_or(if tls { 443 } else { 80 }) })
     }
 }
 
@@ -533,9 +545,21 @@ mod tests {
         assert_eq!(http_authority("http://127.0.0.1:8080/").expect("ok"), "127.0.0.1:8080");
         assert_eq!(http_authority("http://[fd00:ec2::254]").expect("ok"), "[fd00:ec2::254]:80");
         assert_eq!(http_authority("http://[fd00:ec2::254]:81").expect("ok"), "[fd00:ec2::254]:81");
-        for bad in
-            ["https://x", "x", "http://", "http://a/b", "http://a b", "http://a:x", "http://a:99999", "http://fd00::1"]
-        {
+        for bad in [
+            "https://x",
+            "x",
+            "http://",
+            "http://a/b",
+            "http://a b",
+            "http://a:x",
+            "http://a:99999",
+            "http://fd00::1",
+            "HTTP://a",
+            "http://u@a",
+            "http://a?b",
+            "http://a#b",
+            "http://a:",
+        ] {
             assert!(http_authority(bad).is_err(), "{bad}");
         }
     }
@@ -547,7 +571,30 @@ mod tests {
         assert_eq!(url.to_string(), "https://[fd00::7]:7000");
         let url: ControllerUrl = "http://controller".parse().expect("ok");
         assert_eq!((url.to_string().as_str(), url.server_name()), ("http://controller:80", "controller"));
-        for bad in ["HTTPS://c", "https://", "https://c/x", "grpc://c", "https//c", "https://u@c", "c:7000"] {
+        let url: ControllerUrl = " https://c:7000// ".parse().expect("ok");
+        assert_eq!(url.to_string(), "https://c:7000");
+        for bad in [
+            "HTTPS://c",
+            "Https://c",
+            "https://",
+            "https://c/x",
+            "grpc://c",
+            "https//c",
+            "https://u@c",
+            "https://u:p@c:7000",
+            "c:7000",
+            "https://c:",
+            "https://c:x",
+            "https://c:99999",
+            "https://:7000",
+            "https://c?x=1",
+            "https://c/?x",
+            "https://c#x",
+            "https://fd00::7",
+            "https://[fd00::7",
+            "https://c d",
+            "",
+        ] {
             let err = bad.parse::<ControllerUrl>().expect_err(bad).to_string();
             assert!(err.contains("http(s)://HOST[:PORT]"), "{err}");
         }
