@@ -49,21 +49,22 @@ pub struct Config {
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub state_dir: PathBuf,
 
-    /// Seconds between health reports. The per-session counters they carry come from the
-    /// last drift check and were read at most about this long before (or one drift
-    /// interval, if that is longer).
-    #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub health_interval: u64,
+    /// Time between health reports, 1s to 1h: 10s, 1m (a bare number is seconds). The
+    /// per-session counters they carry come from the last drift check and were read at
+    /// most about this long before (or one drift interval, if that is longer).
+    #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_interval)]
+    pub health_interval: Duration,
 
-    /// Seconds between drift checks: our chains are read back and restored if something
-    /// else changed them, and the counters are read. With the nft backend a check skips
-    /// reading while the nf_tables generation shows no commit since the last read (any
-    /// change makes the next check read) and the counters are recent enough for the next
-    /// health report; with the defaults every other check reads.
-    #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub drift_interval: u64,
+    /// Time between drift checks, 1s to 1h: 5s, 1m (a bare number is seconds). Our chains
+    /// are read back and restored if something else changed them, and the counters are
+    /// read. With the nft backend a check skips reading while the nf_tables generation
+    /// shows no commit since the last read (any change makes the next check read) and the
+    /// counters are recent enough for the next health report; with the defaults every other
+    /// check reads.
+    #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_interval)]
+    pub drift_interval: Duration,
 
     /// Which iptables to use: `auto` runs `iptables` (the host's choice), `nft` and
     /// `legacy` run `iptables-nft` or `iptables-legacy` and their -save/-restore.
@@ -100,14 +101,6 @@ impl Config {
             ),
             _ => Ok(urls),
         }
-    }
-
-    pub fn health_interval(&self) -> Duration {
-        Duration::from_secs(self.health_interval)
-    }
-
-    pub fn drift_interval(&self) -> Duration {
-        Duration::from_secs(self.drift_interval)
     }
 }
 
@@ -189,6 +182,17 @@ impl clap::FromArgMatches for Invocation {
 }
 
 impl Parser for Invocation {}
+
+/// The bounds of the agent's intervals: a check or report more often than every second
+/// only costs the host, and one rarer than hourly leaves drift and counters unseen.
+pub const INTERVALS: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// A duration as every flag takes it (a bare number of seconds too, as these flags took
+/// before), within [`INTERVALS`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = teefleet_model::parse_duration_or_seconds(text)?;
+    if INTERVALS.contains(&interval) { Ok(interval) } else { Err(format!("{text:?} is not between 1s and 1h")) }
+}
 
 fn parse_backend(s: &str) -> Result<Variant, String> {
     match s {
@@ -435,10 +439,10 @@ mod tests {
                 .expect("valid");
         assert_eq!(
             (c.check().expect("valid").to_string().as_str(), c.health_interval, c.imds_endpoint.as_str()),
-            ("http://c:7000", 10, "http://169.254.169.254")
+            ("http://c:7000", Duration::from_secs(10), "http://169.254.169.254")
         );
         assert_eq!(
-            (c.drift_interval(), c.metrics_listen),
+            (c.drift_interval, c.metrics_listen),
             (Duration::from_secs(5), Listen::On(([127, 0, 0, 1], 9477).into()))
         );
         assert_eq!(c.host_id.map(String::from).as_deref(), Some("h1"));
@@ -489,6 +493,30 @@ mod tests {
         let help = invoke(&["cleanup", "--help"]).map(|_| ()).expect_err("help");
         assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
         assert!(help.to_string().contains("Usage: fleet-agent cleanup [OPTIONS]"), "{help}");
+    }
+
+    #[test]
+    fn intervals_are_durations_and_bare_seconds_within_a_second_and_an_hour() {
+        let intervals = |value: &str| {
+            let args = ["--controller", "http://c", "--state-dir", "/tmp", "--health-interval", value];
+            parse(&[&args[..], &["--drift-interval", value]].concat()).map(|c| (c.health_interval, c.drift_interval))
+        };
+        for (value, secs) in [("5s", 5), ("1m", 60), ("1h", 3600), ("90s", 90), ("1", 1), ("3600", 3600)] {
+            let want = Duration::from_secs(secs);
+            assert_eq!(intervals(value).expect(value), (want, want), "{value}");
+        }
+        for bad in ["0", "0s", "3601", "61m", "2h", "1d", "1.5s", "5 s", "x", ""] {
+            let err = intervals(bad).expect_err(bad).to_string();
+            assert!(err.contains("--health-interval"), "{bad}: {err}");
+        }
+        let err = intervals("2h").expect_err("too long").to_string();
+        assert!(err.contains("\"2h\" is not between 1s and 1h"), "{err}");
+        // The defaults show in the same dialect.
+        let cmd = <Config as clap::CommandFactory>::command();
+        for (id, default) in [("health_interval", "10s"), ("drift_interval", "5s")] {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).expect("flag");
+            assert_eq!(arg.get_default_values(), [default], "{id}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use teefleet_model::strategy::{self, config, edited, hostile};
 
 use crate::{
     CleanupConfig, Config, Invocation,
-    config::{ControllerUrl, http_authority},
+    config::{ControllerUrl, INTERVALS, http_authority},
     firewall::iptables::failing_line,
     host::parse_addresses,
     imds::parse_response,
@@ -130,6 +130,9 @@ const AGENT_WORDS: &[&str] = &[
     "1",
     "3600",
     "3601",
+    "5s",
+    "1h",
+    "61m",
     "--iptables-backend",
     "auto",
     "nft",
@@ -218,7 +221,7 @@ proptest! {
                     prop_assert_eq!(urls.as_slice(), &c.controller[..]);
                 }
                 prop_assert!(http_authority(&c.imds_endpoint).is_ok());
-                prop_assert!((1..=3600).contains(&c.health_interval) && (1..=3600).contains(&c.drift_interval));
+                prop_assert!(INTERVALS.contains(&c.health_interval) && INTERVALS.contains(&c.drift_interval));
             }
             Err(e) => {
                 let _ = e.render().to_string();
