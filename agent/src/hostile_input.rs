@@ -178,7 +178,14 @@ proptest! {
         chunks in vec(1..8usize, 0..8),
     ) {
         let raw = http_answer(status, &body, framing, &chunks);
-        prop_assert_eq!(parse_response(raw.as_bytes()).ok(), Some((status, body)), "{}", raw);
+        let read = parse_response(raw.as_bytes()).ok();
+        if status < 200 || status == 204 || status == 304 {
+            // HTTP gives these answers no body, and a 1xx is only an interim one before the
+            // real answer: none is read as more than its status, and none is a 200.
+            prop_assert!(read.as_ref().is_none_or(|(s, b)| *s == status && b.is_empty()), "{:?} for {}", read, raw);
+        } else {
+            prop_assert_eq!(read, Some((status, body)), "{}", raw);
+        }
     }
 
     #[test]
