@@ -4,17 +4,13 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
 use teefleet_model::{HostId, Listen};
+use tonic::transport::Uri;
 
 use crate::{firewall::Variant, pki::CaPin};
 
 /// fleet-agent: keeps this host's TEE mirroring rules in line with the teefleet controller.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "fleet-agent",
-    version,
-    about,
-    after_help = "Run `fleet-agent cleanup --help` for removing every rule of ours (uninstall)."
-)]
+#[command(name = "fleet-agent", version = teefleet_proto::VERSION, about)]
 pub struct Config {
     /// The controller's agent endpoint: https://HOST[:PORT] (TLS, and the agent enrolls for
     /// a client certificate), or http://HOST[:PORT] together with --insecure. Give every
@@ -53,21 +49,22 @@ pub struct Config {
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", value_parser = parse_dir)]
     pub state_dir: PathBuf,
 
-    /// Seconds between health reports. The per-session counters they carry come from the
-    /// last drift check and were read at most about this long before (or one drift
-    /// interval, if that is longer).
-    #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub health_interval: u64,
+    /// Time between health reports, 1s to 1h: 10s, 1m (a bare number is seconds). The
+    /// per-session counters they carry come from the last drift check and were read at
+    /// most about this long before (or one drift interval, if that is longer).
+    #[arg(long, env = "FLEET_HEALTH_INTERVAL", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_interval)]
+    pub health_interval: Duration,
 
-    /// Seconds between drift checks: our chains are read back and restored if something
-    /// else changed them, and the counters are read. With the nft backend a check skips
-    /// reading while the nf_tables generation shows no commit since the last read (any
-    /// change makes the next check read) and the counters are recent enough for the next
-    /// health report; with the defaults every other check reads.
-    #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub drift_interval: u64,
+    /// Time between drift checks, 1s to 1h: 5s, 1m (a bare number is seconds). Our chains
+    /// are read back and restored if something else changed them, and the counters are
+    /// read. With the nft backend a check skips reading while the nf_tables generation
+    /// shows no commit since the last read (any change makes the next check read) and the
+    /// counters are recent enough for the next health report; with the defaults every other
+    /// check reads.
+    #[arg(long, env = "FLEET_DRIFT_INTERVAL", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_interval)]
+    pub drift_interval: Duration,
 
     /// Which iptables to use: `auto` runs `iptables` (the host's choice), `nft` and
     /// `legacy` run `iptables-nft` or `iptables-legacy` and their -save/-restore.
@@ -105,22 +102,14 @@ impl Config {
             _ => Ok(urls),
         }
     }
-
-    pub fn health_interval(&self) -> Duration {
-        Duration::from_secs(self.health_interval)
-    }
-
-    pub fn drift_interval(&self) -> Duration {
-        Duration::from_secs(self.drift_interval)
-    }
 }
 
 /// `fleet-agent cleanup`: removes every chain and jump of ours, in both families.
 #[derive(Debug, Clone, Parser)]
 #[command(
-    name = "fleet-agent cleanup",
-    bin_name = "fleet-agent cleanup",
-    version,
+    name = Invocation::CLEANUP,
+    display_name = "fleet-agent cleanup",
+    version = teefleet_proto::VERSION,
     about = "Removes every chain and jump teefleet installed on this host \
 (both address families) and, with --state-dir, the saved rule set, so a restarted agent does not bring them back. \
 Idempotent; stop the agent first."
@@ -134,6 +123,75 @@ pub struct CleanupConfig {
     #[arg(long, env = "FLEET_IPTABLES_BACKEND", value_name = "auto|nft|legacy", default_value = "auto",
           value_parser = parse_backend)]
     pub iptables_backend: Variant,
+}
+
+/// What `fleet-agent` was asked to do: without a subcommand, run the agent with
+/// [`Config`]; `fleet-agent cleanup` removes what the agent installed.
+///
+/// Written out rather than derived: a derived parser with the agent's flags beside an
+/// optional subcommand would have to build the agent's [`Config`] even for `cleanup`,
+/// which has none of its required flags.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Cleanup(CleanupConfig),
+}
+
+impl Invocation {
+    const CLEANUP: &'static str = "cleanup";
+}
+
+impl clap::CommandFactory for Invocation {
+    fn command() -> clap::Command {
+        // The agent's own flags stay at the top, as they always were; they cannot be
+        // mixed with a subcommand, and it lifts their requirements.
+        Config::command()
+            .subcommand(CleanupConfig::command())
+            .args_conflicts_with_subcommands(true)
+            .subcommand_negates_reqs(true)
+            .disable_help_subcommand(true)
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+impl clap::FromArgMatches for Invocation {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        match matches.remove_subcommand() {
+            None => Config::from_arg_matches_mut(matches).map(|config| Self::Run(Box::new(config))),
+            Some((name, mut sub)) if name == Self::CLEANUP => {
+                CleanupConfig::from_arg_matches_mut(&mut sub).map(Self::Cleanup)
+            }
+            // The command above knows no other subcommand, so clap refused it already.
+            Some((name, _)) => {
+                Err(clap::Error::raw(clap::error::ErrorKind::InvalidSubcommand, format!("unknown subcommand {name:?}")))
+            }
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Parser for Invocation {}
+
+/// The bounds of the agent's intervals: a check or report more often than every second
+/// only costs the host, and one rarer than hourly leaves drift and counters unseen.
+pub const INTERVALS: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// A duration as every flag takes it (a bare number of seconds too, as these flags took
+/// before), within [`INTERVALS`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = teefleet_model::parse_duration_or_seconds(text)?;
+    if INTERVALS.contains(&interval) { Ok(interval) } else { Err(format!("{text:?} is not between 1s and 1h")) }
 }
 
 fn parse_backend(s: &str) -> Result<Variant, String> {
@@ -153,34 +211,44 @@ pub struct UrlError {
     expected: &'static str,
 }
 
-/// `(host, port)` of the `HOST[:PORT][/]` after a URL's scheme, with `default_port` when
-/// none is given. A path would be silently ignored by gRPC, and user info or a query has
-/// no meaning here, so all are refused instead of surprising the operator.
-fn host_port(rest: &str, default_port: u16) -> Option<(&str, u16)> {
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+/// `(scheme, host, port)` of a plain `SCHEME://HOST[:PORT][/]` URL, the port `None` when
+/// none is given; the host as written (an IPv6 literal keeps its brackets). A path would be
+/// silently ignored by gRPC, and user info, a query or a fragment have no meaning here, so
+/// all are refused instead of surprising the operator.
+fn plain_url(url: &str) -> Option<(String, String, Option<u16>)> {
+    // `Uri` drops a fragment without a word; it is refused here like a query.
+    if url.contains('#') {
         return None;
     }
-    // A bracketed IPv6 literal has colons of its own; only a colon after `]` is a port.
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
-        _ => (rest, None),
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let host = authority.host();
+    // What follows the host is nothing or `:PORT`: this refuses user info (the host is not
+    // first), an empty port and one out of range, which `Uri` passes on.
+    let port = match authority.as_str().strip_prefix(host)? {
+        "" => None,
+        rest => Some(rest.strip_prefix(':')?.parse::<u16>().ok()?),
     };
-    if host.is_empty() || host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return None;
-    }
-    match port {
-        Some(p) => p.parse::<u16>().ok().map(|p| (host, p)),
-        None => Some((host, default_port)),
-    }
+    // `Uri` takes anything in brackets; an IPv6 literal is what brackets are for.
+    let literal_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty(),
+    };
+    // `Uri` reads the scheme in any case; the operator's text must name it in lower case.
+    let plain = url.starts_with(&format!("{scheme}://"))
+        && literal_ok
+        && uri.query().is_none()
+        && uri.path().chars().all(|c| c == '/');
+    plain.then(|| (scheme.to_owned(), host.to_owned(), port))
 }
 
 /// `HOST:PORT` of an `http://HOST[:PORT][/]` URL, with the default port made explicit.
 pub fn http_authority(url: &str) -> Result<String, UrlError> {
-    url.strip_prefix("http://")
-        .and_then(|rest| host_port(rest, 80))
-        .map(|(host, port)| format!("{host}:{port}"))
-        .ok_or_else(|| UrlError { url: url.to_owned(), expected: "http" })
+    match plain_url(url) {
+        Some((scheme, host, port)) if scheme == "http" => Ok(format!("{host}:{}", port.unwrap_or(80))),
+        _ => Err(UrlError { url: url.to_owned(), expected: "http" }),
+    }
 }
 
 fn parse_http_url(s: &str) -> Result<String, UrlError> {
@@ -219,13 +287,14 @@ impl FromStr for ControllerUrl {
     /// Surrounding whitespace (a space after a comma in a list) is dropped.
     fn from_str(url: &str) -> Result<Self, UrlError> {
         let url = url.trim();
-        let parsed = match url.split_once("://") {
-            Some(("http", rest)) => host_port(rest, 80).map(|hp| (false, hp)),
-            Some(("https", rest)) => host_port(rest, 443).map(|hp| (true, hp)),
-            _ => None,
+        let refused = || UrlError { url: url.to_owned(), expected: "http(s)" };
+        let (scheme, host, port) = plain_url(url).ok_or_else(refused)?;
+        let tls = match scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(refused()),
         };
-        let (tls, (host, port)) = parsed.ok_or_else(|| UrlError { url: url.to_owned(), expected: "http(s)" })?;
-        Ok(Self { tls, host: host.to_owned(), port })
+        Ok(Self { tls, host, port: port.unwrap_or(if tls { 443 } else { 80 }) })
     }
 }
 
@@ -364,16 +433,22 @@ mod tests {
     }
 
     #[test]
+    fn the_version_names_the_commit() {
+        let shown = parse(&["--version"]).expect_err("shown, not run");
+        assert!(shown.to_string().starts_with("fleet-agent ") && shown.to_string().contains(" (commit "), "{shown}");
+    }
+
+    #[test]
     fn flags() {
         let c =
             parse(&["--controller", "http://c:7000/", "--host-id", "h1", "--state-dir", "/var/lib/x", "--insecure"])
                 .expect("valid");
         assert_eq!(
             (c.check().expect("valid").to_string().as_str(), c.health_interval, c.imds_endpoint.as_str()),
-            ("http://c:7000", 10, "http://169.254.169.254")
+            ("http://c:7000", Duration::from_secs(10), "http://169.254.169.254")
         );
         assert_eq!(
-            (c.drift_interval(), c.metrics_listen),
+            (c.drift_interval, c.metrics_listen),
             (Duration::from_secs(5), Listen::On(([127, 0, 0, 1], 9477).into()))
         );
         assert_eq!(c.host_id.map(String::from).as_deref(), Some("h1"));
@@ -389,6 +464,65 @@ mod tests {
         assert_eq!(c.ca_pin.map(|p| p.to_string()).as_deref(), Some(PIN));
         assert!(!format!("{c:?}").contains("s3cret"), "Debug hides the token");
         assert_eq!(c.check(), Ok(ControllerUrls::from(c.controller[0].clone())));
+    }
+
+    #[test]
+    fn cleanup_is_a_subcommand_and_the_agent_the_default() {
+        let invoke =
+            |args: &[&str]| Invocation::try_parse_from(std::iter::once("fleet-agent").chain(args.iter().copied()));
+        match invoke(&["--controller", "http://c", "--state-dir", "/tmp", "--insecure"]).expect("valid") {
+            Invocation::Run(c) => assert_eq!(c.check().expect("valid").to_string(), "http://c:80"),
+            other => panic!("{other:?}"),
+        }
+        // The agent's required flags are not required of cleanup.
+        match invoke(&["cleanup"]).expect("valid") {
+            Invocation::Cleanup(c) => assert_eq!((c.state_dir, c.iptables_backend), (None, Variant::System)),
+            other => panic!("{other:?}"),
+        }
+        match invoke(&["cleanup", "--state-dir", "/tmp", "--iptables-backend", "legacy"]).expect("valid") {
+            Invocation::Cleanup(c) => {
+                assert_eq!((c.state_dir, c.iptables_backend), (Some(PathBuf::from("/tmp")), Variant::Legacy));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = invoke(&["--state-dir", "/tmp"]).map(|_| ()).expect_err("the agent needs a controller");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{err}");
+        for (args, needle) in [
+            (&["cleanup", "--iptables-backend", "xtables"][..], "--iptables-backend"),
+            (&["cleanup", "--controller", "http://c"], "--controller"),
+            (&["--insecure", "cleanup"], "cleanup"),
+            (&["help"], "help"),
+        ] {
+            let err = invoke(args).map(|_| ()).expect_err("invalid");
+            assert!(err.use_stderr() && err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        let help = invoke(&["cleanup", "--help"]).map(|_| ()).expect_err("help");
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("Usage: fleet-agent cleanup [OPTIONS]"), "{help}");
+    }
+
+    #[test]
+    fn intervals_are_durations_and_bare_seconds_within_a_second_and_an_hour() {
+        let intervals = |value: &str| {
+            let args = ["--controller", "http://c", "--state-dir", "/tmp", "--health-interval", value];
+            parse(&[&args[..], &["--drift-interval", value]].concat()).map(|c| (c.health_interval, c.drift_interval))
+        };
+        for (value, secs) in [("5s", 5), ("1m", 60), ("1h", 3600), ("90s", 90), ("1", 1), ("3600", 3600)] {
+            let want = Duration::from_secs(secs);
+            assert_eq!(intervals(value).expect(value), (want, want), "{value}");
+        }
+        for bad in ["0", "0s", "3601", "61m", "2h", "1d", "1.5s", "5 s", "x", ""] {
+            let err = intervals(bad).expect_err(bad).to_string();
+            assert!(err.contains("--health-interval"), "{bad}: {err}");
+        }
+        let err = intervals("2h").expect_err("too long").to_string();
+        assert!(err.contains("\"2h\" is not between 1s and 1h"), "{err}");
+        // The defaults show in the same dialect.
+        let cmd = <Config as clap::CommandFactory>::command();
+        for (id, default) in [("health_interval", "10s"), ("drift_interval", "5s")] {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).expect("flag");
+            assert_eq!(arg.get_default_values(), [default], "{id}");
+        }
     }
 
     #[test]
@@ -445,9 +579,21 @@ mod tests {
         assert_eq!(http_authority("http://127.0.0.1:8080/").expect("ok"), "127.0.0.1:8080");
         assert_eq!(http_authority("http://[fd00:ec2::254]").expect("ok"), "[fd00:ec2::254]:80");
         assert_eq!(http_authority("http://[fd00:ec2::254]:81").expect("ok"), "[fd00:ec2::254]:81");
-        for bad in
-            ["https://x", "x", "http://", "http://a/b", "http://a b", "http://a:x", "http://a:99999", "http://fd00::1"]
-        {
+        for bad in [
+            "https://x",
+            "x",
+            "http://",
+            "http://a/b",
+            "http://a b",
+            "http://a:x",
+            "http://a:99999",
+            "http://fd00::1",
+            "HTTP://a",
+            "http://u@a",
+            "http://a?b",
+            "http://a#b",
+            "http://a:",
+        ] {
             assert!(http_authority(bad).is_err(), "{bad}");
         }
     }
@@ -459,7 +605,30 @@ mod tests {
         assert_eq!(url.to_string(), "https://[fd00::7]:7000");
         let url: ControllerUrl = "http://controller".parse().expect("ok");
         assert_eq!((url.to_string().as_str(), url.server_name()), ("http://controller:80", "controller"));
-        for bad in ["HTTPS://c", "https://", "https://c/x", "grpc://c", "https//c", "https://u@c", "c:7000"] {
+        let url: ControllerUrl = " https://c:7000// ".parse().expect("ok");
+        assert_eq!(url.to_string(), "https://c:7000");
+        for bad in [
+            "HTTPS://c",
+            "Https://c",
+            "https://",
+            "https://c/x",
+            "grpc://c",
+            "https//c",
+            "https://u@c",
+            "https://u:p@c:7000",
+            "c:7000",
+            "https://c:",
+            "https://c:x",
+            "https://c:99999",
+            "https://:7000",
+            "https://c?x=1",
+            "https://c/?x",
+            "https://c#x",
+            "https://fd00::7",
+            "https://[fd00::7",
+            "https://c d",
+            "",
+        ] {
             let err = bad.parse::<ControllerUrl>().expect_err(bad).to_string();
             assert!(err.contains("http(s)://HOST[:PORT]"), "{err}");
         }

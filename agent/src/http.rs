@@ -1,5 +1,6 @@
 //! The local HTTP endpoints: `/healthz` (the process answers), `/readyz` (the desired
-//! version is applied and drift checks are current) and `/metrics` (Prometheus text).
+//! version is applied and drift checks are current) and `/metrics` (OpenMetrics text,
+//! which Prometheus reads).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -38,5 +39,7 @@ async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], status.metrics())
+    // What prometheus-client writes: counters' `_total` and the closing `# EOF` are
+    // OpenMetrics, which the older text format would misread.
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], status.metrics())
 }

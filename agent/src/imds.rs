@@ -1,26 +1,33 @@
 //! The EC2 instance id from the instance metadata service (IMDSv2), used as the host id
-//! when none is configured.
-//!
-//! Two requests over plain HTTP/1.1 to a link-local endpoint do not justify an HTTP
-//! client dependency, so this speaks the protocol directly over a tokio socket: one
-//! request per connection, `Connection: close`, the body read to the end.
+//! when none is configured: a token from `PUT /latest/api/token`, then the id from
+//! `GET /latest/meta-data/instance-id` with it. Each request is one HTTP/1.1 exchange
+//! over its own connection, through hyper's low-level client (no pool, no TLS: IMDS is a
+//! link-local plain-HTTP endpoint).
 
 use std::time::Duration;
 
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::{
+    Method, Request,
+    body::{Body, Bytes},
+    header::{CONNECTION, CONTENT_LENGTH, HOST},
+};
+use hyper_util::rt::TokioIo;
 use teefleet_model::{HostId, InstanceId, ValidationError};
-
-use crate::config::{UrlError, http_authority};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
+
+use crate::config::{UrlError, http_authority};
 
 /// IMDS answers in milliseconds on EC2; off EC2 nothing answers at all, so fail fast.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// The token only has to outlive the second request.
 const TOKEN_TTL_SECS: u32 = 60;
-/// Metadata answers are tiny; anything larger is not IMDS.
-const MAX_RESPONSE: u64 = 64 * 1024;
+/// Metadata answers are tiny; anything larger is not IMDS. Bounds the header buffer and
+/// the body alike.
+const MAX_RESPONSE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
@@ -38,22 +45,31 @@ pub enum ImdsError {
     InvalidId(#[source] ValidationError),
 }
 
+impl From<hyper::Error> for ImdsError {
+    /// What the server sent could not be read as an HTTP response (or ended early): that
+    /// is a malformed answer; anything else (the connection broke) a failed request.
+    fn from(e: hyper::Error) -> Self {
+        if e.is_parse() || e.is_parse_status() || e.is_incomplete_message() {
+            ImdsError::Malformed
+        } else {
+            ImdsError::Io(std::io::Error::other(e))
+        }
+    }
+}
+
 /// Asks IMDSv2 at `endpoint` (e.g. `http://169.254.169.254`) for the instance id.
 pub async fn instance_id(endpoint: &str, timeout: Duration) -> Result<HostId, ImdsError> {
     let authority = http_authority(endpoint)?;
     tokio::time::timeout(timeout, async {
-        let token = exchange(
-            &authority,
-            "PUT",
-            "/latest/api/token",
-            &format!("X-aws-ec2-metadata-token-ttl-seconds: {TOKEN_TTL_SECS}"),
-        )
-        .await?;
+        let ttl = TOKEN_TTL_SECS.to_string();
+        let token =
+            exchange(&authority, Method::PUT, "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds", &ttl))
+                .await?;
         let id = exchange(
             &authority,
-            "GET",
+            Method::GET,
             "/latest/meta-data/instance-id",
-            &format!("X-aws-ec2-metadata-token: {}", token.trim()),
+            ("X-aws-ec2-metadata-token", token.trim()),
         )
         .await?;
         let id: InstanceId = id.trim().parse().map_err(ImdsError::InvalidId)?;
@@ -63,64 +79,87 @@ pub async fn instance_id(endpoint: &str, timeout: Duration) -> Result<HostId, Im
     .map_err(|_| ImdsError::Timeout)?
 }
 
-async fn exchange(authority: &str, method: &str, path: &'static str, header: &str) -> Result<String, ImdsError> {
-    let mut stream = TcpStream::connect(authority).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{header}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut response).await?;
-    let (status, body) = parse_response(&response)?;
+/// One request on a new connection to `authority`; the body of a 200 answer.
+async fn exchange(
+    authority: &str,
+    method: Method,
+    path: &'static str,
+    header: (&'static str, &str),
+) -> Result<String, ImdsError> {
+    let stream = TcpStream::connect(authority).await?;
+    // A value that cannot be a header value (a token with a line break) is not IMDS's.
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, authority)
+        .header(header.0, header.1)
+        .header(CONTENT_LENGTH, "0")
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| ImdsError::Malformed)?;
+    let (status, body) = send(stream, request).await?;
     if status != 200 {
         return Err(ImdsError::Status { path, status });
     }
     Ok(body)
 }
 
-/// Status code and body of an HTTP/1.1 response read until the server closed.
-pub(crate) fn parse_response(raw: &[u8]) -> Result<(u16, String), ImdsError> {
-    let text = std::str::from_utf8(raw).map_err(|_| ImdsError::Malformed)?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(ImdsError::Malformed)?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.strip_prefix("HTTP/1."))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or(ImdsError::Malformed)?;
-    let header = |name: &str| {
-        lines
-            .clone()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+/// Sends `request` over `io` and reads the answer: its status and its body as text.
+async fn send<T, B>(io: T, request: Request<B>) -> Result<(u16, String), ImdsError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::Builder::new().max_buf_size(MAX_RESPONSE).handshake(TokioIo::new(io)).await?;
+    let answer = async move {
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| {
+            match e.downcast::<hyper::Error>() {
+                Ok(e) => ImdsError::from(*e),
+                // Longer than MAX_RESPONSE.
+                Err(_) => ImdsError::Malformed,
+            }
+        })?;
+        String::from_utf8(body.to_bytes().to_vec()).map(|body| (status, body)).map_err(|_| ImdsError::Malformed)
     };
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        return Ok((status, dechunk(body).ok_or(ImdsError::Malformed)?));
-    }
-    let body = match header("content-length").map(str::parse::<usize>) {
-        Some(Ok(len)) => body.get(..len).ok_or(ImdsError::Malformed)?,
-        Some(Err(_)) => return Err(ImdsError::Malformed),
-        None => body,
-    };
-    Ok((status, body.to_owned()))
+    // The connection is driven only while the answer is read, and both end together (the
+    // request says `Connection: close`). A connection error after a complete answer, such
+    // as bytes past its end, changes nothing; one before it reaches the answer as well.
+    let (answer, _connection) = tokio::join!(answer, connection);
+    answer
 }
 
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        body = rest.get(size..)?.strip_prefix("\r\n")?;
-    }
+/// How [`send`] reads `raw`, sent as a server's whole answer before it closes: for tests
+/// of what answers the agent accepts.
+#[cfg(test)]
+pub(crate) fn parse_response(raw: &[u8]) -> Result<(u16, String), ImdsError> {
+    use tokio::io::AsyncWriteExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let (client, mut server) = tokio::io::duplex(MAX_RESPONSE);
+        let request =
+            Request::get("/").header(HOST, "imds").body(Empty::<Bytes>::new()).map_err(|_| ImdsError::Malformed)?;
+        // The server end stays open for reading until the answer is read, as a real
+        // server's would: only its writing side closes.
+        let serve = async {
+            server.write_all(raw).await?;
+            server.shutdown().await
+        };
+        let (answer, _served) = tokio::join!(send(client, request), serve);
+        answer
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpListener;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
 
     use super::*;
 
@@ -133,12 +172,14 @@ mod tests {
                 let mut buf = vec![0; 4096];
                 let n = sock.read(&mut buf).await.expect("read");
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                // Header names are case-insensitive (hyper sends them in lower case).
+                let headers = req.to_ascii_lowercase();
                 let reply = if req.starts_with("PUT /latest/api/token ")
-                    && req.contains("X-aws-ec2-metadata-token-ttl-seconds: ")
+                    && headers.contains("x-aws-ec2-metadata-token-ttl-seconds: ")
                 {
                     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ntoken".to_owned()
                 } else if req.starts_with("GET /latest/meta-data/instance-id ")
-                    && req.contains("X-aws-ec2-metadata-token: token\r\n")
+                    && headers.contains("x-aws-ec2-metadata-token: token\r\n")
                 {
                     format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{id}\r\n0\r\n\r\n", id.len())
                 } else {

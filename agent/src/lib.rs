@@ -49,7 +49,7 @@ pub mod state;
 pub mod status;
 
 pub use client::{Agent, StreamError, StreamOptions, Transport};
-pub use config::{CleanupConfig, Config};
+pub use config::{CleanupConfig, Config, Invocation};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
 pub use teefleet_model::Listen;
@@ -102,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
     let dataplane = IptablesDataplane::new(Iptables::host().with_variant(config.iptables_backend))
         .await
-        .with_counter_max_age(drift::counter_max_age(config.health_interval(), config.drift_interval()))
+        .with_counter_max_age(drift::counter_max_age(config.health_interval, config.drift_interval))
         .with_control(control_addresses(&controllers).await);
     let info = dataplane.info();
     info!(backend = %info.backend, version = %info.iptables_version, ipv6 = info.ipv6, "iptables found");
@@ -116,7 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => resolve_host_id(&config.imds_endpoint).await?,
     };
     let state = StateStore::new(&config.state_dir).for_host(host_id.clone());
-    let mut agent = Agent::new(dataplane, state, config.drift_interval());
+    let mut agent = Agent::new(dataplane, state, config.drift_interval);
     let http = match config.metrics_listen {
         Listen::On(addr) => Some(
             http::serve(addr, agent.status(), shutdown.clone())
@@ -131,7 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         agent.dataplane(),
         agent.status(),
         agent.events(),
-        config.drift_interval(),
+        config.drift_interval,
         shutdown.clone(),
     ));
     let mut renewal = None;
@@ -140,7 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let options = StreamOptions {
             transport,
             host_id,
-            health_interval: config.health_interval(),
+            health_interval: config.health_interval,
             addresses: None,
             backoff: backoff::Backoff::default(),
             refused_retry: client::REFUSED_RETRY,

@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use teefleet_agent::{CleanupConfig, Config, RunError};
+use teefleet_agent::{CleanupConfig, Config, Invocation, RunError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -15,14 +15,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// footprint on every host of the fleet matters more than parallelism.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "cleanup") {
-        return cleanup().await;
-    }
-    let config = match parse::<Config>(std::env::args_os()) {
-        Ok(config) => config,
+    let invocation = match parse::<Invocation>(std::env::args_os()) {
+        Ok(invocation) => invocation,
         Err(code) => return code,
     };
     init_logging();
+    match invocation {
+        Invocation::Run(config) => run(*config).await,
+        Invocation::Cleanup(config) => cleanup(config).await,
+    }
+}
+
+/// The agent, until a signal stops it.
+async fn run(config: Config) -> ExitCode {
     info!(version = env!("CARGO_PKG_VERSION"), "fleet-agent starting");
 
     let shutdown = CancellationToken::new();
@@ -71,12 +76,7 @@ fn init_logging() {
 }
 
 /// `fleet-agent cleanup [--state-dir DIR]`.
-async fn cleanup() -> ExitCode {
-    let config = match parse::<CleanupConfig>(std::env::args_os().skip(1)) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    init_logging();
+async fn cleanup(config: CleanupConfig) -> ExitCode {
     match teefleet_agent::cleanup(config).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,16 +3,20 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
-    sync::Mutex,
+    sync::{Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter as PromCounter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
 use teefleet_model::{RuleSet, SessionName};
 
 use crate::{
     config::ControllerUrl,
-    firewall::{Check, Counter, Family},
+    firewall::{self, Check, Counter, render::rules_of},
 };
 
 /// Upper bounds (seconds) of the apply duration histogram.
@@ -37,11 +41,8 @@ pub struct Status {
 #[derive(Debug, Default)]
 struct Inner {
     applied_version: u64,
-    rules_by_family: [usize; 2],
     /// A stream has been open since start, so the controller had its say about the version.
     synced: bool,
-    /// The replica the stream is open with, if it is.
-    controller: Option<String>,
     /// Why the controller last refused the agent's certificate (revoked, expired, unknown),
     /// until a stream opens again.
     refused: Option<String>,
@@ -49,14 +50,117 @@ struct Inner {
     last_push: Option<(u64, Option<String>)>,
     last_check: Option<Instant>,
     check_error: Option<String>,
-    drift_checks: u64,
-    drift_repairs: u64,
-    applies: u64,
-    apply_failures: u64,
-    bucket_counts: [u64; BUCKETS.len()],
-    duration_sum: f64,
     counters: BTreeMap<SessionName, Rated>,
     counters_at: Option<Instant>,
+    /// Changed only under the same lock as the rest, so a scrape sees one moment.
+    metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabel {
+    family: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabel {
+    url: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabel {
+    session: String,
+}
+
+/// The Prometheus registry and the metrics in it.
+#[derive(Debug)]
+struct Metrics {
+    registry: Registry,
+    applies: PromCounter,
+    apply_failures: PromCounter,
+    apply_duration: Histogram,
+    drift_checks: PromCounter,
+    drift_repairs: PromCounter,
+    rules: Family<FamilyLabel, Gauge>,
+    applied_version: Gauge,
+    controller: Family<UrlLabel, Gauge>,
+    mirrored_packets: Family<SessionLabel, PromCounter>,
+    mirrored_bytes: Family<SessionLabel, PromCounter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // prometheus-client adds the `_total` of counters and the period after each help.
+        let mut registry = Registry::with_prefix("teefleet_agent");
+        let applies = PromCounter::default();
+        registry.register("applies", "Rule set applies attempted", applies.clone());
+        let apply_failures = PromCounter::default();
+        registry.register("apply_failures", "Rule set applies that failed", apply_failures.clone());
+        let apply_duration = Histogram::new(BUCKETS);
+        registry.register("apply_duration_seconds", "Time to apply and verify a rule set", apply_duration.clone());
+        let drift_checks = PromCounter::default();
+        registry.register("drift_checks", "Drift checks run", drift_checks.clone());
+        let drift_repairs = PromCounter::default();
+        registry.register(
+            "drift_repairs",
+            "Times our rules were found changed by something else and restored",
+            drift_repairs.clone(),
+        );
+        let rules = Family::<FamilyLabel, Gauge>::default();
+        // Every family has a sample, zero until rules of it are applied.
+        for family in firewall::Family::ALL {
+            rules.get_or_create(&FamilyLabel { family: family.label() }).set(0);
+        }
+        registry.register("rules", "Mirroring rules applied, by address family", rules.clone());
+        let applied_version = Gauge::default();
+        registry.register("applied_version", "The rule set version applied", applied_version.clone());
+        let controller = Family::default();
+        registry.register(
+            "controller_info",
+            "The controller replica the stream is open with; no sample while disconnected",
+            controller.clone(),
+        );
+        let mirrored_packets = Family::default();
+        registry.register(
+            "mirrored_packets",
+            "Packets matched by the session's mirroring rules (egress clones count twice, see the README)",
+            mirrored_packets.clone(),
+        );
+        let mirrored_bytes = Family::default();
+        registry.register("mirrored_bytes", "Bytes matched by the session's mirroring rules", mirrored_bytes.clone());
+        Self {
+            registry,
+            applies,
+            apply_failures,
+            apply_duration,
+            drift_checks,
+            drift_repairs,
+            rules,
+            applied_version,
+            controller,
+            mirrored_packets,
+            mirrored_bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// Shows the sessions' kernel counters as they are: their sums are kept by the
+    /// dataplane, so the samples are set rather than counted here, and a session no
+    /// longer applied loses its samples.
+    fn mirrored(&self, counters: &BTreeMap<SessionName, Rated>) {
+        self.mirrored_packets.clear();
+        self.mirrored_bytes.clear();
+        for (session, rated) in counters {
+            let label = SessionLabel { session: session.to_string() };
+            self.mirrored_packets.get_or_create(&label).inner().store(rated.counter.packets, Ordering::Relaxed);
+            self.mirrored_bytes.get_or_create(&label).inner().store(rated.counter.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A gauge's value from a count; no count the agent keeps comes near `i64::MAX`.
+fn gauge(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 impl Status {
@@ -72,17 +176,17 @@ impl Status {
     /// An apply attempt (a push, or the saved set at start) and how long it took.
     pub fn record_apply(&self, set: &RuleSet, elapsed: Duration, ok: bool) {
         let mut s = self.lock();
-        s.applies += 1;
-        let secs = elapsed.as_secs_f64();
-        s.duration_sum += secs;
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            s.bucket_counts[i] += 1;
-        }
+        s.metrics.applies.inc();
+        s.metrics.apply_duration.observe(elapsed.as_secs_f64());
         if ok {
             s.applied_version = set.version();
-            s.rules_by_family = Family::ALL.map(|f| crate::firewall::render::rules_of(set, f).len());
+            s.metrics.applied_version.set(gauge(set.version()));
+            for family in firewall::Family::ALL {
+                let rules = rules_of(set, family).len();
+                s.metrics.rules.get_or_create(&FamilyLabel { family: family.label() }).set(gauge(rules));
+            }
         } else {
-            s.apply_failures += 1;
+            s.metrics.apply_failures.inc();
         }
     }
 
@@ -96,12 +200,13 @@ impl Status {
         let mut s = self.lock();
         s.synced = true;
         s.refused = None;
-        s.controller = Some(controller.to_string());
+        s.metrics.controller.clear();
+        s.metrics.controller.get_or_create(&UrlLabel { url: controller.to_string() }).set(1);
     }
 
     /// The stream ended; the agent is looking for a replica.
     pub fn record_disconnected(&self) {
-        self.lock().controller = None;
+        self.lock().metrics.controller.clear();
     }
 
     /// The controller refused the agent's certificate: the applied rules stay, but the
@@ -114,7 +219,7 @@ impl Status {
     pub fn record_check(&self, result: Result<&Check, String>) {
         let now = Instant::now();
         let mut s = self.lock();
-        s.drift_checks += 1;
+        s.metrics.drift_checks.inc();
         s.last_check = Some(now);
         let check = match result {
             Ok(check) => check,
@@ -124,7 +229,7 @@ impl Status {
             }
         };
         s.check_error = None;
-        s.drift_repairs += check.repairs.len() as u64;
+        s.metrics.drift_repairs.inc_by(check.repairs.len() as u64);
         let elapsed = s.counters_at.map(|at| now.duration_since(at).as_secs_f64()).filter(|secs| *secs > 0.0);
         let counters = check
             .counters
@@ -140,6 +245,7 @@ impl Status {
                 (session.clone(), rated)
             })
             .collect();
+        s.metrics.mirrored(&counters);
         s.counters = counters;
         s.counters_at = Some(now);
     }
@@ -149,7 +255,7 @@ impl Status {
     }
 
     pub fn drift_repairs(&self) -> u64 {
-        self.lock().drift_repairs
+        self.lock().metrics.drift_repairs.get()
     }
 
     /// `Ok(why)` when the desired version is applied and the last drift check is recent
@@ -185,85 +291,15 @@ impl Status {
         Ok(format!("applied version {}", s.applied_version))
     }
 
-    /// The Prometheus text exposition of the agent's metrics.
+    /// The OpenMetrics text exposition of the agent's metrics.
     pub fn metrics(&self) -> String {
         let s = self.lock();
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let one = |v: u64| vec![(String::new(), v.to_string())];
-        metric("teefleet_agent_applies_total", "counter", "Rule set applies attempted.", &one(s.applies));
-        metric(
-            "teefleet_agent_apply_failures_total",
-            "counter",
-            "Rule set applies that failed.",
-            &one(s.apply_failures),
-        );
-        let mut histogram = Vec::new();
-        let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(s.bucket_counts) {
-            cumulative += count;
-            histogram.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string()));
-        }
-        histogram.push(("_bucket{le=\"+Inf\"}".to_owned(), s.applies.to_string()));
-        histogram.push(("_sum".to_owned(), s.duration_sum.to_string()));
-        histogram.push(("_count".to_owned(), s.applies.to_string()));
-        metric(
-            "teefleet_agent_apply_duration_seconds",
-            "histogram",
-            "Time to apply and verify a rule set.",
-            &histogram,
-        );
-        metric("teefleet_agent_drift_checks_total", "counter", "Drift checks run.", &one(s.drift_checks));
-        metric(
-            "teefleet_agent_drift_repairs_total",
-            "counter",
-            "Times our rules were found changed by something else and restored.",
-            &one(s.drift_repairs),
-        );
-        let rules: Vec<_> = Family::ALL
-            .iter()
-            .map(|f| (format!("{{family=\"{}\"}}", f.label()), s.rules_by_family[f.index()].to_string()))
-            .collect();
-        metric("teefleet_agent_rules", "gauge", "Mirroring rules applied, by address family.", &rules);
-        metric("teefleet_agent_applied_version", "gauge", "The rule set version applied.", &one(s.applied_version));
-        let connected: Vec<_> =
-            s.controller.iter().map(|url| (format!("{{url=\"{}\"}}", label_value(url)), "1".to_owned())).collect();
-        metric(
-            "teefleet_agent_controller_info",
-            "gauge",
-            "The controller replica the stream is open with; no sample while disconnected.",
-            &connected,
-        );
-        let per_session = |f: fn(&Rated) -> u64| -> Vec<(String, String)> {
-            // Session names are [A-Za-z0-9._-], so they need no escaping in a label.
-            s.counters.iter().map(|(name, r)| (format!("{{session=\"{name}\"}}"), f(r).to_string())).collect()
-        };
-        metric(
-            "teefleet_agent_mirrored_packets_total",
-            "counter",
-            "Packets matched by the session's mirroring rules (egress clones count twice, see the README).",
-            &per_session(|r| r.counter.packets),
-        );
-        metric(
-            "teefleet_agent_mirrored_bytes_total",
-            "counter",
-            "Bytes matched by the session's mirroring rules.",
-            &per_session(|r| r.counter.bytes),
-        );
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry);
         out
     }
 }
-
-/// A Prometheus label value: backslash, double quote and newline escaped.
-fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use teefleet_model::{MirrorRule, Protocol, RuleDirection};
@@ -321,7 +357,7 @@ mod tests {
         let web: SessionName = "web".parse().expect("name");
         let check = Check {
             repairs: vec![crate::firewall::Repair {
-                scope: crate::firewall::Scope::Rules(Family::V6),
+                scope: crate::firewall::Scope::Rules(crate::firewall::Family::V6),
                 drift: "x".into(),
             }],
             counters: [(web.clone(), Counter { packets: 10, bytes: 1000 })].into(),
@@ -333,7 +369,8 @@ mod tests {
             "teefleet_agent_apply_failures_total 1",
             "teefleet_agent_apply_duration_seconds_bucket{le=\"0.025\"} 0",
             "teefleet_agent_apply_duration_seconds_bucket{le=\"0.05\"} 1",
-            "teefleet_agent_apply_duration_seconds_bucket{le=\"10\"} 1",
+            // OpenMetrics writes every bound as a float.
+            "teefleet_agent_apply_duration_seconds_bucket{le=\"10.0\"} 1",
             "teefleet_agent_apply_duration_seconds_bucket{le=\"+Inf\"} 2",
             "teefleet_agent_apply_duration_seconds_count 2",
             "teefleet_agent_drift_repairs_total 1",
@@ -364,7 +401,10 @@ mod tests {
         assert_eq!(samples(&status), ["teefleet_agent_controller_info{url=\"https://[fd00::7]:7300\"} 1"]);
         status.record_disconnected();
         assert!(samples(&status).is_empty(), "none while disconnected");
-        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        // A label value is escaped (a URL cannot hold these, but the exposition must not
+        // depend on that).
+        status.lock().metrics.controller.get_or_create(&UrlLabel { url: "a\"b\\c\nd".to_owned() }).set(1);
+        assert_eq!(samples(&status), ["teefleet_agent_controller_info{url=\"a\\\"b\\\\c\\nd\"} 1"]);
     }
 
     #[test]

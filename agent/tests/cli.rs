@@ -92,3 +92,38 @@ fn https_needs_a_pin_or_a_saved_ca_and_a_token_or_a_certificate() {
     let text = usage_error(&agent(Some(&ns), &base, &[("FLEET_CA_PIN", PIN)]));
     assert!(text.contains("no client certificate yet") && text.contains("--join-token"), "{text}");
 }
+
+/// `fleet-agent cleanup` as the uninstall script runs it: with the agent's settings in the
+/// environment or not, it removes our chain and jump and nothing else; mixed with the
+/// agent's flags it is a usage error.
+#[test]
+fn cleanup_removes_our_chains_and_nothing_else() {
+    if !root_or_skip("cleanup_removes_our_chains_and_nothing_else") {
+        return;
+    }
+    let ns = Netns::new();
+    let cleanup = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_fleet-agent"), "cleanup"]).args(args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("FLEET_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().copied()).output().expect("run fleet-agent cleanup")
+    };
+    ns.iptables("-A PREROUTING -j MARK --set-mark 7");
+    let foreign = ns.foreign();
+    for env in [&[][..], &[("FLEET_CONTROLLER", "https://127.0.0.1:1"), ("FLEET_HEALTH_INTERVAL", "10")]] {
+        ns.iptables("-N TEEFLEET-PRE");
+        ns.iptables("-I PREROUTING 1 -m comment --comment teefleet -j TEEFLEET-PRE");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().to_str().expect("utf-8");
+        let output = cleanup(&["--state-dir", state], env);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(!ns.save().contains("TEEFLEET"), "{}", ns.save());
+        assert_eq!(ns.foreign(), foreign);
+    }
+    let text = usage_error(&cleanup(&["--controller", "http://127.0.0.1:1"], &[]));
+    assert!(text.contains("--controller"), "{text}");
+}

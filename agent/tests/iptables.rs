@@ -14,7 +14,8 @@ use teefleet_agent::{
     firewall::{
         Family, Observed, Scope, Variant,
         generation::{Generation, GenerationError},
-        render,
+        layout::Hook,
+        plan, render,
     },
 };
 use teefleet_model::{MirrorRule, PortRange, Protocol, RuleDirection, RuleSet};
@@ -78,12 +79,12 @@ fn add_foreign_rules(ns: &Netns) {
 /// Our chains hold exactly the rendered rules (so the kernel took the syntax verbatim)
 /// and each built-in chain has exactly one jump.
 fn assert_applied(ns: &Netns, set: &RuleSet) {
-    for (hook, dir) in render::HOOKS.iter().zip([RuleDirection::Ingress, RuleDirection::Egress]) {
+    for (hook, dir) in Hook::ALL.into_iter().zip([RuleDirection::Ingress, RuleDirection::Egress]) {
         let want: Vec<String> =
             set.rules().iter().filter(|r| r.direction() == dir).map(|r| render::render_rule(r, Family::V4)).collect();
-        assert_eq!(ns.chain(hook.chain), want, "{}", hook.chain);
-        let jumps: Vec<String> = ns.chain(hook.builtin).into_iter().filter(|l| l.contains(hook.chain)).collect();
-        assert_eq!(jumps, [format!("-A {} {}", hook.builtin, hook.jump_spec())], "{}", hook.builtin);
+        assert_eq!(ns.chain(hook.chain()), want, "{}", hook.chain());
+        let jumps: Vec<String> = ns.chain(hook.builtin()).into_iter().filter(|l| l.contains(hook.chain())).collect();
+        assert_eq!(jumps, [format!("-A {} {}", hook.builtin(), hook.jump_spec())], "{}", hook.builtin());
     }
 }
 
@@ -157,7 +158,7 @@ async fn a_failed_apply_changes_nothing() {
     // A line the kernel rejects in the middle of the transaction: iptables-restore
     // commits nothing, and the error names the line.
     let observed = Observed::parse(&ipt.save(Family::V4).await.expect("save")).expect("parse");
-    let good = render::plan(&render::render_rules(&set_b(), Family::V4), &observed).expect("plan");
+    let good = plan::plan(&render::render_rules(&set_b(), Family::V4), &observed).expect("plan");
     let bad_line = "-A TEEFLEET-POST -p udp -j TEE --gateway 10.0.0.7 --no-such-option";
     let input = good.replacen("COMMIT\n", &format!("{bad_line}\nCOMMIT\n"), 1);
     let err = ipt.restore(Family::V4, &input).await.expect_err("rejected");
@@ -206,7 +207,7 @@ fn set_dual(version: u64) -> RuleSet {
 async fn assert_applied_dual(ipt: &Iptables, set: &RuleSet) {
     for family in [Family::V4, Family::V6] {
         let observed = Observed::parse(&ipt.save(family).await.expect("save")).expect("parse");
-        let expected = render::expected_sessions(set, family);
+        let expected = plan::expected_sessions(set, family);
         assert_eq!(observed.verify(&expected), Ok(()), "{family:?}");
     }
 }

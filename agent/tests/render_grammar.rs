@@ -16,8 +16,10 @@ use std::net::IpAddr;
 
 use teefleet_agent::firewall::{
     Family, Observed,
+    layout::{ByHook, Hook},
     observe::session_of,
-    render::{HOOKS, expected_sessions, plan, render_rule, render_rules, rules_of},
+    plan::{expected_sessions, plan},
+    render::{render_rule, render_rules, rules_of},
     tunnel,
 };
 use teefleet_model::{
@@ -127,11 +129,11 @@ fn near_twins() -> impl Strategy<Value = RuleSet> {
 /// What an iptables-save of exactly what the agent applied looks like.
 fn saved_after_apply(rules: &[String]) -> String {
     let mut text = String::from("*mangle\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
-    for hook in HOOKS {
-        text.push_str(&format!(":{} - [0:0]\n", hook.chain));
+    for hook in Hook::ALL {
+        text.push_str(&format!(":{} - [0:0]\n", hook.chain()));
     }
-    for hook in HOOKS {
-        text.push_str(&format!("[0:0] -A {} {}\n", hook.builtin, hook.jump_spec()));
+    for hook in Hook::ALL {
+        text.push_str(&format!("[0:0] -A {} {}\n", hook.builtin(), hook.jump_spec()));
     }
     for rule in rules {
         text.push_str(&format!("[7:700] {rule}\n"));
@@ -157,10 +159,10 @@ proptest! {
         for family in Family::ALL {
             let lines = render_rules(&set, family);
             prop_assert_eq!(lines.len(), rules_of(&set, family).len());
-            let mut sessions = [vec![], vec![]];
+            let mut sessions = ByHook::<Vec<_>>::default();
             for line in &lines {
                 let read = check_rule_line(line, family).map_err(TestCaseError::fail)?;
-                sessions[usize::from(!read.ingress)].push(read.session);
+                sessions[if read.ingress { Hook::Pre } else { Hook::Post }].push(read.session);
             }
             // PREROUTING's chain first, as iptables-save prints them.
             let chains: Vec<bool> = lines.iter().map(|l| l.starts_with("-A TEEFLEET-PRE ")).collect();
@@ -180,8 +182,8 @@ proptest! {
                 want.push_str(line);
                 want.push('\n');
             }
-            for hook in HOOKS {
-                want.push_str(&format!("-I {} 1 {}\n", hook.builtin, hook.jump_spec()));
+            for hook in Hook::ALL {
+                want.push_str(&format!("-I {} 1 {}\n", hook.builtin(), hook.jump_spec()));
             }
             want.push_str("COMMIT\n");
             prop_assert_eq!(text, want);
@@ -228,17 +230,17 @@ proptest! {
             }
         };
         prop_assert!(!incompatible);
-        prop_assert!(observed.chains.keys().all(|c| HOOKS.iter().any(|h| h.chain == c)));
-        for (hook, jumps) in HOOKS.iter().zip(&observed.jumps) {
+        prop_assert!(observed.chains.keys().all(|c| Hook::ALL.iter().any(|h| h.chain() == c)));
+        for (hook, jumps) in observed.jumps.iter() {
             prop_assert!(jumps.windows(2).all(|w| w[0].position < w[1].position) && jumps.iter().all(|j| j.position >= 1));
             for jump in jumps {
                 let tokens: Vec<&str> = jump.spec.split_whitespace().collect();
-                prop_assert!(tokens.windows(2).any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == hook.chain));
+                prop_assert!(tokens.windows(2).any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == hook.chain()));
             }
         }
         // Reading counters, verifying and describing drift must not trip over foreign text.
         let _ = observed.counters();
-        let _ = observed.verify(&[vec![], vec![]]);
+        let _ = observed.verify(&ByHook::default());
         let _ = observed.shape().describe_change(&Observed::default().shape());
 
         for family in Family::ALL {
@@ -253,15 +255,15 @@ proptest! {
                 .ok_or_else(|| TestCaseError::fail(format!("no header or COMMIT: {text:?}")))?;
             // Split on newlines only: a stray carriage return inside a foreign spec stays in its line.
             for line in body.split_terminator('\n') {
-                let ours = HOOKS.iter().any(|h| {
-                    line == format!(":{} - [0:0]", h.chain)
-                        || line == format!("-I {} 1 {}", h.builtin, h.jump_spec())
-                        || line == format!("-F {}", h.chain)
-                        || line == format!("-X {}", h.chain)
+                let ours = Hook::ALL.iter().any(|h| {
+                    line == format!(":{} - [0:0]", h.chain())
+                        || line == format!("-I {} 1 {}", h.builtin(), h.jump_spec())
+                        || line == format!("-F {}", h.chain())
+                        || line == format!("-X {}", h.chain())
                 });
                 // A jump is deleted by the specification iptables-save showed for it.
-                let deletes_an_observed_jump = HOOKS.iter().zip(&observed.jumps).any(|(h, jumps)| {
-                    jumps.iter().any(|j| line == format!("-D {} {}", h.builtin, j.spec))
+                let deletes_an_observed_jump = observed.jumps.iter().any(|(h, jumps)| {
+                    jumps.iter().any(|j| line == format!("-D {} {}", h.builtin(), j.spec))
                 });
                 prop_assert!(
                     ours || deletes_an_observed_jump || check_rule_line(line, family).is_ok(),

@@ -5,10 +5,10 @@
 use teefleet_model::{MaxPps, MirrorRule, Protocol, RuleDirection, Sample, Throttle};
 
 use super::{
-    Family,
     iptables::Iptables,
+    layout::{Family, Hook, TABLE},
     observe::Observed,
-    render::{HOOKS, TABLE, render_rule},
+    render::render_rule,
 };
 use crate::error_chain;
 
@@ -109,7 +109,7 @@ fn probe_input(family: Family) -> String {
     )
     .expect("valid rule")
     .with_throttle(Throttle::new(Some(sample), Some(MaxPps::new(1).expect("valid cap"))));
-    let line = render_rule(&rule, family).replacen(HOOKS[0].chain, PROBE_CHAIN, 1);
+    let line = render_rule(&rule, family).replacen(Hook::Pre.chain(), PROBE_CHAIN, 1);
     format!("*{TABLE}\n:{PROBE_CHAIN} - [0:0]\n{line}\nCOMMIT\n")
 }
 

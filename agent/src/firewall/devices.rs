@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::ApplyError;
 use super::iptables::Iptables;
+use super::layout::ByFamily;
 use super::tunnel::{self, ObservedDevice};
 
 /// The devices of ours on the host, as the kernel shows them.
@@ -15,7 +16,7 @@ pub async fn observe(tools: &Iptables) -> Result<Vec<ObservedDevice>, ApplyError
     let neighbours = tools.ip(&["-j", "neigh", "show"]).await?;
     let routes = tools.ip(&["-j", "route", "show", "table", "main"]).await?;
     let routes6 = tools.ip(&["-6", "-j", "route", "show", "table", "main"]).await?;
-    tunnel::parse(&links, &neighbours, [&routes, &routes6])
+    tunnel::parse(&links, &neighbours, ByFamily::new(&routes, &routes6))
         .map_err(|e| ApplyError::Unreadable(format!("ip -j output: {e}")))
 }
 

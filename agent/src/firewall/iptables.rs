@@ -19,8 +19,10 @@ use super::{
     ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair, Scope,
     devices::{self, Wanted},
     generation::Generation,
+    layout::{ByFamily, Expected, Family, TABLE},
     observe::{Observed, Shape},
-    render::{self, Control, Expected, Family},
+    plan::{expected_with_control, plan},
+    render::{Control, render_with_control, rules_of},
 };
 use crate::error_chain;
 
@@ -136,7 +138,7 @@ impl Iptables {
 
     /// The `mangle` table with counters, in `iptables-save -c` syntax.
     pub async fn save(&self, family: Family) -> Result<String, ApplyError> {
-        self.run(tools(family, self.variant).save, &["-c", "-t", render::TABLE], None).await
+        self.run(tools(family, self.variant).save, &["-c", "-t", TABLE], None).await
     }
 
     /// Applies `input` as one `iptables-restore --noflush` transaction: all of it or none.
@@ -214,7 +216,7 @@ struct GenerationReader {
 struct State {
     /// The set the kernel holds (None before the first apply); drift is repaired to it.
     set: Option<RuleSet>,
-    families: [FamilyState; 2],
+    families: ByFamily<FamilyState>,
     /// Counters of rules since replaced, so the totals reported never go down.
     base: BTreeMap<SessionName, Counter>,
     /// The host holds exactly the devices `set` needs, as last converged. Until it is
@@ -330,7 +332,7 @@ impl IptablesDataplane {
         state.families = Default::default();
         let mut changed = 0;
         for family in self.families() {
-            if self.converge(&mut state, family, &[], &[vec![], vec![]]).await? {
+            if self.converge(&mut state, family, &[], &Expected::default()).await? {
                 changed += 1;
             }
         }
@@ -406,7 +408,7 @@ impl IptablesDataplane {
         rules: &[String],
         expected: &Expected<'_>,
     ) -> Result<bool, ApplyError> {
-        let current = &state.families[family.index()];
+        let current = &state.families[family];
         // Nothing of ours is there and nothing is wanted: not even a read is needed (the
         // usual case for IPv6 on an IPv4-only host, at every push).
         if rules.is_empty() && current.rules.is_empty() && current.shape.as_ref() == Some(&Shape::default()) {
@@ -425,13 +427,13 @@ impl IptablesDataplane {
         expected: &Expected<'_>,
         read: Read,
     ) -> Result<bool, ApplyError> {
-        let current = &mut state.families[family.index()];
+        let current = &mut state.families[family];
         current.saw(&read);
         let shape = read.observed.shape();
         if current.shape.as_ref() == Some(&shape) && current.rules == rules {
             return Ok(false);
         }
-        let Some(input) = render::plan(rules, &read.observed) else {
+        let Some(input) = plan(rules, &read.observed) else {
             // No rules and nothing of ours: the kernel already is what was asked.
             current.rules = Vec::new();
             current.shape = Some(shape);
@@ -446,7 +448,7 @@ impl IptablesDataplane {
         }
         let back = self.observe(family).await?;
         back.observed.verify(expected).map_err(|detail| ApplyError::Verify { family, detail })?;
-        let current = &mut state.families[family.index()];
+        let current = &mut state.families[family];
         current.rules = rules.to_vec();
         current.shape = Some(back.observed.shape());
         current.saw(&back);
@@ -459,8 +461,8 @@ impl IptablesDataplane {
         let empty = RuleSet::default();
         let previous = previous.unwrap_or(&empty);
         for &family in touched {
-            let rules = render::render_with_control(previous, family, &self.control);
-            let expected = render::expected_with_control(previous, family, &self.control);
+            let rules = render_with_control(previous, family, &self.control);
+            let expected = expected_with_control(previous, family, &self.control);
             match self.converge(state, family, &rules, &expected).await {
                 Ok(wrote) => debug!(family = family.label(), wrote, "rolled back to the previous set"),
                 Err(e) => {
@@ -472,7 +474,7 @@ impl IptablesDataplane {
 
     fn totals(state: &State) -> BTreeMap<SessionName, Counter> {
         let mut totals = state.base.clone();
-        for (session, counter) in state.families.iter().flat_map(|f| &f.live) {
+        for (session, counter) in state.families.values().flat_map(|f| &f.live) {
             *totals.entry(session.clone()).or_default() += *counter;
         }
         totals
@@ -483,7 +485,7 @@ impl Dataplane for IptablesDataplane {
     #[instrument(skip_all, fields(version = set.version(), rules = set.rules().len()), err(Display))]
     async fn apply(&self, set: &RuleSet) -> Result<(), ApplyError> {
         if !self.info.ipv6
-            && let Some(rule) = render::rules_of(set, Family::V6).first()
+            && let Some(rule) = rules_of(set, Family::V6).first()
         {
             return Err(ApplyError::Ipv6Unavailable {
                 session: rule.session().clone(),
@@ -502,8 +504,8 @@ impl Dataplane for IptablesDataplane {
         let previous = state.set.take();
         let mut touched = Vec::new();
         for family in self.families() {
-            let rules = render::render_with_control(set, family, &self.control);
-            let expected = render::expected_with_control(set, family, &self.control);
+            let rules = render_with_control(set, family, &self.control);
+            let expected = expected_with_control(set, family, &self.control);
             touched.push(family);
             if let Err(e) = self.converge(&mut state, family, &rules, &expected).await {
                 self.roll_back(&mut state, previous.as_ref(), &touched).await;
@@ -539,7 +541,7 @@ impl Dataplane for IptablesDataplane {
         let now = Instant::now();
         let mut repairs = Vec::new();
         for family in self.families() {
-            let current = &state.families[family.index()];
+            let current = &state.families[family];
             // Nothing of ours belongs in this family (or nothing was applied yet): no process
             // is spent looking.
             if current.rules.is_empty() {
@@ -554,17 +556,17 @@ impl Dataplane for IptablesDataplane {
             let read = self.observe(family).await?;
             let shape = read.observed.shape();
             if shape == baseline {
-                state.families[family.index()].saw(&read);
+                state.families[family].saw(&read);
                 continue;
             }
             // The caller logs and reports the repair; here it only has to happen.
             let drift = baseline.describe_change(&shape);
             // Rules are only recorded for an applied set, so the set is there.
             let Some(set) = state.set.clone() else { continue };
-            let rules = state.families[family.index()].rules.clone();
-            let expected = render::expected_with_control(&set, family, &self.control);
+            let rules = state.families[family].rules.clone();
+            let expected = expected_with_control(&set, family, &self.control);
             // Without a baseline, converge rewrites even though the rules are the same.
-            state.families[family.index()].shape = None;
+            state.families[family].shape = None;
             self.converge_from(&mut state, family, &rules, &expected, read).await?;
             repairs.push(Repair { scope: Scope::Rules(family), drift });
         }

@@ -3,9 +3,10 @@
 //! The stream client only sees the [`Dataplane`] trait, so it can be tested with a
 //! recording fake and a load generator can stub it. The real implementation,
 //! [`IptablesDataplane`], renders rules into chains the agent owns in the `mangle` table
-//! of each address family ([`render`]), applies them in one `iptables-restore --noflush`
-//! transaction per family ([`iptables`]), reads them back ([`observe`]) and repairs them
-//! when something else changed them. [`backend`] finds out what the host's iptables can do;
+//! of each address family ([`render`]; where those chains are is [`layout`]), reads what
+//! the kernel holds ([`observe`]), plans the change ([`plan`]), applies it in one
+//! `iptables-restore --noflush` transaction per family ([`iptables`]), reads it back and
+//! repairs it when something else changed it. [`backend`] finds out what the host's iptables can do;
 //! [`generation`] reads the nf_tables ruleset generation, which tells a drift check that
 //! nothing changed without reading the table.
 
@@ -17,14 +18,16 @@ pub mod backend;
 pub mod devices;
 pub mod generation;
 pub mod iptables;
+pub mod layout;
 pub mod observe;
+pub mod plan;
 pub mod render;
 pub mod tunnel;
 
 pub use backend::DataplaneInfo;
 pub use iptables::{Iptables, IptablesDataplane, Variant};
+pub use layout::Family;
 pub use observe::Observed;
-pub use render::Family;
 
 /// Something that can make the host mirror exactly the traffic a rule set describes.
 ///

@@ -8,17 +8,8 @@ use teefleet_model::SessionName;
 
 use super::{
     ApplyError, Counter,
-    render::{Expected, HOOKS, RULE_COMMENT_PREFIX},
+    layout::{ByHook, Expected, Hook, Jump, RULE_COMMENT_PREFIX},
 };
-
-/// A rule in a built-in chain that jumps to one of ours, with its 1-based position in
-/// that chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jump {
-    pub position: usize,
-    /// The rule text after `-A BUILTIN `.
-    pub spec: String,
-}
 
 /// A rule in one of our chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,22 +23,22 @@ pub struct SavedRule {
 pub struct Observed {
     /// Our chains that exist, with their rules in order.
     pub chains: BTreeMap<String, Vec<SavedRule>>,
-    /// Indexed like [`HOOKS`].
-    pub jumps: [Vec<Jump>; 2],
+    /// The jumps to each hook's chain from its built-in chain.
+    pub jumps: ByHook<Vec<Jump>>,
 }
 
 /// [`Observed`] without counters: what must not change between two drift checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shape {
     chains: BTreeMap<String, Vec<String>>,
-    jumps: [Vec<Jump>; 2],
+    jumps: ByHook<Vec<Jump>>,
 }
 
 impl Observed {
     /// Parses `iptables-save -t mangle` output, with or without `-c` counters.
     pub fn parse(save: &str) -> Result<Observed, ApplyError> {
         let mut observed = Observed::default();
-        let mut builtin_positions = [0usize; 2];
+        let mut builtin_positions = ByHook::<usize>::default();
         for line in save.lines() {
             // iptables-nft prints this comment and exits 0 when nft rules it cannot
             // represent live in the table; planning against it could destroy them.
@@ -56,7 +47,7 @@ impl Observed {
             }
             if let Some(decl) = line.strip_prefix(':') {
                 let name = decl.split_whitespace().next().unwrap_or_default();
-                if HOOKS.iter().any(|h| h.chain == name) {
+                if Hook::ALL.iter().any(|h| h.chain() == name) {
                     observed.chains.entry(name.to_owned()).or_default();
                 }
                 continue;
@@ -69,18 +60,18 @@ impl Observed {
                 rules.push(SavedRule { spec: spec.to_owned(), counter });
                 continue;
             }
-            for (i, hook) in HOOKS.iter().enumerate() {
-                if chain != hook.builtin {
+            for hook in Hook::ALL {
+                if chain != hook.builtin() {
                     continue;
                 }
-                builtin_positions[i] += 1;
+                builtin_positions[hook] += 1;
                 let mut tokens = spec.split_whitespace();
                 let jumps_here = std::iter::from_fn(|| tokens.next())
                     .collect::<Vec<_>>()
                     .windows(2)
-                    .any(|w| matches!(w[0], "-j" | "-g") && w[1] == hook.chain);
+                    .any(|w| matches!(w[0], "-j" | "-g") && w[1] == hook.chain());
                 if jumps_here {
-                    observed.jumps[i].push(Jump { position: builtin_positions[i], spec: spec.to_owned() });
+                    observed.jumps[hook].push(Jump { position: builtin_positions[hook], spec: spec.to_owned() });
                 }
             }
         }
@@ -89,7 +80,7 @@ impl Observed {
 
     /// True when nothing of ours exists.
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty() && self.jumps.iter().all(Vec::is_empty)
+        self.chains.is_empty() && self.jumps.values().all(Vec::is_empty)
     }
 
     pub fn shape(&self) -> Shape {
@@ -118,19 +109,19 @@ impl Observed {
     /// rule per expected session in order, and exactly one canonical jump at the top. With
     /// nothing expected, nothing of ours may exist. The error says what differs.
     pub fn verify(&self, expected: &Expected<'_>) -> Result<(), String> {
-        if expected.iter().all(Vec::is_empty) {
+        if expected.values().all(Vec::is_empty) {
             return if self.is_empty() { Ok(()) } else { Err("objects of ours remain after removing them".to_owned()) };
         }
-        for (i, hook) in HOOKS.iter().enumerate() {
-            let Some(rules) = self.chains.get(hook.chain) else {
-                return Err(format!("chain {} is missing", hook.chain));
+        for hook in Hook::ALL {
+            let Some(rules) = self.chains.get(hook.chain()) else {
+                return Err(format!("chain {} is missing", hook.chain()));
             };
             let sessions: Vec<Option<SessionName>> = rules.iter().map(|r| session_of(&r.spec)).collect();
-            let want: Vec<Option<SessionName>> = expected[i].iter().map(|s| s.cloned()).collect();
+            let want: Vec<Option<SessionName>> = expected[hook].iter().map(|s| s.cloned()).collect();
             if sessions != want {
                 return Err(format!(
                     "chain {} holds {} rules of sessions {:?}, expected {} of {:?}",
-                    hook.chain,
+                    hook.chain(),
                     rules.len(),
                     sessions,
                     want.len(),
@@ -138,8 +129,8 @@ impl Observed {
                 ));
             }
             let canonical = [Jump { position: 1, spec: hook.jump_spec() }];
-            if self.jumps[i] != canonical {
-                return Err(format!("{} does not start with exactly one jump to {}", hook.builtin, hook.chain));
+            if self.jumps[hook] != canonical {
+                return Err(format!("{} does not start with exactly one jump to {}", hook.builtin(), hook.chain()));
             }
         }
         Ok(())
@@ -150,28 +141,29 @@ impl Shape {
     /// What changed from `self` (what the agent applied) to `now`, for a person.
     pub fn describe_change(&self, now: &Shape) -> String {
         let mut changes = Vec::new();
-        for (i, hook) in HOOKS.iter().enumerate() {
-            match (self.chains.get(hook.chain), now.chains.get(hook.chain)) {
-                (Some(_), None) => changes.push(format!("chain {} was deleted", hook.chain)),
-                (None, Some(_)) => changes.push(format!("chain {} was created", hook.chain)),
+        for hook in Hook::ALL {
+            let (builtin, chain) = (hook.builtin(), hook.chain());
+            match (self.chains.get(chain), now.chains.get(chain)) {
+                (Some(_), None) => changes.push(format!("chain {chain} was deleted")),
+                (None, Some(_)) => changes.push(format!("chain {chain} was created")),
                 (Some(was), Some(is)) if was != is => changes.push(if is.is_empty() {
-                    format!("chain {} was flushed", hook.chain)
+                    format!("chain {chain} was flushed")
                 } else if is.len() != was.len() {
-                    format!("chain {} has {} rules instead of {}", hook.chain, is.len(), was.len())
+                    format!("chain {chain} has {} rules instead of {}", is.len(), was.len())
                 } else {
-                    format!("rules in chain {} were changed", hook.chain)
+                    format!("rules in chain {chain} were changed")
                 }),
                 _ => {}
             }
-            let (was, is) = (&self.jumps[i], &now.jumps[i]);
+            let (was, is) = (&self.jumps[hook], &now.jumps[hook]);
             if was != is {
                 changes.push(match is.as_slice() {
-                    [] => format!("the jump from {} to {} was removed", hook.builtin, hook.chain),
+                    [] => format!("the jump from {builtin} to {chain} was removed"),
                     [one] if one.position != 1 => {
-                        format!("the jump from {} moved to position {}", hook.builtin, one.position)
+                        format!("the jump from {builtin} moved to position {}", one.position)
                     }
-                    [_] => format!("the jump from {} to {} was changed", hook.builtin, hook.chain),
-                    many => format!("{} has {} jumps to {}", hook.builtin, many.len(), hook.chain),
+                    [_] => format!("the jump from {builtin} to {chain} was changed"),
+                    many => format!("{builtin} has {} jumps to {chain}", many.len()),
                 });
             }
         }
@@ -201,10 +193,11 @@ pub fn session_of(spec: &str) -> Option<SessionName> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const SAVED: &str = "# Generated by iptables-save v1.8.9 (nf_tables)
+    /// Our chains and jumps among foreign rules, with counters.
+    pub(in crate::firewall) const SAVED: &str = "# Generated by iptables-save v1.8.9 (nf_tables)
 *mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
@@ -231,14 +224,14 @@ COMMIT
         let jump = |position, spec: &str| Jump { position, spec: spec.to_owned() };
         assert_eq!(
             o.jumps,
-            [
+            ByHook::new(
                 vec![
                     jump(1, "-m comment --comment teefleet -j TEEFLEET-PRE"),
                     jump(3, "-m comment --comment teefleet -j TEEFLEET-PRE"),
                     jump(4, "-i eth0 -j TEEFLEET-PRE"),
                 ],
                 vec![],
-            ]
+            )
         );
         let counters = o.counters();
         let get = |s: &str| counters[&s.parse::<SessionName>().expect("name")];
@@ -269,14 +262,14 @@ COMMIT
 COMMIT
 ";
         let observed = Observed::parse(ok).expect("parse");
-        assert_eq!(observed.verify(&[vec![Some(&web)], vec![]]), Ok(()));
-        assert!(observed.verify(&[vec![Some(&web), Some(&web)], vec![]]).is_err());
-        assert!(observed.verify(&[vec![], vec![]]).is_err());
-        assert_eq!(Observed::default().verify(&[vec![], vec![]]), Ok(()));
+        assert_eq!(observed.verify(&ByHook::new(vec![Some(&web)], vec![])), Ok(()));
+        assert!(observed.verify(&ByHook::new(vec![Some(&web), Some(&web)], vec![])).is_err());
+        assert!(observed.verify(&ByHook::default()).is_err());
+        assert_eq!(Observed::default().verify(&ByHook::default()), Ok(()));
 
         // The same sessions in the same order, but another rule: only the shape sees it.
         let changed = Observed::parse(&ok.replace("-A TEEFLEET-PRE -m", "-A TEEFLEET-PRE -p tcp -m")).expect("parse");
-        assert_eq!(changed.verify(&[vec![Some(&web)], vec![]]), Ok(()));
+        assert_eq!(changed.verify(&ByHook::new(vec![Some(&web)], vec![])), Ok(()));
         assert_eq!(observed.shape().describe_change(&changed.shape()), "rules in chain TEEFLEET-PRE were changed");
         let cases = [
             (
@@ -305,7 +298,7 @@ COMMIT
         ];
         for (now, want) in cases {
             let now = Observed::parse(&now).expect("parse");
-            assert!(now.verify(&[vec![Some(&web)], vec![]]).is_err(), "{want}");
+            assert!(now.verify(&ByHook::new(vec![Some(&web)], vec![])).is_err(), "{want}");
             assert_eq!(observed.shape().describe_change(&now.shape()), want);
         }
         let gone = Observed::default().shape();

@@ -27,6 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 use teefleet_model::{Tunnel, Vni};
 
+use super::layout::{ByFamily, Family};
+
 /// Every device the agent creates for tunnels starts with this.
 pub const PREFIX: &str = "tfvx";
 /// On a collector: the device that takes every VNI on port 4789 and offers the inner
@@ -41,6 +43,14 @@ pub const PORT: u16 = 4789;
 pub const NEXT_HOP_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 77);
 /// The IPv6 next hop of every tunnel device.
 pub const NEXT_HOP_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x77);
+
+/// The next hop of every tunnel device in `family`.
+pub fn next_hop(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(NEXT_HOP_V4),
+        Family::V6 => IpAddr::V6(NEXT_HOP_V6),
+    }
+}
 /// The inner frames' destination MAC (locally administered, unicast).
 pub const INNER_MAC: &str = "02:74:66:00:00:01";
 /// The device MTU: measured in BENCHMARKS.md ("What mirroring costs a source").
@@ -75,8 +85,8 @@ pub struct ObservedDevice {
     pub up: bool,
     /// The permanent neighbours on it: next hop → MAC.
     pub neighbours: BTreeMap<IpAddr, String>,
-    /// Whether each next hop's route through it (metric = VNI) is there: IPv4, IPv6.
-    pub routes: [bool; 2],
+    /// Whether each family's next hop has its route through it (metric = VNI).
+    pub routes: ByFamily<bool>,
 }
 
 impl ObservedDevice {
@@ -103,12 +113,12 @@ impl ObservedDevice {
         if !self.up {
             return wrong("is down");
         }
-        let hops = [IpAddr::V4(NEXT_HOP_V4), IpAddr::V6(NEXT_HOP_V6)];
-        for (hop, route) in hops.into_iter().zip(self.routes).take(if ipv6 { 2 } else { 1 }) {
+        for family in Family::ALL.into_iter().filter(|f| *f == Family::V4 || ipv6) {
+            let hop = next_hop(family);
             if self.neighbours.get(&hop).map(String::as_str) != Some(INNER_MAC) {
                 return wrong(&format!("has no permanent neighbour {hop} at {INNER_MAC}"));
             }
-            if !route {
+            if !self.routes[family] {
                 return wrong(&format!("has no route to {hop} with metric {vni}"));
             }
         }
@@ -231,12 +241,14 @@ struct Route {
 /// `ip -j route show` output of each family: those named as ours (`tfvx<VNI>`,
 /// `teefleet0`) whatever they are, so the caller replaces a wrong one, and those that
 /// carry our alias under another name (renamed).
-pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<ObservedDevice>, serde_json::Error> {
+pub fn parse(links: &str, neighbours: &str, routes: ByFamily<&str>) -> Result<Vec<ObservedDevice>, serde_json::Error> {
     let links: Vec<Link> = serde_json::from_str(non_empty(links))?;
     let neighbours: Vec<Neighbour> = serde_json::from_str(non_empty(neighbours))?;
-    let routes: [Vec<Route>; 2] =
-        [serde_json::from_str(non_empty(routes[0]))?, serde_json::from_str(non_empty(routes[1]))?];
-    let hops = [NEXT_HOP_V4.to_string(), NEXT_HOP_V6.to_string()];
+    let routes: ByFamily<Vec<Route>> = ByFamily::new(
+        serde_json::from_str(non_empty(routes[Family::V4]))?,
+        serde_json::from_str(non_empty(routes[Family::V6]))?,
+    );
+    let hops = ByFamily::from_fn(|family| next_hop(family).to_string());
     Ok(links
         .into_iter()
         .filter(|l| vni_of(&l.ifname).is_some() || l.ifname == DECAP_DEVICE || l.ifalias.as_deref() == Some(ALIAS))
@@ -261,7 +273,7 @@ pub fn parse(links: &str, neighbours: &str, routes: [&str; 2]) -> Result<Vec<Obs
                     .filter(|n| n.dev == name && n.state.iter().any(|s| s == "PERMANENT"))
                     .filter_map(|n| Some((n.dst, n.lladdr.clone()?)))
                     .collect(),
-                routes: [0, 1].map(|family| {
+                routes: ByFamily::from_fn(|family| {
                     routes[family].iter().any(|r| {
                         r.dst.split('/').next() == Some(hops[family].as_str())
                             && r.dev.as_deref() == Some(name.as_str())
@@ -312,7 +324,7 @@ mod tests {
         let routes = r#"[{"dst":"169.254.77.77","dev":"tfvx42","metric":42,"scope":"link","flags":[]},
             {"dst":"default","gateway":"10.0.0.1","dev":"eth0","flags":[]}]"#;
         let routes6 = r#"[{"dst":"fe80::77","dev":"tfvx42","metric":42,"pref":"medium","flags":[]}]"#;
-        let devices = parse(links, neigh, [routes, routes6]).expect("parses");
+        let devices = parse(links, neigh, ByFamily::new(routes, routes6)).expect("parses");
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].problem(tunnel(42, "10.0.0.9"), true), None);
         let wrong_remote = devices[0].problem(tunnel(42, "10.0.0.8"), true).expect("a problem");
@@ -321,24 +333,26 @@ mod tests {
         let down = devices[1].problem(tunnel(7, "fd00::9"), false).expect("a problem");
         assert!(down.contains("MTU"), "{down}");
         // Without the IPv6 route, only a host without IPv6 is content.
-        let v4_only = parse(links, neigh, [routes, "[]"]).expect("parses");
+        let v4_only = parse(links, neigh, ByFamily::new(routes, "[]")).expect("parses");
         assert!(v4_only[0].problem(tunnel(42, "10.0.0.9"), true).is_some_and(|p| p.contains("fe80::77")));
         assert_eq!(v4_only[0].problem(tunnel(42, "10.0.0.9"), false), None);
-        assert!(parse("", "", ["", ""]).expect("empty").is_empty());
+        assert!(parse("", "", ByFamily::new("", "")).expect("empty").is_empty());
         // Renamed, it is still ours by its alias; without the alias, not quite ours.
         let renamed = links.replace("\"ifname\":\"tfvx42\"", "\"ifname\":\"eth9\"");
-        assert!(parse(&renamed, neigh, [routes, routes6]).expect("parses").iter().any(|d| d.name == "eth9"));
+        assert!(
+            parse(&renamed, neigh, ByFamily::new(routes, routes6)).expect("parses").iter().any(|d| d.name == "eth9")
+        );
         let unaliased = links.replace("\"ifalias\":\"teefleet\",", "");
-        let devices = parse(&unaliased, neigh, [routes, routes6]).expect("parses");
+        let devices = parse(&unaliased, neigh, ByFamily::new(routes, routes6)).expect("parses");
         assert!(devices[0].problem(tunnel(42, "10.0.0.9"), true).is_some_and(|p| p.contains("alias")));
 
         let decap = r#"[{"ifindex":7,"ifname":"teefleet0","ifalias":"teefleet","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,
             "linkinfo":{"info_kind":"vxlan","info_data":{"external":true,"id":0,"port":4789}}}]"#;
-        let devices = parse(decap, "[]", ["[]", "[]"]).expect("parses");
+        let devices = parse(decap, "[]", ByFamily::new("[]", "[]")).expect("parses");
         assert_eq!(devices[0].decap_problem(), None);
         assert!(devices[0].problem(tunnel(1, "10.0.0.9"), false).is_some(), "not a tunnel device");
         let not_external = decap.replace("\"external\":true,", "");
-        let devices = parse(&not_external, "[]", ["[]", "[]"]).expect("parses");
+        let devices = parse(&not_external, "[]", ByFamily::new("[]", "[]")).expect("parses");
         assert!(devices[0].decap_problem().is_some_and(|p| p.contains("external")));
     }
 
