@@ -275,6 +275,26 @@ impl Pcap {
         &self.path
     }
 
+    /// tshark's rows (see [`tshark_fields`]) once `enough` holds for them, else the last
+    /// rows read when `timeout` runs out: the tcpdump writing the file reads the kernel's
+    /// buffer on its own schedule, and on a busy machine lags what was already captured.
+    pub async fn rows_when(
+        &self,
+        filter: &str,
+        fields: &[&str],
+        timeout: Duration,
+        enough: impl Fn(&[Vec<String>]) -> bool,
+    ) -> Result<Vec<Vec<String>>, LabError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let rows = tshark_fields(&self.path, filter, fields).await?;
+            if enough(&rows) || tokio::time::Instant::now() >= deadline {
+                return Ok(rows);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stops tcpdump (SIGTERM, so the file is complete) and returns the file.
     pub async fn finish(mut self) -> PathBuf {
         self.proc.terminate(Duration::from_secs(5)).await;

@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use teefleet_lab::{
     CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, Pcap, SOURCES, require_root_or_skip,
-    tshark_fields,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -612,12 +611,18 @@ async fn raw_tee_needs_the_sources_checks_off_and_teefleet_puts_them_back() {
         // tshark: raw packets at the collector's MAC, addressed to the original endpoints.
         let mac = lab.network.mac(COLLECTOR).await?;
         let filter = format!("eth.dst == {mac} && icmp && !(ip.dst == {})", lab.ip(COLLECTOR)?);
-        let rows = tshark_fields(pcap.path(), &filter, &["ip.src", "ip.dst", "icmp.type"]).await?;
         let (c, s) = (client.to_string(), source1.to_string());
-        let count = |src: &str, dst: &str, kind: &str| {
+        let count = |rows: &[Vec<String>], src: &str, dst: &str, kind: &str| {
             rows.iter().filter(|r| r[0] == src && r[1] == dst && r[2] == kind).count()
         };
-        ensure!((count(&c, &s, "8"), count(&s, &c, "0")) == (5, 5), "tshark saw {rows:?}");
+        let both = |rows: &[Vec<String>]| (count(rows, &c, &s, "8"), count(rows, &s, &c, "0"));
+        let rows = pcap
+            .rows_when(&filter, &["ip.src", "ip.dst", "icmp.type"], WAIT, |r| {
+                let (requests, replies) = both(r);
+                requests >= 5 && replies >= 5
+            })
+            .await?;
+        ensure!(both(&rows) == (5, 5), "tshark saw {rows:?}");
         pcap.finish().await;
 
         // Behind teefleet's back, source1's check goes on again: EC2 drops the inbound clones.

@@ -196,7 +196,13 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
             ensure!(lab.source_dest_check(host).await?, "{host}'s Source/Dest Check was changed");
         }
         // What an operator's tool reads: tshark dissects VXLAN with the session's VNI around
-        // the client's requests and source1's replies.
+        // the client's requests and source1's replies. The tcpdump writing the file reads
+        // the kernel's buffer on its own schedule, and on a busy machine lags the text
+        // capture; stopped early, it loses what it has not read. Wait for it to catch up.
+        lab.wait_until("the pcap to hold 6 echo clones", WAIT, || async {
+            Ok(tshark_echoes(pcap.path(), false).await.ok().filter(|e| e.len() >= 6).map(|_| ()))
+        })
+        .await?;
         let echoes = tshark_echoes(&pcap.finish().await, false).await?;
         let (client_s, source1_s) = (client.to_string(), source1.to_string());
         let request = (vni, client_s.clone(), source1_s.clone(), "8".to_owned());
