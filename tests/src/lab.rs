@@ -486,6 +486,19 @@ impl Lab {
         procs::fleetctl(&self.controller_url, &client_args(&self.security), args).await
     }
 
+    /// The environment that points an operator's own `fleetctl` at this lab.
+    pub fn fleetctl_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("FLEET_CONTROLLER", self.controller_url.clone())];
+        match &self.security {
+            Security::Insecure => env.push(("FLEET_INSECURE", "true".to_owned())),
+            Security::Secure { ca_cert, .. } => {
+                env.push(("FLEET_TOKEN", LAB_ADMIN_TOKEN.to_owned()));
+                env.push(("FLEET_CA_CERT", ca_cert.display().to_string()));
+            }
+        }
+        env
+    }
+
     /// Runs fleetctl against the lab without credentials (only `--ca-cert` when secure).
     pub async fn fleetctl_anonymous(&self, args: &[&str]) -> Result<CliOutput, LabError> {
         let trust = match &self.security {

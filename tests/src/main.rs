@@ -4,6 +4,9 @@
 //! active, pings source1 (both families) and source2 from the client, shows what the
 //! collector received as tshark dissects the VXLAN, and that no Source/Dest Check changed,
 //! then deletes the session and shows that mirroring stopped.
+//!
+//! `teefleet-lab up`: the same lab, left running until Ctrl-C, with what to type to try
+//! fleetctl against it.
 
 #![allow(clippy::print_stdout)] // The demo's narrative is its output.
 
@@ -23,10 +26,11 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match std::env::args().nth(1).as_deref() {
-        Some("demo") => {}
-        _ => bail!("usage: teefleet-lab demo"),
-    }
+    let up = match std::env::args().nth(1).as_deref() {
+        Some("demo") => false,
+        Some("up") => true,
+        _ => bail!("usage: teefleet-lab demo|up"),
+    };
     println!("== starting the lab: Postgres, moto (EC2), namespaces, controller, agents");
     // Frequent health reports and drift checks, so the counters show within seconds.
     let lab = Lab::builder()
@@ -38,7 +42,7 @@ async fn main() -> Result<()> {
         .start()
         .await
         .context("starting the lab")?;
-    let result = demo(&lab).await;
+    let result = if up { stay_up(&lab).await } else { demo(&lab).await };
     if let Err(e) = &result {
         eprintln!("{}", lab.log_report(30));
         eprintln!("demo failed: {e:#}");
@@ -48,11 +52,8 @@ async fn main() -> Result<()> {
     result
 }
 
-async fn demo(lab: &Lab) -> Result<()> {
-    let (source1, source2, source1_6) = (lab.ip("source1")?, lab.ip("source2")?, lab.ip6("source1")?);
-    let far = lab.ip(COLLECTOR_B)?;
-    let source1_id = lab.instance_id("source1")?;
-    let collector_id = lab.instance_id(COLLECTOR_B)?;
+/// The VPC, its hosts and where the controller and logs are.
+fn describe(lab: &Lab) -> Result<()> {
     println!(
         "   a VPC of two subnets behind a router: {} (bridge {}) and {} (bridge {}), IPv6 {}; \
          every instance's Source/Dest Check enforced",
@@ -72,8 +73,15 @@ async fn demo(lab: &Lab) -> Result<()> {
             host.netns
         );
     }
-    println!("   controller {}   logs {}", lab.controller_url(), lab.dir().display());
+    println!(
+        "   controller {}   logs {} (removed at the end; TEEFLEET_LAB_KEEP=1 keeps them)",
+        lab.controller_url(),
+        lab.dir().display()
+    );
+    Ok(())
+}
 
+async fn agents_connected(lab: &Lab) -> Result<()> {
     lab.wait_until("every agent to connect", WAIT, || async {
         let hosts = lab.fleetctl(&["host", "list", "-o", "json"]).await?;
         let n =
@@ -81,6 +89,46 @@ async fn demo(lab: &Lab) -> Result<()> {
         Ok((n == Some(AGENT_HOSTS.len())).then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// Keeps the lab up for an operator's own fleetctl until Ctrl-C or SIGTERM.
+async fn stay_up(lab: &Lab) -> Result<()> {
+    describe(lab)?;
+    agents_connected(lab).await?;
+    let bin = teefleet_lab::procs::bin_dir()?;
+    let ns = |host: &str| lab.network.host(host).map(|h| h.netns.clone());
+    let (source1, far) = (lab.instance_id("source1")?, lab.instance_id(COLLECTOR_B)?);
+    println!("\n== the lab is up; in another shell (as root):");
+    println!("   export PATH={}:$PATH", bin.display());
+    for (name, value) in lab.fleetctl_env() {
+        println!("   export {name}={value}");
+    }
+    println!("   fleetctl host list");
+    println!("   fleetctl collector add {far}");
+    println!("   fleetctl session create try --source {source1} --collector {far} --wait");
+    println!("   ip netns exec {} ping -c 3 {}", ns(CLIENT)?, lab.ip("source1")?);
+    println!(
+        "   ip netns exec {} tcpdump -ni teefleet0     # the clones, decapsulated by collector-b's agent",
+        ns(COLLECTOR_B)?
+    );
+    println!("   fleetctl session get try");
+    println!("\n   Ctrl-C tears the lab down.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn demo(lab: &Lab) -> Result<()> {
+    let (source1, source2, source1_6) = (lab.ip("source1")?, lab.ip("source2")?, lab.ip6("source1")?);
+    let far = lab.ip(COLLECTOR_B)?;
+    let source1_id = lab.instance_id("source1")?;
+    let collector_id = lab.instance_id(COLLECTOR_B)?;
+    describe(lab)?;
+    agents_connected(lab).await?;
     show(lab, "$ fleetctl host list", &["host", "list"]).await?;
     show(lab, &format!("$ fleetctl collector add {collector_id}"), &["collector", "add", collector_id]).await?;
 
@@ -128,6 +176,19 @@ async fn demo(lab: &Lab) -> Result<()> {
     // Counters travel with the next drift check and health report (one second each here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     show(lab, "\n$ fleetctl session get demo", &["session", "get", "demo"]).await?;
+    let counted = lab.fleetctl_ok(&["session", "get", "demo", "-o", "json"]).await?.json()?["packets"].as_u64();
+    let all = tshark_fields(pcap.path(), "vxlan", &["vxlan.vni"]).await?.len();
+    let others = tshark_fields(pcap.path(), &format!("vxlan && !({ECHOES})"), &["_ws.col.Info"]).await?;
+    println!(
+        "   PACKETS counts every packet source1's rules cloned, once each: {}. collector-b received {all} clones: \
+         the {} echoes above and {} more, mirrored too since the session takes every protocol:",
+        counted.map_or("unknown".to_owned(), |c| c.to_string()),
+        rows.len(),
+        others.len()
+    );
+    for info in others.iter().filter_map(|r| r.first()) {
+        println!("     {info}");
+    }
     show(lab, &format!("\n$ fleetctl host get {source1_id}"), &["host", "get", source1_id]).await?;
     println!("\n== EC2 sourceDestCheck, enforced by the lab's bridges as EC2 does: VXLAN changes none");
     for host in ["source1", COLLECTOR_B] {
@@ -152,6 +213,8 @@ async fn demo(lab: &Lab) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = tshark_fields(&pcap.finish().await, ECHOES, &TSHARK_COLUMNS).await?.len();
     println!("== client pings source1 again: {} clones reach collector-b", after - before);
+    let me = std::env::current_exe().map_or_else(|_| "teefleet-lab".to_owned(), |p| p.display().to_string());
+    println!("\n== next: keep a lab running and try fleetctl yourself: {me} up");
     Ok(())
 }
 
