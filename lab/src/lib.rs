@@ -6,6 +6,7 @@
 //! [`Lab::start`] brings all of it up; the modules can also be used one by one (the
 //! controller's store tests use only [`TempPostgres`]).
 
+mod builder;
 pub mod capture;
 mod cmd;
 pub mod ec2;
@@ -15,6 +16,7 @@ pub mod moto;
 pub mod netns;
 pub mod postgres;
 pub mod procs;
+mod traffic;
 pub mod vpc;
 
 pub use capture::{Capture, Finished, Packet, Pcap, Vxlan, tshark_fields};
@@ -25,6 +27,7 @@ pub use lab::{
     AGENT_HOSTS, CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip,
 };
 pub use moto::Moto;
-pub use netns::{Flood, Network, Range};
+pub use netns::{Network, Range};
 pub use postgres::TempPostgres;
 pub use procs::CliOutput;
+pub use traffic::Flood;

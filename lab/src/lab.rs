@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+pub use crate::builder::{LAB_ADMIN_TOKEN, LabBuilder};
+use crate::builder::{Security, agent_args, client_args};
 use crate::capture::Capture;
 use crate::ec2::{self, Ec2Fixture};
 use crate::moto::Moto;
-use crate::netns::{Network, Range};
+use crate::netns::Network;
 use crate::postgres::TempPostgres;
 use crate::procs::{self, AgentSpec, CliOutput, ControllerSpec, Proc};
 use crate::vpc::Follower;
@@ -38,120 +40,7 @@ pub const AGENT_HOSTS: [&str; 5] = ["source1", "source2", COLLECTOR, COLLECTOR2,
 /// The lab host that talks to the sources.
 pub const CLIENT: &str = "client";
 
-/// How to build a [`Lab`].
-#[derive(Debug, Clone)]
-pub struct LabBuilder {
-    range: Range,
-    start_controller: bool,
-    start_agents: bool,
-    rust_log: String,
-    controller_args: Vec<String>,
-    agent_args: Vec<String>,
-    ec2_ipv6: bool,
-    secure: bool,
-    replicas: usize,
-    enforce_checks: bool,
-}
-
-/// The admin token of a secure lab's controller (FLEET_BOOTSTRAP_TOKEN).
-pub const LAB_ADMIN_TOKEN: &str = "lab-bootstrap-admin-token-0123456789";
-
-/// How the lab's controller, agents and fleetctl talk.
-#[derive(Debug, Clone)]
-enum Security {
-    /// `--insecure` on all sides: plaintext, no authentication (the default, and the demo).
-    Insecure,
-    /// TLS with the controller's CA; fleetctl with the bootstrap admin token; agents enroll
-    /// with one join token shared by the lab's agents.
-    Secure { ca_cert: PathBuf, pin: String, join_token: String },
-}
-
-impl Default for LabBuilder {
-    fn default() -> Self {
-        LabBuilder {
-            range: Range::Tests,
-            start_controller: true,
-            start_agents: true,
-            rust_log: std::env::var("TEEFLEET_LAB_RUST_LOG")
-                .unwrap_or_else(|_| "info,teefleet=debug,fleet=debug".to_owned()),
-            controller_args: Vec::new(),
-            agent_args: Vec::new(),
-            ec2_ipv6: true,
-            secure: false,
-            replicas: 1,
-            enforce_checks: true,
-        }
-    }
-}
-
 impl LabBuilder {
-    /// Which /16 to take the lab's /24 from (tests use 10.213, the demo 10.214).
-    pub fn range(mut self, range: Range) -> Self {
-        self.range = range;
-        self
-    }
-
-    /// Whether to start `fleet-controller` (default yes).
-    pub fn controller(mut self, yes: bool) -> Self {
-        self.start_controller = yes;
-        self
-    }
-
-    /// Whether to start a `fleet-agent` in each source and collector (default yes; needs the
-    /// controller).
-    pub fn agents(mut self, yes: bool) -> Self {
-        self.start_agents = yes;
-        self
-    }
-
-    /// `RUST_LOG` for the children (default `TEEFLEET_LAB_RUST_LOG` or info + debug for ours).
-    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
-        self.rust_log = filter.into();
-        self
-    }
-
-    /// Extra arguments for `fleet-controller`.
-    pub fn controller_arg(mut self, arg: impl Into<String>) -> Self {
-        self.controller_args.push(arg.into());
-        self
-    }
-
-    /// Extra arguments for every `fleet-agent`.
-    pub fn agent_arg(mut self, arg: impl Into<String>) -> Self {
-        self.agent_args.push(arg.into());
-        self
-    }
-
-    /// Whether the EC2 instances carry the hosts' IPv6 addresses too (default yes). The
-    /// namespaces are dual-stack either way; without it, EC2 describes IPv4-only instances,
-    /// so the controller sees collectors without an IPv6 address.
-    pub fn ec2_ipv6(mut self, yes: bool) -> Self {
-        self.ec2_ipv6 = yes;
-        self
-    }
-
-    /// Whether the controller serves TLS and authenticates (default no: `--insecure`).
-    /// Agents then enroll with a join token and the CA's pin, and fleetctl uses the
-    /// bootstrap admin token, [`LAB_ADMIN_TOKEN`].
-    pub fn secure(mut self, yes: bool) -> Self {
-        self.secure = yes;
-        self
-    }
-
-    /// How many controller replicas to run on the lab's database (default 1). Agents get
-    /// every replica's URL, the first one first.
-    pub fn replicas(mut self, n: usize) -> Self {
-        self.replicas = n.max(1);
-        self
-    }
-
-    /// Whether the bridges enforce every instance's Source/Dest Check as EC2 reports it
-    /// (default yes; no forwards everything, which EC2 never does).
-    pub fn enforce_source_dest_checks(mut self, yes: bool) -> Self {
-        self.enforce_checks = yes;
-        self
-    }
-
     /// Brings the lab up; returns once the controller listens and the agents are running.
     pub async fn start(self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
@@ -223,31 +112,6 @@ impl LabBuilder {
         }
         tracing::info!(dir = %lab.logs.display(), subnet = %lab.network.cidr(), subnet6 = %lab.network.cidr6(), "lab ready");
         Ok(lab)
-    }
-}
-
-/// fleetctl's connection flags for the lab's admin.
-fn client_args(security: &Security) -> Vec<String> {
-    match security {
-        Security::Insecure => vec!["--insecure".to_owned()],
-        Security::Secure { ca_cert, .. } => {
-            vec![
-                "--token".to_owned(),
-                LAB_ADMIN_TOKEN.to_owned(),
-                "--ca-cert".to_owned(),
-                ca_cert.display().to_string(),
-            ]
-        }
-    }
-}
-
-/// fleet-agent's connection flags.
-fn agent_args(security: &Security) -> Vec<String> {
-    match security {
-        Security::Insecure => vec!["--insecure".to_owned()],
-        Security::Secure { pin, join_token, .. } => {
-            vec!["--ca-pin".to_owned(), pin.clone(), "--join-token".to_owned(), join_token.clone()]
-        }
     }
 }
 
