@@ -185,7 +185,7 @@ mod tests {
         std::fs::write(store.path(KEY_FILE), "old").expect("old key");
         std::fs::set_permissions(store.path(KEY_FILE), std::fs::Permissions::from_mode(0o644)).expect("chmod");
         // So is a temp file a crash left behind.
-        let stale = dir.path().join("state").join(format!(".{CERT_FILE}.tmp-{}", std::process::id()));
+        let stale = dir.path().join("state").join(format!(".{CERT_FILE}.a1b2c3"));
         std::fs::write(&stale, "stale").expect("stale temp");
         std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         store.save(&creds).await.expect("save");

@@ -2,9 +2,9 @@
 //! outages: the agent re-applies it at start, before it connects.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::Write,
-    os::unix::fs::OpenOptionsExt as _,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -126,37 +126,39 @@ impl StateStore {
 }
 
 /// Replaces `files` (name, contents) in `dir` as atomically as the filesystem allows: each
-/// is written to a temp file in the same directory (so `rename` is atomic), created with
+/// is written to a temp file in the same directory (so the rename is atomic), created with
 /// `mode`, and fsynced; only then are they renamed over the targets, and the directory is
 /// fsynced so the renames survive a power cut. A crash leaves each file old or new, and a
-/// set of files mixed only if it strikes between two renames.
+/// set of files mixed only if it strikes between two renames. tempfile names the temp
+/// files and removes them if anything fails.
 pub(crate) fn write_atomically(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> std::io::Result<()> {
-    let temp = |name: &str| dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        fs::create_dir_all(dir)?;
-        for (name, bytes) in files {
-            let tmp = temp(name);
-            // A temp file left by a crash may have other permissions: start afresh, so
-            // the file never exists with more than `mode`.
-            match fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
+    fs::create_dir_all(dir)?;
+    let prefixes: Vec<String> = files.iter().map(|(name, _)| format!(".{name}.")).collect();
+    remove_leftovers(dir, &prefixes)?;
+    let mut written = Vec::with_capacity(files.len());
+    for ((name, bytes), prefix) in files.iter().zip(&prefixes) {
+        let mut file =
+            tempfile::Builder::new().prefix(prefix).permissions(fs::Permissions::from_mode(mode)).tempfile_in(dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        written.push((file, name));
+    }
+    for (file, name) in written {
+        file.persist(dir.join(name)).map_err(|e| e.error)?;
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// Removes temp files a killed writer left (the agent is the only writer of its state
+/// directory), so crashes do not pile up copies of old keys.
+fn remove_leftovers(dir: &Path, prefixes: &[String]) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p.as_str()))) {
+            fs::remove_file(entry.path())?;
         }
-        for (name, _) in files {
-            fs::rename(temp(name), dir.join(name))?;
-        }
-        File::open(dir)?.sync_all()
-    };
-    write().inspect_err(|_| {
-        // Best effort: a leftover temp file is harmless but untidy.
-        for (name, _) in files {
-            let _ = fs::remove_file(temp(name));
-        }
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]
