@@ -366,7 +366,11 @@ impl<D: Dataplane> Agent<D> {
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
                 () = renewed(identity) => return Ok(Ended::Renewed),
                 _ = health.tick() => send(&tx, Msg::Health(self.health())).await?,
-                Some(event) = self.pending_events.recv() => send(&tx, Msg::Event(event_to_proto(event))).await?,
+                Some(event) = self.pending_events.recv() => {
+                    if let Some(event) = event_to_proto(event) {
+                        send(&tx, Msg::Event(event)).await?;
+                    }
+                }
                 message = inbound.next() => {
                     let message = match message {
                         Some(Ok(m)) => m,
@@ -451,10 +455,13 @@ fn dataplane_to_proto(info: DataplaneInfo) -> pb::Dataplane {
     pb::Dataplane::from(&dataplane)
 }
 
-fn event_to_proto(event: Event) -> pb::HostEvent {
+/// An event as the controller keeps it. Every kind the agent names is a valid one (a test
+/// in `events.rs` checks), so none is dropped in practice.
+fn event_to_proto(event: Event) -> Option<pb::HostEvent> {
     let at_unix_ms =
         event.at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    pb::HostEvent { kind: event.kind.as_str().to_owned(), message: event.message, at_unix_ms }
+    let kind = event.kind.as_str().parse().ok()?;
+    Some(pb::HostEvent::from(&report::HostEvent::new(kind, &event.message, at_unix_ms, at_unix_ms)))
 }
 
 /// Resolves when the renewal loop publishes a new certificate; never without TLS, nor once

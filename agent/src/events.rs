@@ -75,6 +75,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_is_one_the_controller_accepts() {
+        let all = [
+            EventKind::DriftRepaired,
+            EventKind::StateIgnored,
+            EventKind::ApplyFailed,
+            EventKind::RepairFailed,
+            EventKind::RenewFailed,
+        ];
+        for kind in all {
+            assert!(kind.as_str().parse::<teefleet_model::EventKind>().is_ok(), "{kind:?}");
+        }
+    }
+
+    #[test]
     fn bounded_and_truncated() {
         let (tx, mut rx) = channel();
         tx.send(EventKind::StateIgnored, "é".repeat(MAX_MESSAGE));

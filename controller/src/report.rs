@@ -1,15 +1,11 @@
-//! What agents report about their hosts: the dataplane they found and their rules'
-//! counters (the model's types, which bound themselves; `teefleet-proto` decodes them),
-//! and the events they saw, bounded and printable by construction.
+//! What agents report about their hosts: the dataplane they found, their rules' counters
+//! and the events they saw (the model's types, which bound themselves; `teefleet-proto`
+//! decodes them), and what the controller keeps of them.
 
-use chrono::{DateTime, Utc};
-pub use teefleet_model::report::{Dataplane, SessionCounters, Traffic};
-use teefleet_model::{EventKind, text::printable};
+pub use teefleet_model::report::{Dataplane, HostEvent, SessionCounters, Traffic};
 
 /// The most events kept per host; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS_PER_HOST: i64 = 50;
-/// The longest event message kept, in bytes.
-pub const MAX_EVENT_MESSAGE: usize = 1024;
 
 /// What an agent says in its periodic Health message, once validated.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -19,22 +15,6 @@ pub struct Health {
     pub counters: Vec<SessionCounters>,
     /// Only set when it differs from what is stored, to spare the write.
     pub dataplane: Option<Dataplane>,
-}
-
-/// Something an agent did or saw on its own, such as repairing drifted rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostEvent {
-    pub kind: EventKind,
-    /// Printable and at most `MAX_EVENT_MESSAGE` bytes.
-    pub message: String,
-    /// By the agent's clock.
-    pub at: DateTime<Utc>,
-}
-
-impl HostEvent {
-    pub fn new(kind: EventKind, message: &str, at: DateTime<Utc>) -> Self {
-        Self { kind, message: printable(message, MAX_EVENT_MESSAGE), at }
-    }
 }
 
 #[cfg(test)]

@@ -237,14 +237,15 @@ async fn events_are_kept_most_recent_first_and_trimmed() {
     let (_pg, store) = store().await;
     store.host_hello(&host("h1"), &hello(0, 1)).await.expect("hello");
     store.host_hello(&host("h2"), &hello(0, 1)).await.expect("hello");
-    let event =
-        |i: usize| HostEvent::new("drift_repaired".parse().expect("kind"), &format!("repair {i}"), chrono::Utc::now());
+    let event = |i: usize| {
+        HostEvent::new("drift_repaired".parse().expect("kind"), &format!("repair {i}"), 1_700_000_000_000, 0)
+    };
     for i in 0..60 {
         store.add_host_event(&host("h1"), &event(i)).await.expect("event");
     }
     store.add_host_event(&host("h2"), &event(0)).await.expect("event");
     let events = store.host_events(&host("h1")).await.expect("events");
-    let messages: Vec<_> = events.iter().map(|e| e.message.as_str()).collect();
+    let messages: Vec<_> = events.iter().map(HostEvent::message).collect();
     let want: Vec<_> = (10..60).rev().map(|i| format!("repair {i}")).collect();
     assert_eq!(messages, want);
     assert_eq!(store.host_events(&host("h2")).await.expect("events").len(), 1, "trimming is per host");

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SessionName, ValidationError, text::printable};
+use crate::{EventKind, SessionName, ValidationError, text::printable};
 
 /// The most problems kept from one dataplane report.
 pub const MAX_PROBLEMS: usize = 16;
@@ -15,6 +15,11 @@ pub const MAX_PROBLEM_LEN: usize = 512;
 pub const MAX_VERSION_LEN: usize = 128;
 /// The most per-session counters kept from one report.
 pub const MAX_COUNTERS: usize = 1024;
+/// The longest event message kept, in bytes.
+pub const MAX_EVENT_MESSAGE: usize = 1024;
+/// The latest time an event may carry, in Unix milliseconds: the end of year 9999, which
+/// every timestamp column and date library holds.
+pub const MAX_EVENT_TIME_MS: u64 = 253_402_300_799_999;
 
 /// The agent's dataplane as it last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -151,4 +156,35 @@ pub struct SessionCounters {
     pub session: SessionName,
     #[serde(flatten)]
     pub traffic: Traffic,
+}
+
+/// Something an agent did or saw on its own, such as repairing drifted rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEvent {
+    kind: EventKind,
+    message: String,
+    at_unix_ms: u64,
+}
+
+impl HostEvent {
+    /// The message is cut to [`MAX_EVENT_MESSAGE`] printable bytes; a time the agent's
+    /// clock could not give (zero, or beyond [`MAX_EVENT_TIME_MS`]) becomes `received`.
+    pub fn new(kind: EventKind, message: &str, at_unix_ms: u64, received_unix_ms: u64) -> Self {
+        let at_unix_ms = if (1..=MAX_EVENT_TIME_MS).contains(&at_unix_ms) { at_unix_ms } else { received_unix_ms };
+        Self { kind, message: printable(message, MAX_EVENT_MESSAGE), at_unix_ms }
+    }
+
+    pub fn kind(&self) -> &EventKind {
+        &self.kind
+    }
+
+    /// Printable, at most [`MAX_EVENT_MESSAGE`] bytes.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// By the agent's clock, when it could tell.
+    pub fn at_unix_ms(&self) -> u64 {
+        self.at_unix_ms
+    }
 }

@@ -23,5 +23,5 @@ mod request;
 mod rules;
 
 pub use enums::{direction, family, protocol, rule_direction};
-pub use report::{counters, dataplane};
+pub use report::{counters, dataplane, host_event};
 pub use request::{collector_ip, collector_ipv6, encap, field, source_tags, sources, vni};

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use teefleet_model::{
-    SessionName, ValidationError,
-    report::{Dataplane, MAX_COUNTERS, SessionCounters, Traffic},
+    EventKind, SessionName, ValidationError,
+    report::{Dataplane, HostEvent, MAX_COUNTERS, SessionCounters, Traffic},
 };
 
 use crate::v1 as pb;
@@ -74,6 +74,18 @@ impl From<&SessionCounters> for pb::SessionCounters {
     }
 }
 
+/// An agent's event, with `received` standing in for a time its clock could not give.
+pub fn host_event(e: &pb::HostEvent, received_unix_ms: u64) -> Result<HostEvent, ValidationError> {
+    let kind: EventKind = e.kind.parse()?;
+    Ok(HostEvent::new(kind, &e.message, e.at_unix_ms, received_unix_ms))
+}
+
+impl From<&HostEvent> for pb::HostEvent {
+    fn from(e: &HostEvent) -> Self {
+        pb::HostEvent { kind: e.kind().to_string(), message: e.message().to_owned(), at_unix_ms: e.at_unix_ms() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use teefleet_model::report::{MAX_PROBLEM_LEN, MAX_PROBLEMS};
@@ -123,5 +135,22 @@ mod tests {
         let many: Vec<_> = (0..MAX_COUNTERS + 5).map(|i| c(&format!("s{i}"), 0.0)).collect();
         let (kept, dropped) = counters(&many);
         assert_eq!((kept.len(), dropped[0].field.as_str()), (MAX_COUNTERS, "counters"));
+    }
+
+    #[test]
+    fn events_are_checked_and_timed() {
+        let now = 1_800_000_000_000;
+        let e = |kind: &str, message: &str, at_unix_ms| pb::HostEvent {
+            kind: kind.into(),
+            message: message.into(),
+            at_unix_ms,
+        };
+        let ok = host_event(&e("drift_repaired", "jump moved", 1_700_000_000_000), now).expect("valid");
+        assert_eq!(ok.at_unix_ms(), 1_700_000_000_000);
+        assert_eq!(pb::HostEvent::from(&ok), e("drift_repaired", "jump moved", 1_700_000_000_000));
+        assert_eq!(host_event(&e("x", "", 0), now).expect("valid").at_unix_ms(), now);
+        assert_eq!(host_event(&e("x", "", u64::MAX), now).expect("valid").at_unix_ms(), now);
+        assert_eq!(host_event(&e("x", &"m".repeat(5000), 1), now).expect("valid").message().len(), 1024);
+        assert_eq!(host_event(&e("Bad Kind", "", 1), now).unwrap_err().field, "kind");
     }
 }

@@ -312,7 +312,7 @@ impl Api {
         let id = field::<HostId>("host_id", &req.host_id)?;
         let record = self.store.host(&id).await?;
         let events = self.store.host_events(&id).await?;
-        Ok(pb::Host { events: events.iter().map(convert::pb_host_event).collect(), ..convert::pb_host(&record) })
+        Ok(pb::Host { events: events.iter().map(pb::HostEvent::from).collect(), ..convert::pb_host(&record) })
     }
 
     async fn remove_collector(&self, req: pb::RemoveCollectorRequest, audit: &AuditEntry) -> Result<(), ApiError> {

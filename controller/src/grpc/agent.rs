@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Api, ApiError, convert};
+use super::{Api, ApiError};
 use crate::{
     budget::{Budget, Take},
     refusals::Kind,
@@ -404,7 +404,8 @@ impl Connection {
     }
 
     async fn event(&mut self, e: &pb::HostEvent) -> Result<(), StoreError> {
-        let event = match convert::host_event(e, chrono::Utc::now()) {
+        let received = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let event = match teefleet_proto::host_event(e, received) {
             Ok(event) => event,
             Err(err) => {
                 warn!(host_id = %self.host, error = %err, "dropped an invalid event from the agent");
@@ -424,7 +425,7 @@ impl Connection {
                 return Ok(());
             }
         }
-        info!(host_id = %self.host, kind = %event.kind, message = %event.message, "agent event");
+        info!(host_id = %self.host, kind = %event.kind(), message = %event.message(), "agent event");
         self.api.store.add_host_event(&self.host, &event).await
     }
 }

@@ -1,28 +1,14 @@
-//! What is the controller's own on the wire: agents' reports bounded into `report`'s
-//! types, and replies built from stored records. Conversions of domain types (requests,
-//! rule sets) are `teefleet-proto`'s.
+//! Replies built from the controller's own records (sessions with their status,
+//! collectors, hosts). Conversions of domain types (requests, rule sets, agents' reports)
+//! are `teefleet-proto`'s.
 
-use chrono::{DateTime, Utc};
-use teefleet_model::{EventKind, ValidationError, Vni};
+use teefleet_model::Vni;
 use teefleet_proto::v1 as pb;
 
 use crate::{
-    report::HostEvent,
     status::{SessionState, StatusView},
     store::{CollectorRecord, HostRecord, SessionRecord},
 };
-
-/// An agent's event. Its message is cut to a bounded printable text; a time the agent's
-/// clock could not give (zero, or beyond what a timestamp holds) becomes `received`.
-pub fn host_event(e: &pb::HostEvent, received: DateTime<Utc>) -> Result<HostEvent, ValidationError> {
-    let kind: EventKind = e.kind.parse()?;
-    let at = i64::try_from(e.at_unix_ms)
-        .ok()
-        .filter(|&ms| ms > 0)
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or(received);
-    Ok(HostEvent::new(kind, &e.message, at))
-}
 
 pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
     pb::Session {
@@ -98,36 +84,5 @@ pub fn pb_host(h: &HostRecord) -> pb::Host {
         drift_repairs: h.drift_repairs,
         events: Vec::new(),
         counters: h.counters.iter().map(pb::SessionCounters::from).collect(),
-    }
-}
-
-pub fn pb_host_event(e: &HostEvent) -> pb::HostEvent {
-    pb::HostEvent {
-        kind: e.kind.to_string(),
-        message: e.message.clone(),
-        // Events are stored from a u64 of milliseconds or the receive time, both after 1970.
-        at_unix_ms: u64::try_from(e.at.timestamp_millis()).unwrap_or(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_are_checked_and_timed() {
-        let now = Utc::now();
-        let e = |kind: &str, message: &str, at_unix_ms| pb::HostEvent {
-            kind: kind.into(),
-            message: message.into(),
-            at_unix_ms,
-        };
-        let ok = host_event(&e("drift_repaired", "jump moved", 1_700_000_000_000), now).expect("valid");
-        assert_eq!(ok.at.timestamp_millis(), 1_700_000_000_000);
-        assert_eq!(pb_host_event(&ok).at_unix_ms, 1_700_000_000_000);
-        assert_eq!(host_event(&e("x", "", 0), now).expect("valid").at, now);
-        assert_eq!(host_event(&e("x", "", u64::MAX), now).expect("valid").at, now);
-        assert_eq!(host_event(&e("x", &"m".repeat(5000), 1), now).expect("valid").message.len(), 1024);
-        assert_eq!(host_event(&e("Bad Kind", "", 1), now).unwrap_err().field, "kind");
     }
 }

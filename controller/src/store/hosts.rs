@@ -1,6 +1,7 @@
 //! Hosts: what their agents said on the stream (Hello, Ack, Nack, Health, events) and
 //! what the admin API shows of them.
 
+use chrono::{DateTime, Utc};
 use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
 
@@ -172,9 +173,12 @@ impl Store {
              INSERT INTO host_events (host_id, kind, message, at) VALUES ($1, $2, $3, $4)",
         )
         .bind(id.as_str())
-        .bind(event.kind.as_str())
-        .bind(&event.message)
-        .bind(event.at)
+        .bind(event.kind().as_str())
+        .bind(event.message())
+        // The model bounds the time to what a timestamp holds.
+        .bind(
+            DateTime::<Utc>::from_timestamp_millis(i64::try_from(event.at_unix_ms()).unwrap_or(0)).unwrap_or_default(),
+        )
         .bind(MAX_EVENTS_PER_HOST)
         .execute(&self.pool)
         .await?;

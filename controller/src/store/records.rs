@@ -139,11 +139,10 @@ impl HostRecord {
 }
 
 pub(super) fn event_from_row(row: &PgRow) -> Result<HostEvent> {
-    Ok(HostEvent {
-        kind: row.try_get::<String, _>("kind")?.parse().map_err(corrupt)?,
-        message: row.try_get("message")?,
-        at: row.try_get("at")?,
-    })
+    let at: DateTime<Utc> = row.try_get("at")?;
+    let at = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let kind = row.try_get::<String, _>("kind")?.parse().map_err(corrupt)?;
+    Ok(HostEvent::new(kind, &row.try_get::<String, _>("message")?, at, at))
 }
 
 /// One source host of a session, as the status view needs it.
