@@ -15,7 +15,7 @@ use teefleet_model::strategy::{self, config, edited, hostile};
 use crate::{
     CleanupConfig, Config, Invocation,
     config::{ControllerUrl, INTERVALS, http_authority},
-    firewall::iptables::failing_line,
+    firewall::tools::failing_line,
     host::parse_addresses,
     imds::parse_response,
 };

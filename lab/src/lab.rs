@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -22,6 +22,7 @@ use crate::moto::Moto;
 use crate::netns::Network;
 use crate::postgres::TempPostgres;
 use crate::procs::{self, AgentSpec, CliOutput, ControllerSpec, Proc};
+use crate::sync::lock;
 use crate::vpc::Follower;
 use crate::{LabError, cmd};
 
@@ -493,12 +494,6 @@ impl Drop for Lab {
             self.keep_dir();
         }
     }
-}
-
-/// Locks one of the lab's process lists; a panic while holding it (none is possible in
-/// this module) would only poison it, and the list itself stays usable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The lab needs root. Returns `true` when running as root; `false` (skip the test) when

@@ -11,11 +11,13 @@ pub mod capture;
 mod cmd;
 pub mod ec2;
 mod error;
+mod host;
 pub mod lab;
 pub mod moto;
 pub mod netns;
 pub mod postgres;
 pub mod procs;
+mod sync;
 mod traffic;
 pub mod vpc;
 

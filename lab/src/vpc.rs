@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::LabError;
 use crate::cmd::{self, run_quiet_blocking, run_text};
-use crate::lab::lock;
-use crate::netns::Host;
+use crate::host::Host;
+use crate::sync::lock;
 
 /// ICMPv6 types that pass a checked port whatever their addresses: neighbour discovery
 /// and the multicast listener reports the bridge's snooping relies on.

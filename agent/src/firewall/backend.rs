@@ -5,10 +5,10 @@
 use teefleet_model::{MaxPps, MirrorRule, Protocol, RuleDirection, Sample, Throttle};
 
 use super::{
-    iptables::Iptables,
     layout::{Family, Hook, TABLE},
     observe::Observed,
     render::render_rule,
+    tools::Iptables,
 };
 use crate::error_chain;
 

@@ -6,8 +6,8 @@ use teefleet_model::{RuleSet, Tunnel};
 use tracing::info;
 
 use super::ApplyError;
-use super::iptables::Iptables;
 use super::layout::ByFamily;
+use super::tools::Iptables;
 use super::tunnel::{self, ObservedDevice};
 
 /// The devices of ours on the host, as the kernel shows them.

@@ -22,12 +22,14 @@ pub mod layout;
 pub mod observe;
 pub mod plan;
 pub mod render;
+pub mod tools;
 pub mod tunnel;
 
 pub use backend::DataplaneInfo;
-pub use iptables::{Iptables, IptablesDataplane, Variant};
+pub use iptables::IptablesDataplane;
 pub use layout::Family;
 pub use observe::Observed;
+pub use tools::{Iptables, Variant};
 
 /// Something that can make the host mirror exactly the traffic a rule set describes.
 ///
