@@ -98,6 +98,50 @@ impl TryFrom<&pb::CreateSessionRequest> for SessionSpec {
     }
 }
 
+/// Every problem of a create-session request, not only the first: each field is checked
+/// on its own, and the checks across fields (ports need tcp or udp, the collector is not
+/// a source) once every field is valid. fleetctl shows them all before sending.
+pub fn create_session_problems(req: &pb::CreateSessionRequest) -> Vec<ValidationError> {
+    let mut problems = Vec::new();
+    let mut check = |result: Result<(), ValidationError>| problems.extend(result.err());
+    check(field::<SessionName>("name", &req.name).map(drop));
+    if req.sources.len() > limits::MAX_SOURCES {
+        check(sources(&req.sources).map(drop));
+    } else {
+        for (i, s) in req.sources.iter().enumerate() {
+            check(field::<HostId>(&format!("sources[{i}]"), s).map(drop));
+        }
+    }
+    if req.source_tags.len() > limits::MAX_SELECTORS {
+        check(source_tags(&req.source_tags).map(drop));
+    } else {
+        for (i, t) in req.source_tags.iter().enumerate() {
+            check(field::<TagSelector>(&format!("source_tags[{i}]"), t).map(drop));
+        }
+    }
+    check(field::<CollectorId>("collector", &req.collector).map(drop));
+    check(vni(req.vni).map(drop));
+    if let Some(f) = &req.filter {
+        let within = |e: ValidationError| e.within("filter");
+        check(enums::direction(f.direction).map(drop).map_err(within));
+        check(enums::protocol(f.protocol).map(drop).map_err(within));
+        check(f.ports.map(PortRange::try_from).transpose().map(drop).map_err(at("port")).map_err(within));
+        if f.cidrs.len() > limits::MAX_CIDRS {
+            check(Filter::try_from(f).map(drop).map_err(within));
+        } else {
+            for (i, c) in f.cidrs.iter().enumerate() {
+                check(field::<Cidr>(&format!("cidrs[{i}]"), c).map(drop).map_err(within));
+            }
+        }
+        check(Throttle::from_zeroable(f.sample, 0).map(drop).map_err(within));
+        check(Throttle::from_zeroable(0.0, f.max_pps).map(drop).map_err(within));
+    }
+    if problems.is_empty() {
+        problems.extend(SessionSpec::try_from(req).err());
+    }
+    problems
+}
+
 impl From<&SessionSpec> for pb::CreateSessionRequest {
     fn from(spec: &SessionSpec) -> Self {
         pb::CreateSessionRequest {
@@ -216,5 +260,46 @@ mod tests {
             assert_eq!(err.field, "ipv6", "{bad}");
             assert!(!err.reason.is_empty());
         }
+    }
+
+    #[test]
+    fn a_request_s_problems_are_all_named_at_once() {
+        let req = pb::CreateSessionRequest {
+            name: "bad name".into(),
+            sources: vec!["i-0123456789abcdef0".into(), "not an id".into()],
+            collector: String::new(),
+            filter: Some(pb::Filter {
+                ports: Some(pb::PortRange { first: 0, last: 70000 }),
+                cidrs: vec!["10.0.0.0/8".into(), "10.0.0.1/8".into()],
+                sample: 2.0,
+                ..Default::default()
+            }),
+            vni: 1 << 24,
+            ..Default::default()
+        };
+        let fields: Vec<_> = create_session_problems(&req).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["name", "sources[1]", "collector", "vni", "filter.port", "filter.cidrs[1]", "filter.sample"],
+            "each bad field once, in the request's order"
+        );
+        // Only when every field is valid are the checks across fields made.
+        let icmp_port = pb::CreateSessionRequest {
+            name: "web".into(),
+            sources: vec!["i-0123456789abcdef0".into()],
+            collector: "i-0123456789abcdef1".into(),
+            filter: Some(pb::Filter {
+                protocol: pb::Protocol::Icmp.into(),
+                ports: Some(pb::PortRange { first: 80, last: 80 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let problems = create_session_problems(&icmp_port);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].to_string(), "filter.port: a port needs protocol tcp or udp, not icmp");
+        let fine = pb::CreateSessionRequest { filter: None, ..icmp_port };
+        assert!(create_session_problems(&fine).is_empty());
+        assert!(SessionSpec::try_from(&fine).is_ok());
     }
 }

@@ -52,3 +52,53 @@ proptest! {
         prop_assert_eq!(SessionSpec::try_from(&pb::CreateSessionRequest::from(&spec)), Ok(spec));
     }
 }
+
+/// A request whose fields are anything from valid to garbage, independently.
+fn hostile_request() -> impl Strategy<Value = pb::CreateSessionRequest> {
+    let text = |valid: BoxedStrategy<String>| strategy::hostile(valid);
+    (
+        text(strategy::session_name_text().boxed()),
+        vec(text(strategy::instance_id_text().boxed()), 0..3),
+        vec(text(strategy::tag_selector_text().boxed()), 0..3),
+        text(strategy::instance_id_text().boxed()),
+        option::of((
+            0..5i32,
+            0..6i32,
+            option::of((0..70_000u32, 0..70_000u32)),
+            vec(text(strategy::cidr_text().boxed()), 0..3),
+            prop_oneof![Just(0.0), 0.0..2.0f64],
+        )),
+        prop_oneof![Just(0u32), any::<u32>()],
+    )
+        .prop_map(|(name, sources, source_tags, collector, filter, vni)| pb::CreateSessionRequest {
+            name,
+            sources,
+            source_tags,
+            collector,
+            filter: filter.map(|(direction, protocol, ports, cidrs, sample)| pb::Filter {
+                direction,
+                protocol,
+                ports: ports.map(|(first, last)| pb::PortRange { first, last }),
+                cidrs,
+                sample,
+                max_pps: 0,
+            }),
+            vni,
+            ..Default::default()
+        })
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// fleetctl's local check and the controller's agree: no problems exactly when the
+    /// request converts.
+    #[test]
+    fn problems_exactly_when_refused(req in hostile_request()) {
+        let problems = teefleet_proto::create_session_problems(&req);
+        match SessionSpec::try_from(&req) {
+            Ok(_) => prop_assert!(problems.is_empty(), "{:?}", problems),
+            Err(e) => prop_assert!(!problems.is_empty(), "{} refused, but no problem listed", e),
+        }
+    }
+}
