@@ -9,6 +9,10 @@ mod args;
 mod args_fuzz;
 mod client;
 mod config;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod golden;
 mod output;
 mod transport;
 
