@@ -16,7 +16,8 @@ use crate::args::{
     AuditCommand, Cli, CollectorCommand, Command, ConfigCommand, CreateArgs, Format, HostCommand, SessionCommand,
     TokenCommand,
 };
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, ConfigError};
+use crate::error::{CliError, with_access_hint};
 use crate::output::{
     self, AuditOut, CollectorOut, ConfigOut, DeletedOut, HostOut, HostRevokedOut, NewTokenOut, RevokedOut, SessionOut,
     TokenOut,
@@ -29,104 +30,6 @@ const MAX_SESSIONS_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// How often `--wait` asks for the session's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Why a command failed; printed as `error: <message>`, with the exit code of `exit_code`.
-#[derive(Debug)]
-pub enum CliError {
-    /// The controller answered with an error status; its message is shown verbatim.
-    Status(tonic::Status),
-    /// The controller refused the caller's token (UNAUTHENTICATED) or its role
-    /// (PERMISSION_DENIED): its message, then what to do about it.
-    Access { status: tonic::Status, hint: String },
-    /// The controller could not be reached, or the connection failed during the call.
-    Connect { url: String, detail: String, hint: Option<String> },
-    /// The settings or the config file cannot be used; nothing was sent.
-    Config(ConfigError),
-    /// `--wait` gave up; the message lists the hosts that have not applied the session.
-    WaitTimeout(String),
-    /// Writing the output failed (for example a closed pipe).
-    Output(std::io::Error),
-}
-
-/// The exit code for bad connection settings or config file (EX_USAGE), apart from clap's
-/// 2 for bad arguments and 1 for what the controller said.
-pub const EXIT_CONFIG: u8 = 64;
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Config(_) => EXIT_CONFIG,
-            _ => 1,
-        }
-    }
-}
-
-/// The controller's message, escaped: it can quote what an agent or a caller sent.
-fn status_text(status: &tonic::Status) -> std::borrow::Cow<'_, str> {
-    if status.message().is_empty() {
-        status.code().description().into()
-    } else {
-        teefleet_model::text::escaped(status.message())
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Status(status) => f.write_str(&status_text(status)),
-            CliError::Access { status, hint } => write!(f, "{}\nhint: {hint}", status_text(status)),
-            CliError::Connect { url, detail, hint } => {
-                write!(f, "cannot reach the controller at {url}: {detail}")?;
-                hint.as_ref().map_or(Ok(()), |hint| write!(f, "\nhint: {hint}"))
-            }
-            CliError::Config(e) => write!(f, "{e}"),
-            CliError::WaitTimeout(message) => f.write_str(message),
-            CliError::Output(e) => write!(f, "writing output: {e}"),
-        }
-    }
-}
-
-impl From<tonic::Status> for CliError {
-    fn from(status: tonic::Status) -> Self {
-        CliError::Status(status)
-    }
-}
-
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> Self {
-        CliError::Output(e)
-    }
-}
-
-impl From<ConfigError> for CliError {
-    fn from(e: ConfigError) -> Self {
-        CliError::Config(e)
-    }
-}
-
-/// Adds what to do to a refusal of the caller's token or role, naming where the token
-/// came from, since a stale one in the config file or the environment is the usual cause.
-pub fn with_access_hint(error: CliError, settings: &Settings) -> CliError {
-    let CliError::Status(status) = error else { return error };
-    let save = "pass it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`";
-    let hint = match (status.code(), &settings.token) {
-        (tonic::Code::Unauthenticated, None) => {
-            format!("no token is configured; ask an admin for one (`fleetctl token create`) and {save}")
-        }
-        (tonic::Code::Unauthenticated, Some(token)) => format!(
-            "the token sent ({}) came from {}; ask an admin for a valid one (`fleetctl token create`) and {save}",
-            config::redact(&token.value),
-            token.source
-        ),
-        (tonic::Code::PermissionDenied, Some(token)) => format!(
-            "the token sent ({}) came from {}; ask an admin for a token with a larger role",
-            config::redact(&token.value),
-            token.source
-        ),
-        _ => return CliError::Status(status),
-    };
-    CliError::Access { status, hint }
-}
 
 /// Runs one parsed command: config commands locally, the others against the controller.
 /// `env` looks up environment variables (injected so tests need not set the process's).
@@ -397,6 +300,7 @@ pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::EXIT_CONFIG;
     use crate::output::SessionHostOut;
 
     fn host(id: &str, applied: bool, connected: bool, error: Option<&str>) -> SessionHostOut {
@@ -451,54 +355,6 @@ mod tests {
             "session web is not active after 60s (state degraded); not applied on: \
              i-b (connected, applied version 4 of 5, error: TEE not supported); \
              i-c (disconnected, applied version 4 of 5); problems: ec2: throttled"
-        );
-    }
-
-    #[test]
-    fn status_errors_show_the_message_verbatim() {
-        let e = CliError::from(tonic::Status::invalid_argument("filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR"));
-        assert_eq!(e.to_string(), "filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR");
-        let e = CliError::from(tonic::Status::unavailable(""));
-        assert_eq!(e.to_string(), "The service is currently unavailable");
-    }
-
-    fn settings_with_token(source: Option<config::Source>) -> Settings {
-        let file = config::LoadedFile::default();
-        let mut s = config::resolve(&Default::default(), &|_| None, &file).expect("resolves");
-        s.token = source.map(|source| config::Setting { value: "tf1.0a1b2c3d4e5f.secret".into(), source });
-        s
-    }
-
-    #[test]
-    fn access_refusals_get_a_hint_naming_the_tokens_source() {
-        let none = settings_with_token(None);
-        let e = with_access_hint(tonic::Status::unauthenticated("no bearer token").into(), &none);
-        assert_eq!(
-            e.to_string(),
-            "no bearer token\nhint: no token is configured; ask an admin for one (`fleetctl token create`) and pass \
-             it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`"
-        );
-        assert_eq!(e.exit_code(), 1);
-        let from_file = settings_with_token(Some(config::Source::File("/c.toml".into())));
-        let e = with_access_hint(tonic::Status::unauthenticated("token 0a1b2c3d4e5f is expired").into(), &from_file);
-        assert!(
-            e.to_string().starts_with(
-                "token 0a1b2c3d4e5f is expired\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config \
-                 file /c.toml; ask an admin for a valid one"
-            ),
-            "{e}"
-        );
-        let e = with_access_hint(tonic::Status::permission_denied("role viewer").into(), &from_file);
-        assert_eq!(
-            e.to_string(),
-            "role viewer\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config file /c.toml; ask an \
-             admin for a token with a larger role"
-        );
-        // Other codes, and the secret, stay out of it.
-        let e = with_access_hint(tonic::Status::not_found("no session web").into(), &from_file);
-        assert_eq!(e.to_string(), "no session web");
-        assert!(
-            !with_access_hint(tonic::Status::unauthenticated("x").into(), &from_file).to_string().contains("secret")
         );
     }
 

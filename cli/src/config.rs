@@ -88,14 +88,9 @@ pub struct Settings {
 
 /// A setting that cannot be used, or a config file that cannot be read or written. The
 /// message names the flag, variable or file and says what to do; fleetctl exits 64.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The first layer that sets a value wins; an empty value there means "unset", hiding the
 /// layers below (so `--token ''` ignores the config file's token).

@@ -9,6 +9,7 @@ mod args;
 mod args_fuzz;
 mod client;
 mod config;
+mod error;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

@@ -13,8 +13,8 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri},
 };
 
-use crate::client::CliError;
 use crate::config::{ConfigError, Settings, Source};
+use crate::error::CliError;
 
 /// The longest bearer value the controller reads.
 const MAX_TOKEN_LEN: usize = 256;
