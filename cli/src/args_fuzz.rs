@@ -17,11 +17,11 @@ use teefleet_model::{
 };
 use teefleet_proto::v1;
 
-use crate::args::{
-    Cli, Command, ConnectionFlags, SessionCommand, TokenCommand, USES_NEEDS_AGENT, parse_max_pps, parse_port,
-    parse_sample,
-};
-use crate::config::{self, FileConfig, LoadedFile, Source};
+use crate::args::Cli;
+use crate::cmd::Command;
+use crate::cmd::session::{SessionCommand, parse_max_pps, parse_port, parse_sample};
+use crate::cmd::token::{TokenCommand, USES_NEEDS_AGENT};
+use crate::config::{self, ConnectionFlags, FileConfig, LoadedFile, Source};
 
 const WORDS: &[&str] = &[
     "session",

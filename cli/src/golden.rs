@@ -2,49 +2,17 @@
 //! each. The JSON is a contract scripts parse and the tables are what operators read, so
 //! a change to either shows up here as a diff of the golden text, not as a surprise.
 
-use serde::Serialize;
 use teefleet_proto::v1;
 
-use crate::args::Format;
+use crate::cmd::audit::AuditOut;
+use crate::cmd::collector::CollectorOut;
+use crate::cmd::config::ConfigOut;
+use crate::cmd::host::{HostOut, HostRevokedOut};
+use crate::cmd::session::SessionOut;
+use crate::cmd::token::{NewTokenOut, RevokedOut, TokenOut};
 use crate::config::{Setting, Settings, Source};
 use crate::fixtures::{may_2026, proto_host, proto_session, proto_tag_session, proto_token};
-use crate::output::{
-    self, AuditOut, CollectorOut, ConfigOut, DeletedOut, HostOut, HostRevokedOut, NewTokenOut, RevokedOut, SessionOut,
-    TokenOut,
-};
-
-/// What a value prints as in table form, until each output type renders itself.
-trait Shown: Serialize {
-    fn table(&self) -> String;
-}
-
-/// Implements `Shown` for each type with the renderer its command calls.
-macro_rules! shown_by {
-    ($($t:ty => $render:expr;)*) => {
-        $(impl Shown for $t {
-            fn table(&self) -> String {
-                let render: fn(&$t) -> String = $render;
-                render(self)
-            }
-        })*
-    };
-}
-
-shown_by! {
-    Vec<SessionOut> => |v| output::sessions_table(v);
-    SessionOut => output::session_detail;
-    Vec<CollectorOut> => |v| output::collectors_table(v);
-    CollectorOut => |c| output::collectors_table(std::slice::from_ref(c));
-    Vec<HostOut> => |v| output::hosts_table(v);
-    HostOut => output::host_detail;
-    HostRevokedOut => output::host_revoked_text;
-    Vec<TokenOut> => |v| output::tokens_table(v);
-    NewTokenOut => output::new_token_text;
-    RevokedOut => |r| format!("token {} revoked\n", r.id);
-    Vec<AuditOut> => |v| output::audit_table(v);
-    ConfigOut => output::config_detail;
-    DeletedOut => |d| format!("{} {} deleted\n", d.kind, d.name);
-}
+use crate::render::{DeletedOut, Format, Render, emit};
 
 /// JSON text as a value, to compare objects printed at different depths.
 fn value(json: &str) -> serde_json::Value {
@@ -52,10 +20,10 @@ fn value(json: &str) -> serde_json::Value {
 }
 
 /// What `value` prints with `-o table` and with `-o json`.
-fn shown<T: Shown>(value: &T) -> (String, String) {
+fn shown<T: Render + ?Sized>(value: &T) -> (String, String) {
     let print = |format| {
         let mut out = Vec::new();
-        output::emit(&mut out, format, value, || value.table()).expect("writes to memory");
+        emit(&mut out, format, value).expect("writes to memory");
         String::from_utf8(out).expect("utf-8")
     };
     (print(Format::Table), print(Format::Json))

@@ -8,13 +8,15 @@ mod args;
 #[cfg(test)]
 mod args_fuzz;
 mod client;
+mod cmd;
 mod config;
 mod error;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod golden;
-mod output;
+mod render;
+mod table;
 mod transport;
 
 use std::process::ExitCode;
