@@ -6,7 +6,7 @@
 
 mod args;
 #[cfg(test)]
-mod args_fuzz;
+mod args_props;
 mod client;
 mod cmd;
 mod config;

@@ -1,11 +1,12 @@
-//! fleetctl's arguments are typed by a person or pasted by a script. Whatever argv holds
-//! (real words in odd orders, flags without values, garbage, bytes that are not UTF-8),
-//! clap parses it or returns a usage error that renders and exits 2; a parsed `session
-//! create` always builds its request, with exactly the throttle given, and a parsed `token
-//! create` with exactly the lifetime given; the cross-flag check never panics; the value
-//! parsers agree with the model, so the CLI refuses nothing the controller would accept
-//! and reads no value differently from it; and the connection settings resolve with a
-//! flag over the environment over the file, whatever each layer holds.
+//! Property tests (proptest) of fleetctl's arguments, which a person types or a script
+//! pastes. Whatever argv holds (real words in odd orders, flags without values, garbage,
+//! bytes that are not UTF-8), clap parses it or returns a usage error that renders and
+//! exits 2; a parsed `session create` always builds its request, with exactly the
+//! throttle given, and a parsed `token create` with exactly the lifetime given; the
+//! cross-flag check never panics; the value parsers agree with the model, so the CLI
+//! refuses nothing the controller would accept and reads no value differently from it;
+//! and the connection settings resolve with a flag over the environment over the file,
+//! whatever each layer holds.
 
 use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
