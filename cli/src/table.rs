@@ -1,6 +1,6 @@
 //! The table primitives every command prints with: aligned columns, `Key:` value lines,
 //! and the cells that repeat across tables (yes/no, `-` for nothing, byte counts,
-//! traffic, times).
+//! traffic, times to the second).
 
 use std::borrow::Cow;
 
@@ -92,6 +92,14 @@ pub fn traffic_cells(packets: u64, bytes: u64, pps: f64, bps: f64) -> [String; 4
 
 pub const TRAFFIC_HEADERS: [&str; 4] = ["PACKETS", "BYTES", "PKT/S", "BYTES/S"];
 
+/// An RFC 3339 time as text views show it: UTC to the second, `2026-11-25T10:00:00Z`
+/// (which `audit list --since` reads back); the JSON keeps the controller's fractions.
+/// Text that is not such a time is shown as it came.
+pub fn time_text(text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map_or_else(|_| text.to_owned(), |t| t.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// `0.01`, not `0.010000000000000002`: the sample as the model prints it.
 pub fn sample_text(sample: f64) -> String {
     Sample::from_fraction(sample).map_or_else(|_| sample.to_string(), |s| s.to_string())
@@ -121,5 +129,14 @@ mod tests {
         assert_eq!(bytes_text(5.0 * 1024.0 * 1024.0 * 1024.0), "5.0 GiB");
         assert_eq!(bytes_text(f64::NAN), "0 B");
         assert_eq!(sample_text(0.000_001), "0.000001");
+    }
+
+    #[test]
+    fn times_show_to_the_second_in_utc() {
+        assert_eq!(time_text("2026-11-25T10:00:00.123456+00:00"), "2026-11-25T10:00:00Z");
+        assert_eq!(time_text("2023-11-14T22:13:20.999Z"), "2023-11-14T22:13:20Z", "cut, not rounded");
+        assert_eq!(time_text("2026-11-25T11:30:00+01:30"), "2026-11-25T10:00:00Z");
+        assert_eq!(time_text(""), "");
+        assert_eq!(time_text("soon"), "soon");
     }
 }

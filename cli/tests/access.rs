@@ -266,7 +266,7 @@ async fn token_create_prints_the_secret_as_json_over_tls_with_the_bearer() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "ID:      abcdefabcdef\nRole:    viewer\nExpires: 2099-01-01T00:00:00+00:00\nToken:   {NEW_SECRET}\n\n\
+            "ID:      abcdefabcdef\nRole:    viewer\nExpires: 2099-01-01T00:00:00Z\nToken:   {NEW_SECRET}\n\n\
              Save the token now: it cannot be shown again (the controller keeps only its hash).\n"
         )
     );
@@ -321,7 +321,7 @@ async fn host_revoke_audit_and_token_list_and_revoke() {
     assert_eq!(v[0]["action"], "token.create");
     assert_eq!(v[0]["id"], 7);
     let out = f.as_token(ADMIN, &["audit", "list"]).await;
-    assert!(text(&out.stdout).starts_with("AT                         ACTOR"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("AT                    ACTOR"), "{}", text(&out.stdout));
 
     let out = f.as_token(ADMIN, &["token", "list", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -9,7 +9,7 @@ use teefleet_proto::v1::audit_service_client::AuditServiceClient;
 
 use crate::error::CliError;
 use crate::render::{Format, Render, emit};
-use crate::table::{or_dash, table_of};
+use crate::table::{or_dash, table_of, time_text};
 use crate::transport::Transport;
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +76,7 @@ impl Render for [AuditOut] {
     fn text(&self) -> String {
         table_of(&["AT", "ACTOR", "ACTION", "TARGET", "RESULT", "PEER"], self, |r| {
             vec![
-                or_dash(&r.at),
+                or_dash(&time_text(&r.at)),
                 or_dash(&r.actor),
                 or_dash(&r.action),
                 or_dash(&r.target),
@@ -118,9 +118,9 @@ mod tests {
         .collect();
         assert_eq!(
             records.text(),
-            "AT                         ACTOR                       ACTION          TARGET        RESULT                           PEER\n\
-             2026-11-25T10:00:00+00:00  token:0a1b2c3d4e5f (admin)  session.create  web           ok                               10.0.0.5:40000\n\
-             2026-11-25T10:00:05+00:00  insecure                    token.revoke    ffffffffffff  NotFound: no token ffffffffffff  -\n"
+            "AT                    ACTOR                       ACTION          TARGET        RESULT                           PEER\n\
+             2026-11-25T10:00:00Z  token:0a1b2c3d4e5f (admin)  session.create  web           ok                               10.0.0.5:40000\n\
+             2026-11-25T10:00:05Z  insecure                    token.revoke    ffffffffffff  NotFound: no token ffffffffffff  -\n"
         );
         assert_eq!(
             serde_json::to_value(&records[0]).expect("serializes"),

@@ -12,7 +12,8 @@ use teefleet_proto::v1::session_service_client::SessionServiceClient;
 use crate::error::CliError;
 use crate::render::{DeletedOut, Format, Render, emit, non_empty};
 use crate::table::{
-    TRAFFIC_HEADERS, join_or_dash_with, key_values, or_dash, sample_text, table, table_of, traffic_cells, yes_no,
+    TRAFFIC_HEADERS, join_or_dash_with, key_values, or_dash, sample_text, table, table_of, time_text, traffic_cells,
+    yes_no,
 };
 use crate::transport::Transport;
 
@@ -444,7 +445,7 @@ impl Render for [SessionOut] {
                 format!("{applied}/{}", s.hosts.len()),
             ];
             row.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
-            row.push(or_dash(&s.created_at));
+            row.push(or_dash(&time_text(&s.created_at)));
             row
         })
     }
@@ -475,7 +476,7 @@ impl Render for SessionOut {
             ("Peers", if self.cidrs.is_empty() { "any".to_owned() } else { self.cidrs.join(", ") }),
             ("Sample", self.sample.map_or_else(|| "all packets".to_owned(), sample_text)),
             ("Max pps", self.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
-            ("Created", or_dash(&self.created_at)),
+            ("Created", or_dash(&time_text(&self.created_at))),
         ]);
         let mut out = key_values(&fields);
         out.push('\n');

@@ -10,7 +10,7 @@ use teefleet_proto::v1::token_service_client::TokenServiceClient;
 
 use crate::error::CliError;
 use crate::render::{Format, Render, emit, non_empty};
-use crate::table::{key_values, or_dash, table_of};
+use crate::table::{key_values, or_dash, table_of, time_text};
 use crate::transport::Transport;
 
 #[derive(Debug, Subcommand)]
@@ -215,10 +215,10 @@ impl Render for [TokenOut] {
                 t.id.clone(),
                 t.role.clone(),
                 t.state.to_owned(),
-                t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                t.expires_at.as_deref().map_or_else(|| "never".to_owned(), time_text),
                 t.uses_left.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 t.host_id.clone().unwrap_or_else(|| "-".to_owned()),
-                or_dash(&t.created_at),
+                or_dash(&time_text(&t.created_at)),
                 or_dash(&t.created_by),
             ]
         })
@@ -231,7 +231,7 @@ impl Render for NewTokenOut {
         let mut fields = vec![
             ("ID", self.id.clone()),
             ("Role", self.role.clone()),
-            ("Expires", self.expires_at.clone().unwrap_or_else(|| "never".to_owned())),
+            ("Expires", self.expires_at.as_deref().map_or_else(|| "never".to_owned(), time_text)),
         ];
         if self.role == "agent" {
             fields.push(("Uses", self.uses_left.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())));
@@ -277,13 +277,13 @@ mod tests {
         assert_eq!(states, ["active", "active", "used up", "expired", "revoked", "active"]);
         assert_eq!(
             [active, join, used, expired, revoked, bootstrap.clone()].text(),
-            "ID            ROLE      STATE    EXPIRES                    USES-LEFT  HOST  CREATED                    CREATED-BY\n\
-             aaaaaaaaaaaa  operator  active   2026-06-01T00:00:00+00:00  -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             bbbbbbbbbbbb  agent     active   2026-06-01T00:00:00+00:00  2          i-0a  2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             cccccccccccc  agent     used up  2026-06-01T00:00:00+00:00  0          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             dddddddddddd  viewer    expired  2026-05-14T00:00:00Z       -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             eeeeeeeeeeee  admin     revoked  2026-06-01T00:00:00+00:00  -          -     2026-05-01T00:00:00+00:00  token:0a1b2c3d4e5f (admin)\n\
-             ffffffffffff  admin     active   never                      -          -     2026-05-01T00:00:00+00:00  -\n"
+            "ID            ROLE      STATE    EXPIRES               USES-LEFT  HOST  CREATED               CREATED-BY\n\
+             aaaaaaaaaaaa  operator  active   2026-06-01T00:00:00Z  -          -     2026-05-01T00:00:00Z  token:0a1b2c3d4e5f (admin)\n\
+             bbbbbbbbbbbb  agent     active   2026-06-01T00:00:00Z  2          i-0a  2026-05-01T00:00:00Z  token:0a1b2c3d4e5f (admin)\n\
+             cccccccccccc  agent     used up  2026-06-01T00:00:00Z  0          -     2026-05-01T00:00:00Z  token:0a1b2c3d4e5f (admin)\n\
+             dddddddddddd  viewer    expired  2026-05-14T00:00:00Z  -          -     2026-05-01T00:00:00Z  token:0a1b2c3d4e5f (admin)\n\
+             eeeeeeeeeeee  admin     revoked  2026-06-01T00:00:00Z  -          -     2026-05-01T00:00:00Z  token:0a1b2c3d4e5f (admin)\n\
+             ffffffffffff  admin     active   never                 -          -     2026-05-01T00:00:00Z  -\n"
         );
         assert_eq!(
             serde_json::to_value(&bootstrap).expect("serializes"),
@@ -318,7 +318,7 @@ mod tests {
             created.text(),
             "ID:      0a1b2c3d4e5f\n\
              Role:    agent\n\
-             Expires: 2026-06-01T00:00:00+00:00\n\
+             Expires: 2026-06-01T00:00:00Z\n\
              Uses:    5\n\
              Token:   tf1.0a1b2c3d4e5f.cafe\n\
              \n\
