@@ -139,8 +139,8 @@ mod tests {
             "--timeout",
             "5",
         ]);
-        assert!(c.wait);
-        assert_eq!(c.timeout, std::time::Duration::from_secs(5));
+        assert!(c.wait.enabled);
+        assert_eq!(c.wait.timeout, std::time::Duration::from_secs(5));
         let req = c.to_request();
         assert_eq!(req.name, "web");
         assert_eq!(req.sources, ["i-1", "i-2"]);
@@ -212,8 +212,8 @@ mod tests {
     #[test]
     fn create_defaults_leave_the_filter_unspecified() {
         let c = create(&["s", "--source", "i-1", "--collector", "i-9"]);
-        assert!(!c.wait);
-        assert_eq!(c.timeout, std::time::Duration::from_secs(60));
+        assert!(!c.wait.enabled);
+        assert_eq!(c.wait.timeout, std::time::Duration::from_secs(60));
         let f = c.to_request().filter.expect("filter");
         assert_eq!(f.direction, v1::Direction::Unspecified as i32);
         assert_eq!(f.protocol, v1::Protocol::Unspecified as i32);
@@ -241,6 +241,13 @@ mod tests {
             kind(&["session", "create", "s", "--source", "i", "--collector", "c", "--port", "x"]),
             Err(ErrorKind::ValueValidation)
         );
+        match parse(&["session", "get", "web", "--wait", "--timeout", "5m"]).expect("parses").command {
+            Command::Session(SessionCommand::Get { name, wait }) => {
+                assert_eq!((name.as_str(), wait.enabled, wait.timeout.as_secs()), ("web", true, 300));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(kind(&["session", "get", "web", "--timeout", "5m"]), Err(ErrorKind::MissingRequiredArgument));
         // --timeout only makes sense with --wait.
         assert_eq!(
             kind(&["session", "create", "s", "--source", "i", "--collector", "c", "--timeout", "3"]),

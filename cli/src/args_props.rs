@@ -206,7 +206,7 @@ proptest! {
                     Throttle::from_zeroable(filter.sample, filter.max_pps),
                     Ok(Throttle::new(create.sample, create.max_pps))
                 );
-                prop_assert!(create.wait || create.timeout == std::time::Duration::from_secs(60), "--timeout requires --wait");
+                prop_assert!(create.wait.enabled || create.wait.timeout == std::time::Duration::from_secs(60), "--timeout requires --wait");
             }
             Ok(_) => {}
             Err(e) => {

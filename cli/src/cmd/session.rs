@@ -30,10 +30,12 @@ pub enum SessionCommand {
     Create(CreateArgs),
     /// List the sessions.
     List,
-    /// Show one session with per-host status.
+    /// Show one session with per-host status; with --wait, once every source has applied it.
     Get {
         /// The session's name.
         name: String,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Delete a session; its rules are removed from the sources.
     Delete {
@@ -91,13 +93,20 @@ pub struct CreateArgs {
     /// by default the lowest free one.
     #[arg(long, value_name = "N", value_parser = parse_vni)]
     pub vni: Option<Vni>,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+/// `--wait` and for how long, on `session create` and `session get`.
+#[derive(Debug, Args)]
+pub struct Wait {
     /// Wait until every source has applied the session.
-    #[arg(long)]
-    pub wait: bool,
+    #[arg(id = "wait", long = "wait")]
+    pub enabled: bool,
     /// How long `--wait` waits: 90s, 5m (a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
           value_parser = teefleet_model::parse_duration_or_seconds)]
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 /// Parses `N` or `N-M` into a port range. Only the syntax is checked here: the controller
@@ -170,8 +179,11 @@ impl SessionCommand {
                 let list: Vec<SessionOut> = list.iter().map(SessionOut::from).collect();
                 Ok(emit(out, format, &list)?)
             }
-            SessionCommand::Get { name } => {
-                let s = client.get_session(v1::GetSessionRequest { name }).await?.into_inner();
+            SessionCommand::Get { name, wait } => {
+                let mut s = client.get_session(v1::GetSessionRequest { name }).await?.into_inner();
+                if wait.enabled {
+                    s = wait_active(&mut client, s, wait.timeout, Waited::Existing).await?;
+                }
                 Ok(emit(out, format, &SessionOut::from(&s))?)
             }
             SessionCommand::Delete { name } => {
@@ -190,10 +202,18 @@ async fn create(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let mut session = client.create_session(args.to_request()).await?.into_inner();
-    if args.wait {
-        session = wait_active(&mut client, session, args.timeout).await?;
+    if args.wait.enabled {
+        session = wait_active(&mut client, session, args.wait.timeout, Waited::Created).await?;
     }
     Ok(emit(out, format, &SessionOut::from(&session))?)
+}
+
+/// Whose session `--wait` waited for: one this command just created, which stays when the
+/// wait gives up, or one that already existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Created,
+    Existing,
 }
 
 /// Polls the session until it is active or the timeout passes.
@@ -201,6 +221,7 @@ async fn wait_active(
     client: &mut SessionServiceClient<Transport>,
     mut session: v1::Session,
     timeout: Duration,
+    waited: Waited,
 ) -> Result<v1::Session, CliError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -208,17 +229,24 @@ async fn wait_active(
             return Ok(session);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(CliError::WaitTimeout(wait_timeout_message(&SessionOut::from(&session), timeout)));
+            return Err(CliError::WaitTimeout(wait_timeout_message(&SessionOut::from(&session), timeout, waited)));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
         session = client.get_session(v1::GetSessionRequest { name: session.name.clone() }).await?.into_inner();
     }
 }
 
-/// Explains a `--wait` timeout: the state, each host that has not applied the session and
-/// why, and the session's other problems.
-pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
-    let mut msg = format!("session {} is not active after {}s (state {})", s.name, timeout.as_secs(), s.state);
+/// Explains a `--wait` timeout: that the session exists (and was created, when it was),
+/// its state, each host that has not applied it and why, or that it has no source yet, and
+/// its other problems; then how to keep waiting or to delete it. What the controller and
+/// agents sent is escaped, as in tables.
+pub fn wait_timeout_message(s: &SessionOut, timeout: Duration, waited: Waited) -> String {
+    let name = escaped(&s.name);
+    let was = match waited {
+        Waited::Created => "was created but ",
+        Waited::Existing => "",
+    };
+    let mut msg = format!("session {name} {was}is not active after {}s (state {})", timeout.as_secs(), s.state);
     let pending: Vec<String> = s
         .hosts
         .iter()
@@ -226,13 +254,13 @@ pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
         .map(|h| {
             let mut line = format!(
                 "{} ({}, applied version {} of {}",
-                h.host_id,
+                escaped(&h.host_id),
                 if h.connected { "connected" } else { "disconnected" },
                 h.applied_version,
                 h.desired_version
             );
             if let Some(e) = &h.error {
-                line.push_str(&format!(", error: {e}"));
+                line.push_str(&format!(", error: {}", escaped(e)));
             }
             line.push(')');
             line
@@ -242,10 +270,20 @@ pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
         msg.push_str("; not applied on: ");
         msg.push_str(&pending.join("; "));
     }
+    if s.hosts.is_empty() {
+        msg.push_str("; it has no source yet");
+        if !s.source_tags.is_empty() {
+            msg.push_str(&format!(" (no running instance carries {})", escaped(&s.source_tags.join(", "))));
+        }
+    }
     if !s.problems.is_empty() {
         msg.push_str("; problems: ");
-        msg.push_str(&s.problems.join("; "));
+        msg.push_str(&escaped(&s.problems.join("; ")));
     }
+    msg.push_str(&format!(
+        "\nhint: the session stays and its sources keep applying it: wait longer with `fleetctl session get \
+         {name} --wait --timeout 5m`, or delete it with `fleetctl session delete {name}`"
+    ));
     msg
 }
 
@@ -744,10 +782,32 @@ mod tests {
             bytes_per_second: 0.0,
         };
         assert_eq!(
-            wait_timeout_message(&s, Duration::from_secs(60)),
-            "session web is not active after 60s (state degraded); not applied on: \
+            wait_timeout_message(&s, Duration::from_secs(60), Waited::Created),
+            "session web was created but is not active after 60s (state degraded); not applied on: \
              i-b (connected, applied version 4 of 5, error: TEE not supported); \
-             i-c (disconnected, applied version 4 of 5); problems: ec2: throttled"
+             i-c (disconnected, applied version 4 of 5); problems: ec2: throttled\n\
+             hint: the session stays and its sources keep applying it: wait longer with \
+             `fleetctl session get web --wait --timeout 5m`, or delete it with `fleetctl session delete web`"
+        );
+        let again = wait_timeout_message(&s, Duration::from_secs(300), Waited::Existing);
+        assert!(again.starts_with("session web is not active after 300s (state degraded); not applied on: i-b "));
+
+        // Nothing to wait for yet, and what the agents said stays on one line.
+        let nothing = SessionOut {
+            sources: vec![],
+            source_tags: vec!["role=web".into(), "env=prod".into()],
+            hosts: vec![],
+            problems: vec!["ec2: \u{1b}[31mred\nforged".into()],
+            state: "pending",
+            ..s
+        };
+        let text = wait_timeout_message(&nothing, Duration::from_secs(60), Waited::Created);
+        assert!(
+            text.starts_with(
+                "session web was created but is not active after 60s (state pending); it has no source yet (no \
+                 running instance carries role=web, env=prod); problems: ec2: \\u{1b}[31mred\\u{a}forged\nhint: "
+            ),
+            "{text}"
         );
     }
 }
