@@ -3,11 +3,15 @@
 //! no environment variable itself), and the checks clap cannot express. Each command's
 //! own arguments live with it in `cmd/`.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::cmd::{Command, config::ConfigCommand, token::TokenCommand};
-use crate::config::ConnectionFlags;
+use crate::config::{CONNECTION, ConnectionFlags};
 use crate::render::Format;
+
+/// Where each command's help points for the connection options it does not list.
+const CONNECTION_ELSEWHERE: &str = "Connection options (--controller, --token, --ca-cert, --insecure, --config) \
+                                    go before or after the command; `fleetctl --help` describes them.";
 
 /// fleetctl: manage teefleet's mirroring sessions, collectors, hosts and access.
 #[derive(Debug, Parser)]
@@ -24,19 +28,47 @@ pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionFlags,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true, display_order = 990)]
     pub output: Format,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The command line as fleetctl parses it and documents it: the connection options are
+/// global (accepted before or after any subcommand), but only `fleetctl --help` lists
+/// them, so that each command's help is about that command.
+pub fn command() -> clap::Command {
+    let root = Cli::command();
+    // A subcommand that has a global argument already keeps its own copy: clap propagates
+    // the root's only where the id is missing. The hidden copies stay global, so the
+    // subcommands' own subcommands get them hidden too.
+    let hidden: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|arg| arg.get_help_heading() == Some(CONNECTION))
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    root.mut_subcommands(|sub| point_to_connection(sub.args(hidden.clone())))
+}
+
+/// Adds the pointer to the connection options to a command's help and its subcommands'.
+fn point_to_connection(command: clap::Command) -> clap::Command {
+    command.after_help(CONNECTION_ELSEWHERE).mut_subcommands(point_to_connection)
+}
+
 impl Cli {
+    /// Parses the process's arguments with `command()`, exiting as clap does on a usage
+    /// error, `--help` or `--version`.
+    pub fn parse_args() -> Self {
+        let mut command = command();
+        let mut matches = command.get_matches_mut();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+
     /// Refuses what `check` refuses as clap does a usage error: the message and the
     /// subcommand's usage on stderr, exit code 2.
     pub fn check_or_exit(&self) {
-        use clap::CommandFactory;
         let Err((kind, message)) = self.check() else { return };
-        let mut command = Cli::command();
+        let mut command = command();
         command.build();
         let path: &[&str] = match self.command {
             Command::Token(_) => &["token", "create"],
@@ -423,5 +455,61 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// What fleetctl prints for `args`, parsed as `main` parses them.
+    fn help(args: &[&str]) -> String {
+        let shown = command().try_get_matches_from(std::iter::once("fleetctl").chain(args.iter().copied()));
+        let shown = shown.expect_err("help is shown, not run");
+        assert_eq!(shown.kind(), ErrorKind::DisplayHelp);
+        shown.to_string()
+    }
+
+    #[test]
+    fn only_the_top_help_lists_the_connection_options() {
+        let top = help(&["--help"]);
+        assert!(top.contains("Connection:\n      --controller <URL>"), "{top}");
+        assert!(top.contains("[default: https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure]"), "{top}");
+        for args in [&["session", "create", "--help"][..], &["session", "--help"], &["token", "create", "-h"]] {
+            let text = help(args);
+            let own = text.trim_end().strip_suffix(CONNECTION_ELSEWHERE);
+            let own = own.unwrap_or_else(|| panic!("{args:?} ends pointing to the top help: {text}"));
+            for flag in ["--controller", "--token", "--ca-cert", "--insecure", "--config", "Connection:"] {
+                assert!(!own.contains(flag), "{args:?} lists {flag}: {text}");
+            }
+        }
+        // Hidden from help, still accepted anywhere.
+        let parsed = command()
+            .try_get_matches_from(["fleetctl", "session", "get", "web", "--controller", "http://c:1", "--insecure"])
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .expect("parses");
+        assert_eq!(
+            (parsed.connection.controller.as_deref(), parsed.connection.insecure),
+            (Some("http://c:1"), Some(true))
+        );
+    }
+
+    #[test]
+    fn help_shows_the_defaults() {
+        let create = help(&["session", "create", "--help"]);
+        for default in [
+            "[default: both]",
+            "[default: all]",
+            "[default: any]",
+            "[default: any peer]",
+            "[default: every packet]",
+            "[default: no cap]",
+            "[default: the lowest free one]",
+            "[default: 60s]",
+            "[default: table]",
+        ] {
+            assert!(create.contains(default), "{default}: {create}");
+        }
+        assert!(help(&["collector", "add", "--help"]).contains("[default: vxlan]"));
+        assert!(
+            help(&["token", "create", "--help"]).contains("[default: unlimited until it expires, or 1 with --host]")
+        );
+        assert!(help(&["audit", "list", "--help"]).contains("[default: the controller's, 100]"));
     }
 }

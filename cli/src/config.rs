@@ -22,15 +22,16 @@ use serde::{Deserialize, Serialize};
 /// The controller's port when no URL is configured: the controller's own default.
 const DEFAULT_ADDRESS: &str = "127.0.0.1:7300";
 
-const CONNECTION: &str = "Connection";
+/// The help heading of the connection options, which `fleetctl --help` alone lists.
+pub const CONNECTION: &str = "Connection";
 
 /// How to reach the controller and who to be there, as typed on the command line. An empty
 /// value unsets the setting, hiding the environment's and the config file's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct ConnectionFlags {
     /// The controller's URL [env: FLEET_CONTROLLER]. An https:// URL uses TLS and needs
-    /// --ca-cert; an http:// URL is plaintext and needs --insecure. Default:
-    /// https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure.
+    /// --ca-cert; an http:// URL is plaintext and needs --insecure [default:
+    /// https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure].
     #[arg(long, value_name = "URL", global = true, help_heading = CONNECTION)]
     pub controller: Option<String>,
     /// The bearer token sent with every call [env: FLEET_TOKEN]. Prefer the environment or
@@ -56,8 +57,8 @@ pub struct ConnectionFlags {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub insecure: Option<bool>,
-    /// The config file [env: FLEET_CONFIG]. Default: $XDG_CONFIG_HOME/fleetctl/config.toml,
-    /// else ~/.config/fleetctl/config.toml.
+    /// The config file [env: FLEET_CONFIG] [default: $XDG_CONFIG_HOME/fleetctl/config.toml,
+    /// else ~/.config/fleetctl/config.toml].
     #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
     pub config: Option<PathBuf>,
 }

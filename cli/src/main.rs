@@ -21,11 +21,9 @@ mod transport;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_args();
     cli.check_or_exit();
     let env = |name: &str| std::env::var(name).ok();
     let mut stdout = std::io::stdout().lock();

@@ -19,7 +19,7 @@ pub enum AuditCommand {
         /// Only records at or after this time, RFC 3339: 2026-11-25T10:00:00Z.
         #[arg(long, value_name = "TIME", value_parser = parse_since)]
         since: Option<String>,
-        /// At most this many records (1-1000); default: the controller's, 100.
+        /// At most this many records (1-1000) [default: the controller's, 100].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: Option<u32>,
     },

@@ -25,11 +25,11 @@ pub enum CollectorCommand {
         /// (VXLAN only; needs --ip).
         #[arg(long, conflicts_with = "instance_id", requires = "ip")]
         name: Option<String>,
-        /// The IPv4 address to send clones to; defaults to the instance's primary private IP.
+        /// The IPv4 address to send clones to [default: the instance's primary private IP].
         #[arg(long)]
         ip: Option<String>,
-        /// The IPv6 address to send IPv6 clones to; defaults to the instance's first IPv6
-        /// address, if it has one. Raw (`--encap none`) sessions to a collector without one
+        /// The IPv6 address to send IPv6 clones to [default: the instance's first IPv6
+        /// address, if it has one]. Raw (`--encap none`) sessions to a collector without one
         /// mirror IPv4 only; VXLAN carries IPv6 inside IPv4.
         #[arg(long)]
         ipv6: Option<String>,

@@ -60,22 +60,24 @@ pub struct CreateArgs {
     /// The collector's instance id.
     #[arg(long, value_name = "INSTANCE_ID")]
     pub collector: String,
-    /// Which traffic of the sources to mirror.
+    /// Which traffic of the sources to mirror [default: both].
     #[arg(long, value_enum)]
     pub direction: Option<Direction>,
-    /// The protocol to mirror.
+    /// The protocol to mirror [default: all].
     #[arg(long, value_enum)]
     pub protocol: Option<Protocol>,
-    /// The host's service port, `N` or `N-M`.
+    /// The host's service port, `N` or `N-M` [default: any].
     #[arg(long, value_parser = parse_port)]
     pub port: Option<v1::PortRange>,
-    /// A peer network to mirror (repeatable); none means any peer.
+    /// A peer network to mirror (repeatable) [default: any peer].
     #[arg(long = "cidr", value_name = "CIDR")]
     pub cidrs: Vec<String>,
-    /// Clone only this random fraction of the matching packets: 0.01 or 1%.
+    /// Clone only this random fraction of the matching packets: 0.01 or 1% [default: every
+    /// packet].
     #[arg(long, value_name = "F", value_parser = parse_sample)]
     pub sample: Option<Sample>,
-    /// Clone at most this many packets per second per host and address family.
+    /// Clone at most this many packets per second per host and address family [default: no
+    /// cap].
     #[arg(long, value_name = "N", value_parser = parse_max_pps)]
     pub max_pps: Option<MaxPps>,
     /// Accept sources in another EC2 subnet than a raw (`--encap none`) collector. Raw TEE
@@ -89,8 +91,8 @@ pub struct CreateArgs {
     /// otherwise; a raw session that mirrors inbound traffic needs it.
     #[arg(long)]
     pub disable_source_check: bool,
-    /// The session's VXLAN network identifier (1-16777215), unique among live sessions;
-    /// by default the lowest free one.
+    /// The session's VXLAN network identifier (1-16777215), unique among live sessions
+    /// [default: the lowest free one].
     #[arg(long, value_name = "N", value_parser = parse_vni)]
     pub vni: Option<Vni>,
     #[command(flatten)]

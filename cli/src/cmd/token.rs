@@ -35,8 +35,8 @@ pub struct TokenCreateArgs {
     /// How long the token is valid: 90s, 30m, 1h, 7d (at least a minute).
     #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_duration)]
     pub ttl: std::time::Duration,
-    /// How many agents may enroll with it (role agent only); default: unlimited until it
-    /// expires, or 1 with --host.
+    /// How many agents may enroll with it (role agent only) [default: unlimited until it
+    /// expires, or 1 with --host].
     #[arg(long, value_name = "N")]
     pub uses: Option<u32>,
     /// Make a join token for this host only (role agent only). It enrolls the host even
