@@ -286,6 +286,9 @@ mod tests {
             Err(ErrorKind::MissingRequiredArgument)
         );
         assert_eq!(kind(&["bogus"]), Err(ErrorKind::InvalidSubcommand));
+        assert!(parse(&["completion", "zsh"]).is_ok());
+        assert_eq!(kind(&["completion", "powershell"]), Err(ErrorKind::InvalidValue));
+        assert_eq!(kind(&["completion"]), Err(ErrorKind::MissingRequiredArgument));
     }
 
     #[test]

@@ -79,6 +79,8 @@ const WORDS: &[&str] = &[
     "token",
     "revoke",
     "audit",
+    "completion",
+    "bash",
     "config",
     "set",
     "show",

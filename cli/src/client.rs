@@ -5,6 +5,8 @@
 
 use std::io::Write;
 
+use clap::CommandFactory;
+
 use crate::args::Cli;
 use crate::cmd::{self, Command, config::ConfigCommand};
 use crate::config::{self, ConfigError};
@@ -14,6 +16,11 @@ use crate::transport;
 /// Runs one parsed command: config commands locally, the others against the controller.
 /// `env` looks up environment variables (injected so tests need not set the process's).
 pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl Write) -> Result<(), CliError> {
+    if let Command::Completion(args) = &cli.command {
+        // The plain definition, where the connection options are listed under every
+        // command, so that they complete after any of them.
+        return cmd::completion::write(args.shell, Cli::command(), out);
+    }
     let location = config::file_path(&cli.connection, env);
     if let Command::Config(ConfigCommand::Set) = cli.command {
         let Some((path, _)) = location else {
@@ -125,5 +132,23 @@ mod tests {
             result.expect_err("nowhere to write").to_string(),
             "no config file location: set HOME or XDG_CONFIG_HOME, or pass --config"
         );
+    }
+
+    #[tokio::test]
+    async fn completion_scripts_need_no_controller_nor_config() {
+        let home = tempfile::tempdir().expect("home");
+        let script = async |shell| {
+            let args = ["--config", "/nonexistent/fleetctl.toml", "completion", shell];
+            let (result, out) = run_in(home.path(), &[], &args).await;
+            result.expect("written");
+            out
+        };
+        let bash = script("bash").await;
+        assert!(bash.contains("complete -F _fleetctl"), "{bash}");
+        // The connection options complete after a command, where they are accepted too.
+        let create = bash.lines().find(|l| l.contains("opts=") && l.contains("--source-tag")).expect("create's");
+        assert!(create.contains("--wait") && create.contains("--controller"), "{create}");
+        assert!(script("zsh").await.starts_with("#compdef fleetctl"));
+        assert!(script("fish").await.contains("complete -c fleetctl"));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod collector;
+pub mod completion;
 pub mod config;
 pub mod host;
 pub mod session;
@@ -37,6 +38,8 @@ pub enum Command {
     /// fleetctl's own config file; needs no controller.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Print the shell completion script for bash, zsh or fish; needs no controller.
+    Completion(completion::CompletionArgs),
 }
 
 impl Command {
@@ -49,7 +52,7 @@ impl Command {
             Command::Token(cmd) => cmd.run(channel, format, out).await,
             Command::Audit(cmd) => cmd.run(channel, format, out).await,
             // `client::run` handles these without a controller.
-            Command::Config(_) => Ok(()),
+            Command::Config(_) | Command::Completion(_) => Ok(()),
         }
     }
 }
