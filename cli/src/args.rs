@@ -312,6 +312,7 @@ mod tests {
     fn global_options_go_anywhere() {
         let cli = parse(&["session", "list", "-o", "json", "--controller", "http://c:1"]).expect("parses");
         assert_eq!(cli.output, Format::Json);
+        assert_eq!(parse(&["-o", "yaml", "host", "list"]).expect("parses").output, Format::Yaml);
         assert_eq!(cli.connection.controller.as_deref(), Some("http://c:1"));
         let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);

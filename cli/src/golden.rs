@@ -874,3 +874,108 @@ fn collector_remove() {
 "#
     );
 }
+
+/// What `value` prints with `-o yaml`.
+fn yaml<T: Render + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    emit(&mut out, Format::Yaml, value).expect("writes to memory");
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// `-o yaml` carries the JSON's fields, in its order, nested the same way.
+#[test]
+fn host_list_yaml() {
+    assert_eq!(
+        yaml(&hosts()),
+        r#"- host_id: i-src1
+  agent_version: "0.1.0"
+  addresses:
+  - "10.0.0.2"
+  - fd00::2
+  connected: true
+  desired_version: 4
+  applied_version: 3
+  last_error: "iptables-restore: exit status 1"
+  last_seen: "2025-01-02T03:04:05.678901+00:00"
+  rule_count: 2
+  dataplane:
+    backend: nft
+    iptables_version: iptables v1.8.9 (nf_tables)
+    ipv6: true
+    problems:
+    - TEE target missing for ip6tables
+  drift_repairs: 3
+  counters:
+  - session: web
+    packets: 12
+    bytes: 3000
+    packets_per_second: 0.5
+    bytes_per_second: 100.0
+  - session: db
+    packets: 0
+    bytes: 0
+    packets_per_second: 0.0
+    bytes_per_second: 0.0
+  events:
+  - kind: drift_repaired
+    message: jump from PREROUTING was removed
+    at_unix_ms: 1700000000123
+    at: "2023-11-14T22:13:20.123Z"
+  - kind: applied
+    message: version 3
+    at_unix_ms: 1699999990000
+    at: "2023-11-14T22:13:10.000Z"
+- host_id: i-new
+  agent_version: ""
+  addresses: []
+  connected: false
+  desired_version: 0
+  applied_version: 0
+  last_error: null
+  last_seen: null
+  rule_count: 0
+  dataplane: null
+  drift_repairs: 0
+  counters: []
+  events: []
+"#
+    );
+}
+
+#[test]
+fn config_show_yaml() {
+    assert_eq!(
+        yaml(&ConfigOut::new(&settings(), true, None)),
+        r#"file: /c.toml
+file_exists: true
+controller:
+  value: https://ctl:7300
+  source: config file
+token:
+  value: tf1.0a1b2c3d4e5f.<redacted>
+  source: env FLEET_TOKEN
+ca_cert:
+  value: /etc/teefleet/ca.pem
+  source: --ca-cert
+insecure:
+  value: false
+  source: default
+problem: null
+"#
+    );
+}
+
+/// Strings that YAML would read as another type are quoted, and what a terminal would
+/// act on is escaped, as JSON escapes it.
+#[test]
+fn yaml_quotes_and_escapes_what_it_must() {
+    let mut host = hosts()[1].clone();
+    host.last_error = Some("a\u{1b}]0;owned\u{7}\nforged: #x".into());
+    host.agent_version = "null".into();
+    host.addresses = vec!["yes".into(), "1.0".into(), " lead".into(), "~".into(), "fd00::5".into()];
+    let text = yaml(&host);
+    assert!(text.contains("agent_version: \"null\"\n"), "{text}");
+    assert!(text.contains("addresses:\n- \"yes\"\n- \"1.0\"\n- \" lead\"\n- \"~\"\n- fd00::5\n"), "{text}");
+    assert!(text.contains("last_error: \"a\\e]0;owned\\a\\nforged: #x\"\n"), "{text}");
+    assert_eq!(yaml(&Vec::<SessionOut>::new()), "[]\n");
+}

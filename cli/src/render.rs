@@ -1,5 +1,6 @@
 //! How a command's answer reaches stdout: every output type is a serde struct (the JSON
-//! contract scripts parse) that also knows its text form, and one `emit` prints either.
+//! and YAML contract scripts parse) that also knows its text form, and one `emit` prints
+//! whichever `-o` asks for.
 
 use std::io::{self, Write};
 
@@ -13,10 +14,12 @@ pub enum Format {
     Table,
     /// JSON: an array for `list`, an object otherwise.
     Json,
+    /// YAML: the same fields as the JSON.
+    Yaml,
 }
 
-/// An answer fleetctl prints: as JSON through serde, or as the text `text` lays out for
-/// people (a table, or `Key:` lines).
+/// An answer fleetctl prints: as JSON or YAML through serde, or as the text `text` lays
+/// out for people (a table, or `Key:` lines).
 pub trait Render: Serialize {
     fn text(&self) -> String;
 }
@@ -37,10 +40,18 @@ fn write_json<T: Serialize + ?Sized>(out: &mut impl Write, value: &T) -> io::Res
     writeln!(out)
 }
 
-/// Writes either the text or the JSON form of `value`, depending on the format.
+/// Writes `value` as a YAML document.
+fn write_yaml<T: Serialize + ?Sized>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    // The serializer wants a sized value; a reference to a list is one.
+    let text = serde_saphyr::to_string(&value).map_err(io::Error::other)?;
+    out.write_all(text.as_bytes())
+}
+
+/// Writes either the text, the JSON or the YAML form of `value`, depending on the format.
 pub fn emit<T: Render + ?Sized>(out: &mut impl Write, format: Format, value: &T) -> io::Result<()> {
     match format {
         Format::Json => write_json(out, value),
+        Format::Yaml => write_yaml(out, value),
         Format::Table => out.write_all(value.text().as_bytes()),
     }
 }

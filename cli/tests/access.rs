@@ -361,6 +361,8 @@ async fn host_revoke_audit_and_token_list_and_revoke() {
     let out = f.as_token(ADMIN, &["host", "revoke", "i-0123", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v, serde_json::json!({"host_id": "i-0123", "revoked_certificates": 2, "disconnected": true}));
+    let out = f.as_token(ADMIN, &["host", "revoke", "i-0123", "-o", "yaml"]).await;
+    assert_eq!(text(&out.stdout), "host_id: i-0123\nrevoked_certificates: 2\ndisconnected: true\n");
 
     let out =
         f.as_token(ADMIN, &["audit", "list", "--since", "2026-11-25T10:00:00Z", "--limit", "5", "-o", "json"]).await;
