@@ -11,9 +11,7 @@ use teefleet_proto::v1::host_service_client::HostServiceClient;
 
 use crate::error::CliError;
 use crate::render::{Format, Render, emit, non_empty};
-use crate::table::{
-    TRAFFIC_HEADERS, join_or_dash, key_values, or_dash, table, table_of, time_text, traffic_cells, yes_no,
-};
+use crate::table::{TRAFFIC_HEADERS, join_or_dash, key_values, or_dash, table_of, time_text, traffic_cells, yes_no};
 use crate::transport::Transport;
 
 #[derive(Debug, Subcommand)]
@@ -224,30 +222,22 @@ impl Render for HostOut {
         if self.counters.is_empty() {
             out.push_str("No counters reported.\n");
         } else {
-            let rows: Vec<Vec<String>> = self
-                .counters
-                .iter()
-                .map(|c| {
-                    let mut row = vec![c.session.clone()];
-                    row.extend(traffic_cells(c.packets, c.bytes, c.packets_per_second, c.bytes_per_second));
-                    row
-                })
-                .collect();
             let mut headers = vec!["SESSION"];
             headers.extend(TRAFFIC_HEADERS);
-            out.push_str(&table(&headers, &rows));
+            out.push_str(&table_of(&headers, &self.counters, |c| {
+                let mut row = vec![c.session.clone()];
+                row.extend(traffic_cells(c.packets, c.bytes, c.packets_per_second, c.bytes_per_second));
+                row
+            }));
         }
         out.push('\n');
         if self.events.is_empty() {
             out.push_str("No recent events.\n");
         } else {
-            let rows: Vec<Vec<String>> = self
-                .events
-                .iter()
-                .map(|e| vec![or_dash(&time_text(&e.at)), e.kind.clone(), e.message.clone()])
-                .collect();
             out.push_str("Recent events:\n");
-            out.push_str(&table(&["AT", "KIND", "MESSAGE"], &rows));
+            out.push_str(&table_of(&["AT", "KIND", "MESSAGE"], &self.events, |e| {
+                vec![or_dash(&time_text(&e.at)), e.kind.clone(), e.message.clone()]
+            }));
         }
         out
     }
