@@ -1,21 +1,17 @@
-//! The command line: clap derive types and the light parsing the CLI does itself (enum
-//! names, the `N` / `N-M` port syntax, the throttle and token lifetimes, parsed with the
-//! model's own functions so an error reads the same as the controller's). Everything else
-//! — CIDRs, port ranges, names — goes to the controller as typed, which validates it and
-//! answers with a message naming the field.
-//!
-//! The connection flags (`--controller`, `--token`, `--ca-cert`, `--insecure`, `--config`)
-//! hold only what was typed: `config.rs` layers them over the environment and the config
-//! file, so clap reads no environment variable itself.
+//! The top of fleetctl's command line: the global options (`-o`, and the connection
+//! flags that `config.rs` layers over the environment and the config file, so clap reads
+//! no environment variable itself), and the checks clap cannot express. Each command's
+//! own arguments live with it in `cmd/`.
 
-use std::path::PathBuf;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use teefleet_model::{Direction, MaxPps, Protocol, Sample, TagSelector, Vni};
-use teefleet_proto::v1;
+use crate::cmd::{Command, config::ConfigCommand, token::TokenCommand};
+use crate::config::{CONNECTION, ConnectionFlags};
+use crate::render::Format;
 
-/// The controller's port when no URL is configured: the controller's own default.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7300";
+/// Where each command's help points for the connection options it does not list.
+const CONNECTION_ELSEWHERE: &str = "Connection options (--controller, --token, --ca-cert, --insecure, --config) \
+                                    go before or after the command; `fleetctl --help` describes them.";
 
 /// fleetctl: manage teefleet's mirroring sessions, collectors, hosts and access.
 #[derive(Debug, Parser)]
@@ -32,59 +28,47 @@ pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionFlags,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true, display_order = 990)]
     pub output: Format,
     #[command(subcommand)]
     pub command: Command,
 }
 
-const CONNECTION: &str = "Connection";
+/// The command line as fleetctl parses it and documents it: the connection options are
+/// global (accepted before or after any subcommand), but only `fleetctl --help` lists
+/// them, so that each command's help is about that command.
+pub fn command() -> clap::Command {
+    let root = Cli::command();
+    // A subcommand that has a global argument already keeps its own copy: clap propagates
+    // the root's only where the id is missing. The hidden copies stay global, so the
+    // subcommands' own subcommands get them hidden too.
+    let hidden: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|arg| arg.get_help_heading() == Some(CONNECTION))
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    root.mut_subcommands(|sub| point_to_connection(sub.args(hidden.clone())))
+}
 
-/// How to reach the controller and who to be there, as typed on the command line. An empty
-/// value unsets the setting, hiding the environment's and the config file's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct ConnectionFlags {
-    /// The controller's URL [env: FLEET_CONTROLLER]. An https:// URL uses TLS and needs
-    /// --ca-cert; an http:// URL is plaintext and needs --insecure. Default:
-    /// https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure.
-    #[arg(long, value_name = "URL", global = true, help_heading = CONNECTION)]
-    pub controller: Option<String>,
-    /// The bearer token sent with every call [env: FLEET_TOKEN]. Prefer the environment or
-    /// `fleetctl config set --token`: other users can see command lines.
-    #[arg(long, value_name = "TOKEN", global = true, help_heading = CONNECTION)]
-    pub token: Option<String>,
-    /// The CA certificate (PEM) to trust for an https:// controller, as printed by
-    /// `fleet-controller ca print` [env: FLEET_CA_CERT].
-    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
-    pub ca_cert: Option<PathBuf>,
-    /// Talk plaintext to a controller started with --insecure (labs only): needs an http://
-    /// URL, and sends no token [env: FLEET_INSECURE]. --insecure=false turns off a
-    /// config file's `insecure = true`.
-    #[arg(
-        long,
-        value_name = "BOOL",
-        global = true,
-        help_heading = CONNECTION,
-        hide_possible_values = true,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new(),
-    )]
-    pub insecure: Option<bool>,
-    /// The config file [env: FLEET_CONFIG]. Default: $XDG_CONFIG_HOME/fleetctl/config.toml,
-    /// else ~/.config/fleetctl/config.toml.
-    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
-    pub config: Option<PathBuf>,
+/// Adds the pointer to the connection options to a command's help and its subcommands'.
+fn point_to_connection(command: clap::Command) -> clap::Command {
+    command.after_help(CONNECTION_ELSEWHERE).mut_subcommands(point_to_connection)
 }
 
 impl Cli {
+    /// Parses the process's arguments with `command()`, exiting as clap does on a usage
+    /// error, `--help` or `--version`.
+    pub fn parse_args() -> Self {
+        let mut command = command();
+        let mut matches = command.get_matches_mut();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+
     /// Refuses what `check` refuses as clap does a usage error: the message and the
     /// subcommand's usage on stderr, exit code 2.
     pub fn check_or_exit(&self) {
-        use clap::CommandFactory;
         let Err((kind, message)) = self.check() else { return };
-        let mut command = Cli::command();
+        let mut command = command();
         command.build();
         let path: &[&str] = match self.command {
             Command::Token(_) => &["token", "create"],
@@ -121,338 +105,17 @@ impl Cli {
     }
 }
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns with a header row.
-    Table,
-    /// JSON: an array for `list`, an object otherwise.
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Collector instances that receive the mirrored traffic.
-    #[command(subcommand)]
-    Collector(CollectorCommand),
-    /// Source hosts running the agent.
-    #[command(subcommand)]
-    Host(HostCommand),
-    /// Mirroring sessions.
-    #[command(subcommand)]
-    Session(SessionCommand),
-    /// Bearer tokens for operators and join tokens for agents (admin).
-    #[command(subcommand)]
-    Token(TokenCommand),
-    /// The controller's record of every change and who made it (admin).
-    #[command(subcommand)]
-    Audit(AuditCommand),
-    /// fleetctl's own config file; needs no controller.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CollectorCommand {
-    /// Register an EC2 instance as a collector, or (with --name and --ip) a collector that
-    /// is not an instance, such as a load balancer.
-    Add {
-        /// The collector's EC2 instance id.
-        #[arg(required_unless_present = "name")]
-        instance_id: Option<String>,
-        /// A collector that is not an EC2 instance: the name sessions will call it by
-        /// (VXLAN only; needs --ip).
-        #[arg(long, conflicts_with = "instance_id", requires = "ip")]
-        name: Option<String>,
-        /// The IPv4 address to send clones to; defaults to the instance's primary private IP.
-        #[arg(long)]
-        ip: Option<String>,
-        /// The IPv6 address to send IPv6 clones to; defaults to the instance's first IPv6
-        /// address, if it has one. Raw (`--encap none`) sessions to a collector without one
-        /// mirror IPv4 only; VXLAN carries IPv6 inside IPv4.
-        #[arg(long)]
-        ipv6: Option<String>,
-        /// How clones reach it: `vxlan` (UDP 4789, as AWS Traffic Mirroring sends them; any
-        /// subnet the sources can route to; no Source/Dest Check changes) or `none` (raw
-        /// TEE: same subnet only, and the collector's Source/Dest Check off).
-        #[arg(long, value_parser = ["vxlan", "none"], default_value = "vxlan")]
-        encap: String,
-    },
-    /// List the registered collectors.
-    List,
-    /// Unregister a collector that no session uses.
-    Remove {
-        /// The collector's EC2 instance id.
-        instance_id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum HostCommand {
-    /// List the hosts whose agents have connected.
-    List,
-    /// Show one host: its dataplane, drift repairs, per-session counters and recent events.
-    Get {
-        /// The host's id (its EC2 instance id, or the id its agent was given).
-        host_id: String,
-    },
-    /// Revoke every certificate of a host and close its stream (admin). Its agent can
-    /// come back only by enrolling again with a new join token.
-    Revoke {
-        /// The host's id.
-        host_id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a token and print its secret, once.
-    Create(TokenCreateArgs),
-    /// List the tokens (never their secrets).
-    List,
-    /// Revoke a token: calls with it fail from now on.
-    Revoke {
-        /// The token's id, as `token list` shows it.
-        id: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct TokenCreateArgs {
-    /// What the token may do: agent (enroll an agent only), viewer (read), operator (also
-    /// manage sessions), admin (also collectors, tokens and hosts).
-    #[arg(long, value_enum)]
-    pub role: RoleArg,
-    /// How long the token is valid: 90s, 30m, 1h, 7d (at least a minute).
-    #[arg(long, value_name = "DURATION", value_parser = teefleet_model::parse_duration)]
-    pub ttl: std::time::Duration,
-    /// How many agents may enroll with it (role agent only); default: unlimited until it
-    /// expires, or 1 with --host.
-    #[arg(long, value_name = "N")]
-    pub uses: Option<u32>,
-    /// Make a join token for this host only (role agent only). It enrolls the host even
-    /// while the host holds a live certificate, as a rebuilt host or one that lost its key
-    /// needs, and retires that certificate; no other join token can.
-    #[arg(long, value_name = "HOST_ID")]
-    pub host: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RoleArg {
-    Agent,
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl RoleArg {
-    /// The role's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleArg::Agent => "agent",
-            RoleArg::Viewer => "viewer",
-            RoleArg::Operator => "operator",
-            RoleArg::Admin => "admin",
-        }
-    }
-}
-
-/// The controller's own words when `--uses` comes with another role than agent.
-pub const USES_NEEDS_AGENT: &str =
-    "uses: only join tokens (role agent) have a number of uses; operator tokens last until they expire";
-/// The controller's own words when `--host` comes with another role than agent.
-pub const HOST_NEEDS_AGENT: &str =
-    "host_id: only join tokens (role agent) are made for a host; operator tokens are for people";
-
-impl TokenCreateArgs {
-    /// The request the controller receives, or the controller's refusal of `--uses` or
-    /// `--host` for another role than agent, given early.
-    pub fn to_request(&self) -> Result<v1::CreateTokenRequest, &'static str> {
-        if self.role != RoleArg::Agent {
-            if self.uses.is_some() {
-                return Err(USES_NEEDS_AGENT);
-            }
-            if self.host.is_some() {
-                return Err(HOST_NEEDS_AGENT);
-            }
-        }
-        Ok(v1::CreateTokenRequest {
-            role: self.role.as_str().to_owned(),
-            ttl_seconds: self.ttl.as_secs(),
-            uses: self.uses,
-            host_id: self.host.clone().unwrap_or_default(),
-        })
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// List audit records, oldest first.
-    List {
-        /// Only records at or after this time, RFC 3339: 2026-11-25T10:00:00Z.
-        #[arg(long, value_name = "TIME", value_parser = parse_since)]
-        since: Option<String>,
-        /// At most this many records (1-1000); default: the controller's, 100.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: Option<u32>,
-    },
-}
-
-/// Checks `--since` is RFC 3339 and passes it on as typed.
-pub fn parse_since(text: &str) -> Result<String, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|_| text.to_owned())
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T10:00:00Z"))
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Save --controller, --token, --ca-cert and --insecure to the config file (mode 0600),
-    /// keeping the settings not given. An empty value removes the setting.
-    Set,
-    /// Show the settings in force and where each comes from; the token is redacted.
-    Show,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SessionCommand {
-    /// Create a mirroring session.
-    Create(CreateArgs),
-    /// List the sessions.
-    List,
-    /// Show one session with per-host status.
-    Get {
-        /// The session's name.
-        name: String,
-    },
-    /// Delete a session; its rules are removed from the sources.
-    Delete {
-        /// The session's name.
-        name: String,
-    },
-}
-
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source_choice").required(true).multiple(true).args(["sources", "source_tags"])))]
-pub struct CreateArgs {
-    /// The session's name.
-    pub name: String,
-    /// A source host's instance id (repeat for several sources).
-    #[arg(long = "source", value_name = "INSTANCE_ID")]
-    pub sources: Vec<String>,
-    /// Every running instance with this EC2 tag is a source, and instances that get it
-    /// later become sources too (repeat: an instance must carry all of them). Matched
-    /// exactly: * and ? are not wildcards. With or instead of --source.
-    #[arg(long = "source-tag", value_name = "KEY=VALUE", value_parser = parse_source_tag)]
-    pub source_tags: Vec<String>,
-    /// The collector's instance id.
-    #[arg(long, value_name = "INSTANCE_ID")]
-    pub collector: String,
-    /// Which traffic of the sources to mirror.
-    #[arg(long, value_enum)]
-    pub direction: Option<Direction>,
-    /// The protocol to mirror.
-    #[arg(long, value_enum)]
-    pub protocol: Option<Protocol>,
-    /// The host's service port, `N` or `N-M`.
-    #[arg(long, value_parser = parse_port)]
-    pub port: Option<v1::PortRange>,
-    /// A peer network to mirror (repeatable); none means any peer.
-    #[arg(long = "cidr", value_name = "CIDR")]
-    pub cidrs: Vec<String>,
-    /// Clone only this random fraction of the matching packets: 0.01 or 1%.
-    #[arg(long, value_name = "F", value_parser = parse_sample)]
-    pub sample: Option<Sample>,
-    /// Clone at most this many packets per second per host and address family.
-    #[arg(long, value_name = "N", value_parser = parse_max_pps)]
-    pub max_pps: Option<MaxPps>,
-    /// Accept sources in another EC2 subnet than a raw (`--encap none`) collector. Raw TEE
-    /// needs the collector on-link; say this only if it is (clones to an off-link gateway
-    /// are dropped). VXLAN collectors need no such thing.
-    #[arg(long)]
-    pub allow_routed: bool,
-    /// For a raw (`--encap none`) collector: have teefleet turn the sources' Source/Dest
-    /// Check off while the session lives (and restore each after), so that clones of
-    /// inbound packets, which carry the peer's address, leave them. EC2 drops them
-    /// otherwise; a raw session that mirrors inbound traffic needs it.
-    #[arg(long)]
-    pub disable_source_check: bool,
-    /// The session's VXLAN network identifier (1-16777215), unique among live sessions;
-    /// by default the lowest free one.
-    #[arg(long, value_name = "N", value_parser = parse_vni)]
-    pub vni: Option<Vni>,
-    /// Wait until every source has applied the session.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long `--wait` waits: 90s, 5m (a bare number is seconds).
-    #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
-          value_parser = teefleet_model::parse_duration_or_seconds)]
-    pub timeout: std::time::Duration,
-}
-
-/// Parses `N` or `N-M` into a port range. Only the syntax is checked here: the controller
-/// rejects port 0, ports above 65535 and reversed ranges with a message naming the field.
-pub fn parse_port(text: &str) -> Result<v1::PortRange, String> {
-    let number = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{text:?} is not a port: use N or N-M"));
-    match text.split_once('-') {
-        Some((first, last)) => Ok(v1::PortRange { first: number(first)?, last: number(last)? }),
-        None => {
-            let port = number(text)?;
-            Ok(v1::PortRange { first: port, last: port })
-        }
-    }
-}
-
-/// Parses `--sample` as the model does: a fraction in (0, 1] or a percentage.
-pub fn parse_sample(text: &str) -> Result<Sample, String> {
-    text.parse::<Sample>().map_err(|e| e.reason)
-}
-
-/// Checks `--source-tag` as the controller will (KEY=VALUE within EC2's limits) and passes
-/// it on as typed.
-pub fn parse_source_tag(text: &str) -> Result<String, String> {
-    text.parse::<TagSelector>().map(|_| text.to_owned()).map_err(|e| e.reason)
-}
-
-/// Parses `--vni`: 1 to 16777215.
-pub fn parse_vni(text: &str) -> Result<Vni, String> {
-    text.parse::<Vni>().map_err(|e| e.reason)
-}
-
-/// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
-pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
-    let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
-    MaxPps::new(pps).map_err(|e| e.reason)
-}
-
-impl CreateArgs {
-    /// The request the controller receives; unset direction and protocol stay unspecified,
-    /// which the controller reads as "both" and "all".
-    pub fn to_request(&self) -> v1::CreateSessionRequest {
-        v1::CreateSessionRequest {
-            name: self.name.clone(),
-            sources: self.sources.clone(),
-            collector: self.collector.clone(),
-            filter: Some(v1::Filter {
-                direction: self.direction.map_or(v1::Direction::Unspecified, Into::into).into(),
-                protocol: self.protocol.map_or(v1::Protocol::Unspecified, Into::into).into(),
-                ports: self.port,
-                cidrs: self.cidrs.clone(),
-                sample: self.sample.map_or(0.0, Sample::fraction),
-                max_pps: self.max_pps.map_or(0, MaxPps::get),
-            }),
-            allow_routed: self.allow_routed,
-            source_tags: self.source_tags.clone(),
-            vni: self.vni.map_or(0, Vni::get),
-            disable_source_check: self.disable_source_check,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::audit::AuditCommand;
+    use crate::cmd::collector::CollectorCommand;
+    use crate::cmd::host::HostCommand;
+    use crate::cmd::session::{CreateArgs, SessionCommand, parse_max_pps, parse_port, parse_sample, parse_source_tag};
+    use crate::cmd::token::{HOST_NEEDS_AGENT, TokenCreateArgs, USES_NEEDS_AGENT};
     use clap::error::ErrorKind;
+    use teefleet_model::{MaxPps, Sample};
+    use teefleet_proto::v1;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("fleetctl").chain(args.iter().copied()))
@@ -508,8 +171,8 @@ mod tests {
             "--timeout",
             "5",
         ]);
-        assert!(c.wait);
-        assert_eq!(c.timeout, std::time::Duration::from_secs(5));
+        assert!(c.wait.enabled);
+        assert_eq!(c.wait.timeout, std::time::Duration::from_secs(5));
         let req = c.to_request();
         assert_eq!(req.name, "web");
         assert_eq!(req.sources, ["i-1", "i-2"]);
@@ -581,8 +244,8 @@ mod tests {
     #[test]
     fn create_defaults_leave_the_filter_unspecified() {
         let c = create(&["s", "--source", "i-1", "--collector", "i-9"]);
-        assert!(!c.wait);
-        assert_eq!(c.timeout, std::time::Duration::from_secs(60));
+        assert!(!c.wait.enabled);
+        assert_eq!(c.wait.timeout, std::time::Duration::from_secs(60));
         let f = c.to_request().filter.expect("filter");
         assert_eq!(f.direction, v1::Direction::Unspecified as i32);
         assert_eq!(f.protocol, v1::Protocol::Unspecified as i32);
@@ -610,12 +273,22 @@ mod tests {
             kind(&["session", "create", "s", "--source", "i", "--collector", "c", "--port", "x"]),
             Err(ErrorKind::ValueValidation)
         );
+        match parse(&["session", "get", "web", "--wait", "--timeout", "5m"]).expect("parses").command {
+            Command::Session(SessionCommand::Get { name, wait }) => {
+                assert_eq!((name.as_str(), wait.enabled, wait.timeout.as_secs()), ("web", true, 300));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(kind(&["session", "get", "web", "--timeout", "5m"]), Err(ErrorKind::MissingRequiredArgument));
         // --timeout only makes sense with --wait.
         assert_eq!(
             kind(&["session", "create", "s", "--source", "i", "--collector", "c", "--timeout", "3"]),
             Err(ErrorKind::MissingRequiredArgument)
         );
         assert_eq!(kind(&["bogus"]), Err(ErrorKind::InvalidSubcommand));
+        assert!(parse(&["completion", "zsh"]).is_ok());
+        assert_eq!(kind(&["completion", "powershell"]), Err(ErrorKind::InvalidValue));
+        assert_eq!(kind(&["completion"]), Err(ErrorKind::MissingRequiredArgument));
     }
 
     #[test]
@@ -639,6 +312,7 @@ mod tests {
     fn global_options_go_anywhere() {
         let cli = parse(&["session", "list", "-o", "json", "--controller", "http://c:1"]).expect("parses");
         assert_eq!(cli.output, Format::Json);
+        assert_eq!(parse(&["-o", "yaml", "host", "list"]).expect("parses").output, Format::Yaml);
         assert_eq!(cli.connection.controller.as_deref(), Some("http://c:1"));
         let cli = parse(&["collector", "add", "i-1", "--ip", "10.0.0.9", "--ipv6", "fd00::9"]).expect("parses");
         assert_eq!(cli.output, Format::Table);
@@ -785,5 +459,61 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// What fleetctl prints for `args`, parsed as `main` parses them.
+    fn help(args: &[&str]) -> String {
+        let shown = command().try_get_matches_from(std::iter::once("fleetctl").chain(args.iter().copied()));
+        let shown = shown.expect_err("help is shown, not run");
+        assert_eq!(shown.kind(), ErrorKind::DisplayHelp);
+        shown.to_string()
+    }
+
+    #[test]
+    fn only_the_top_help_lists_the_connection_options() {
+        let top = help(&["--help"]);
+        assert!(top.contains("Connection:\n      --controller <URL>"), "{top}");
+        assert!(top.contains("[default: https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure]"), "{top}");
+        for args in [&["session", "create", "--help"][..], &["session", "--help"], &["token", "create", "-h"]] {
+            let text = help(args);
+            let own = text.trim_end().strip_suffix(CONNECTION_ELSEWHERE);
+            let own = own.unwrap_or_else(|| panic!("{args:?} ends pointing to the top help: {text}"));
+            for flag in ["--controller", "--token", "--ca-cert", "--insecure", "--config", "Connection:"] {
+                assert!(!own.contains(flag), "{args:?} lists {flag}: {text}");
+            }
+        }
+        // Hidden from help, still accepted anywhere.
+        let parsed = command()
+            .try_get_matches_from(["fleetctl", "session", "get", "web", "--controller", "http://c:1", "--insecure"])
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .expect("parses");
+        assert_eq!(
+            (parsed.connection.controller.as_deref(), parsed.connection.insecure),
+            (Some("http://c:1"), Some(true))
+        );
+    }
+
+    #[test]
+    fn help_shows_the_defaults() {
+        let create = help(&["session", "create", "--help"]);
+        for default in [
+            "[default: both]",
+            "[default: all]",
+            "[default: any]",
+            "[default: any peer]",
+            "[default: every packet]",
+            "[default: no cap]",
+            "[default: the lowest free one]",
+            "[default: 60s]",
+            "[default: table]",
+        ] {
+            assert!(create.contains(default), "{default}: {create}");
+        }
+        assert!(help(&["collector", "add", "--help"]).contains("[default: vxlan]"));
+        assert!(
+            help(&["token", "create", "--help"]).contains("[default: unlimited until it expires, or 1 with --host]")
+        );
+        assert!(help(&["audit", "list", "--help"]).contains("[default: the controller's, 100]"));
     }
 }

@@ -1,136 +1,26 @@
-//! The calls fleetctl makes: the settings resolved, one gRPC channel to the controller's
-//! admin API, one function per subcommand, and the `--wait` loop. Errors keep the
+//! The connection a command runs over: the settings resolved (flag > env > file), the
+//! config commands answered without a controller, one gRPC channel to the controller's
+//! admin API for the rest, and the hints added to what fails. Errors keep the
 //! controller's message verbatim, because it names the offending field.
 
 use std::io::Write;
-use std::time::Duration;
 
-use teefleet_proto::v1;
-use teefleet_proto::v1::audit_service_client::AuditServiceClient;
-use teefleet_proto::v1::collector_service_client::CollectorServiceClient;
-use teefleet_proto::v1::host_service_client::HostServiceClient;
-use teefleet_proto::v1::session_service_client::SessionServiceClient;
-use teefleet_proto::v1::token_service_client::TokenServiceClient;
+use clap::CommandFactory;
 
-use crate::args::{
-    AuditCommand, Cli, CollectorCommand, Command, ConfigCommand, CreateArgs, Format, HostCommand, SessionCommand,
-    TokenCommand,
-};
-use crate::config::{self, ConfigError, Settings};
-use crate::output::{
-    self, AuditOut, CollectorOut, ConfigOut, DeletedOut, HostOut, HostRevokedOut, NewTokenOut, RevokedOut, SessionOut,
-    TokenOut,
-};
-use crate::transport::{self, Transport};
-
-/// The largest answer about sessions fleetctl reads. gRPC's default of 4 MiB is less than
-/// a few sessions over tiers of thousands of hosts take, each listed with its status.
-const MAX_SESSIONS_MESSAGE: usize = 256 * 1024 * 1024;
-
-/// How often `--wait` asks for the session's state.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Why a command failed; printed as `error: <message>`, with the exit code of `exit_code`.
-#[derive(Debug)]
-pub enum CliError {
-    /// The controller answered with an error status; its message is shown verbatim.
-    Status(tonic::Status),
-    /// The controller refused the caller's token (UNAUTHENTICATED) or its role
-    /// (PERMISSION_DENIED): its message, then what to do about it.
-    Access { status: tonic::Status, hint: String },
-    /// The controller could not be reached, or the connection failed during the call.
-    Connect { url: String, detail: String, hint: Option<String> },
-    /// The settings or the config file cannot be used; nothing was sent.
-    Config(ConfigError),
-    /// `--wait` gave up; the message lists the hosts that have not applied the session.
-    WaitTimeout(String),
-    /// Writing the output failed (for example a closed pipe).
-    Output(std::io::Error),
-}
-
-/// The exit code for bad connection settings or config file (EX_USAGE), apart from clap's
-/// 2 for bad arguments and 1 for what the controller said.
-pub const EXIT_CONFIG: u8 = 64;
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Config(_) => EXIT_CONFIG,
-            _ => 1,
-        }
-    }
-}
-
-/// The controller's message, escaped: it can quote what an agent or a caller sent.
-fn status_text(status: &tonic::Status) -> std::borrow::Cow<'_, str> {
-    if status.message().is_empty() {
-        status.code().description().into()
-    } else {
-        teefleet_model::text::escaped(status.message())
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Status(status) => f.write_str(&status_text(status)),
-            CliError::Access { status, hint } => write!(f, "{}\nhint: {hint}", status_text(status)),
-            CliError::Connect { url, detail, hint } => {
-                write!(f, "cannot reach the controller at {url}: {detail}")?;
-                hint.as_ref().map_or(Ok(()), |hint| write!(f, "\nhint: {hint}"))
-            }
-            CliError::Config(e) => write!(f, "{e}"),
-            CliError::WaitTimeout(message) => f.write_str(message),
-            CliError::Output(e) => write!(f, "writing output: {e}"),
-        }
-    }
-}
-
-impl From<tonic::Status> for CliError {
-    fn from(status: tonic::Status) -> Self {
-        CliError::Status(status)
-    }
-}
-
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> Self {
-        CliError::Output(e)
-    }
-}
-
-impl From<ConfigError> for CliError {
-    fn from(e: ConfigError) -> Self {
-        CliError::Config(e)
-    }
-}
-
-/// Adds what to do to a refusal of the caller's token or role, naming where the token
-/// came from, since a stale one in the config file or the environment is the usual cause.
-pub fn with_access_hint(error: CliError, settings: &Settings) -> CliError {
-    let CliError::Status(status) = error else { return error };
-    let save = "pass it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`";
-    let hint = match (status.code(), &settings.token) {
-        (tonic::Code::Unauthenticated, None) => {
-            format!("no token is configured; ask an admin for one (`fleetctl token create`) and {save}")
-        }
-        (tonic::Code::Unauthenticated, Some(token)) => format!(
-            "the token sent ({}) came from {}; ask an admin for a valid one (`fleetctl token create`) and {save}",
-            config::redact(&token.value),
-            token.source
-        ),
-        (tonic::Code::PermissionDenied, Some(token)) => format!(
-            "the token sent ({}) came from {}; ask an admin for a token with a larger role",
-            config::redact(&token.value),
-            token.source
-        ),
-        _ => return CliError::Status(status),
-    };
-    CliError::Access { status, hint }
-}
+use crate::args::Cli;
+use crate::cmd::{self, Command, config::ConfigCommand};
+use crate::config::{self, ConfigError};
+use crate::error::{CliError, with_access_hint};
+use crate::transport;
 
 /// Runs one parsed command: config commands locally, the others against the controller.
 /// `env` looks up environment variables (injected so tests need not set the process's).
 pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl Write) -> Result<(), CliError> {
+    if let Command::Completion(args) = &cli.command {
+        // The plain definition, where the connection options are listed under every
+        // command, so that they complete after any of them.
+        return cmd::completion::write(args.shell, Cli::command(), out);
+    }
     let location = config::file_path(&cli.connection, env);
     if let Command::Config(ConfigCommand::Set) = cli.command {
         let Some((path, _)) = location else {
@@ -138,19 +28,16 @@ pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl 
                 ConfigError("no config file location: set HOME or XDG_CONFIG_HOME, or pass --config".into()).into()
             );
         };
-        return config_set(&cli, &path, out);
+        return cmd::config::set(&cli.connection, &path, cli.output, out);
     }
     let file = config::load(location, true)?;
     let settings = config::resolve(&cli.connection, env, &file)?;
     if let Command::Config(ConfigCommand::Show) = cli.command {
-        let exists = settings.file.as_ref().is_some_and(|p| p.exists());
-        let problem = transport::plan(&settings).err().map(|e| e.0);
-        let shown = ConfigOut::new(&settings, exists, problem);
-        return Ok(output::emit(out, cli.output, &shown, || output::config_detail(&shown))?);
+        return cmd::config::show(&settings, cli.output, out);
     }
     let plan = transport::plan(&settings)?;
     let channel = transport::connect(&plan).await?;
-    execute(channel, cli.command, cli.output, out).await.map_err(|e| match e {
+    cli.command.run(channel, cli.output, out).await.map_err(|e| match e {
         // A status with a source was made on this side, by the transport, not sent by the
         // controller (which can only send a code and a message).
         CliError::Status(status) if std::error::Error::source(&status).is_some() => {
@@ -160,347 +47,10 @@ pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl 
     })
 }
 
-/// `config set`: merges the flags given into the file, checks the result makes sense on
-/// its own, and writes it with mode 0600.
-fn config_set(cli: &Cli, path: &std::path::Path, out: &mut impl Write) -> Result<(), CliError> {
-    let current = config::load(Some((path.to_owned(), true)), false)?;
-    let merged = config::merge(current.config, &cli.connection)?;
-    let saved = config::LoadedFile { path: Some(path.to_owned()), config: merged };
-    // The file alone must be usable, bar a missing CA (it may be set next), so a typo in a
-    // URL is caught now rather than at the next command.
-    let alone = config::resolve(&Default::default(), &|_| None, &saved)?;
-    let mut probe = alone.clone();
-    probe.ca_cert.get_or_insert(config::Setting { value: "(set later)".into(), source: config::Source::Default });
-    if let Err(e) = transport::plan(&probe) {
-        return Err(
-            ConfigError(format!("not saved: {e}; give the settings that go together in one `config set`")).into()
-        );
-    }
-    if let Some(ca) = cli.connection.ca_cert.as_ref().and(saved.config.ca_cert.as_ref()) {
-        transport::read_ca(ca)?;
-    }
-    config::save(path, &saved.config)?;
-    let shown = ConfigOut::new(&alone, true, transport::plan(&alone).err().map(|e| e.0));
-    Ok(output::emit(out, cli.output, &shown, || format!("saved {}\n", path.display()))?)
-}
-
-/// Runs one parsed controller command, writing its result to `out`.
-pub async fn execute(
-    channel: Transport,
-    command: Command,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    match command {
-        Command::Collector(cmd) => collector(CollectorServiceClient::new(channel), cmd, format, out).await,
-        Command::Host(cmd) => host(HostServiceClient::new(channel), cmd, format, out).await,
-        Command::Session(cmd) => {
-            let client = SessionServiceClient::new(channel).max_decoding_message_size(MAX_SESSIONS_MESSAGE);
-            session(client, cmd, format, out).await
-        }
-        Command::Token(cmd) => token(TokenServiceClient::new(channel), cmd, format, out).await,
-        Command::Audit(AuditCommand::List { since, limit }) => {
-            let request = v1::ListAuditRequest { since: since.unwrap_or_default(), limit: limit.unwrap_or(0) };
-            let records = AuditServiceClient::new(channel).list_audit(request).await?.into_inner().records;
-            let records: Vec<AuditOut> = records.iter().map(AuditOut::from).collect();
-            Ok(output::emit(out, format, &records, || output::audit_table(&records))?)
-        }
-        // `run` handles these without a controller.
-        Command::Config(_) => Ok(()),
-    }
-}
-
-async fn host(
-    mut client: HostServiceClient<Transport>,
-    cmd: HostCommand,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    match cmd {
-        HostCommand::List => {
-            let hosts = client.list_hosts(v1::ListHostsRequest {}).await?.into_inner().hosts;
-            let hosts: Vec<HostOut> = hosts.iter().map(HostOut::from).collect();
-            Ok(output::emit(out, format, &hosts, || output::hosts_table(&hosts))?)
-        }
-        HostCommand::Get { host_id } => {
-            let host = client.get_host(v1::GetHostRequest { host_id }).await?.into_inner();
-            let host = HostOut::from(&host);
-            Ok(output::emit(out, format, &host, || output::host_detail(&host))?)
-        }
-        HostCommand::Revoke { host_id } => {
-            let answer = client.revoke_host(v1::RevokeHostRequest { host_id: host_id.clone() }).await?.into_inner();
-            let revoked = HostRevokedOut::new(host_id, &answer);
-            Ok(output::emit(out, format, &revoked, || output::host_revoked_text(&revoked))?)
-        }
-    }
-}
-
-async fn token(
-    mut client: TokenServiceClient<Transport>,
-    cmd: TokenCommand,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    match cmd {
-        TokenCommand::Create(args) => {
-            // `Cli::check` refused --uses with another role before connecting.
-            let request = args.to_request().map_err(tonic::Status::invalid_argument)?;
-            let created = client.create_token(request).await?.into_inner();
-            let created = NewTokenOut::from(&created);
-            Ok(output::emit(out, format, &created, || output::new_token_text(&created))?)
-        }
-        TokenCommand::List => {
-            let tokens = client.list_tokens(v1::ListTokensRequest {}).await?.into_inner().tokens;
-            let now = chrono::Utc::now();
-            let tokens: Vec<TokenOut> = tokens.iter().map(|t| TokenOut::new(t, now)).collect();
-            Ok(output::emit(out, format, &tokens, || output::tokens_table(&tokens))?)
-        }
-        TokenCommand::Revoke { id } => {
-            client.revoke_token(v1::RevokeTokenRequest { id: id.clone() }).await?;
-            let revoked = RevokedOut { kind: "token", id, revoked: true };
-            Ok(output::emit(out, format, &revoked, || format!("token {} revoked\n", revoked.id))?)
-        }
-    }
-}
-
-async fn collector(
-    mut client: CollectorServiceClient<Transport>,
-    cmd: CollectorCommand,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    match cmd {
-        CollectorCommand::Add { instance_id, ip, ipv6, encap, name } => {
-            let collector = client
-                .add_collector(v1::AddCollectorRequest {
-                    instance_id: instance_id.unwrap_or_default(),
-                    ip: ip.unwrap_or_default(),
-                    ipv6: ipv6.unwrap_or_default(),
-                    encap,
-                    name: name.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
-            let collector = CollectorOut::from(&collector);
-            let row = std::slice::from_ref(&collector);
-            Ok(output::emit(out, format, &collector, || output::collectors_table(row))?)
-        }
-        CollectorCommand::List => {
-            let list = client.list_collectors(v1::ListCollectorsRequest {}).await?.into_inner().collectors;
-            let list: Vec<CollectorOut> = list.iter().map(CollectorOut::from).collect();
-            Ok(output::emit(out, format, &list, || output::collectors_table(&list))?)
-        }
-        CollectorCommand::Remove { instance_id } => {
-            client.remove_collector(v1::RemoveCollectorRequest { instance_id: instance_id.clone() }).await?;
-            deleted(out, format, "collector", instance_id)
-        }
-    }
-}
-
-async fn session(
-    mut client: SessionServiceClient<Transport>,
-    cmd: SessionCommand,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    match cmd {
-        SessionCommand::Create(args) => create_session(client, &args, format, out).await,
-        SessionCommand::List => {
-            let list = client.list_sessions(v1::ListSessionsRequest {}).await?.into_inner().sessions;
-            let list: Vec<SessionOut> = list.iter().map(SessionOut::from).collect();
-            Ok(output::emit(out, format, &list, || output::sessions_table(&list))?)
-        }
-        SessionCommand::Get { name } => {
-            let s = client.get_session(v1::GetSessionRequest { name }).await?.into_inner();
-            let s = SessionOut::from(&s);
-            Ok(output::emit(out, format, &s, || output::session_detail(&s))?)
-        }
-        SessionCommand::Delete { name } => {
-            client.delete_session(v1::DeleteSessionRequest { name: name.clone() }).await?;
-            deleted(out, format, "session", name)
-        }
-    }
-}
-
-fn deleted(out: &mut impl Write, format: Format, kind: &'static str, name: String) -> Result<(), CliError> {
-    let d = DeletedOut { kind, name, deleted: true };
-    Ok(output::emit(out, format, &d, || format!("{} {} deleted\n", d.kind, d.name))?)
-}
-
-async fn create_session(
-    mut client: SessionServiceClient<Transport>,
-    args: &CreateArgs,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    let mut session = client.create_session(args.to_request()).await?.into_inner();
-    if args.wait {
-        session = wait_active(&mut client, session, args.timeout).await?;
-    }
-    let s = SessionOut::from(&session);
-    Ok(output::emit(out, format, &s, || output::session_detail(&s))?)
-}
-
-/// Polls the session until it is active or the timeout passes.
-async fn wait_active(
-    client: &mut SessionServiceClient<Transport>,
-    mut session: v1::Session,
-    timeout: Duration,
-) -> Result<v1::Session, CliError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if session.state == v1::SessionState::Active as i32 {
-            return Ok(session);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(CliError::WaitTimeout(wait_timeout_message(&SessionOut::from(&session), timeout)));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-        session = client.get_session(v1::GetSessionRequest { name: session.name.clone() }).await?.into_inner();
-    }
-}
-
-/// Explains a `--wait` timeout: the state, each host that has not applied the session and
-/// why, and the session's other problems.
-pub fn wait_timeout_message(s: &SessionOut, timeout: Duration) -> String {
-    let mut msg = format!("session {} is not active after {}s (state {})", s.name, timeout.as_secs(), s.state);
-    let pending: Vec<String> = s
-        .hosts
-        .iter()
-        .filter(|h| !h.applied)
-        .map(|h| {
-            let mut line = format!(
-                "{} ({}, applied version {} of {}",
-                h.host_id,
-                if h.connected { "connected" } else { "disconnected" },
-                h.applied_version,
-                h.desired_version
-            );
-            if let Some(e) = &h.error {
-                line.push_str(&format!(", error: {e}"));
-            }
-            line.push(')');
-            line
-        })
-        .collect();
-    if !pending.is_empty() {
-        msg.push_str("; not applied on: ");
-        msg.push_str(&pending.join("; "));
-    }
-    if !s.problems.is_empty() {
-        msg.push_str("; problems: ");
-        msg.push_str(&s.problems.join("; "));
-    }
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::SessionHostOut;
-
-    fn host(id: &str, applied: bool, connected: bool, error: Option<&str>) -> SessionHostOut {
-        SessionHostOut {
-            host_id: id.into(),
-            applied,
-            connected,
-            error: error.map(Into::into),
-            desired_version: 5,
-            applied_version: if applied { 5 } else { 4 },
-            packets: 0,
-            bytes: 0,
-            packets_per_second: 0.0,
-            bytes_per_second: 0.0,
-            from_tags: false,
-            source_dest_check: None,
-        }
-    }
-
-    #[test]
-    fn wait_timeout_lists_unapplied_hosts_and_errors() {
-        let s = SessionOut {
-            name: "web".into(),
-            sources: vec!["i-a".into(), "i-b".into(), "i-c".into()],
-            source_tags: vec![],
-            allow_routed: false,
-            collector: "i-col".into(),
-            vni: 1,
-            encap: "vxlan".into(),
-            disable_source_check: false,
-            direction: "both",
-            protocol: "all",
-            port: None,
-            cidrs: vec![],
-            sample: None,
-            max_pps: None,
-            state: "degraded",
-            hosts: vec![
-                host("i-a", true, true, None),
-                host("i-b", false, true, Some("TEE not supported")),
-                host("i-c", false, false, None),
-            ],
-            problems: vec!["ec2: throttled".into()],
-            created_at: String::new(),
-            packets: 0,
-            bytes: 0,
-            packets_per_second: 0.0,
-            bytes_per_second: 0.0,
-        };
-        assert_eq!(
-            wait_timeout_message(&s, Duration::from_secs(60)),
-            "session web is not active after 60s (state degraded); not applied on: \
-             i-b (connected, applied version 4 of 5, error: TEE not supported); \
-             i-c (disconnected, applied version 4 of 5); problems: ec2: throttled"
-        );
-    }
-
-    #[test]
-    fn status_errors_show_the_message_verbatim() {
-        let e = CliError::from(tonic::Status::invalid_argument("filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR"));
-        assert_eq!(e.to_string(), "filter.cidrs[0]: \"10.0.0.300/8\" is not a CIDR");
-        let e = CliError::from(tonic::Status::unavailable(""));
-        assert_eq!(e.to_string(), "The service is currently unavailable");
-    }
-
-    fn settings_with_token(source: Option<config::Source>) -> Settings {
-        let file = config::LoadedFile::default();
-        let mut s = config::resolve(&Default::default(), &|_| None, &file).expect("resolves");
-        s.token = source.map(|source| config::Setting { value: "tf1.0a1b2c3d4e5f.secret".into(), source });
-        s
-    }
-
-    #[test]
-    fn access_refusals_get_a_hint_naming_the_tokens_source() {
-        let none = settings_with_token(None);
-        let e = with_access_hint(tonic::Status::unauthenticated("no bearer token").into(), &none);
-        assert_eq!(
-            e.to_string(),
-            "no bearer token\nhint: no token is configured; ask an admin for one (`fleetctl token create`) and pass \
-             it with --token, set FLEET_TOKEN, or save it with `fleetctl config set --token TOKEN`"
-        );
-        assert_eq!(e.exit_code(), 1);
-        let from_file = settings_with_token(Some(config::Source::File("/c.toml".into())));
-        let e = with_access_hint(tonic::Status::unauthenticated("token 0a1b2c3d4e5f is expired").into(), &from_file);
-        assert!(
-            e.to_string().starts_with(
-                "token 0a1b2c3d4e5f is expired\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config \
-                 file /c.toml; ask an admin for a valid one"
-            ),
-            "{e}"
-        );
-        let e = with_access_hint(tonic::Status::permission_denied("role viewer").into(), &from_file);
-        assert_eq!(
-            e.to_string(),
-            "role viewer\nhint: the token sent (tf1.0a1b2c3d4e5f.<redacted>) came from config file /c.toml; ask an \
-             admin for a token with a larger role"
-        );
-        // Other codes, and the secret, stay out of it.
-        let e = with_access_hint(tonic::Status::not_found("no session web").into(), &from_file);
-        assert_eq!(e.to_string(), "no session web");
-        assert!(
-            !with_access_hint(tonic::Status::unauthenticated("x").into(), &from_file).to_string().contains("secret")
-        );
-    }
+    use crate::error::EXIT_CONFIG;
 
     async fn run_in(home: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> (Result<(), CliError>, String) {
         use clap::Parser;
@@ -582,5 +132,23 @@ mod tests {
             result.expect_err("nowhere to write").to_string(),
             "no config file location: set HOME or XDG_CONFIG_HOME, or pass --config"
         );
+    }
+
+    #[tokio::test]
+    async fn completion_scripts_need_no_controller_nor_config() {
+        let home = tempfile::tempdir().expect("home");
+        let script = async |shell| {
+            let args = ["--config", "/nonexistent/fleetctl.toml", "completion", shell];
+            let (result, out) = run_in(home.path(), &[], &args).await;
+            result.expect("written");
+            out
+        };
+        let bash = script("bash").await;
+        assert!(bash.contains("complete -F _fleetctl"), "{bash}");
+        // The connection options complete after a command, where they are accepted too.
+        let create = bash.lines().find(|l| l.contains("opts=") && l.contains("--source-tag")).expect("create's");
+        assert!(create.contains("--wait") && create.contains("--controller"), "{create}");
+        assert!(script("zsh").await.starts_with("#compdef fleetctl"));
+        assert!(script("fish").await.contains("complete -c fleetctl"));
     }
 }

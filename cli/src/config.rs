@@ -1,8 +1,9 @@
-//! Where fleetctl's connection settings come from: a flag, else its environment variable,
-//! else the config file, else the default. The file is TOML with the keys `controller`,
-//! `token`, `ca_cert` and `insecure`; it is read only when it is private enough (like ssh,
-//! a file holding a token must not be readable by others, and no file may be writable by
-//! others), and `config set` rewrites it atomically with mode 0600.
+//! Where fleetctl's connection settings come from: a flag (`ConnectionFlags`, global to
+//! every command), else its environment variable, else the config file, else the default.
+//! The file is TOML with the keys `controller`, `token`, `ca_cert` and `insecure`; it is
+//! read only when it is private enough (like ssh, a file holding a token must not be
+//! readable by others, and no file may be writable by others), and `config set` rewrites
+//! it atomically with mode 0600.
 //!
 //! Resolution is a pure function of the three layers so the precedence is tested without
 //! touching the process environment or the user's home.
@@ -15,9 +16,52 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{ConnectionFlags, DEFAULT_ADDRESS};
+/// The controller's port when no URL is configured: the controller's own default.
+const DEFAULT_ADDRESS: &str = "127.0.0.1:7300";
+
+/// The help heading of the connection options, which `fleetctl --help` alone lists.
+pub const CONNECTION: &str = "Connection";
+
+/// How to reach the controller and who to be there, as typed on the command line. An empty
+/// value unsets the setting, hiding the environment's and the config file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConnectionFlags {
+    /// The controller's URL [env: FLEET_CONTROLLER]. An https:// URL uses TLS and needs
+    /// --ca-cert; an http:// URL is plaintext and needs --insecure [default:
+    /// https://127.0.0.1:7300, or http://127.0.0.1:7300 with --insecure].
+    #[arg(long, value_name = "URL", global = true, help_heading = CONNECTION)]
+    pub controller: Option<String>,
+    /// The bearer token sent with every call [env: FLEET_TOKEN]. Prefer the environment or
+    /// `fleetctl config set --token`: other users can see command lines.
+    #[arg(long, value_name = "TOKEN", global = true, help_heading = CONNECTION)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) to trust for an https:// controller, as printed by
+    /// `fleet-controller ca print` [env: FLEET_CA_CERT].
+    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
+    pub ca_cert: Option<PathBuf>,
+    /// Talk plaintext to a controller started with --insecure (labs only): needs an http://
+    /// URL, and sends no token [env: FLEET_INSECURE]. --insecure=false turns off a
+    /// config file's `insecure = true`.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        global = true,
+        help_heading = CONNECTION,
+        hide_possible_values = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub insecure: Option<bool>,
+    /// The config file [env: FLEET_CONFIG] [default: $XDG_CONFIG_HOME/fleetctl/config.toml,
+    /// else ~/.config/fleetctl/config.toml].
+    #[arg(long, value_name = "FILE", global = true, help_heading = CONNECTION)]
+    pub config: Option<PathBuf>,
+}
 
 pub const ENV_CONTROLLER: &str = "FLEET_CONTROLLER";
 pub const ENV_TOKEN: &str = "FLEET_TOKEN";
@@ -88,14 +132,9 @@ pub struct Settings {
 
 /// A setting that cannot be used, or a config file that cannot be read or written. The
 /// message names the flag, variable or file and says what to do; fleetctl exits 64.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The first layer that sets a value wins; an empty value there means "unset", hiding the
 /// layers below (so `--token ''` ignores the config file's token).

@@ -6,19 +6,24 @@
 
 mod args;
 #[cfg(test)]
-mod args_fuzz;
+mod args_props;
 mod client;
+mod cmd;
 mod config;
-mod output;
+mod error;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod golden;
+mod render;
+mod table;
 mod transport;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_args();
     cli.check_or_exit();
     let env = |name: &str| std::env::var(name).ok();
     let mut stdout = std::io::stdout().lock();

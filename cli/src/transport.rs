@@ -3,8 +3,9 @@
 //! decision is a pure `plan` over the settings, so every refusal is tested without a
 //! network; `connect` then does the I/O.
 
-use std::{path::PathBuf, time::Duration};
+use std::{error::Error, io, path::PathBuf, time::Duration};
 
+use rustls::{CertificateError, InvalidMessage};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tonic::{
     Request, Status,
@@ -13,8 +14,8 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri},
 };
 
-use crate::client::CliError;
 use crate::config::{ConfigError, Settings, Source};
+use crate::error::CliError;
 
 /// The longest bearer value the controller reads.
 const MAX_TOKEN_LEN: usize = 256;
@@ -176,7 +177,7 @@ pub async fn connect(plan: &Plan) -> Result<Transport, CliError> {
 }
 
 /// A transport failure, at connect or during a call, as "cannot reach" with a hint.
-pub fn unreachable(plan: &Plan, error: &(dyn std::error::Error + 'static)) -> CliError {
+pub fn unreachable(plan: &Plan, error: &(dyn Error + 'static)) -> CliError {
     // The transport error's Display is terse ("transport error"); its sources say why.
     let mut detail = error.to_string();
     let mut source = error.source();
@@ -188,31 +189,82 @@ pub fn unreachable(plan: &Plan, error: &(dyn std::error::Error + 'static)) -> Cl
         }
         source = s.source();
     }
-    CliError::Connect { url: plan.url.clone(), hint: connect_hint(plan, &detail), detail }
+    CliError::Connect { url: plan.url.clone(), hint: connect_hint(plan, failure(error)), detail }
+}
+
+/// What went wrong with a connection, as far as the settings can explain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The server's certificate does not name the host connected to.
+    NotNamed,
+    /// The server's certificate is not signed by the CA given (or is otherwise refused).
+    Untrusted,
+    /// The server answered the TLS handshake with something that is not TLS.
+    NotTls,
+    /// No connection was made: refused, no route, no such name, timed out.
+    NotConnected,
+    /// The connection was made and then failed.
+    Other,
+}
+
+/// Each error in the chain from `error` down, including the one an `io::Error` wraps:
+/// `io::Error::source` skips it and returns its source instead, and TLS failures travel
+/// through tokio-rustls as exactly such a wrapped `rustls::Error`.
+fn causes<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    let mut next = Some(error);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = match current.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn Error + 'static)),
+            None => current.source(),
+        };
+        Some(current)
+    })
+}
+
+/// Reads the failure from the types in the error's chain: the TLS error if there is one,
+/// else whether tonic failed while connecting (its `ConnectError` wraps DNS, TCP and TLS
+/// handshake failures) or after.
+fn failure(error: &(dyn Error + 'static)) -> Failure {
+    let mut connecting = false;
+    for cause in causes(error) {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                ) => Failure::NotNamed,
+                rustls::Error::InvalidCertificate(_) => Failure::Untrusted,
+                rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => Failure::NotTls,
+                _ => Failure::Other,
+            };
+        }
+        connecting |= cause.is::<tonic::ConnectError>();
+    }
+    if connecting { Failure::NotConnected } else { Failure::Other }
 }
 
 /// What to do about a connection that failed for a reason the settings can explain: a
 /// certificate from another CA or for another name, or TLS on one side only.
-pub fn connect_hint(plan: &Plan, detail: &str) -> Option<String> {
-    let unreachable =
-        ["Connection refused", "timed out", "dns error", "No route to host"].iter().any(|w| detail.contains(w));
-    match &plan.tls {
-        Some(tls) if detail.contains("not valid for name") || detail.contains("NotValidForName") => Some(format!(
+fn connect_hint(plan: &Plan, failure: Failure) -> Option<String> {
+    match (&plan.tls, failure) {
+        (Some(tls), Failure::NotNamed) => Some(format!(
             "the controller's certificate does not name {}: connect by a name it has, or start the controller \
              with --tls-san {}",
             tls.domain, tls.domain
         )),
-        Some(tls) if detail.contains("invalid peer certificate") => Some(format!(
+        (Some(tls), Failure::Untrusted) => Some(format!(
             "the controller's certificate is not signed by the CA in {} ({}); give the one `fleet-controller ca \
              print` prints",
             tls.ca_cert.display(),
             tls.ca_from
         )),
-        Some(_) if detail.contains("InvalidContentType") => Some(
+        (Some(_), Failure::NotTls) => Some(
             "the controller answers in plaintext: if it was started with --insecure, use http:// and --insecure"
                 .to_owned(),
         ),
-        None if !unreachable => Some(
+        // Over plaintext a connection that was made and then failed is a controller that
+        // does not speak plaintext HTTP/2: one serving TLS.
+        (None, Failure::Other) => Some(
             "if the controller serves TLS (it does unless started with --insecure), use its https:// URL with \
              --ca-cert instead of --insecure"
                 .to_owned(),
@@ -339,6 +391,57 @@ mod tests {
         assert!(read_ca(&good).is_ok());
     }
 
+    fn tls_plan() -> Plan {
+        let tls = TlsPlan { ca_cert: "/ca.pem".into(), ca_from: "from --ca-cert".into(), domain: "ctl".into() };
+        Plan { url: "https://ctl:7300".into(), tls: Some(tls), token: None }
+    }
+
+    /// A failure as tonic reports one while connecting: the cause boxed in a `ConnectError`
+    /// inside its transport error's chain, here a `Status` made on this side.
+    fn while_connecting(cause: io::Error) -> tonic::Status {
+        tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(cause))))
+    }
+
+    fn tls_error(error: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn failures_are_read_from_the_types_in_the_chain() {
+        let not_named = tls_error(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
+        assert_eq!(failure(&while_connecting(not_named)), Failure::NotNamed);
+        let unknown_ca = tls_error(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert_eq!(failure(&while_connecting(unknown_ca)), Failure::Untrusted);
+        let plaintext = tls_error(rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType));
+        assert_eq!(failure(&while_connecting(plaintext)), Failure::NotTls);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(failure(&while_connecting(refused)), Failure::NotConnected);
+        // Words that used to be matched mean nothing on their own.
+        let closed = io::Error::new(io::ErrorKind::BrokenPipe, "Connection refused, not valid for name");
+        assert_eq!(failure(&closed), Failure::Other);
+    }
+
+    #[test]
+    fn hints_say_what_the_settings_can_change() {
+        let tls = tls_plan();
+        assert_eq!(
+            connect_hint(&tls, Failure::NotNamed).as_deref(),
+            Some(
+                "the controller's certificate does not name ctl: connect by a name it has, or start the \
+                 controller with --tls-san ctl"
+            )
+        );
+        assert!(connect_hint(&tls, Failure::Untrusted).is_some_and(|h| h.contains("CA in /ca.pem (from --ca-cert)")));
+        assert!(
+            connect_hint(&tls, Failure::NotTls).is_some_and(|h| h.starts_with("the controller answers in plaintext"))
+        );
+        assert_eq!(connect_hint(&tls, Failure::NotConnected), None);
+        assert_eq!(connect_hint(&tls, Failure::Other), None);
+        let plain = Plan { url: "http://ctl:7300".into(), tls: None, token: None };
+        assert!(connect_hint(&plain, Failure::Other).is_some_and(|h| h.starts_with("if the controller serves TLS")));
+        assert_eq!(connect_hint(&plain, Failure::NotConnected), None, "a network failure is not the scheme's");
+    }
+
     #[tokio::test]
     async fn unreachable_controller_names_the_url() {
         // Port 1 on loopback refuses connections immediately.
@@ -346,5 +449,6 @@ mod tests {
         let err = connect(&p).await.expect_err("nothing listens on port 1");
         let text = err.to_string();
         assert!(text.starts_with("cannot reach the controller at http://127.0.0.1:1: "), "{text}");
+        assert!(!text.contains("hint:"), "a refused connection is not the settings' fault: {text}");
     }
 }

@@ -15,6 +15,7 @@ use teefleet_proto::v1::{
     self as pb,
     audit_service_server::{AuditService, AuditServiceServer},
     host_service_server::{HostService, HostServiceServer},
+    session_service_server::{SessionService, SessionServiceServer},
     token_service_server::{TokenService, TokenServiceServer},
 };
 use tokio_stream::wrappers::TcpListenerStream;
@@ -139,6 +140,52 @@ impl AuditService for Seen {
     }
 }
 
+/// A session whose one source never applies it: what `--wait` gives up on.
+fn stuck_session(name: &str) -> pb::Session {
+    pb::Session {
+        name: name.into(),
+        sources: vec!["i-1".into()],
+        collector: "i-9".into(),
+        state: pb::SessionState::Pending as i32,
+        hosts: vec![pb::SessionHostStatus {
+            host_id: "i-1".into(),
+            desired_version: 2,
+            applied_version: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for Seen {
+    async fn create_session(&self, req: Request<pb::CreateSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        self.call("session create", &req)?;
+        Ok(Response::new(stuck_session(&req.into_inner().name)))
+    }
+
+    async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        self.call("session get", &req)?;
+        Ok(Response::new(stuck_session(&req.into_inner().name)))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.call("session list", &req)?;
+        Ok(Response::new(pb::ListSessionsResponse::default()))
+    }
+
+    async fn delete_session(
+        &self,
+        req: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        self.call("session delete", &req)?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+}
+
 /// A throwaway CA and a server certificate for the names given, as PEM.
 struct Pki {
     ca: String,
@@ -175,6 +222,7 @@ async fn serve(tls: Option<&Pki>) -> (SocketAddr, Seen) {
     let router = builder
         .add_service(TokenServiceServer::new(seen.clone()))
         .add_service(HostServiceServer::new(seen.clone()))
+        .add_service(SessionServiceServer::new(seen.clone()))
         .add_service(AuditServiceServer::new(seen.clone()));
     tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
     (addr, seen)
@@ -266,7 +314,7 @@ async fn token_create_prints_the_secret_as_json_over_tls_with_the_bearer() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "ID:      abcdefabcdef\nRole:    viewer\nExpires: 2099-01-01T00:00:00+00:00\nToken:   {NEW_SECRET}\n\n\
+            "ID:      abcdefabcdef\nRole:    viewer\nExpires: 2099-01-01T00:00:00Z\nToken:   {NEW_SECRET}\n\n\
              Save the token now: it cannot be shown again (the controller keeps only its hash).\n"
         )
     );
@@ -313,6 +361,8 @@ async fn host_revoke_audit_and_token_list_and_revoke() {
     let out = f.as_token(ADMIN, &["host", "revoke", "i-0123", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v, serde_json::json!({"host_id": "i-0123", "revoked_certificates": 2, "disconnected": true}));
+    let out = f.as_token(ADMIN, &["host", "revoke", "i-0123", "-o", "yaml"]).await;
+    assert_eq!(text(&out.stdout), "host_id: i-0123\nrevoked_certificates: 2\ndisconnected: true\n");
 
     let out =
         f.as_token(ADMIN, &["audit", "list", "--since", "2026-11-25T10:00:00Z", "--limit", "5", "-o", "json"]).await;
@@ -321,7 +371,7 @@ async fn host_revoke_audit_and_token_list_and_revoke() {
     assert_eq!(v[0]["action"], "token.create");
     assert_eq!(v[0]["id"], 7);
     let out = f.as_token(ADMIN, &["audit", "list"]).await;
-    assert!(text(&out.stdout).starts_with("AT                         ACTOR"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("AT                    ACTOR"), "{}", text(&out.stdout));
 
     let out = f.as_token(ADMIN, &["token", "list", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -340,6 +390,29 @@ async fn host_revoke_audit_and_token_list_and_revoke() {
     );
     assert!(requests.contains(&"ListAuditRequest { since: \"\", limit: 0 }".to_owned()), "{requests:?}");
     assert!(requests.contains(&"RevokeTokenRequest { id: \"abcdefabcdef\" }".to_owned()), "{requests:?}");
+}
+
+#[tokio::test]
+async fn a_wait_that_gives_up_says_the_session_stays_and_what_to_do() {
+    let f = fixture().await;
+    let create = ["session", "create", "web", "--source", "i-1", "--collector", "i-9", "--wait", "--timeout", "1s"];
+    let out = f.as_token(ADMIN, &create).await;
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(1), String::new()));
+    assert_eq!(
+        text(&out.stderr),
+        "error: session web was created but is not active after 1s (state pending); not applied on: i-1 \
+         (disconnected, applied version 1 of 2)\n\
+         hint: the session stays and its sources keep applying it: wait longer with `fleetctl session get web \
+         --wait --timeout 5m`, or delete it with `fleetctl session delete web`\n"
+    );
+    let out = f.as_token(ADMIN, &["session", "get", "web", "--wait", "--timeout", "1s"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: session web is not active after 1s (state pending)"));
+    let out = f.as_token(ADMIN, &["session", "get", "web"]).await;
+    assert_eq!(out.status.code(), Some(0), "without --wait the state is shown: {}", text(&out.stderr));
+    let calls: Vec<String> = f.seen.calls().into_iter().map(|(name, _, _)| name).collect();
+    assert_eq!(calls.first().map(String::as_str), Some("session create"));
+    assert!(calls.iter().skip(1).all(|c| c == "session get"), "{calls:?}");
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
-//! fleetctl's arguments are typed by a person or pasted by a script. Whatever argv holds
-//! (real words in odd orders, flags without values, garbage, bytes that are not UTF-8),
-//! clap parses it or returns a usage error that renders and exits 2; a parsed `session
-//! create` always builds its request, with exactly the throttle given, and a parsed `token
-//! create` with exactly the lifetime given; the cross-flag check never panics; the value
-//! parsers agree with the model, so the CLI refuses nothing the controller would accept
-//! and reads no value differently from it; and the connection settings resolve with a
-//! flag over the environment over the file, whatever each layer holds.
+//! Property tests (proptest) of fleetctl's arguments, which a person types or a script
+//! pastes. Whatever argv holds (real words in odd orders, flags without values, garbage,
+//! bytes that are not UTF-8), clap parses it or returns a usage error that renders and
+//! exits 2; a parsed `session create` always builds its request, with exactly the
+//! throttle given, and a parsed `token create` with exactly the lifetime given; the
+//! cross-flag check never panics; the value parsers agree with the model, so the CLI
+//! refuses nothing the controller would accept and reads no value differently from it;
+//! and the connection settings resolve with a flag over the environment over the file,
+//! whatever each layer holds.
 
 use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
@@ -17,11 +18,11 @@ use teefleet_model::{
 };
 use teefleet_proto::v1;
 
-use crate::args::{
-    Cli, Command, ConnectionFlags, SessionCommand, TokenCommand, USES_NEEDS_AGENT, parse_max_pps, parse_port,
-    parse_sample,
-};
-use crate::config::{self, FileConfig, LoadedFile, Source};
+use crate::args::Cli;
+use crate::cmd::Command;
+use crate::cmd::session::{SessionCommand, parse_max_pps, parse_port, parse_sample};
+use crate::cmd::token::{TokenCommand, USES_NEEDS_AGENT};
+use crate::config::{self, ConnectionFlags, FileConfig, LoadedFile, Source};
 
 const WORDS: &[&str] = &[
     "session",
@@ -78,6 +79,8 @@ const WORDS: &[&str] = &[
     "token",
     "revoke",
     "audit",
+    "completion",
+    "bash",
     "config",
     "set",
     "show",
@@ -205,7 +208,7 @@ proptest! {
                     Throttle::from_zeroable(filter.sample, filter.max_pps),
                     Ok(Throttle::new(create.sample, create.max_pps))
                 );
-                prop_assert!(create.wait || create.timeout == std::time::Duration::from_secs(60), "--timeout requires --wait");
+                prop_assert!(create.wait.enabled || create.wait.timeout == std::time::Duration::from_secs(60), "--timeout requires --wait");
             }
             Ok(_) => {}
             Err(e) => {
