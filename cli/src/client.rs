@@ -35,6 +35,7 @@ pub async fn run(cli: Cli, env: &dyn Fn(&str) -> Option<String>, out: &mut impl 
     if let Command::Config(ConfigCommand::Show) = cli.command {
         return cmd::config::show(&settings, cli.output, out);
     }
+    cli.command.check()?;
     let plan = transport::plan(&settings)?;
     let channel = transport::connect(&plan).await?;
     cli.command.run(channel, cli.output, out).await.map_err(|e| match e {
@@ -97,6 +98,37 @@ mod tests {
             "# fleetctl's settings; `fleetctl config set` rewrites this file.\n\
              controller = \"https://lab:7300\"\n\
              insecure = false\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_the_controller_would_refuse_is_refused_before_connecting() {
+        let home = tempfile::tempdir().expect("home");
+        let args = [
+            "--insecure",
+            "--controller",
+            "http://127.0.0.1:1",
+            "session",
+            "create",
+            "bad name",
+            "--source",
+            "i-0123456789abcdef0",
+            "--collector",
+            "i-0123456789abcdef1",
+            "--port",
+            "0",
+            "--cidr",
+            "10.0.0.1/8",
+        ];
+        let (result, out) = run_in(home.path(), &[], &args).await;
+        let err = result.expect_err("refused");
+        assert_eq!((err.exit_code(), out.as_str()), (2, ""));
+        let lines: Vec<_> =
+            err.to_string().lines().map(|l| l.split(':').next().unwrap_or_default().to_owned()).collect();
+        assert_eq!(
+            lines,
+            ["the session cannot be created; nothing was sent", "  name", "  filter.port", "  filter.cidrs[0]"],
+            "every problem, and no attempt to reach the closed port: {err}"
         );
     }
 

@@ -10,9 +10,9 @@
 
 use std::{
     fmt,
-    fs::{self, DirBuilder, OpenOptions},
+    fs::{self, DirBuilder},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -309,21 +309,19 @@ pub fn save(path: &Path, config: &FileConfig) -> Result<(), ConfigError> {
         _ => Path::new("."),
     };
     DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| fail("creating the directory of", e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // tempfile names the temporary file beside the target, so the rename is atomic, and
+    // removes it if anything fails.
     let write = || -> io::Result<()> {
-        // A stale temporary file from a crashed run would make create_new fail.
-        let _ = fs::remove_file(&temp);
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".config.")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
         file.write_all(b"# fleetctl's settings; `fleetctl config set` rewrites this file.\n")?;
         file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
+        file.as_file().sync_all()?;
+        file.persist(path).map(drop).map_err(|e| e.error)
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        fail("writing", e)
-    })
+    write().map_err(|e| fail("writing", e))
 }
 
 /// How a token is shown: its id when it is one of the controller's (`tf1.<id>.<secret>`),

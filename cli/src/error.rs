@@ -1,7 +1,8 @@
 //! Why a fleetctl command failed, and the exit code each reason gets: 1 for what the
 //! controller said or for a controller that cannot be reached, 64 (EX_USAGE) for
-//! connection settings or a config file that cannot be used; clap's own usage errors
-//! exit 2 before any of this runs.
+//! connection settings or a config file that cannot be used, 2 for arguments the
+//! controller would refuse (as for clap's own usage errors, which exit before any of
+//! this runs).
 
 use std::borrow::Cow;
 
@@ -9,6 +10,10 @@ use crate::config::{self, ConfigError, Settings};
 
 /// The exit code when the controller refused or could not be reached.
 pub const EXIT_FAILURE: u8 = 1;
+
+/// The exit code for arguments the controller would refuse, found before sending: the
+/// same as clap's for arguments it refuses itself.
+pub const EXIT_USAGE: u8 = 2;
 
 /// The exit code for bad connection settings or config file (EX_USAGE), apart from clap's
 /// 2 for bad arguments and 1 for what the controller said.
@@ -40,12 +45,20 @@ pub enum CliError {
     /// Writing the output failed (for example a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// The request has problems the controller would refuse; nothing was sent.
+    #[error("{what}; nothing was sent:{}", problem_lines(problems))]
+    Invalid { what: &'static str, problems: Vec<teefleet_model::ValidationError> },
+}
+
+fn problem_lines(problems: &[teefleet_model::ValidationError]) -> String {
+    problems.iter().map(|p| format!("\n  {}", teefleet_model::text::escaped(&p.to_string()))).collect()
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) => EXIT_CONFIG,
+            CliError::Invalid { .. } => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

@@ -318,10 +318,21 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Runs fleetctl expecting exit 1 with `error: …` naming `field`.
+/// Runs fleetctl expecting exit 1 (the controller refused) with `error: …` naming `field`.
 async fn expect_rejected(lab: &Lab, args: &[&str], field: &str) -> Result<String> {
+    expect_exit(lab, args, field, 1).await
+}
+
+/// Runs fleetctl expecting exit 2 (fleetctl refused before sending) naming `field`.
+async fn expect_refused_locally(lab: &Lab, args: &[&str], field: &str) -> Result<String> {
+    let message = expect_exit(lab, args, field, 2).await?;
+    ensure!(message.contains("nothing was sent"), "{message}");
+    Ok(message)
+}
+
+async fn expect_exit(lab: &Lab, args: &[&str], field: &str, code: i32) -> Result<String> {
     let out = lab.fleetctl(args).await?;
-    ensure!(out.code == Some(1), "expected exit 1 for {args:?}: {out}");
+    ensure!(out.code == Some(code), "expected exit {code} for {args:?}: {out}");
     let message = out.stderr.trim().to_owned();
     ensure!(message.starts_with("error: "), "expected `error: …` for {args:?}: {out}");
     ensure!(message.to_lowercase().contains(field), "the message for {args:?} does not name {field:?}: {message}");
@@ -369,8 +380,12 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         };
         let before = snapshot().await?;
         ensure!(before.0 == Value::Array(vec![]), "sessions at start: {}", before.0);
-        expect_rejected(lab, &strs(&create("bad-cidr", &["--cidr", "10.0.0.300/8"])), "cidr").await?;
-        expect_rejected(lab, &strs(&create("bad-port", &["--protocol", "icmp", "--port", "80"])), "port").await?;
+        // What fleetctl can check itself it checks before sending, every problem at once.
+        let both = create("bad-both", &["--cidr", "10.0.0.300/8", "--port", "0"]);
+        let message = expect_refused_locally(lab, &strs(&both), "cidr").await?;
+        ensure!(message.contains("filter.port"), "both problems named: {message}");
+        expect_refused_locally(lab, &strs(&create("bad-port", &["--protocol", "icmp", "--port", "80"])), "port")
+            .await?;
         expect_rejected(
             lab,
             &["session", "create", "bad-collector", "--source", &source1_id, "--collector", "i-0123456789abcdef0"],
@@ -378,7 +393,7 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         )
         .await?;
         unchanged(&before, "after the rejected creates").await?;
-        for gone in ["bad-cidr", "bad-port", "bad-collector"] {
+        for gone in ["bad-both", "bad-port", "bad-collector"] {
             expect_rejected(lab, &["session", "get", gone], "not found").await?;
         }
 

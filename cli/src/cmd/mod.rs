@@ -43,6 +43,14 @@ pub enum Command {
 }
 
 impl Command {
+    /// Checks what can be checked without the controller, reporting every problem at once.
+    pub fn check(&self) -> Result<(), CliError> {
+        match self {
+            Command::Session(cmd) => cmd.check(),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs a controller command over `channel`, writing its answer to `out`.
     pub async fn run(self, channel: Transport, format: Format, out: &mut impl Write) -> Result<(), CliError> {
         match self {

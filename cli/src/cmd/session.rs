@@ -171,6 +171,18 @@ impl CreateArgs {
 }
 
 impl SessionCommand {
+    /// A session to create is checked as the controller will check it, field by field, so
+    /// that every mistake shows at once and nothing is sent.
+    pub fn check(&self) -> Result<(), CliError> {
+        let SessionCommand::Create(args) = self else { return Ok(()) };
+        let problems = teefleet_proto::create_session_problems(&args.to_request());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CliError::Invalid { what: "the session cannot be created", problems })
+        }
+    }
+
     /// Makes the call and prints the answer.
     pub async fn run(self, channel: Transport, format: Format, out: &mut impl Write) -> Result<(), CliError> {
         let mut client = SessionServiceClient::new(channel).max_decoding_message_size(MAX_SESSIONS_MESSAGE);
