@@ -196,9 +196,10 @@ async fn demo(lab: &Lab) -> Result<()> {
     }
 
     show(lab, "\n$ fleetctl session delete demo", &["session", "delete", "demo"]).await?;
-    lab.wait_until("source1's TEEFLEET chains to go", WAIT, || async {
+    lab.wait_until("source1's TEEFLEET chains and tunnel device to go", WAIT, || async {
         let rules = lab.network.mangle_rules("source1").await?;
-        Ok((!rules.contains("TEEFLEET")).then_some(()))
+        let links = lab.network.exec("source1", "ip", &["-br", "link", "show"]).await?;
+        Ok((!rules.contains("TEEFLEET") && !links.contains("tfvx")).then_some(()))
     })
     .await?;
     println!("\n== mangle table of source1 after delete");

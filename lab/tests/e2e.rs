@@ -233,8 +233,17 @@ async fn session_mirrors_source1_and_delete_undoes_everything() {
             Err(e) => bail!("{e}\n{}", mangle(lab, "source1").await.unwrap_or_default()),
         };
         ensure!(rules.contains(FOREIGN_RULE), "foreign rule changed:\n{rules}");
-        let links = lab.network.exec("source1", "ip", &["-br", "link", "show"]).await?;
-        ensure!(!links.contains("tfvx"), "a tunnel device is left:\n{links}");
+        // The agent removes the device right after the rules that sent into it.
+        let gone = lab
+            .wait_until("the tunnel device to go from source1", WAIT, || async {
+                let links = lab.network.exec("source1", "ip", &["-br", "link", "show"]).await?;
+                Ok((!links.contains("tfvx")).then_some(()))
+            })
+            .await;
+        if gone.is_err() {
+            let links = lab.network.exec("source1", "ip", &["-br", "link", "show"]).await?;
+            bail!("a tunnel device is left:\n{links}");
+        }
 
         let after = lab.capture(COLLECTOR, "deleted", Some(CAPTURE)).await?;
         lab.network.ping(CLIENT, source1, 3).await.context("client pings source1 after delete")?;
