@@ -19,8 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `TEEFLEET_COMMIT`: the commit's short hash, or "unknown" outside a git checkout (a
-/// source tarball). Rebuilt when HEAD moves, so a binary never names an older commit.
+/// `TEEFLEET_COMMIT`: the commit's short hash, or "unknown" outside a git checkout. A
+/// build from a source tarball can name it by setting `TEEFLEET_COMMIT` itself. Rebuilt
+/// when HEAD moves, so a binary never names an older commit.
 fn commit() {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -31,7 +32,8 @@ fn commit() {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_owned())
     };
-    let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    let given = std::env::var("TEEFLEET_COMMIT").ok().filter(|c| !c.is_empty());
+    let hash = given.or_else(|| git(&["rev-parse", "--short=12", "HEAD"])).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=TEEFLEET_COMMIT={hash}");
     println!("cargo:rerun-if-env-changed=TEEFLEET_COMMIT");
     let (Some(dir), Some(common)) = (git(&["rev-parse", "--git-dir"]), git(&["rev-parse", "--git-common-dir"])) else {
