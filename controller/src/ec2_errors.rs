@@ -64,14 +64,9 @@ where
             endpoint(),
             root_cause(&err)
         )),
-        SdkError::DispatchFailure(d) if d.is_timeout() => CloudError::Unavailable(format!(
-            "{op} failed: {} did not answer in time; check the network path",
-            endpoint()
-        )),
-        SdkError::TimeoutError(_) => CloudError::Unavailable(format!(
-            "{op} failed: {} did not answer in time; check the network path",
-            endpoint()
-        )),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) if timed_out(&err) => CloudError::Unavailable(
+            format!("{op} failed: {} did not answer in time; check the network path", endpoint()),
+        ),
         // What fails before a request is sent is configuration: no region to sign for, or
         // no credentials to sign with. Retrying does not help.
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) if target.region.is_none() => {
@@ -85,6 +80,15 @@ where
             root_cause(&err)
         )),
         _ => CloudError::Unavailable(format!("{op} failed: EC2's reply could not be read ({})", root_cause(&err))),
+    }
+}
+
+/// The SDK reports a timeout in two ways: its own operation timeout, or the connector's.
+fn timed_out<E, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(d) => d.is_timeout(),
+        _ => false,
     }
 }
 
