@@ -18,28 +18,56 @@ pub fn field<T: FromStr<Err = ValidationError>>(name: &str, value: &str) -> Resu
     value.parse().map_err(|e: ValidationError| ValidationError::new(name, e.reason))
 }
 
-/// A session's named sources, counted before any is parsed.
-pub fn sources(values: &[String]) -> Result<Vec<HostId>, ValidationError> {
-    if values.len() > limits::MAX_SOURCES {
-        return Err(ValidationError::new("sources", format!("at most {} sources per session", limits::MAX_SOURCES)));
+/// A list field, counted before any element is parsed (so a request with a million of
+/// them costs nothing), then each element parsed and named by its index.
+fn list<'a, T: FromStr<Err = ValidationError>>(
+    name: &'a str,
+    values: &'a [String],
+    max: usize,
+    too_many: impl FnOnce() -> String,
+) -> Result<impl Iterator<Item = Result<T, ValidationError>> + 'a, ValidationError> {
+    if values.len() > max {
+        return Err(ValidationError::new(name, too_many()));
     }
-    values.iter().enumerate().map(|(i, s)| field(&format!("sources[{i}]"), s)).collect()
+    Ok(values.iter().enumerate().map(move |(i, v)| field(&format!("{name}[{i}]"), v)))
 }
 
-/// The session's tags, each `KEY=VALUE`; counted before any is parsed, so a request with
-/// a million of them costs nothing.
-pub fn source_tags(values: &[String]) -> Result<Vec<TagSelector>, ValidationError> {
-    if values.len() > limits::MAX_SELECTORS {
-        return Err(ValidationError::new(
-            "source_tags",
-            format!(
-                "{} tags given; at most {} per session (an instance must carry all of them)",
-                values.len(),
-                limits::MAX_SELECTORS
-            ),
-        ));
+fn source_list(values: &[String]) -> Result<impl Iterator<Item = Result<HostId, ValidationError>>, ValidationError> {
+    list("sources", values, limits::MAX_SOURCES, || format!("at most {} sources per session", limits::MAX_SOURCES))
+}
+
+fn tag_list(values: &[String]) -> Result<impl Iterator<Item = Result<TagSelector, ValidationError>>, ValidationError> {
+    list("source_tags", values, limits::MAX_SELECTORS, || {
+        format!(
+            "{} tags given; at most {} per session (an instance must carry all of them)",
+            values.len(),
+            limits::MAX_SELECTORS
+        )
+    })
+}
+
+fn cidr_list(values: &[String]) -> Result<impl Iterator<Item = Result<Cidr, ValidationError>>, ValidationError> {
+    list("cidrs", values, limits::MAX_CIDRS, || format!("at most {} CIDRs per session", limits::MAX_CIDRS))
+}
+
+/// A session's named sources.
+fn sources(values: &[String]) -> Result<Vec<HostId>, ValidationError> {
+    source_list(values)?.collect()
+}
+
+/// The session's tags, each `KEY=VALUE`.
+fn source_tags(values: &[String]) -> Result<Vec<TagSelector>, ValidationError> {
+    tag_list(values)?.collect()
+}
+
+/// The problems of a list: its count, or else each bad element.
+fn list_problems<T>(
+    parsed: Result<impl Iterator<Item = Result<T, ValidationError>>, ValidationError>,
+) -> Vec<ValidationError> {
+    match parsed {
+        Err(e) => vec![e],
+        Ok(items) => items.filter_map(Result::err).collect(),
     }
-    values.iter().enumerate().map(|(i, t)| field(&format!("source_tags[{i}]"), t)).collect()
 }
 
 /// An optional override of the collector's IPv4 address; empty means "use the
@@ -78,7 +106,7 @@ pub fn encap(text: &str) -> Result<Encap, ValidationError> {
 }
 
 /// The VNI a session asks for; 0 lets the controller choose.
-pub fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
+fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
     (value != 0).then(|| Vni::new(value)).transpose()
 }
 
@@ -103,38 +131,19 @@ impl TryFrom<&pb::CreateSessionRequest> for SessionSpec {
 /// a source) once every field is valid. fleetctl shows them all before sending.
 pub fn create_session_problems(req: &pb::CreateSessionRequest) -> Vec<ValidationError> {
     let mut problems = Vec::new();
-    let mut check = |result: Result<(), ValidationError>| problems.extend(result.err());
-    check(field::<SessionName>("name", &req.name).map(drop));
-    if req.sources.len() > limits::MAX_SOURCES {
-        check(sources(&req.sources).map(drop));
-    } else {
-        for (i, s) in req.sources.iter().enumerate() {
-            check(field::<HostId>(&format!("sources[{i}]"), s).map(drop));
-        }
-    }
-    if req.source_tags.len() > limits::MAX_SELECTORS {
-        check(source_tags(&req.source_tags).map(drop));
-    } else {
-        for (i, t) in req.source_tags.iter().enumerate() {
-            check(field::<TagSelector>(&format!("source_tags[{i}]"), t).map(drop));
-        }
-    }
-    check(field::<CollectorId>("collector", &req.collector).map(drop));
-    check(vni(req.vni).map(drop));
+    problems.extend(field::<SessionName>("name", &req.name).err());
+    problems.extend(list_problems(source_list(&req.sources)));
+    problems.extend(list_problems(tag_list(&req.source_tags)));
+    problems.extend(field::<CollectorId>("collector", &req.collector).err());
+    problems.extend(vni(req.vni).err());
     if let Some(f) = &req.filter {
         let within = |e: ValidationError| e.within("filter");
-        check(enums::direction(f.direction).map(drop).map_err(within));
-        check(enums::protocol(f.protocol).map(drop).map_err(within));
-        check(f.ports.map(PortRange::try_from).transpose().map(drop).map_err(at("port")).map_err(within));
-        if f.cidrs.len() > limits::MAX_CIDRS {
-            check(Filter::try_from(f).map(drop).map_err(within));
-        } else {
-            for (i, c) in f.cidrs.iter().enumerate() {
-                check(field::<Cidr>(&format!("cidrs[{i}]"), c).map(drop).map_err(within));
-            }
-        }
-        check(Throttle::from_zeroable(f.sample, 0).map(drop).map_err(within));
-        check(Throttle::from_zeroable(0.0, f.max_pps).map(drop).map_err(within));
+        problems.extend(enums::direction(f.direction).map_err(within).err());
+        problems.extend(enums::protocol(f.protocol).map_err(within).err());
+        problems.extend(f.ports.map(PortRange::try_from).transpose().map_err(at("port")).map_err(within).err());
+        problems.extend(list_problems(cidr_list(&f.cidrs)).into_iter().map(within));
+        problems.extend(Throttle::from_zeroable(f.sample, 0).map_err(within).err());
+        problems.extend(Throttle::from_zeroable(0.0, f.max_pps).map_err(within).err());
     }
     if problems.is_empty() {
         problems.extend(SessionSpec::try_from(req).err());
@@ -165,15 +174,7 @@ impl TryFrom<&pb::Filter> for Filter {
         let direction = enums::direction(f.direction)?;
         let protocol = enums::protocol(f.protocol)?;
         let ports = f.ports.map(PortRange::try_from).transpose().map_err(at("port"))?;
-        if f.cidrs.len() > limits::MAX_CIDRS {
-            return Err(ValidationError::new("cidrs", format!("at most {} CIDRs per session", limits::MAX_CIDRS)));
-        }
-        let cidrs = f
-            .cidrs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| field::<Cidr>(&format!("cidrs[{i}]"), c))
-            .collect::<Result<_, _>>()?;
+        let cidrs = cidr_list(&f.cidrs)?.collect::<Result<_, _>>()?;
         Ok(Filter::new(direction, protocol, ports, cidrs)?.with_throttle(Throttle::from_zeroable(f.sample, f.max_pps)?))
     }
 }
@@ -283,6 +284,13 @@ mod tests {
             ["name", "sources[1]", "collector", "vni", "filter.port", "filter.cidrs[1]", "filter.sample"],
             "each bad field once, in the request's order"
         );
+        // Too many CIDRs is one problem, beside a bad direction named once.
+        let many = pb::CreateSessionRequest {
+            filter: Some(pb::Filter { direction: 42, cidrs: vec!["10.0.0.0/8".into(); 40], ..Default::default() }),
+            ..req.clone()
+        };
+        let fields: Vec<_> = create_session_problems(&many).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "sources[1]", "collector", "vni", "filter.direction", "filter.cidrs"]);
         // Only when every field is valid are the checks across fields made.
         let icmp_port = pb::CreateSessionRequest {
             name: "web".into(),
