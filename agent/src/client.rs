@@ -23,7 +23,7 @@ use std::{
 use futures::StreamExt;
 use teefleet_model::{
     HostId, RuleSet,
-    report::{self, SessionCounters, Traffic},
+    report::{self, ArrivalCounters, Arrived, SessionCounters, Traffic},
 };
 use teefleet_proto::v1::{
     self as pb, agent_message::Msg, agent_service_client::AgentServiceClient, controller_message,
@@ -439,12 +439,24 @@ impl<D: Dataplane> Agent<D> {
                 pb::SessionCounters::from(&SessionCounters { session, traffic })
             })
             .collect();
+        let arrivals = self
+            .status
+            .arrivals()
+            .into_iter()
+            .map(|((session, source), counter)| {
+                let arrived = Arrived { packets: counter.packets, bytes: counter.bytes };
+                pb::ArrivalCounters::from(&ArrivalCounters { session, source, arrived })
+            })
+            .collect();
+        let age = self.status.counters_age().unwrap_or_default();
         pb::Health {
             applied_version: self.applied_version(),
             rule_count,
             counters,
             drift_repairs: self.status.drift_repairs(),
             dataplane: Some(dataplane_to_proto(self.dataplane.info())),
+            arrivals,
+            counters_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }

@@ -12,7 +12,7 @@ use prometheus_client::{
     metrics::{counter::Counter as PromCounter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use teefleet_model::{RuleSet, SessionName};
+use teefleet_model::{HostId, RuleSet, SessionName};
 
 use crate::{
     config::ControllerUrl,
@@ -52,6 +52,8 @@ struct Inner {
     check_error: Option<String>,
     counters: BTreeMap<SessionName, Rated>,
     counters_at: Option<Instant>,
+    arrivals: BTreeMap<(SessionName, HostId), Counter>,
+    counters_read_at: Option<Instant>,
     /// Changed only under the same lock as the rest, so a scrape sees one moment.
     metrics: Metrics,
 }
@@ -248,10 +250,22 @@ impl Status {
         s.metrics.mirrored(&counters);
         s.counters = counters;
         s.counters_at = Some(now);
+        s.arrivals = check.arrivals.clone();
+        s.counters_read_at = check.read_at.or(Some(now));
     }
 
     pub fn counters(&self) -> BTreeMap<SessionName, Rated> {
         self.lock().counters.clone()
+    }
+
+    /// On a collector: what arrived per session and source host, as last read.
+    pub fn arrivals(&self) -> BTreeMap<(SessionName, HostId), Counter> {
+        self.lock().arrivals.clone()
+    }
+
+    /// How long ago the kernel reads behind the counters began, if there were any.
+    pub fn counters_age(&self) -> Option<Duration> {
+        self.lock().counters_read_at.map(|at| at.elapsed())
     }
 
     pub fn drift_repairs(&self) -> u64 {
@@ -361,6 +375,7 @@ mod tests {
                 drift: "x".into(),
             }],
             counters: [(web.clone(), Counter { packets: 10, bytes: 1000 })].into(),
+            ..Check::default()
         };
         status.record_check(Ok(&check));
         let text = status.metrics();
@@ -412,7 +427,7 @@ mod tests {
         let status = Status::new(Duration::from_secs(5));
         let web: SessionName = "web".parse().expect("name");
         let reading =
-            |packets, bytes| Check { repairs: vec![], counters: [(web.clone(), Counter { packets, bytes })].into() };
+            |packets, bytes| Check { counters: [(web.clone(), Counter { packets, bytes })].into(), ..Check::default() };
         let started = Instant::now();
         status.record_check(Ok(&reading(10, 1000)));
         std::thread::sleep(Duration::from_millis(20));

@@ -18,7 +18,7 @@ use teefleet_agent::{
         plan, render,
     },
 };
-use teefleet_model::{MirrorRule, PortRange, Protocol, RuleDirection, RuleSet};
+use teefleet_model::{Arrival, HostId, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName, Vni};
 
 fn rule(
     session: &str,
@@ -549,5 +549,62 @@ async fn the_agents_traffic_with_its_controllers_is_returned_before_any_session(
     // Removed with the rules.
     dp.apply(&RuleSet::new(3, vec![]).expect("empty")).await.expect("remove");
     assert!(!ns.save().contains("teefleet-control"), "{}", ns.save());
+    assert_eq!(ns.foreign(), foreign);
+}
+
+/// A collector's counting rules are taken verbatim by the kernel in both families, a
+/// second push of the same set writes nothing, and each VXLAN arrival counts only its
+/// source's packets of its VNI.
+#[tokio::test]
+async fn a_collector_counts_arrivals_per_session_and_source() {
+    let Some((ns, foreign, dp)) = setup("a_collector_counts_arrivals_per_session_and_source").await else {
+        return;
+    };
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    let (web, db): (SessionName, SessionName) = ("web".parse().expect("name"), "db".parse().expect("name"));
+    let (h1, h2): (HostId, HostId) = ("h1".parse().expect("host"), "h2".parse().expect("host"));
+    let vni = |n| Some(Vni::new(n).expect("vni"));
+    let arrivals = vec![
+        Arrival::new(web.clone(), h1.clone(), "127.0.0.1".parse().expect("ip"), vni(42)),
+        Arrival::new(web.clone(), h2.clone(), "127.0.0.2".parse().expect("ip"), vni(42)),
+        Arrival::new(web.clone(), h1.clone(), "::1".parse().expect("ip"), vni(42)),
+        Arrival::new(db.clone(), h1.clone(), "10.9.0.1".parse().expect("ip"), None),
+        Arrival::new(db.clone(), h1.clone(), "fd00::1".parse().expect("ip"), None),
+    ];
+    let set = RuleSet::new(1, vec![]).expect("set").with_arrivals(arrivals).expect("arrivals");
+    dp.apply(&set).await.expect("apply");
+    let (v4, v6) = (render::render_rules(&set, Family::V4), render::render_rules(&set, Family::V6));
+    assert_eq!(v4.len(), 4, "{v4:?}");
+    assert_eq!(ns.chain("TEEFLEET-PRE"), v4, "the kernel holds the rules as rendered");
+    assert_eq!(ns.chain6("TEEFLEET-PRE"), v6);
+    assert_eq!(ns.foreign(), foreign);
+    let writes = dp.writes();
+    dp.apply(&RuleSet::new(2, vec![]).expect("set").with_arrivals(set.arrivals().to_vec()).expect("arrivals"))
+        .await
+        .expect("same set");
+    assert_eq!(dp.writes(), writes, "the same arrivals again write nothing");
+
+    // Three VXLAN datagrams of VNI 42 from 127.0.0.1, one of VNI 43: the latter is no
+    // clone of the session's.
+    let send = |vni: u32, n: usize| {
+        let header =
+            format!("\\x08\\x00\\x00\\x00\\x{:02x}\\x{:02x}\\x{:02x}\\x00", vni >> 16, (vni >> 8) & 0xff, vni & 0xff);
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('127.0.0.1',0))\nfor _ in range({n}): s.sendto(b'{header}'+b'inner frame',('127.0.0.1',4789))"
+        );
+        ns.exec(&["python3", "-c", &script]);
+    };
+    send(42, 3);
+    send(43, 1);
+    let check = dp.check().await.expect("check");
+    assert_eq!(check.arrivals[&(web.clone(), h1.clone())].packets, 3, "{:?}", check.arrivals);
+    assert_eq!(check.arrivals[&(web, h2)].packets, 0);
+    assert_eq!(check.arrivals[&(db, h1)].packets, 0);
+    assert!(check.counters.is_empty(), "a collector mirrors nothing");
+    assert!(check.read_at.is_some());
+
+    dp.apply(&RuleSet::new(3, vec![]).expect("empty")).await.expect("remove");
+    assert!(!ns.save().contains("TEEFLEET") && !ns.save6().contains("TEEFLEET"));
     assert_eq!(ns.foreign(), foreign);
 }

@@ -69,7 +69,7 @@ proptest! {
         version in prop_oneof![0..=RuleSet::MAX_VERSION, any::<u64>()],
         rules in vec(any_rule(), 0..6),
     ) {
-        match RuleSet::try_from(pb::RuleSet { version, rules: rules.clone(), collector: false }) {
+        match RuleSet::try_from(pb::RuleSet { version, rules: rules.clone(), collector: false, arrivals: vec![] }) {
             Ok(set) => {
                 prop_assert_eq!(set.version(), version);
                 prop_assert!(set.rules().len() <= rules.len());
@@ -96,8 +96,8 @@ proptest! {
         let mut rules: Vec<pb::MirrorRule> = set.rules().iter().map(pb::MirrorRule::from).collect();
         let i = at.index(rules.len() + 1);
         rules.insert(i, bad.clone());
-        let alone = RuleSet::try_from(pb::RuleSet { version: 1, rules: vec![bad], collector: false });
-        let whole = RuleSet::try_from(pb::RuleSet { version: 1, rules, collector: false });
+        let alone = RuleSet::try_from(pb::RuleSet { version: 1, rules: vec![bad], collector: false, arrivals: vec![] });
+        let whole = RuleSet::try_from(pb::RuleSet { version: 1, rules, collector: false, arrivals: vec![] });
         match alone {
             // Never a partial set: one refused rule refuses all, and names its index.
             Err(e) => {

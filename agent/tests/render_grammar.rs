@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use teefleet_agent::firewall::{
     Family, Observed,
-    layout::{ByHook, Hook},
+    layout::{ByHook, Hook, Owner},
     observe::session_of,
     plan::{expected_sessions, plan},
     render::{render_rule, render_rules, rules_of},
@@ -168,7 +168,12 @@ proptest! {
             let chains: Vec<bool> = lines.iter().map(|l| l.starts_with("-A TEEFLEET-PRE ")).collect();
             prop_assert!(chains.windows(2).all(|w| w[0] >= w[1]), "{:?}", lines);
             let expected =
-                expected_sessions(&set, family).map(|s| s.into_iter().flatten().cloned().collect::<Vec<_>>());
+                expected_sessions(&set, family).map(|owners| {
+                    owners
+                        .into_iter()
+                        .filter_map(|o| if let Owner::Session(s) = o { Some(s) } else { None })
+                        .collect::<Vec<_>>()
+                });
             prop_assert_eq!(sessions, expected);
 
             let text = plan(&lines, &Observed::default());

@@ -116,7 +116,7 @@ fn push(version: u64, gateway: &str) -> pb::RuleSet {
             peer_cidr: String::new(),
             ..Default::default()
         }],
-        collector: false,
+        ..Default::default()
     }
 }
 
@@ -264,6 +264,7 @@ async fn queued_events_counters_and_repairs_reach_the_controller() {
             drift: "chain TEEFLEET-PRE was flushed".into(),
         }],
         counters: [("web".parse().expect("name"), Counter { packets: 7, bytes: 700 })].into(),
+        ..Check::default()
     };
     let mut agent = Agent::new(dp.clone(), StateStore::new(dir.path()), Duration::from_secs(5));
     agent.restore().await;

@@ -30,6 +30,10 @@ pub fn proto_session() -> v1::Session {
                 bytes_per_second: 2048.0,
                 from_tags: false,
                 source_dest_check: String::new(),
+                sent_packets: Some(1000),
+                delivered_packets: Some(700),
+                loss_ratio: Some(0.3),
+                delivery_unknown: String::new(),
             },
             v1::SessionHostStatus {
                 host_id: "i-src2".into(),
@@ -38,6 +42,7 @@ pub fn proto_session() -> v1::Session {
                 error: "iptables-restore: TEE target not supported".into(),
                 desired_version: 2,
                 applied_version: 1,
+                delivery_unknown: "i-src2 has not reported for 45 s".into(),
                 ..Default::default()
             },
         ],
@@ -52,6 +57,12 @@ pub fn proto_session() -> v1::Session {
         bytes: 1536 * 1024,
         packets_per_second: 2.5,
         bytes_per_second: 2048.0,
+        sent_packets: Some(1000),
+        delivered_packets: Some(700),
+        loss_ratio: Some(0.3),
+        window_seconds: 60,
+        max_loss: 0.01,
+        delivery_unknown: "the total covers 1 of 2 sources; the others' delivery is unknown".into(),
     }
 }
 
@@ -103,6 +114,13 @@ pub fn proto_tag_session() -> v1::Session {
         ..Default::default()
     };
     p.hosts = vec![host("i-named", false), host("i-web1", true), host("i-web2", true)];
+    // Its collector runs no agent: nothing counts what arrives.
+    let absent = "collector i-col has no agent: nothing counts what arrives there";
+    for h in &mut p.hosts {
+        h.delivery_unknown = absent.into();
+    }
+    (p.sent_packets, p.delivered_packets, p.loss_ratio) = (None, None, None);
+    p.delivery_unknown = absent.into();
     p
 }
 

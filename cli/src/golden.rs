@@ -226,7 +226,11 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
         "packets_per_second": 2.5,
         "bytes_per_second": 2048.0,
         "from_tags": false,
-        "source_dest_check": null
+        "source_dest_check": null,
+        "sent_packets": 1000,
+        "delivered_packets": 700,
+        "loss_ratio": 0.3,
+        "delivery_unknown": null
       },
       {
         "host_id": "i-src2",
@@ -240,7 +244,11 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
         "packets_per_second": 0.0,
         "bytes_per_second": 0.0,
         "from_tags": false,
-        "source_dest_check": null
+        "source_dest_check": null,
+        "sent_packets": null,
+        "delivered_packets": null,
+        "loss_ratio": null,
+        "delivery_unknown": "i-src2 has not reported for 45 s"
       }
     ],
     "problems": [
@@ -250,7 +258,13 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
     "packets": 1000,
     "bytes": 1572864,
     "packets_per_second": 2.5,
-    "bytes_per_second": 2048.0
+    "bytes_per_second": 2048.0,
+    "sent_packets": 1000,
+    "delivered_packets": 700,
+    "loss_ratio": 0.3,
+    "window_seconds": 60,
+    "max_loss": 0.01,
+    "delivery_unknown": "the total covers 1 of 2 sources; the others' delivery is unknown"
   },
   {
     "name": "db",
@@ -288,7 +302,11 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
         "packets_per_second": 0.0,
         "bytes_per_second": 0.0,
         "from_tags": false,
-        "source_dest_check": "disabled"
+        "source_dest_check": "disabled",
+        "sent_packets": null,
+        "delivered_packets": null,
+        "loss_ratio": null,
+        "delivery_unknown": "collector i-col has no agent: nothing counts what arrives there"
       },
       {
         "host_id": "i-web1",
@@ -302,7 +320,11 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
         "packets_per_second": 0.0,
         "bytes_per_second": 0.0,
         "from_tags": true,
-        "source_dest_check": "disabled"
+        "source_dest_check": "disabled",
+        "sent_packets": null,
+        "delivered_packets": null,
+        "loss_ratio": null,
+        "delivery_unknown": "collector i-col has no agent: nothing counts what arrives there"
       },
       {
         "host_id": "i-web2",
@@ -316,7 +338,11 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
         "packets_per_second": 0.0,
         "bytes_per_second": 0.0,
         "from_tags": true,
-        "source_dest_check": null
+        "source_dest_check": null,
+        "sent_packets": null,
+        "delivered_packets": null,
+        "loss_ratio": null,
+        "delivery_unknown": "collector i-col has no agent: nothing counts what arrives there"
       }
     ],
     "problems": [],
@@ -324,7 +350,13 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
     "packets": 9,
     "bytes": 540,
     "packets_per_second": 0.0,
-    "bytes_per_second": 0.0
+    "bytes_per_second": 0.0,
+    "sent_packets": null,
+    "delivered_packets": null,
+    "loss_ratio": null,
+    "window_seconds": 60,
+    "max_loss": 0.01,
+    "delivery_unknown": "collector i-col has no agent: nothing counts what arrives there"
   }
 ]
 "#
@@ -348,12 +380,16 @@ Port:      80-90
 Peers:     10.0.0.0/8, 192.168.0.0/16
 Sample:    0.01
 Max pps:   500
+Verified:  clones delivered over the last 60 s, degraded above 1% lost; the total covers 1 of 2 sources; the others' delivery is unknown
 Created:   2025-01-02T03:04:05Z
 
-HOST    APPLIED  CONNECTED  DESIRED  HOST-VERSION  PACKETS  BYTES    PKT/S  BYTES/S    ERROR
-i-src1  yes      yes        3        3             1000     1.5 MiB  2.5    2.0 KiB/s  -
-i-src2  no       no         2        1             0        0 B      0.0    0 B/s      iptables-restore: TEE target not supported
-TOTAL                                              1000     1.5 MiB  2.5    2.0 KiB/s
+HOST    APPLIED  CONNECTED  DESIRED  HOST-VERSION  PACKETS  BYTES    PKT/S  BYTES/S    DELIVERED            ERROR
+i-src1  yes      yes        3        3             1000     1.5 MiB  2.5    2.0 KiB/s  700/1000 (30% lost)  -
+i-src2  no       no         2        1             0        0 B      0.0    0 B/s      unknown              iptables-restore: TEE target not supported
+TOTAL                                              1000     1.5 MiB  2.5    2.0 KiB/s  700/1000 (30% lost)
+
+Delivery unknown:
+  - i-src2 has not reported for 45 s
 
 Problems:
   - ec2: ModifyInstanceAttribute throttled
@@ -381,13 +417,17 @@ Port:        any
 Peers:       any
 Sample:      all packets
 Max pps:     no cap
+Verified:    clones delivered over the last 60 s, degraded above 1% lost; collector i-col has no agent: nothing counts what arrives there
 Created:     2025-01-02T03:04:05Z
 
-HOST     ORIGIN  APPLIED  CONNECTED  DESIRED  HOST-VERSION  SRC/DST-CHECK  PACKETS  BYTES  PKT/S  BYTES/S  ERROR
-i-named  named   yes      yes        7        7             disabled       3        180 B  0.0    0 B/s    -
-i-web1   tag     yes      yes        7        7             disabled       6        360 B  0.0    0 B/s    -
-i-web2   tag     no       no         7        0             -              0        0 B    0.0    0 B/s    -
-TOTAL                                                                      9        540 B  0.0    0 B/s
+HOST     ORIGIN  APPLIED  CONNECTED  DESIRED  HOST-VERSION  SRC/DST-CHECK  PACKETS  BYTES  PKT/S  BYTES/S  DELIVERED  ERROR
+i-named  named   yes      yes        7        7             disabled       3        180 B  0.0    0 B/s    unknown    -
+i-web1   tag     yes      yes        7        7             disabled       6        360 B  0.0    0 B/s    unknown    -
+i-web2   tag     no       no         7        0             -              0        0 B    0.0    0 B/s    unknown    -
+TOTAL                                                                      9        540 B  0.0    0 B/s    unknown
+
+Delivery unknown:
+  - collector i-col has no agent: nothing counts what arrives there
 "#
     );
     assert_eq!(value(&json), value(&shown(&sessions()).1)[1], "the object is the list's element");

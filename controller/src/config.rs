@@ -71,6 +71,12 @@ pub struct Config {
     #[arg(long, env = "FLEET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = teefleet_model::parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// How far back a session's delivery compares what its sources sent with what its
+    /// collector counted (10s to 5m).
+    #[arg(long, env = "FLEET_DELIVERY_WINDOW", value_name = "DURATION", default_value = "60s",
+          value_parser = teefleet_model::parse_duration)]
+    pub delivery_window: Duration,
+
     /// Where to serve Prometheus /metrics; `off` disables it.
     #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9478")]
     pub metrics_listen: Listen,
@@ -102,7 +108,17 @@ pub enum CaCommand {
     Pin,
 }
 
+const DELIVERY_WINDOW_MIN: Duration = Duration::from_secs(10);
+const DELIVERY_WINDOW_MAX: Duration = Duration::from_secs(300);
+
 impl Config {
+    /// How sessions' delivery is judged: over the window, and a host whose counters are
+    /// older than the liveness window has gone silent.
+    pub fn delivery_window(&self) -> crate::delivery::Window {
+        let length = chrono::TimeDelta::from_std(self.delivery_window).unwrap_or(chrono::TimeDelta::seconds(60));
+        crate::delivery::Window { length, silent_after: chrono::TimeDelta::seconds(crate::store::LIVENESS_SECS as i64) }
+    }
+
     /// Flag combinations clap cannot check.
     pub fn check(&self) -> Result<(), String> {
         if self.database_url.is_empty() {
@@ -113,6 +129,15 @@ impl Config {
                 "--insecure serves plaintext without authentication; on {} anyone who can reach it controls \
                  mirroring. Listen on loopback, drop --insecure, or add --allow-insecure-remote",
                 self.listen
+            ));
+        }
+        if !(DELIVERY_WINDOW_MIN..=DELIVERY_WINDOW_MAX).contains(&self.delivery_window) {
+            return Err(format!(
+                "--delivery-window must be between {}s and {}s: agents report every 10s by default, and counter \
+                 samples are kept for {}s",
+                DELIVERY_WINDOW_MIN.as_secs(),
+                DELIVERY_WINDOW_MAX.as_secs(),
+                crate::heartbeat::SAMPLES_KEPT.as_secs()
             ));
         }
         if let Some(t) = self.bootstrap_token.as_ref().filter(|t| t.len() < crate::auth::MIN_BOOTSTRAP_LEN) {

@@ -5,7 +5,7 @@
 //! database outage loses no dataplane change; so does a host whose row a recompile held.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -14,12 +14,21 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{report::Health, store::Store};
+use crate::{
+    report::{CounterSample, Health},
+    store::Store,
+};
 
 /// How long a report may wait to be stored: well inside the 30 s liveness window.
 const FLUSH: Duration = Duration::from_secs(1);
 /// Reports queued between the streams and the writer before a stream waits.
 const QUEUE: usize = 16 * 1024;
+/// How long counter samples are kept: twice the longest delivery window, and then some.
+pub const SAMPLES_KEPT: Duration = Duration::from_secs(15 * 60);
+/// How often samples older than that are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Samples kept while the database cannot take them: two minutes of 10 000 agents.
+const MAX_PENDING_SAMPLES: usize = 120_000;
 
 /// Where streams send their reports; cheap to clone.
 #[derive(Clone)]
@@ -39,6 +48,18 @@ impl Heartbeats {
         if self.tx.send((host, health)).await.is_err() {
             debug!("health writer stopped; report dropped");
         }
+    }
+}
+
+/// Takes a report's counter sample apart from the report: the latest report per host is
+/// enough for the host's row, but delivery needs every reading. The oldest go first when
+/// the database has been away for long.
+fn sample(samples: &mut VecDeque<(HostId, CounterSample)>, host: &HostId, health: &mut Health) {
+    if let Some(sample) = health.sample.take() {
+        if samples.len() == MAX_PENDING_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((host.clone(), sample));
     }
 }
 
@@ -66,20 +87,32 @@ async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown:
     let mut tick = tokio::time::interval(FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut samples = VecDeque::new();
+    let mut pruned = tokio::time::Instant::now();
     loop {
         let last = tokio::select! {
             () = shutdown.cancelled() => true,
             _ = tick.tick() => false,
             report = rx.recv() => match report {
-                Some((host, health)) => {
+                Some((host, mut health)) => {
+                    sample(&mut samples, &host, &mut health);
                     merge(&mut pending, host, health);
                     continue;
                 }
                 None => true,
             },
         };
-        while let Ok((host, health)) = rx.try_recv() {
+        while let Ok((host, mut health)) = rx.try_recv() {
+            sample(&mut samples, &host, &mut health);
             merge(&mut pending, host, health);
+        }
+        if !samples.is_empty() {
+            let batch: Vec<(HostId, CounterSample)> = samples.drain(..).collect();
+            if let Err(e) = store.add_counter_samples(&batch).await {
+                debug!(error = %e, samples = batch.len(), "could not store counter samples; keeping them");
+                samples.extend(batch);
+                samples.drain(..samples.len().saturating_sub(MAX_PENDING_SAMPLES));
+            }
         }
         if !pending.is_empty() {
             let batch: Vec<(HostId, Health)> = pending.drain().collect();
@@ -102,6 +135,13 @@ async fn write(store: Store, mut rx: mpsc::Receiver<(HostId, Health)>, shutdown:
                     }
                     keep(&mut pending, batch);
                 }
+            }
+        }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            match store.prune_counter_samples(SAMPLES_KEPT).await {
+                Ok(deleted) => debug!(deleted, "pruned counter samples"),
+                Err(e) => debug!(error = %e, "could not prune counter samples; next time"),
             }
         }
         if last {

@@ -11,6 +11,7 @@ mod budget;
 pub mod cloud;
 mod config;
 mod connections;
+pub mod delivery;
 pub mod ec2_errors;
 mod fanout;
 pub mod grpc;
@@ -177,6 +178,7 @@ pub async fn run(
         cloud: cloud.clone(),
         hub: hub.clone(),
         shutdown: shutdown.clone(),
+        delivery: config.delivery_window(),
     };
     let ec2_wake = Arc::new(tokio::sync::Notify::new());
     let fanout =

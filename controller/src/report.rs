@@ -2,7 +2,7 @@
 //! and the events they saw (the model's types, which bound themselves; `teefleet-proto`
 //! decodes them), and what the controller keeps of them.
 
-pub use teefleet_model::report::{Dataplane, HostEvent, SessionCounters, Traffic};
+pub use teefleet_model::report::{ArrivalCounters, Dataplane, HostEvent, SessionCounters, Traffic};
 
 /// The most events kept per host; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS_PER_HOST: i64 = 50;
@@ -15,6 +15,21 @@ pub struct Health {
     pub counters: Vec<SessionCounters>,
     /// Only set when it differs from what is stored, to spare the write.
     pub dataplane: Option<Dataplane>,
+    /// The counters as read at one time, kept to compare delivery; `None` when the host
+    /// counts nothing.
+    pub sample: Option<CounterSample>,
+}
+
+/// One Health's counters, kept for a while so delivery can be compared over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CounterSample {
+    /// When the counters were read, on the controller's clock: the report's arrival less
+    /// the age the agent gave.
+    pub read_at: chrono::DateTime<chrono::Utc>,
+    /// A source's mirrored clones per session.
+    pub sent: Vec<SessionCounters>,
+    /// A collector's arrivals per session and source host.
+    pub arrived: Vec<ArrivalCounters>,
 }
 
 #[cfg(test)]

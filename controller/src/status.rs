@@ -4,6 +4,7 @@
 use teefleet_model::{Encap, HostId};
 
 use crate::{
+    delivery::SessionDelivery,
     report::Traffic,
     store::{SdcState, SessionRecord, SourceStatus},
 };
@@ -40,6 +41,21 @@ pub struct StatusView {
     pub problems: Vec<String>,
     /// The session's traffic summed over its hosts.
     pub total: Traffic,
+    /// What reached the collector; `None` until [`StatusView::with_delivery`].
+    pub delivery: Option<SessionDelivery>,
+}
+
+impl StatusView {
+    /// The view with the session's delivery: a source losing more clones than the session
+    /// may makes it degraded, saying how much; unknown delivery is shown, not a problem.
+    pub fn with_delivery(mut self, delivery: SessionDelivery) -> Self {
+        if !delivery.losses.is_empty() {
+            self.state = SessionState::Degraded;
+            self.problems.extend(delivery.losses.iter().cloned());
+        }
+        self.delivery = Some(delivery);
+        self
+    }
 }
 
 pub fn session_status(record: &SessionRecord) -> StatusView {
@@ -87,7 +103,7 @@ pub fn session_status(record: &SessionRecord) -> StatusView {
         problems.push(format!("waiting for Source/Dest Check to be disabled on {}", waiting.join(", ")));
     }
     let total = Traffic::total(hosts.iter().map(|h| &h.traffic));
-    StatusView { state, hosts, problems, total }
+    StatusView { state, hosts, problems, total, delivery: None }
 }
 
 fn host_view(s: &SourceStatus) -> HostView {
@@ -152,6 +168,7 @@ mod tests {
             collector_ec2_error: ec2_error.map(str::to_owned),
             sources,
             resolve_problem: None,
+            collector_agent: crate::delivery::CollectorAgent::Present,
         }
     }
 

@@ -51,6 +51,7 @@ fn create_vxlan(name: &str, sources: &[&str], collector: &str, filter: Option<pb
         source_tags: Vec::new(),
         vni: 0,
         disable_source_check: false,
+        max_loss: None,
     }
 }
 
@@ -350,6 +351,7 @@ async fn agent_reports_show_in_get_host_and_session_counters() {
             counters: vec![counters("web", 100, 10.0), counters("bad name!", 1, 1.0)],
             drift_repairs: 3,
             dataplane: Some(pb::Dataplane { problems: vec!["ip6tables: TEE missing".into()], ..dataplane.clone() }),
+            ..Default::default()
         }))
         .await;
     other
@@ -732,4 +734,108 @@ async fn a_collector_that_is_not_an_instance_is_registered_by_name() {
         .await
         .expect("removed without EC2");
     ctl.stop().await;
+}
+
+/// A collector's agent is told which clones to count (the session's VNI from each source
+/// address), and `session get` compares what the sources sent with what it counted, over
+/// the window, at the times each was read: degraded above the session's limit, unknown
+/// when the collector's agent says nothing.
+#[tokio::test]
+async fn delivery_compares_what_sources_sent_with_what_the_collector_counted() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start_with(url, cloud(), &["--delivery-window", "10s"]).await;
+    add_collector_with(&ctl.channel, COLLECTOR, "vxlan").await;
+    let hello = |host: &str, addresses: &[&str]| pb::Hello {
+        host_id: host.into(),
+        agent_version: "test".into(),
+        addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    };
+    let mut collector = Agent::hello(&ctl.channel, hello(COLLECTOR, &["10.9.0.100"])).await;
+    let set = collector.next_rule_set().await;
+    assert!(set.collector && set.arrivals.is_empty(), "{set:?}");
+    collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    let mut source = Agent::hello(&ctl.channel, hello(SOURCE, &["10.9.0.10", "fe80::1", "2001:db8::10"])).await;
+    let mut other = Agent::hello(&ctl.channel, hello(OTHER, &["10.9.0.11"])).await;
+    let created = SessionServiceClient::new(ctl.channel.clone())
+        .create_session(pb::CreateSessionRequest {
+            max_loss: Some(0.05),
+            ..create_vxlan("web", &[SOURCE, OTHER], COLLECTOR, None)
+        })
+        .await
+        .expect("created")
+        .into_inner();
+    assert_eq!(created.max_loss, 0.05);
+    for agent in [&mut source, &mut other] {
+        let set = agent.next_rule_set().await;
+        agent.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    }
+    // The collector counts the session's VNI from each source's IPv4 address, the family
+    // its tunnel uses.
+    let set = collector.next_rule_set().await;
+    let counted: Vec<(&str, &str, u32)> =
+        set.arrivals.iter().map(|a| (a.source.as_str(), a.address.as_str(), a.vni)).collect();
+    assert_eq!(counted, [(SOURCE, "10.9.0.10", created.vni), (OTHER, "10.9.0.11", created.vni)]);
+    collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
+
+    // Nothing reported yet: unknown, not lost.
+    let s = session(&ctl.channel, "web").await;
+    assert_eq!((s.state, s.loss_ratio), (pb::SessionState::Active as i32, None), "{s:?}");
+    assert!(s.hosts.iter().all(|h| !h.delivery_unknown.is_empty()), "{s:?}");
+
+    // Readings 8 s and 0 s ago. SOURCE sent 1000 and 1000 arrived; OTHER sent 1000 and
+    // 700 arrived. The collector read its counters 1 s after the sources: skew, not loss.
+    let sent = |packets| vec![counters("web", packets, 0.0)];
+    let arrived = |from_source, from_other| {
+        vec![
+            pb::ArrivalCounters { session: "web".into(), source: SOURCE.into(), packets: from_source, bytes: 0 },
+            pb::ArrivalCounters { session: "web".into(), source: OTHER.into(), packets: from_other, bytes: 0 },
+        ]
+    };
+    for (age, s_sent, o_sent, c_source, c_other) in [(9_000, 0, 0, 125, 88), (1_000, 1000, 1000, 1125, 788)] {
+        source
+            .send(Msg::Health(pb::Health { counters: sent(s_sent), counters_age_ms: age, ..Default::default() }))
+            .await;
+        other
+            .send(Msg::Health(pb::Health { counters: sent(o_sent), counters_age_ms: age, ..Default::default() }))
+            .await;
+        let arrivals = arrived(c_source, c_other);
+        collector.send(Msg::Health(pb::Health { arrivals, counters_age_ms: age - 1_000, ..Default::default() })).await;
+    }
+    let s = eventually(10, "delivery is compared", || async {
+        let s = session(&ctl.channel, "web").await;
+        s.loss_ratio.is_some().then_some(s)
+    })
+    .await;
+    let by_host = |id: &str| s.hosts.iter().find(|h| h.host_id == id).expect("host").clone();
+    let (src, oth) = (by_host(SOURCE), by_host(OTHER));
+    // Over the 7 s both cover, at 125 packets a second: 875 sent by each (give or take the
+    // milliseconds between the reports' arrivals, which time the readings).
+    let near = |got: Option<u64>, want: u64| got.is_some_and(|g| g.abs_diff(want) <= 3);
+    assert!(near(src.sent_packets, 875) && near(src.delivered_packets, 875), "{s:?}");
+    assert!(src.loss_ratio.is_some_and(|l| l < 0.01), "{s:?}");
+    assert!(near(oth.sent_packets, 875) && near(oth.delivered_packets, 613), "{s:?}");
+    assert!((oth.loss_ratio.expect("ratio") - 0.3).abs() < 0.01, "{s:?}");
+    assert!(near(s.sent_packets, 1750) && near(s.delivered_packets, 1488) && s.window_seconds == 10, "{s:?}");
+    assert_eq!(s.state, pb::SessionState::Degraded as i32);
+    assert_eq!(s.problems, [format!("30 % of the clones from {OTHER} were lost over the last 10 s")]);
+
+    // The collector's agent goes away while the sources go on: delivery is unknown, and
+    // the loss is no longer claimed.
+    drop(collector);
+    let mut s_sent = 1000;
+    let s = eventually(45, "a silent collector makes delivery unknown", || {
+        s_sent += 100;
+        let (source, other, channel) = (&source, &other, &ctl.channel);
+        async move {
+            for agent in [source, other] {
+                agent.send(Msg::Health(pb::Health { counters: sent(s_sent), ..Default::default() })).await;
+            }
+            let s = session(channel, "web").await;
+            (s.loss_ratio.is_none() && s.sent_packets.is_none()).then_some(s)
+        }
+    })
+    .await;
+    assert!(s.delivery_unknown.contains(&format!("collector {COLLECTOR}'s agent has not reported")), "{s:?}");
+    assert_eq!(s.state, pb::SessionState::Active as i32, "{s:?}");
 }

@@ -185,6 +185,7 @@ async fn agent_reports_are_stored_and_shown_per_session() {
                     SessionCounters { session: "web".parse().expect("name"), traffic: traffic(100) },
                 ],
                 dataplane: None,
+                ..Health::default()
             },
         )
         .await

@@ -424,6 +424,8 @@ fn health_report(applied: Option<&pb::RuleSet>) -> pb::Health {
             .collect(),
         drift_repairs: 0,
         dataplane: Some(dataplane()),
+        arrivals: Vec::new(),
+        counters_age_ms: 0,
     }
 }
 
@@ -442,7 +444,12 @@ mod tests {
     #[test]
     fn health_counts_each_session_once() {
         let rule = |s: &str| pb::MirrorRule { session: s.to_owned(), ..Default::default() };
-        let set = pb::RuleSet { version: 7, rules: vec![rule("b"), rule("a"), rule("b")], collector: false };
+        let set = pb::RuleSet {
+            version: 7,
+            rules: vec![rule("b"), rule("a"), rule("b")],
+            collector: false,
+            arrivals: vec![],
+        };
         let h = health_report(Some(&set));
         assert_eq!((h.applied_version, h.rule_count), (7, 3));
         assert_eq!(h.counters.iter().map(|c| c.session.as_str()).collect::<Vec<_>>(), ["a", "b"]);

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{
-    Direction, Filter, HostId, IpFamily, MirrorRule, RuleDirection, SessionName, Tunnel, ValidationError, Vni,
+    Arrival, Direction, Filter, HostId, IpFamily, MirrorRule, RuleDirection, SessionName, Tunnel, ValidationError, Vni,
 };
 
 /// What the compiler needs of one session: its sources, its filter, where its collector is
@@ -13,6 +13,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct CompileInput {
     pub name: SessionName,
+    /// The collector's host, whose agent counts what arrives.
+    pub collector: HostId,
     pub sources: Vec<HostId>,
     pub collector_ips: Vec<IpAddr>,
     pub filter: Filter,
@@ -37,6 +39,53 @@ pub fn compile(sessions: &[CompileInput]) -> Result<BTreeMap<HostId, Vec<MirrorR
     Ok(out)
 }
 
+/// What each collector's agent counts: per session, per source host and per address it
+/// sends from, the clones arriving. A VXLAN clone's outer source is the source's address of
+/// the tunnel's family; a raw clone keeps the headers of the packet, so each address of a
+/// family the collector takes is counted. Addresses that cannot be a source of clones
+/// (loopback, link-local, multicast) are skipped; a source with none is not counted.
+pub fn compile_arrivals(
+    sessions: &[CompileInput],
+    addresses: &BTreeMap<HostId, Vec<IpAddr>>,
+) -> BTreeMap<HostId, Vec<Arrival>> {
+    let mut out: BTreeMap<HostId, Vec<Arrival>> = BTreeMap::new();
+    for s in sessions {
+        let families: Vec<IpFamily> = match s.vni {
+            Some(_) => outer_remote(s).map(IpFamily::of).into_iter().collect(),
+            None => s.collector_ips.iter().copied().map(IpFamily::of).collect(),
+        };
+        let arrivals = out.entry(s.collector.clone()).or_default();
+        for source in &s.sources {
+            let from = addresses
+                .get(source)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|ip| families.contains(&IpFamily::of(*ip)) && sends_clones(*ip));
+            arrivals.extend(from.map(|ip| Arrival::new(s.name.clone(), source.clone(), ip, s.vni)));
+        }
+    }
+    for arrivals in out.values_mut() {
+        arrivals.sort();
+        arrivals.dedup();
+    }
+    out
+}
+
+fn sends_clones(ip: IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local)
+}
+
+/// The collector address a session's VXLAN tunnel leads to: its IPv4 address, or its IPv6
+/// address if it has no IPv4 one.
+fn outer_remote(s: &CompileInput) -> Option<IpAddr> {
+    s.collector_ips.iter().find(|ip| ip.is_ipv4()).or(s.collector_ips.first()).copied()
+}
+
 fn directions(s: &CompileInput) -> &'static [RuleDirection] {
     match s.filter.direction() {
         Direction::Ingress => &[RuleDirection::Ingress],
@@ -58,8 +107,7 @@ fn session_rules(s: &CompileInput) -> Result<Vec<MirrorRule>, ValidationError> {
 /// VXLAN: both families' traffic (or the families of the filter's CIDRs) goes into one
 /// tunnel to the collector's IPv4 address, or its IPv6 address if it has no IPv4 one.
 fn tunnelled_rules(s: &CompileInput, vni: Vni) -> Result<Vec<MirrorRule>, ValidationError> {
-    let remote = s.collector_ips.iter().find(|ip| ip.is_ipv4()).or(s.collector_ips.first()).copied();
-    let remote = remote.ok_or_else(|| ValidationError::new("collector", "the collector has no address"))?;
+    let remote = outer_remote(s).ok_or_else(|| ValidationError::new("collector", "the collector has no address"))?;
     let tunnel = Tunnel::new(vni, remote)?;
     let mut rules = Vec::new();
     for family in [IpFamily::Ipv4, IpFamily::Ipv6] {
@@ -127,6 +175,7 @@ mod tests {
     fn input(name: &str, sources: &[&str], collector: &str, filter: Filter) -> CompileInput {
         CompileInput {
             name: name.parse().expect("name"),
+            collector: "c1".parse().expect("host"),
             sources: sources.iter().map(|s| s.parse().expect("host")).collect(),
             collector_ips: collector.split(',').map(|ip| ip.parse().expect("ip")).collect(),
             filter,
@@ -248,6 +297,33 @@ mod tests {
         let out = compile(&[s]).expect("compiles");
         assert_eq!(out.len(), crate::limits::MAX_SESSION_HOSTS);
         assert!(out.values().all(|rules| rules.len() == 2));
+    }
+
+    #[test]
+    fn collectors_count_each_source_address_of_the_family_their_clones_arrive_in() {
+        let addresses: BTreeMap<HostId, Vec<IpAddr>> =
+            [("h1", vec!["10.0.1.5", "fd00::5", "fe80::1", "127.0.0.1"]), ("h2", vec!["10.0.1.6"]), ("h3", vec![])]
+                .into_iter()
+                .map(|(h, ips)| (h.parse().expect("host"), ips.into_iter().map(|ip| ip.parse().expect("ip")).collect()))
+                .collect();
+        let tunnelled = vxlan("t", &["h1", "h2", "h3", "h4"], "fd00::9,10.0.0.9", 42, Filter::default());
+        let raw = input("r", &["h1"], "10.0.0.9,fd00::9", Filter::default());
+        let out = compile_arrivals(&[tunnelled, raw], &addresses);
+        let shown: Vec<String> = out[&"c1".parse().expect("host")]
+            .iter()
+            .map(|a| format!("{} {} {} {:?}", a.session(), a.source(), a.from(), a.vni().map(Vni::get)))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "r h1 10.0.1.5 None",
+                "r h1 fd00::5 None",
+                // IPv4 outer headers only: the tunnel leads to the collector's IPv4 address.
+                "t h1 10.0.1.5 Some(42)",
+                "t h2 10.0.1.6 Some(42)",
+            ]
+        );
+        assert!(compile_arrivals(&[], &addresses).is_empty());
     }
 
     #[test]

@@ -436,6 +436,7 @@ fn compile_input(index: usize) -> impl Strategy<Value = CompileInput> {
     )
         .prop_map(move |(sources, collector_ips, filter)| CompileInput {
             vni: None,
+            collector: "collector".parse().expect("a host id"),
             name: format!("s{index}").parse().expect("a session name"),
             sources: sources.into_iter().map(|h| h.parse().expect("a host id")).collect(),
             collector_ips,

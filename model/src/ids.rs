@@ -133,6 +133,13 @@ string_id!(
     }
 );
 
+impl From<&CollectorId> for HostId {
+    /// The host whose agent runs on the collector: same alphabet and length.
+    fn from(id: &CollectorId) -> Self {
+        HostId(id.0.clone())
+    }
+}
+
 impl From<InstanceId> for HostId {
     fn from(id: InstanceId) -> Self {
         // An instance id always satisfies the host id alphabet and length.

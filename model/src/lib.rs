@@ -5,6 +5,7 @@
 //! check their input, so a value that reaches a rule has already been validated. There is
 //! no transport (tonic, sqlx, AWS) in this crate; conversions live at the edges.
 
+mod arrival;
 mod compile;
 mod delivery;
 mod duration;
@@ -12,6 +13,7 @@ mod error;
 mod filter;
 mod ids;
 mod listen;
+mod loss;
 pub mod report;
 mod rule;
 mod selector;
@@ -24,13 +26,15 @@ mod throttle;
 #[cfg(test)]
 mod hostile_input;
 
-pub use compile::{CompileInput, compile};
+pub use arrival::Arrival;
+pub use compile::{CompileInput, compile, compile_arrivals};
 pub use delivery::{Delivery, Encap, IpFamily, Tunnel, Vni};
 pub use duration::{parse_duration, parse_duration_or_seconds};
 pub use error::ValidationError;
 pub use filter::{Cidr, Direction, Filter, PortRange, Protocol, check_collector_ipv6, check_gateway};
 pub use ids::{CollectorId, EventKind, HostId, InstanceId, SessionName};
 pub use listen::Listen;
+pub use loss::MaxLoss;
 pub use rule::{MirrorRule, RuleDirection, RuleSet};
 pub use selector::{TagSelector, carries_all};
 pub use session::SessionSpec;
@@ -49,4 +53,6 @@ pub mod limits {
     pub const MAX_SESSION_HOSTS: usize = 20_000;
     pub const MAX_CIDRS: usize = 32;
     pub const MAX_RULES: usize = 10_000;
+    /// Arrivals one collector counts: a source address per session and source host.
+    pub const MAX_ARRIVALS: usize = 40_000;
 }

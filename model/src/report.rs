@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EventKind, SessionName, ValidationError, text::printable};
+use crate::{EventKind, HostId, SessionName, ValidationError, text::printable};
 
 /// The most problems kept from one dataplane report.
 pub const MAX_PROBLEMS: usize = 16;
@@ -157,6 +157,26 @@ pub struct SessionCounters {
     #[serde(flatten)]
     pub traffic: Traffic,
 }
+
+/// What a collector counted of one session's clones from one source host, cumulative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Arrived {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// [`Arrived`] for one session and source host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrivalCounters {
+    pub session: SessionName,
+    pub source: HostId,
+    #[serde(flatten)]
+    pub arrived: Arrived,
+}
+
+/// The most arrival counters kept from one report: one per session and source host a
+/// collector can be asked to count.
+pub const MAX_ARRIVAL_COUNTERS: usize = crate::limits::MAX_ARRIVALS;
 
 /// Something an agent did or saw on its own, such as repairing drifted rules.
 #[derive(Debug, Clone, PartialEq, Eq)]

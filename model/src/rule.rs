@@ -3,7 +3,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Cidr, Delivery, IpFamily, PortRange, Protocol, SessionName, Throttle, Tunnel, ValidationError, Vni,
+    Arrival, Cidr, Delivery, IpFamily, PortRange, Protocol, SessionName, Throttle, Tunnel, ValidationError, Vni,
     filter::check_gateway, limits,
 };
 
@@ -223,6 +223,8 @@ pub struct RuleSet {
     /// The host is a VXLAN collector: it takes clones on port 4789 and offers them
     /// decapsulated on a local device.
     collector: bool,
+    /// On a collector: the clones it counts as they arrive, sorted and unique.
+    arrivals: Vec<Arrival>,
 }
 
 impl RuleSet {
@@ -257,7 +259,24 @@ impl RuleSet {
                 ));
             }
         }
-        Ok(Self { version, rules, collector: false })
+        Ok(Self { version, rules, collector: false, arrivals: Vec::new() })
+    }
+
+    /// The same set counting `arrivals` (a collector's), sorted and de-duplicated.
+    pub fn with_arrivals(self, mut arrivals: Vec<Arrival>) -> Result<Self, ValidationError> {
+        if arrivals.len() > limits::MAX_ARRIVALS {
+            return Err(ValidationError::new(
+                "arrivals",
+                format!("{} arrivals is more than the limit of {}", arrivals.len(), limits::MAX_ARRIVALS),
+            ));
+        }
+        arrivals.sort();
+        arrivals.dedup();
+        Ok(Self { arrivals, ..self })
+    }
+
+    pub fn arrivals(&self) -> &[Arrival] {
+        &self.arrivals
     }
 
     /// The same set for a host that is (or is not) a VXLAN collector.
@@ -290,9 +309,9 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Nothing to install: no rule, and not a collector.
+    /// Nothing to install: no rule, not a collector, nothing to count.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && !self.collector
+        self.rules.is_empty() && !self.collector && self.arrivals.is_empty()
     }
 }
 
@@ -302,18 +321,20 @@ struct RawRuleSet {
     rules: Vec<MirrorRule>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     collector: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    arrivals: Vec<Arrival>,
 }
 
 impl TryFrom<RawRuleSet> for RuleSet {
     type Error = ValidationError;
     fn try_from(r: RawRuleSet) -> Result<Self, Self::Error> {
-        Ok(RuleSet::new(r.version, r.rules)?.with_collector(r.collector))
+        RuleSet::new(r.version, r.rules)?.with_collector(r.collector).with_arrivals(r.arrivals)
     }
 }
 
 impl From<RuleSet> for RawRuleSet {
     fn from(r: RuleSet) -> Self {
-        RawRuleSet { version: r.version, rules: r.rules, collector: r.collector }
+        RawRuleSet { version: r.version, rules: r.rules, collector: r.collector, arrivals: r.arrivals }
     }
 }
 

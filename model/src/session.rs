@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{CollectorId, Filter, HostId, SessionName, TagSelector, ValidationError, Vni, limits};
+use crate::{CollectorId, Filter, HostId, MaxLoss, SessionName, TagSelector, ValidationError, Vni, limits};
 
 /// A mirroring session as an operator declares it: copy the traffic of its sources that
 /// matches `filter` to `collector`. Sources are named (`sources`), chosen by EC2 tag
@@ -22,6 +22,9 @@ pub struct SessionSpec {
     /// so that clones of inbound packets (which carry the peer's address) leave them.
     #[serde(default)]
     disable_source_check: bool,
+    /// More loss than this over the delivery window degrades the session.
+    #[serde(default)]
+    max_loss: MaxLoss,
 }
 
 impl SessionSpec {
@@ -94,6 +97,7 @@ impl SessionSpec {
             allow_routed: false,
             vni: None,
             disable_source_check: false,
+            max_loss: MaxLoss::DEFAULT,
         })
     }
 
@@ -120,6 +124,15 @@ impl SessionSpec {
 
     pub fn disable_source_check(&self) -> bool {
         self.disable_source_check
+    }
+
+    /// The same session, degraded above another share of lost clones.
+    pub fn with_max_loss(self, max_loss: MaxLoss) -> Self {
+        Self { max_loss, ..self }
+    }
+
+    pub fn max_loss(&self) -> MaxLoss {
+        self.max_loss
     }
 
     pub fn name(&self) -> &SessionName {

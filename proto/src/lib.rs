@@ -23,5 +23,5 @@ mod request;
 mod rules;
 
 pub use enums::{direction, family, protocol, rule_direction};
-pub use report::{counters, dataplane, host_event};
+pub use report::{arrivals, counters, dataplane, host_event};
 pub use request::{collector_ip, collector_ipv6, create_session_problems, encap, field};

@@ -6,8 +6,10 @@
 use std::collections::BTreeSet;
 
 use teefleet_model::{
-    EventKind, SessionName, ValidationError,
-    report::{Dataplane, HostEvent, MAX_COUNTERS, SessionCounters, Traffic},
+    EventKind, HostId, SessionName, ValidationError,
+    report::{
+        ArrivalCounters, Arrived, Dataplane, HostEvent, MAX_ARRIVAL_COUNTERS, MAX_COUNTERS, SessionCounters, Traffic,
+    },
 };
 
 use crate::v1 as pb;
@@ -60,6 +62,56 @@ pub fn counters(values: &[pb::SessionCounters]) -> (Vec<SessionCounters>, Vec<Va
     }
     kept.sort_by(|a, b| a.session.cmp(&b.session));
     (kept, dropped)
+}
+
+/// A collector's arrival counters, sorted by session and source. Entries naming no valid
+/// session or host, repeats (the first wins) and entries beyond the limit are dropped and
+/// returned, named by their index.
+pub fn arrivals(values: &[pb::ArrivalCounters]) -> (Vec<ArrivalCounters>, Vec<ValidationError>) {
+    let mut dropped = Vec::new();
+    if values.len() > MAX_ARRIVAL_COUNTERS {
+        dropped.push(ValidationError::new(
+            "arrivals",
+            format!("{} entries reported; kept the first {MAX_ARRIVAL_COUNTERS}", values.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut kept = Vec::new();
+    for (i, a) in values.iter().take(MAX_ARRIVAL_COUNTERS).enumerate() {
+        let named = a.session.parse::<SessionName>().map_err(|e| (format!("arrivals[{i}].session"), e.reason));
+        let named = named.and_then(|session| {
+            let source = a.source.parse::<HostId>().map_err(|e| (format!("arrivals[{i}].source"), e.reason))?;
+            Ok((session, source))
+        });
+        let (session, source) = match named {
+            Ok(named) => named,
+            Err((field, reason)) => {
+                dropped.push(ValidationError::new(field, reason));
+                continue;
+            }
+        };
+        if !seen.insert((session.clone(), source.clone())) {
+            dropped.push(ValidationError::new(
+                format!("arrivals[{i}]"),
+                format!("session {session} from {source} is repeated"),
+            ));
+            continue;
+        }
+        kept.push(ArrivalCounters { session, source, arrived: Arrived { packets: a.packets, bytes: a.bytes } });
+    }
+    kept.sort_by(|a, b| (&a.session, &a.source).cmp(&(&b.session, &b.source)));
+    (kept, dropped)
+}
+
+impl From<&ArrivalCounters> for pb::ArrivalCounters {
+    fn from(a: &ArrivalCounters) -> Self {
+        pb::ArrivalCounters {
+            session: a.session.to_string(),
+            source: a.source.to_string(),
+            packets: a.arrived.packets,
+            bytes: a.arrived.bytes,
+        }
+    }
 }
 
 impl From<&SessionCounters> for pb::SessionCounters {

@@ -7,8 +7,8 @@ use std::{
 };
 
 use teefleet_model::{
-    Cidr, CollectorId, Encap, Filter, HostId, MaxPps, PortRange, Sample, SessionName, SessionSpec, TagSelector,
-    Throttle, ValidationError, Vni, check_collector_ipv6, check_gateway, limits,
+    Cidr, CollectorId, Encap, Filter, HostId, MaxLoss, MaxPps, PortRange, Sample, SessionName, SessionSpec,
+    TagSelector, Throttle, ValidationError, Vni, check_collector_ipv6, check_gateway, limits,
 };
 
 use crate::{enums, rules::at, v1 as pb};
@@ -122,7 +122,8 @@ impl TryFrom<&pb::CreateSessionRequest> for SessionSpec {
         Ok(SessionSpec::selecting(name, sources, tags, collector, filter.unwrap_or_default())?
             .with_allow_routed(req.allow_routed)
             .with_vni(vni(req.vni)?)
-            .with_disable_source_check(req.disable_source_check))
+            .with_disable_source_check(req.disable_source_check)
+            .with_max_loss(req.max_loss.map(MaxLoss::new).transpose()?.unwrap_or_default()))
     }
 }
 
@@ -136,6 +137,7 @@ pub fn create_session_problems(req: &pb::CreateSessionRequest) -> Vec<Validation
     problems.extend(list_problems(tag_list(&req.source_tags)));
     problems.extend(field::<CollectorId>("collector", &req.collector).err());
     problems.extend(vni(req.vni).err());
+    problems.extend(req.max_loss.map(MaxLoss::new).and_then(Result::err));
     if let Some(f) = &req.filter {
         let within = |e: ValidationError| e.within("filter");
         problems.extend(enums::direction(f.direction).map_err(within).err());
@@ -162,6 +164,7 @@ impl From<&SessionSpec> for pb::CreateSessionRequest {
             source_tags: spec.selectors().iter().map(ToString::to_string).collect(),
             vni: spec.vni().map_or(0, Vni::get),
             disable_source_check: spec.disable_source_check(),
+            max_loss: Some(spec.max_loss().get()),
         }
     }
 }

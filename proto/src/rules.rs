@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use teefleet_model::{
-    Cidr, MaxPps, MirrorRule, PortRange, RuleSet, Sample, SessionName, Throttle, Tunnel, ValidationError, Vni,
+    Arrival, Cidr, HostId, MaxPps, MirrorRule, PortRange, RuleSet, Sample, SessionName, Throttle, Tunnel,
+    ValidationError, Vni,
 };
 
 use crate::{enums, v1 as pb};
@@ -20,7 +21,36 @@ impl TryFrom<pb::RuleSet> for RuleSet {
             .enumerate()
             .map(|(i, r)| MirrorRule::try_from(r).map_err(|e| e.within(format!("rules[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RuleSet::new(set.version, rules)?.with_collector(set.collector))
+        let arrivals = set
+            .arrivals
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| Arrival::try_from(a).map_err(|e| e.within(format!("arrivals[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        RuleSet::new(set.version, rules)?.with_collector(set.collector).with_arrivals(arrivals)
+    }
+}
+
+impl TryFrom<pb::Arrival> for Arrival {
+    type Error = ValidationError;
+
+    fn try_from(a: pb::Arrival) -> Result<Self, Self::Error> {
+        let session: SessionName = a.session.parse().map_err(at("session"))?;
+        let source: HostId = a.source.parse().map_err(at("source"))?;
+        let from = address("address", &a.address)?;
+        let vni = if a.vni == 0 { None } else { Some(Vni::new(a.vni)?) };
+        Ok(Arrival::new(session, source, from, vni))
+    }
+}
+
+impl From<&Arrival> for pb::Arrival {
+    fn from(a: &Arrival) -> Self {
+        pb::Arrival {
+            session: a.session().to_string(),
+            source: a.source().to_string(),
+            address: a.from().to_string(),
+            vni: a.vni().map_or(0, Vni::get),
+        }
     }
 }
 
@@ -30,6 +60,7 @@ impl From<&RuleSet> for pb::RuleSet {
             version: set.version(),
             rules: set.rules().iter().map(pb::MirrorRule::from).collect(),
             collector: set.collector(),
+            arrivals: set.arrivals().iter().map(pb::Arrival::from).collect(),
         }
     }
 }
@@ -143,7 +174,7 @@ mod tests {
     }
 
     fn convert(rules: Vec<pb::MirrorRule>) -> Result<RuleSet, ValidationError> {
-        RuleSet::try_from(pb::RuleSet { version: 3, rules, collector: false })
+        RuleSet::try_from(pb::RuleSet { version: 3, rules, collector: false, arrivals: vec![] })
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! nothing changed and the counters it last read are recent enough.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use teefleet_model::{RuleSet, SessionName};
+use teefleet_model::RuleSet;
 use tokio::sync::Mutex;
 use tracing::{debug, error, info, instrument, warn};
 
@@ -18,7 +18,7 @@ use super::{
     ApplyError, Check, Counter, Dataplane, DataplaneInfo, Repair, Scope,
     devices::{self, Wanted},
     generation::Generation,
-    layout::{ByFamily, Expected, Family},
+    layout::{ByFamily, Expected, Family, Owner},
     observe::{Observed, Shape},
     plan::{expected_with_control, plan},
     render::{Control, render_with_control, rules_of},
@@ -59,7 +59,7 @@ struct State {
     set: Option<RuleSet>,
     families: ByFamily<FamilyState>,
     /// Counters of rules since replaced, so the totals reported never go down.
-    base: BTreeMap<SessionName, Counter>,
+    base: BTreeMap<Owner, Counter>,
     /// The host holds exactly the devices `set` needs, as last converged. Until it is
     /// known (at start, after a failed removal) devices are looked at even for a set that
     /// needs none; after, a set without tunnels costs no `ip` call.
@@ -77,7 +77,7 @@ struct FamilyState {
     /// ours or anyone's, so the kernel still holds `shape`.
     generation: Option<u32>,
     /// The kernel's counters at the last read.
-    live: BTreeMap<SessionName, Counter>,
+    live: BTreeMap<Owner, Counter>,
     /// When the read that gave `live` began.
     read_at: Option<Instant>,
 }
@@ -96,7 +96,7 @@ impl FamilyState {
     /// Takes the counters of `read` and its generation; the shape is the caller's to
     /// judge.
     fn saw(&mut self, read: &Read) {
-        self.live = read.observed.counters();
+        self.live = read.observed.tallies();
         self.read_at = Some(read.at);
         self.generation = read.generation;
     }
@@ -247,7 +247,7 @@ impl IptablesDataplane {
         state: &mut State,
         family: Family,
         rules: &[String],
-        expected: &Expected<'_>,
+        expected: &Expected,
     ) -> Result<bool, ApplyError> {
         let current = &state.families[family];
         // Nothing of ours is there and nothing is wanted: not even a read is needed (the
@@ -265,7 +265,7 @@ impl IptablesDataplane {
         state: &mut State,
         family: Family,
         rules: &[String],
-        expected: &Expected<'_>,
+        expected: &Expected,
         read: Read,
     ) -> Result<bool, ApplyError> {
         let current = &mut state.families[family];
@@ -284,8 +284,8 @@ impl IptablesDataplane {
         current.generation = None;
         self.write(family, &input).await?;
         // The replaced rules' kernel counters are gone; keep their sums.
-        for (session, counter) in std::mem::take(&mut current.live) {
-            *state.base.entry(session).or_default() += counter;
+        for (owner, counter) in std::mem::take(&mut current.live) {
+            *state.base.entry(owner).or_default() += counter;
         }
         let back = self.observe(family).await?;
         back.observed.verify(expected).map_err(|detail| ApplyError::Verify { family, detail })?;
@@ -313,12 +313,26 @@ impl IptablesDataplane {
         }
     }
 
-    fn totals(state: &State) -> BTreeMap<SessionName, Counter> {
+    /// What the check reports: each session's mirrored traffic and each arrival's count.
+    fn totals(state: &State) -> Check {
         let mut totals = state.base.clone();
-        for (session, counter) in state.families.values().flat_map(|f| &f.live) {
-            *totals.entry(session.clone()).or_default() += *counter;
+        for (owner, counter) in state.families.values().flat_map(|f| &f.live) {
+            *totals.entry(owner.clone()).or_default() += *counter;
         }
-        totals
+        let read = state.families.values().filter(|f| !f.rules.is_empty()).filter_map(|f| f.read_at);
+        let mut check = Check { read_at: read.min(), ..Check::default() };
+        for (owner, counter) in totals {
+            match owner {
+                Owner::Session(session) => {
+                    check.counters.insert(session, counter);
+                }
+                Owner::Arrival(session, source) => {
+                    check.arrivals.insert((session, source), counter);
+                }
+                Owner::None => {}
+            }
+        }
+        check
     }
 }
 
@@ -371,7 +385,10 @@ impl Dataplane for IptablesDataplane {
             state.devices_settled = removed.is_ok();
         }
         // Sessions no longer applied stop being reported.
-        state.base.retain(|session, _| set.rules().iter().any(|r| r.session() == session));
+        let owners: BTreeSet<Owner> = (set.rules().iter().map(|r| Owner::Session(r.session().clone())))
+            .chain(set.arrivals().iter().map(|a| Owner::Arrival(a.session().clone(), a.source().clone())))
+            .collect();
+        state.base.retain(|owner, _| owners.contains(owner));
         state.set = Some(set.clone());
         Ok(())
     }
@@ -418,7 +435,7 @@ impl Dataplane for IptablesDataplane {
             }
             state.devices_settled = true;
         }
-        Ok(Check { repairs, counters: Self::totals(&state) })
+        Ok(Check { repairs, ..Self::totals(&state) })
     }
 
     fn info(&self) -> DataplaneInfo {

@@ -9,7 +9,7 @@ use std::{
     ops::{Index, IndexMut},
 };
 
-use teefleet_model::{IpFamily, MirrorRule, RuleDirection, SessionName};
+use teefleet_model::{HostId, IpFamily, MirrorRule, RuleDirection, SessionName};
 
 /// The table all agent chains live in: TEE is a mangle-table target.
 pub const TABLE: &str = "mangle";
@@ -17,6 +17,8 @@ pub const TABLE: &str = "mangle";
 pub const JUMP_COMMENT: &str = "teefleet";
 /// Rules carry the comment `teefleet:<session>`, so counters map back to sessions.
 pub const RULE_COMMENT_PREFIX: &str = "teefleet:";
+/// A collector's counting rules carry `teefleet-rx:<session>/<source host>`.
+pub const ARRIVAL_COMMENT_PREFIX: &str = "teefleet-rx:";
 
 /// A built-in chain and the agent-owned chain it jumps to. Ingress rules hang off
 /// PREROUTING (before routing, so forwarded and local traffic alike), egress rules off
@@ -100,9 +102,42 @@ pub struct Jump {
     pub spec: String,
 }
 
-/// What a read-back of each owned chain must show, rule by rule: the session a rule
-/// belongs to, or `None` for a rule of no session (the controllers' exclusions).
-pub type Expected<'a> = ByHook<Vec<Option<&'a SessionName>>>;
+/// Whom a rule in one of our chains is for, as its comment says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// No session: the controllers' exclusions (or a comment we did not write).
+    None,
+    /// A mirror rule of this session.
+    Session(SessionName),
+    /// A collector's counting rule for this session's clones from this source host.
+    Arrival(SessionName, HostId),
+}
+
+impl Owner {
+    /// The comment text that marks a rule as this owner's (none for [`Owner::None`]).
+    pub fn comment(&self) -> Option<String> {
+        match self {
+            Owner::None => None,
+            Owner::Session(session) => Some(format!("{RULE_COMMENT_PREFIX}{session}")),
+            Owner::Arrival(session, source) => Some(format!("{ARRIVAL_COMMENT_PREFIX}{session}/{source}")),
+        }
+    }
+
+    /// The owner a comment names; anything else is [`Owner::None`].
+    pub fn of_comment(comment: &str) -> Owner {
+        if let Some(session) = comment.strip_prefix(RULE_COMMENT_PREFIX).and_then(|s| s.parse().ok()) {
+            return Owner::Session(session);
+        }
+        let arrival = comment.strip_prefix(ARRIVAL_COMMENT_PREFIX).and_then(|rest| {
+            let (session, source) = rest.split_once('/')?;
+            Some(Owner::Arrival(session.parse().ok()?, source.parse().ok()?))
+        });
+        arrival.unwrap_or(Owner::None)
+    }
+}
+
+/// What a read-back of each owned chain must show, rule by rule: whom each rule is for.
+pub type Expected = ByHook<Vec<Owner>>;
 
 /// Something there is exactly one of per hook or per family, so a value can be looked up
 /// by it and every one of them visited.
@@ -232,6 +267,17 @@ mod tests {
         assert_eq!(format!("{labels:?}"), r#"{V4: "ipv4", V6: "ipv6"}"#);
         assert_eq!(labels.map(str::len), ByFamily::new(4, 4));
         assert_eq!(ByHook::new("pre", "post")[Hook::Post], "post");
+    }
+
+    #[test]
+    fn owners_round_trip_through_their_comments() {
+        let web: SessionName = "web".parse().expect("name");
+        for owner in [Owner::Session(web.clone()), Owner::Arrival(web, "i-0abc.x_y".parse().expect("host"))] {
+            assert_eq!(Owner::of_comment(&owner.comment().expect("a comment")), owner);
+        }
+        for other in ["teefleet-control", "teefleet", "teefleet-rx:web", "teefleet:Bad Name", "someone-else"] {
+            assert_eq!(Owner::of_comment(other), Owner::None, "{other}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, future::Future, ops::AddAssign};
 
-use teefleet_model::{RuleSet, SessionName};
+use teefleet_model::{HostId, RuleSet, SessionName};
 
 pub mod backend;
 pub mod devices;
@@ -73,6 +73,12 @@ pub struct Check {
     /// Per session, cumulative since the dataplane was created (re-applies and repairs
     /// reset the kernel's counters; the dataplane carries the sums across).
     pub counters: BTreeMap<SessionName, Counter>,
+    /// On a collector: what arrived per session and source host, cumulative like
+    /// `counters`.
+    pub arrivals: BTreeMap<(SessionName, HostId), Counter>,
+    /// When the oldest of the kernel reads behind these counters began (a check may reuse
+    /// a recent read); `None` when there was nothing to read.
+    pub read_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

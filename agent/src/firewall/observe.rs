@@ -8,7 +8,7 @@ use teefleet_model::SessionName;
 
 use super::{
     ApplyError, Counter,
-    layout::{ByHook, Expected, Hook, Jump, RULE_COMMENT_PREFIX},
+    layout::{ByHook, Expected, Hook, Jump, Owner},
 };
 
 /// A rule in one of our chains.
@@ -94,12 +94,25 @@ impl Observed {
         }
     }
 
-    /// Packets and bytes per session, summed over our rules by their comments.
+    /// Packets and bytes per session, summed over our mirror rules by their comments.
     pub fn counters(&self) -> BTreeMap<SessionName, Counter> {
         let mut sums = BTreeMap::<SessionName, Counter>::new();
+        for (owner, counter) in self.tallies() {
+            if let Owner::Session(session) = owner {
+                *sums.entry(session).or_default() += counter;
+            }
+        }
+        sums
+    }
+
+    /// Packets and bytes per owner (session, or a collector's session and source), summed
+    /// over our rules by their comments; rules of no owner are left out.
+    pub fn tallies(&self) -> BTreeMap<Owner, Counter> {
+        let mut sums = BTreeMap::<Owner, Counter>::new();
         for rule in self.chains.values().flatten() {
-            if let Some(session) = session_of(&rule.spec) {
-                *sums.entry(session).or_default() += rule.counter;
+            let owner = owner_of(&rule.spec);
+            if owner != Owner::None {
+                *sums.entry(owner).or_default() += rule.counter;
             }
         }
         sums
@@ -108,7 +121,7 @@ impl Observed {
     /// Checks that the kernel holds what was applied: for each hook, our chain with one
     /// rule per expected session in order, and exactly one canonical jump at the top. With
     /// nothing expected, nothing of ours may exist. The error says what differs.
-    pub fn verify(&self, expected: &Expected<'_>) -> Result<(), String> {
+    pub fn verify(&self, expected: &Expected) -> Result<(), String> {
         if expected.values().all(Vec::is_empty) {
             return if self.is_empty() { Ok(()) } else { Err("objects of ours remain after removing them".to_owned()) };
         }
@@ -116,14 +129,14 @@ impl Observed {
             let Some(rules) = self.chains.get(hook.chain()) else {
                 return Err(format!("chain {} is missing", hook.chain()));
             };
-            let sessions: Vec<Option<SessionName>> = rules.iter().map(|r| session_of(&r.spec)).collect();
-            let want: Vec<Option<SessionName>> = expected[hook].iter().map(|s| s.cloned()).collect();
-            if sessions != want {
+            let owners: Vec<Owner> = rules.iter().map(|r| owner_of(&r.spec)).collect();
+            let want = &expected[hook];
+            if owners != *want {
                 return Err(format!(
-                    "chain {} holds {} rules of sessions {:?}, expected {} of {:?}",
+                    "chain {} holds {} rules of {:?}, expected {} of {:?}",
                     hook.chain(),
                     rules.len(),
-                    sessions,
+                    owners,
                     want.len(),
                     want
                 ));
@@ -183,13 +196,22 @@ fn split_counter(line: &str) -> (Counter, &str) {
 
 /// The session named by a rule's `teefleet:<session>` comment.
 pub fn session_of(spec: &str) -> Option<SessionName> {
-    let (_, rest) = spec.split_once("--comment ")?;
-    // iptables-save quotes a comment with characters outside [A-Za-z0-9_-], such as ':'.
-    let comment = match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split('"').next()?,
-        None => rest.split_whitespace().next()?,
-    };
-    comment.strip_prefix(RULE_COMMENT_PREFIX)?.parse().ok()
+    match owner_of(spec) {
+        Owner::Session(session) => Some(session),
+        _ => None,
+    }
+}
+
+/// Whom a rule is for, by its comment.
+pub fn owner_of(spec: &str) -> Owner {
+    let comment = spec.split_once("--comment ").and_then(|(_, rest)| {
+        // iptables-save quotes a comment with characters outside [A-Za-z0-9_-], such as ':'.
+        match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next(),
+            None => rest.split_whitespace().next(),
+        }
+    });
+    comment.map_or(Owner::None, Owner::of_comment)
 }
 
 #[cfg(test)]
@@ -262,14 +284,14 @@ COMMIT
 COMMIT
 ";
         let observed = Observed::parse(ok).expect("parse");
-        assert_eq!(observed.verify(&ByHook::new(vec![Some(&web)], vec![])), Ok(()));
-        assert!(observed.verify(&ByHook::new(vec![Some(&web), Some(&web)], vec![])).is_err());
+        assert_eq!(observed.verify(&ByHook::new(vec![Owner::Session(web.clone())], vec![])), Ok(()));
+        assert!(observed.verify(&ByHook::new(vec![Owner::Session(web.clone()); 2], vec![])).is_err());
         assert!(observed.verify(&ByHook::default()).is_err());
         assert_eq!(Observed::default().verify(&ByHook::default()), Ok(()));
 
         // The same sessions in the same order, but another rule: only the shape sees it.
         let changed = Observed::parse(&ok.replace("-A TEEFLEET-PRE -m", "-A TEEFLEET-PRE -p tcp -m")).expect("parse");
-        assert_eq!(changed.verify(&ByHook::new(vec![Some(&web)], vec![])), Ok(()));
+        assert_eq!(changed.verify(&ByHook::new(vec![Owner::Session(web.clone())], vec![])), Ok(()));
         assert_eq!(observed.shape().describe_change(&changed.shape()), "rules in chain TEEFLEET-PRE were changed");
         let cases = [
             (
@@ -298,7 +320,7 @@ COMMIT
         ];
         for (now, want) in cases {
             let now = Observed::parse(&now).expect("parse");
-            assert!(now.verify(&ByHook::new(vec![Some(&web)], vec![])).is_err(), "{want}");
+            assert!(now.verify(&ByHook::new(vec![Owner::Session(web.clone())], vec![])).is_err(), "{want}");
             assert_eq!(observed.shape().describe_change(&now.shape()), want);
         }
         let gone = Observed::default().shape();

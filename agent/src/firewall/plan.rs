@@ -6,24 +6,31 @@
 use teefleet_model::RuleSet;
 
 use super::{
-    layout::{ByHook, Expected, Family, Hook, Jump, TABLE},
+    layout::{ByHook, Expected, Family, Hook, Jump, Owner, TABLE},
     observe::Observed,
-    render::{Control, rules_of},
+    render::{Control, arrivals_of, has_lines, rules_of},
 };
 
-/// The sessions of each owned chain's rules in order: what a read-back must show.
-pub fn expected_sessions(set: &RuleSet, family: Family) -> Expected<'_> {
+/// Whom each owned chain's rules are for, in order: what a read-back must show.
+pub fn expected_sessions(set: &RuleSet, family: Family) -> Expected {
     expected_with_control(set, family, &Control::default())
 }
 
-/// [`expected_sessions`] with the controllers' exclusions.
-pub fn expected_with_control<'a>(set: &'a RuleSet, family: Family, control: &Control) -> Expected<'a> {
+/// [`expected_sessions`] with the controllers' exclusions. In the order
+/// [`super::render::render_with_control`] writes them: exclusions, mirror rules, then (in
+/// PREROUTING's chain) a collector's counting rules, one per raw direction.
+pub fn expected_with_control(set: &RuleSet, family: Family, control: &Control) -> Expected {
+    let control = if has_lines(set, family) { control.count(family) } else { 0 };
     let rules = rules_of(set, family);
-    let control = if rules.is_empty() { 0 } else { control.count(family) };
+    let arrivals = arrivals_of(set, family);
     ByHook::from_fn(|hook| {
-        std::iter::repeat_n(None, control)
-            .chain(rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| Some(r.session())))
-            .collect()
+        let mirrors =
+            rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| Owner::Session(r.session().clone()));
+        let counted = arrivals.iter().filter(|_| hook == Hook::Pre).flat_map(|a| {
+            let lines = if a.vni().is_some() { 1 } else { 2 };
+            std::iter::repeat_n(Owner::Arrival(a.session().clone(), a.source().clone()), lines)
+        });
+        std::iter::repeat_n(Owner::None, control).chain(mirrors).chain(counted).collect()
     })
 }
 
@@ -205,7 +212,7 @@ COMMIT
     fn a_read_back_must_show_each_chains_sessions_in_order() {
         let s = both_families();
         let six: SessionName = "six".parse().expect("name");
-        assert_eq!(expected_sessions(&s, Family::V6), ByHook::new(vec![Some(&six)], vec![]));
+        assert_eq!(expected_sessions(&s, Family::V6), ByHook::new(vec![Owner::Session(six)], vec![]));
     }
 
     #[test]
@@ -214,7 +221,7 @@ COMMIT
         let web: SessionName = "web".parse().expect("name");
         assert_eq!(
             expected_with_control(&s, Family::V4, &control),
-            ByHook::new(vec![None, Some(&web)], vec![None, Some(&web)])
+            ByHook::new(vec![Owner::None, Owner::Session(web.clone())], vec![Owner::None, Owner::Session(web)])
         );
         // No rules of a family, no chains: nothing to exclude either.
         assert_eq!(expected_with_control(&s, Family::V6, &control), ByHook::default());

@@ -7,10 +7,10 @@
 
 use std::{fmt::Write as _, net::SocketAddr};
 
-use teefleet_model::{Delivery, MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
+use teefleet_model::{Arrival, Delivery, MirrorRule, Protocol, RuleDirection, RuleSet, SessionName, Throttle};
 
 use super::{
-    layout::{Family, Hook, RULE_COMMENT_PREFIX},
+    layout::{Family, Hook, Owner, RULE_COMMENT_PREFIX},
     tunnel,
 };
 
@@ -116,14 +116,65 @@ pub fn render_rule(rule: &MirrorRule, family: Family) -> String {
     line
 }
 
+/// The arrivals of `set` counted in `family`'s table.
+pub fn arrivals_of(set: &RuleSet, family: Family) -> Vec<&Arrival> {
+    set.arrivals().iter().filter(|a| Family::of(a.from()) == family).collect()
+}
+
+/// A collector's counting rules for one arrival, in PREROUTING's chain, after every mirror
+/// rule: the kernel counts, nothing reads packets. Each ends in RETURN, so a clone is
+/// counted once and costs no rule after its own.
+///
+/// - VXLAN: UDP to port 4789 from the source's address, whose VXLAN header carries the
+///   session's VNI. `u32` reads the VNI: in IPv4 past the header's own length (IHL), in
+///   IPv6 at the fixed offset after the 40-byte header (8 of UDP, 4 into VXLAN). Written
+///   as `iptables-save` prints it, so the text read back equals the text written.
+/// - Raw: a packet from or to the source's address that is not addressed to this host:
+///   only a clone carries another host's headers to the collector.
+pub fn render_arrival(arrival: &Arrival, family: Family) -> Vec<String> {
+    let chain = Hook::Pre.chain();
+    let prefix = match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    let from = arrival.from();
+    let owner = Owner::Arrival(arrival.session().clone(), arrival.source().clone());
+    let tail = format!("-m comment --comment \"{}\" -j RETURN", owner.comment().unwrap_or_default());
+    match arrival.vni() {
+        Some(vni) => {
+            let offset = match family {
+                Family::V4 => "0x0>>0x16&0x3c@0xc",
+                Family::V6 => "0x34",
+            };
+            let vni = vni.get();
+            vec![format!(
+                "-A {chain} -s {from}/{prefix} -p udp -m udp --dport {} -m u32 --u32 \"{offset}>>0x8={vni:#x}\" {tail}",
+                tunnel::PORT
+            )]
+        }
+        None => ["-s", "-d"]
+            .iter()
+            .map(|flag| format!("-A {chain} {flag} {from}/{prefix} -m addrtype ! --dst-type LOCAL {tail}"))
+            .collect(),
+    }
+}
+
+/// The lines of one hook's chain: its mirror rules, then (in PREROUTING's) the arrivals.
+fn chain_lines<'a>(set: &'a RuleSet, family: Family, hook: Hook) -> impl Iterator<Item = String> + 'a {
+    let rules = rules_of(set, family).into_iter().filter(move |r| Hook::of(r.direction()) == hook);
+    let arrivals = arrivals_of(set, family).into_iter().filter(move |_| hook == Hook::Pre);
+    rules.map(move |r| render_rule(r, family)).chain(arrivals.flat_map(move |a| render_arrival(a, family)))
+}
+
+/// Whether `family`'s chains hold anything of `set`.
+pub fn has_lines(set: &RuleSet, family: Family) -> bool {
+    !rules_of(set, family).is_empty() || !arrivals_of(set, family).is_empty()
+}
+
 /// The rule lines of one family, grouped by chain in the order `iptables-save` prints
 /// them. Equal lines mean equal kernel state, which is how a no-change push is detected.
 pub fn render_rules(set: &RuleSet, family: Family) -> Vec<String> {
-    let rules = rules_of(set, family);
-    Hook::ALL
-        .iter()
-        .flat_map(|hook| rules.iter().filter(move |r| Hook::of(r.direction()) == *hook).map(|r| render_rule(r, family)))
-        .collect()
+    Hook::ALL.iter().flat_map(|hook| chain_lines(set, family, *hook)).collect()
 }
 
 /// The comment on the rules that keep the agent's own traffic with its controllers out.
@@ -164,18 +215,10 @@ impl Control {
 /// [`render_rules`] with the controllers' exclusions first in each chain, when the family
 /// has any rule (without rules there are no chains to put them in).
 pub fn render_with_control(set: &RuleSet, family: Family, control: &Control) -> Vec<String> {
-    let rules = rules_of(set, family);
-    if rules.is_empty() {
+    if !has_lines(set, family) {
         return Vec::new();
     }
-    Hook::ALL
-        .iter()
-        .flat_map(|hook| {
-            control.lines(family, *hook).chain(
-                rules.iter().filter(move |r| Hook::of(r.direction()) == *hook).map(move |r| render_rule(r, family)),
-            )
-        })
-        .collect()
+    Hook::ALL.iter().flat_map(|hook| control.lines(family, *hook).chain(chain_lines(set, family, *hook))).collect()
 }
 
 #[cfg(test)]

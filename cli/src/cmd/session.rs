@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use teefleet_model::{Direction, MaxPps, Protocol, Sample, TagSelector, Vni, text::escaped};
+use teefleet_model::{Direction, MaxLoss, MaxPps, Protocol, Sample, TagSelector, Vni, text::escaped};
 use teefleet_proto::v1;
 use teefleet_proto::v1::session_service_client::SessionServiceClient;
 
@@ -95,6 +95,10 @@ pub struct CreateArgs {
     /// [default: the lowest free one].
     #[arg(long, value_name = "N", value_parser = parse_vni)]
     pub vni: Option<Vni>,
+    /// Degrade the session when more than this share of a source's clones is lost over
+    /// the controller's delivery window: 1% or 0.01 [default: 1%].
+    #[arg(long, value_name = "SHARE", value_parser = parse_max_loss)]
+    pub max_loss: Option<MaxLoss>,
     #[command(flatten)]
     pub wait: Wait,
 }
@@ -140,6 +144,11 @@ pub fn parse_vni(text: &str) -> Result<Vni, String> {
     text.parse::<Vni>().map_err(|e| e.reason)
 }
 
+/// Parses `--max-loss`: a share from 0 to 1, or a percentage.
+pub fn parse_max_loss(text: &str) -> Result<MaxLoss, String> {
+    text.parse::<MaxLoss>().map_err(|e| e.reason)
+}
+
 /// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
 pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
     let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
@@ -166,6 +175,7 @@ impl CreateArgs {
             source_tags: self.source_tags.clone(),
             vni: self.vni.map_or(0, Vni::get),
             disable_source_check: self.disable_source_check,
+            max_loss: self.max_loss.map(MaxLoss::get),
         }
     }
 }
@@ -336,6 +346,17 @@ pub struct SessionOut {
     pub bytes: u64,
     pub packets_per_second: f64,
     pub bytes_per_second: f64,
+    /// Clones sent and delivered over the last `window_seconds`, summed over the sources
+    /// whose delivery is known; null when none is.
+    pub sent_packets: Option<u64>,
+    pub delivered_packets: Option<u64>,
+    /// The share of those clones lost, 0 to 1; null when unknown.
+    pub loss_ratio: Option<f64>,
+    pub window_seconds: u32,
+    /// Above this loss ratio, the session is degraded.
+    pub max_loss: f64,
+    /// Why delivery is unknown, or known for only some sources; null otherwise.
+    pub delivery_unknown: Option<String>,
 }
 
 /// One source's progress on a session, and what it mirrored.
@@ -357,6 +378,12 @@ pub struct SessionHostOut {
     /// The host's Source/Dest Check when the session has teefleet turn it off; null
     /// otherwise.
     pub source_dest_check: Option<String>,
+    /// This host's clones over the session's window; null when unknown.
+    pub sent_packets: Option<u64>,
+    pub delivered_packets: Option<u64>,
+    pub loss_ratio: Option<f64>,
+    /// Why this host's delivery is unknown; null when it is known.
+    pub delivery_unknown: Option<String>,
 }
 
 /// The lower-case name of a direction as the controller reads it (unset is both).
@@ -410,6 +437,12 @@ impl From<&v1::Session> for SessionOut {
             bytes: s.bytes,
             packets_per_second: s.packets_per_second,
             bytes_per_second: s.bytes_per_second,
+            sent_packets: s.sent_packets,
+            delivered_packets: s.delivered_packets,
+            loss_ratio: s.loss_ratio,
+            window_seconds: s.window_seconds,
+            max_loss: s.max_loss,
+            delivery_unknown: non_empty(&s.delivery_unknown),
         }
     }
 }
@@ -429,6 +462,10 @@ impl From<&v1::SessionHostStatus> for SessionHostOut {
             bytes_per_second: h.bytes_per_second,
             from_tags: h.from_tags,
             source_dest_check: non_empty(&h.source_dest_check),
+            sent_packets: h.sent_packets,
+            delivered_packets: h.delivered_packets,
+            loss_ratio: h.loss_ratio,
+            delivery_unknown: non_empty(&h.delivery_unknown),
         }
     }
 }
@@ -528,6 +565,7 @@ impl Render for SessionOut {
             ("Peers", if self.cidrs.is_empty() { "any".to_owned() } else { self.cidrs.join(", ") }),
             ("Sample", self.sample.map_or_else(|| "all packets".to_owned(), sample_text)),
             ("Max pps", self.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
+            ("Verified", verified_text(self)),
             ("Created", or_dash(&time_text(&self.created_at))),
         ]);
         let mut out = key_values(&fields);
@@ -550,6 +588,7 @@ impl Render for SessionOut {
                     row.push(h.source_dest_check.clone().unwrap_or_else(|| "-".to_owned()));
                 }
                 row.extend(traffic_cells(h.packets, h.bytes, h.packets_per_second, h.bytes_per_second));
+                row.push(delivered_cell(h.sent_packets, h.delivered_packets, h.loss_ratio));
                 row.push(h.error.clone().unwrap_or_else(|| "-".to_owned()));
                 row
             })
@@ -557,6 +596,7 @@ impl Render for SessionOut {
         let mut total = vec!["TOTAL".to_owned()];
         total.resize(5 + usize::from(by_tag) + usize::from(self.disable_source_check), String::new());
         total.extend(traffic_cells(self.packets, self.bytes, self.packets_per_second, self.bytes_per_second));
+        total.push(delivered_cell(self.sent_packets, self.delivered_packets, self.loss_ratio));
         rows.push(total);
         let mut headers = vec!["HOST"];
         if by_tag {
@@ -567,8 +607,18 @@ impl Render for SessionOut {
             headers.push("SRC/DST-CHECK");
         }
         headers.extend(TRAFFIC_HEADERS);
-        headers.push("ERROR");
+        headers.extend(["DELIVERED", "ERROR"]);
         out.push_str(&table(&headers, &rows));
+        // Each reason once: a collector without an agent is every source's.
+        let mut unknown: Vec<&str> = self.hosts.iter().filter_map(|h| h.delivery_unknown.as_deref()).collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            out.push_str("\nDelivery unknown:\n");
+            for why in unknown {
+                out.push_str(&format!("  - {}\n", escaped(why)));
+            }
+        }
         if !self.problems.is_empty() {
             out.push_str("\nProblems:\n");
             for p in &self.problems {
@@ -576,6 +626,43 @@ impl Render for SessionOut {
             }
         }
         out
+    }
+}
+
+/// The DELIVERED cell: `4200/6000 (30% lost)`, `6000/6000`, or `unknown`.
+fn delivered_cell(sent: Option<u64>, delivered: Option<u64>, loss: Option<f64>) -> String {
+    match (sent, delivered, loss) {
+        (Some(s), Some(d), Some(l)) if l > 0.0 => format!("{d}/{s} ({} lost)", percent_text(l)),
+        (Some(s), Some(d), _) => format!("{d}/{s}"),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// A share as a percentage: `30%`, `2.5%`, `0.04%`.
+fn percent_text(share: f64) -> String {
+    let p = share * 100.0;
+    let digits = if p >= 10.0 {
+        0
+    } else if p >= 0.1 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{p:.digits$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}%")
+}
+
+/// The Verified field: the window, the limit, and why delivery is unknown when it is.
+fn verified_text(s: &SessionOut) -> String {
+    let over = format!(
+        "clones delivered over the last {} s, degraded above {} lost",
+        s.window_seconds,
+        percent_text(s.max_loss)
+    );
+    match &s.delivery_unknown {
+        Some(why) => format!("{over}; {}", escaped(why)),
+        None => over,
     }
 }
 
@@ -665,7 +752,10 @@ mod tests {
         let host_lines: Vec<&str> = t.lines().filter(|l| l.starts_with("i-src")).collect();
         assert_eq!(host_lines.len(), 2);
         let cols: Vec<&str> = host_lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cols, ["i-src1", "yes", "yes", "3", "3", "1000", "1.5 MiB", "2.5", "2.0 KiB/s", "-"]);
+        assert_eq!(
+            cols,
+            ["i-src1", "yes", "yes", "3", "3", "1000", "1.5 MiB", "2.5", "2.0 KiB/s", "700/1000 (30% lost)", "-"]
+        );
         assert!(host_lines[1].starts_with("i-src2  no       no"), "{t}");
         assert!(host_lines[1].ends_with("TEE target not supported"));
         assert!(t.contains("Problems:\n  - ec2: ModifyInstanceAttribute throttled\n"));
@@ -738,7 +828,7 @@ mod tests {
         assert!(t.contains("Max pps:   500\n"), "{t}");
         let total = t.lines().find(|l| l.starts_with("TOTAL")).expect("a total row");
         let cols: Vec<&str> = total.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cols, ["TOTAL", "1000", "1.5 MiB", "2.5", "2.0 KiB/s"]);
+        assert_eq!(cols, ["TOTAL", "1000", "1.5 MiB", "2.5", "2.0 KiB/s", "700/1000 (30% lost)"]);
 
         let unthrottled = SessionOut::from(&proto_session());
         assert_eq!((unthrottled.sample, unthrottled.max_pps), (None, None));
@@ -762,6 +852,10 @@ mod tests {
             bytes_per_second: 0.0,
             from_tags: false,
             source_dest_check: None,
+            sent_packets: None,
+            delivered_packets: None,
+            loss_ratio: None,
+            delivery_unknown: None,
         }
     }
 
@@ -794,6 +888,12 @@ mod tests {
             bytes: 0,
             packets_per_second: 0.0,
             bytes_per_second: 0.0,
+            sent_packets: None,
+            delivered_packets: None,
+            loss_ratio: None,
+            window_seconds: 60,
+            max_loss: 0.01,
+            delivery_unknown: None,
         };
         assert_eq!(
             wait_timeout_message(&s, Duration::from_secs(60), Waited::Created),

@@ -18,9 +18,10 @@ use super::{Api, ApiError, convert};
 use crate::{
     auth::Role,
     cloud::CloudError,
+    delivery::{SessionFacts, session_delivery},
     selectors::{self, describe_off_link, describe_tags},
     status::session_status,
-    store::{AuditEntry, CollectorRecord, NewCollector},
+    store::{AuditEntry, CollectorRecord, NewCollector, SessionRecord},
 };
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -188,6 +189,7 @@ impl Api {
             // Any VNI compiles alike; the store allocates the real one.
             vni: (!raw).then_some(spec.vni().unwrap_or(Vni::new(Vni::MIN)?)),
             name: spec.name().clone(),
+            collector: spec.collector().into(),
             sources: spec.sources().to_vec(),
             collector_ips: collector.ips(),
             filter: spec.filter().clone(),
@@ -211,7 +213,41 @@ impl Api {
 
     async fn session_reply(&self, name: &teefleet_model::SessionName) -> Result<pb::Session, ApiError> {
         let record = self.store.session(name).await?;
-        Ok(convert::pb_session(&record, &session_status(&record)))
+        let mut replies = self.session_replies(std::slice::from_ref(&record)).await?;
+        replies
+            .pop()
+            .ok_or_else(|| ApiError::from(crate::store::StoreError::NotFound { what: "session", id: name.to_string() }))
+    }
+
+    /// Sessions with their status and delivery, from one read of the counter samples of
+    /// every host involved.
+    async fn session_replies(&self, records: &[SessionRecord]) -> Result<Vec<pb::Session>, ApiError> {
+        let now = chrono::Utc::now();
+        let mut hosts: Vec<HostId> = records
+            .iter()
+            .flat_map(|r| r.sources.iter().map(|s| s.host_id.clone()).chain([HostId::from(r.spec.collector())]))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let samples = self.store.counter_samples(&hosts, now - self.delivery.lookback()).await?;
+        Ok(records
+            .iter()
+            .map(|r| {
+                let sources: Vec<HostId> = r.sources.iter().map(|s| s.host_id.clone()).collect();
+                let collector = HostId::from(r.spec.collector());
+                let facts = SessionFacts {
+                    name: r.spec.name(),
+                    collector: &collector,
+                    encap: r.collector_encap,
+                    sources: &sources,
+                    max_loss: r.spec.max_loss(),
+                    collector_agent: r.collector_agent,
+                };
+                let delivery = session_delivery(&facts, &samples, self.delivery, now);
+                let status = session_status(r).with_delivery(delivery);
+                convert::pb_session(r, &status, self.delivery)
+            })
+            .collect())
     }
 
     async fn add_collector(&self, req: pb::AddCollectorRequest, audit: &AuditEntry) -> Result<pb::Collector, ApiError> {
@@ -359,7 +395,7 @@ impl SessionService for Api {
     async fn list_sessions(&self, req: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
         self.authorize(&req, Role::Viewer, "session.list").await?;
         let records = self.store.list_sessions().await.map_err(ApiError::from)?;
-        let sessions = records.iter().map(|r| convert::pb_session(r, &session_status(r))).collect();
+        let sessions = self.session_replies(&records).await?;
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 

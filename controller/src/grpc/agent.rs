@@ -24,7 +24,7 @@ use super::{Api, ApiError};
 use crate::{
     budget::{Budget, Take},
     refusals::Kind,
-    report::{Dataplane, Health},
+    report::{CounterSample, Dataplane, Health},
     store::{AuditEntry, HelloOutcome, HelloRecord, StoreError},
 };
 
@@ -398,7 +398,21 @@ impl Connection {
         if changed.is_some() {
             self.dataplane.clone_from(&changed);
         }
-        let health = Health { rule_count: h.rule_count, drift_repairs: h.drift_repairs, counters, dataplane: changed };
+        let (arrivals, dropped) = teefleet_proto::arrivals(&h.arrivals);
+        for e in dropped {
+            warn!(host_id = %self.host, error = %e, "dropped part of the collector's arrival counters");
+        }
+        // The agent's clock is not ours: it says how long ago it read, not when. An age
+        // beyond any window makes an old sample, never an overflow.
+        let age = chrono::TimeDelta::milliseconds(i64::try_from(h.counters_age_ms.min(3_600_000)).unwrap_or(0));
+        // Only hosts that count something leave a sample: a source, or a collector.
+        let sample = (!counters.is_empty() || !arrivals.is_empty()).then(|| CounterSample {
+            read_at: chrono::Utc::now() - age,
+            sent: counters.clone(),
+            arrived: arrivals,
+        });
+        let health =
+            Health { rule_count: h.rule_count, drift_repairs: h.drift_repairs, counters, dataplane: changed, sample };
         // Stored in a batch within a second; a failed write is retried there.
         self.api.heartbeats.submit(self.host.clone(), health).await;
     }

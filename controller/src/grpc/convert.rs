@@ -6,12 +6,21 @@ use teefleet_model::Vni;
 use teefleet_proto::v1 as pb;
 
 use crate::{
+    delivery::{Delivery, Window},
     status::{SessionState, StatusView},
     store::{CollectorRecord, HostRecord, SessionRecord},
 };
 
-pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
+pub fn pb_session(r: &SessionRecord, status: &StatusView, window: Window) -> pb::Session {
+    let delivery = status.delivery.as_ref();
+    let total = delivery.and_then(|d| d.total);
     pb::Session {
+        sent_packets: total.map(|t| t.sent),
+        delivered_packets: total.map(|t| t.delivered),
+        loss_ratio: total.and_then(|t| t.loss_ratio),
+        window_seconds: u32::try_from(window.length.num_seconds()).unwrap_or(u32::MAX),
+        max_loss: r.spec.max_loss().get(),
+        delivery_unknown: delivery.and_then(|d| d.unknown.clone()).unwrap_or_default(),
         name: r.spec.name().to_string(),
         sources: r.sources.iter().map(|s| s.host_id.to_string()).collect(),
         source_tags: r.spec.selectors().iter().map(ToString::to_string).collect(),
@@ -30,19 +39,33 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView) -> pb::Session {
         hosts: status
             .hosts
             .iter()
-            .map(|h| pb::SessionHostStatus {
-                host_id: h.host_id.to_string(),
-                applied: h.applied,
-                connected: h.connected,
-                error: h.error.clone().unwrap_or_default(),
-                desired_version: h.desired_version,
-                applied_version: h.applied_version,
-                packets: h.traffic.packets(),
-                bytes: h.traffic.bytes(),
-                packets_per_second: h.traffic.packets_per_second(),
-                bytes_per_second: h.traffic.bytes_per_second(),
-                from_tags: h.from_tags,
-                source_dest_check: h.source_dest_check.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            .map(|h| {
+                let delivery = delivery.and_then(|d| d.hosts.get(&h.host_id));
+                let figures = match delivery {
+                    Some(Delivery::Known(f)) => Some(*f),
+                    _ => None,
+                };
+                pb::SessionHostStatus {
+                    sent_packets: figures.map(|f| f.sent),
+                    delivered_packets: figures.map(|f| f.delivered),
+                    loss_ratio: figures.and_then(|f| f.loss_ratio),
+                    delivery_unknown: match delivery {
+                        Some(Delivery::Unknown(why)) => why.clone(),
+                        _ => String::new(),
+                    },
+                    host_id: h.host_id.to_string(),
+                    applied: h.applied,
+                    connected: h.connected,
+                    error: h.error.clone().unwrap_or_default(),
+                    desired_version: h.desired_version,
+                    applied_version: h.applied_version,
+                    packets: h.traffic.packets(),
+                    bytes: h.traffic.bytes(),
+                    packets_per_second: h.traffic.packets_per_second(),
+                    bytes_per_second: h.traffic.bytes_per_second(),
+                    from_tags: h.from_tags,
+                    source_dest_check: h.source_dest_check.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                }
             })
             .collect(),
         problems: status.problems.clone(),

@@ -28,4 +28,6 @@ pub struct Api {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) refusals: Refusals,
     pub(crate) shutdown: CancellationToken,
+    /// How sessions' delivery is judged.
+    pub(crate) delivery: crate::delivery::Window,
 }

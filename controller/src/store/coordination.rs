@@ -117,7 +117,8 @@ impl Store {
     pub async fn desired_many(&self, hosts: &[HostId]) -> Result<Vec<(HostId, RuleSet)>> {
         self.per_host(
             hosts,
-            "SELECT host_id, desired_version, desired_rules, desired_collector FROM hosts WHERE host_id = ANY($1)",
+            "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals FROM hosts
+             WHERE host_id = ANY($1)",
             rule_set,
         )
         .await

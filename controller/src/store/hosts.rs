@@ -7,7 +7,8 @@ use teefleet_model::{HostId, RuleSet};
 
 use super::{LIVENESS_SECS, Result, Store, StoreError, records::event_from_row, rule_set};
 use crate::{
-    report::{Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
+    delivery::{Sample, Samples},
+    report::{ArrivalCounters, CounterSample, Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
     store::HostRecord,
 };
 
@@ -55,13 +56,16 @@ impl Store {
     pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<HelloOutcome> {
         let claimed = reported(hello.applied_version);
         let row = sqlx::query(
-            "INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, dataplane)
+            "WITH old AS (SELECT addresses FROM hosts WHERE host_id = $1)
+             INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, dataplane)
              VALUES ($1, $2, $3, $4, true, now(), $6)
              ON CONFLICT (host_id) DO UPDATE SET agent_version = $2, addresses = $3, connection_id = $4,
                  connected = true, last_seen = now(),
                  applied_version = CASE WHEN $5 <= hosts.desired_version THEN $5 ELSE 0 END,
                  dataplane = coalesce($6, hosts.dataplane)
-             RETURNING desired_version, desired_rules, desired_collector, $5 > desired_version AS stale",
+             RETURNING desired_version, desired_rules, desired_collector, desired_arrivals, $5 > desired_version AS stale,
+                 (SELECT addresses FROM old) IS DISTINCT FROM $3::text[] AS moved,
+                 EXISTS (SELECT 1 FROM session_sources WHERE host_id = $1) AS source",
         )
         .bind(id.as_str())
         .bind(hello.agent_version)
@@ -71,6 +75,10 @@ impl Store {
         .bind(hello.dataplane.map(Json))
         .fetch_one(&self.pool)
         .await?;
+        // Collectors count a source's clones by its addresses.
+        if row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")? {
+            self.recompile_collectors().await?;
+        }
         Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")? })
     }
 
@@ -137,6 +145,7 @@ impl Store {
             reports.iter().map(|(_, r)| Json(r.counters.as_slice())).collect();
         let dataplanes: Vec<Option<Json<&Dataplane>>> =
             reports.iter().map(|(_, r)| r.dataplane.as_ref().map(Json)).collect();
+
         // Every part sees the table as it was before the UPDATE, so the last SELECT finds
         // the hosts that exist but were not written: those that were locked.
         let busy: Vec<String> = sqlx::query_scalar(
@@ -159,6 +168,62 @@ impl Store {
         .await?;
         let busy: std::collections::HashSet<String> = busy.into_iter().collect();
         Ok(reports.iter().filter(|(h, _)| busy.contains(h.as_str())).map(|(h, _)| h.clone()).collect())
+    }
+
+    /// Stores counter samples: each report's counters with the time they were read. Rows
+    /// are only added, so nothing here waits for a recompile.
+    pub async fn add_counter_samples(&self, samples: &[(HostId, CounterSample)]) -> Result<()> {
+        let ids: Vec<&str> = samples.iter().map(|(h, _)| h.as_str()).collect();
+        let read_at: Vec<DateTime<Utc>> = samples.iter().map(|(_, s)| s.read_at).collect();
+        let sent: Vec<Json<&[SessionCounters]>> = samples.iter().map(|(_, s)| Json(s.sent.as_slice())).collect();
+        let arrived: Vec<Json<&[ArrivalCounters]>> = samples.iter().map(|(_, s)| Json(s.arrived.as_slice())).collect();
+        sqlx::query(
+            "INSERT INTO counter_samples (host_id, read_at, sent, arrived)
+             SELECT v.host_id, v.read_at, v.sent, v.arrived
+             FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::jsonb[]) AS v(host_id, read_at, sent, arrived)
+             WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = v.host_id)",
+        )
+        .bind(&ids)
+        .bind(&read_at)
+        .bind(&sent)
+        .bind(&arrived)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes counter samples older than `kept`; returns how many.
+    pub async fn prune_counter_samples(&self, kept: std::time::Duration) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM counter_samples WHERE read_at < now() - make_interval(secs => $1)")
+            .bind(kept.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The counter samples of `hosts` read after `since`, oldest first per host.
+    pub async fn counter_samples(&self, hosts: &[HostId], since: DateTime<Utc>) -> Result<Samples> {
+        let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT host_id, read_at, sent, arrived FROM counter_samples
+             WHERE host_id = ANY($1) AND read_at > $2 ORDER BY host_id, read_at",
+        )
+        .bind(&ids)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut samples = Samples::new();
+        for row in &rows {
+            let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(super::corrupt)?;
+            let Json(sent): Json<Vec<SessionCounters>> = row.try_get("sent")?;
+            let Json(arrived): Json<Vec<ArrivalCounters>> = row.try_get("arrived")?;
+            let sample = Sample {
+                sent: sent.into_iter().map(|c| (c.session, c.traffic.packets())).collect(),
+                arrived: arrived.into_iter().map(|a| ((a.session, a.source), a.arrived.packets)).collect(),
+            };
+            samples.entry(host).or_default().push((row.try_get("read_at")?, sample));
+        }
+        Ok(samples)
     }
 
     /// Adds an event and drops the host's oldest beyond the most recent
@@ -197,11 +262,13 @@ impl Store {
     }
 
     pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
-        let row = sqlx::query("SELECT desired_version, desired_rules, desired_collector FROM hosts WHERE host_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
+        let row = sqlx::query(
+            "SELECT desired_version, desired_rules, desired_collector, desired_arrivals FROM hosts WHERE host_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { what: "host", id: id.to_string() })?;
         rule_set(&row)
     }
 

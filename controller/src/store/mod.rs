@@ -20,8 +20,8 @@ use sqlx::{
     types::Json,
 };
 use teefleet_model::{
-    Cidr, CompileInput, Direction, Encap, Filter, HostId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet, Sample,
-    SessionName, SessionSpec, Throttle, Vni, compile,
+    Arrival, Cidr, CompileInput, Direction, Encap, Filter, HostId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
+    Sample, SessionName, SessionSpec, Throttle, Vni, compile, compile_arrivals,
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
@@ -36,7 +36,7 @@ const COMPILE_LOCK: i64 = 0x7465_6566_6c74; // "teeflt"
 
 /// An agent whose stream has sent nothing for this long counts as disconnected, even if
 /// the replica that held its stream died without saying so.
-const LIVENESS_SECS: f64 = 30.0;
+pub(crate) const LIVENESS_SECS: f64 = 30.0;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -182,8 +182,8 @@ impl Store {
         };
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps, allow_routed, vni, resolve_problem, disable_source_check)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                                   max_pps, allow_routed, vni, resolve_problem, disable_source_check, max_loss)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(spec.name().as_str())
         .bind(spec.collector().as_str())
@@ -198,6 +198,7 @@ impl Store {
         .bind(i32::try_from(vni.get()).map_err(corrupt)?)
         .bind(problem)
         .bind(spec.disable_source_check())
+        .bind(spec.max_loss().get())
         .fetch_one(&mut *tx)
         .await;
         let session_id = match inserted {
@@ -225,6 +226,15 @@ impl Store {
         let (versions, changed) = recompile(&mut tx, &all).await?;
         record_required(&mut tx, session_id, &versions).await?;
         access::audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Recompiles what every collector counts, after a source's addresses changed.
+    pub async fn recompile_collectors(&self) -> Result<Vec<HostId>> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let (_, changed) = recompile(&mut tx, &[]).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -298,7 +308,9 @@ macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
             s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
-            c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni, s.disable_source_check,
+            c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni, s.disable_source_check, s.max_loss,
+            EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL)
+                AS collector_has_agent,
             array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id AND ss.origin = 'named'
                   ORDER BY host_id) AS sources,
             array(SELECT key FROM session_selectors t WHERE t.session_id = s.id ORDER BY key) AS selector_keys,
@@ -330,8 +342,9 @@ async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 
 fn rule_set(row: &PgRow) -> Result<RuleSet> {
     let Json(rules): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
+    let Json(arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
     let set = RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)?;
-    Ok(set.with_collector(row.try_get("desired_collector")?))
+    set.with_collector(row.try_get("desired_collector")?).with_arrivals(arrivals).map_err(corrupt)
 }
 
 pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {
@@ -381,64 +394,117 @@ async fn record_required(
     Ok(())
 }
 
-/// Recompiles the given hosts from every session that covers them, storing a new version
-/// for each host whose rules changed and telling every replica so at commit. Returns every host's resulting desired version and
-/// the list of hosts that changed.
+/// What the compiler reads of a session: add a WHERE.
+macro_rules! compile_select {
+    () => {
+        "SELECT s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, s.sample_ppm,
+                s.max_pps, s.vni, c.encap, c.ip, host(c.ipv6) AS ipv6,
+                array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
+         FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id"
+    };
+}
+
+fn compile_input(row: &PgRow) -> Result<CompileInput> {
+    let encap: Encap = row.try_get::<String, _>("encap")?.parse().map_err(corrupt)?;
+    let vni = u32::try_from(row.try_get::<i32, _>("vni")?).map_err(corrupt)?;
+    Ok(CompileInput {
+        vni: (encap == Encap::Vxlan).then(|| Vni::new(vni).map_err(corrupt)).transpose()?,
+        name: row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
+        collector: row.try_get::<String, _>("collector_id")?.parse().map_err(corrupt)?,
+        sources: row
+            .try_get::<Vec<String>, _>("sources")?
+            .iter()
+            .map(|h| h.parse().map_err(corrupt))
+            .collect::<Result<_>>()?,
+        collector_ips: std::iter::once(row.try_get::<String, _>("ip")?)
+            .chain(row.try_get::<Option<String>, _>("ipv6")?)
+            .map(|ip| ip.parse::<IpAddr>().map_err(corrupt))
+            .collect::<Result<_>>()?,
+        filter: filter_from_row(row)?,
+    })
+}
+
+/// What every collector with an agent counts: each session delivering to it, from each
+/// address its sources reported in their Hello. Collectors are few, and a change of any
+/// session or source address may change what one counts, so all are compiled each time.
+async fn compile_collectors(tx: &mut Transaction<'_, Postgres>) -> Result<BTreeMap<HostId, Vec<Arrival>>> {
+    let rows = sqlx::query(concat!(
+        compile_select!(),
+        " WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id)"
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    let inputs = rows.iter().map(compile_input).collect::<Result<Vec<_>>>()?;
+    let rows = sqlx::query(
+        "SELECT host_id, addresses FROM hosts WHERE host_id IN (
+             SELECT ss.host_id FROM session_sources ss JOIN sessions s ON s.id = ss.session_id
+             WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id))",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut addresses = BTreeMap::new();
+    for row in &rows {
+        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+        // Hello's addresses were checked when stored; one that no longer parses counts nothing.
+        let ips = row.try_get::<Vec<String>, _>("addresses")?.iter().filter_map(|a| a.parse().ok()).collect();
+        addresses.insert(host, ips);
+    }
+    let mut arrivals = compile_arrivals(&inputs, &addresses);
+    let collectors: Vec<String> = sqlx::query_scalar(
+        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for collector in collectors {
+        arrivals.entry(collector.parse().map_err(corrupt)?).or_default();
+    }
+    Ok(arrivals)
+}
+
+/// Recompiles the given hosts from every session that covers them, and every collector
+/// from the sessions delivering to it, storing a new version for each host whose set
+/// changed and telling every replica so at commit. Returns every given host's resulting
+/// desired version and the list of hosts that changed.
 async fn recompile(
     tx: &mut Transaction<'_, Postgres>,
     hosts: &[HostId],
 ) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
     let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
-    let rows = sqlx::query(
-        "SELECT s.name, s.direction, s.protocol, s.port_first, s.port_last, s.cidrs, s.sample_ppm, s.max_pps, s.vni,
-                c.encap, c.ip, host(c.ipv6) AS ipv6, array(SELECT host_id FROM session_sources ss WHERE ss.session_id = s.id) AS sources
-         FROM sessions s JOIN collectors c ON c.instance_id = s.collector_id
-         WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))",
-    )
+    let rows = sqlx::query(concat!(
+        compile_select!(),
+        " WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))"
+    ))
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    let mut inputs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let encap: Encap = row.try_get::<String, _>("encap")?.parse().map_err(corrupt)?;
-        let vni = u32::try_from(row.try_get::<i32, _>("vni")?).map_err(corrupt)?;
-        inputs.push(CompileInput {
-            vni: (encap == Encap::Vxlan).then(|| Vni::new(vni).map_err(corrupt)).transpose()?,
-            name: row.try_get::<String, _>("name")?.parse().map_err(corrupt)?,
-            sources: row
-                .try_get::<Vec<String>, _>("sources")?
-                .iter()
-                .map(|h| h.parse().map_err(corrupt))
-                .collect::<Result<_>>()?,
-            collector_ips: std::iter::once(row.try_get::<String, _>("ip")?)
-                .chain(row.try_get::<Option<String>, _>("ipv6")?)
-                .map(|ip| ip.parse::<IpAddr>().map_err(corrupt))
-                .collect::<Result<_>>()?,
-            filter: filter_from_row(row)?,
-        });
-    }
+    let inputs = rows.iter().map(compile_input).collect::<Result<Vec<_>>>()?;
     let mut compiled = compile(&inputs).map_err(corrupt)?;
+    let mut arrivals = compile_collectors(tx).await?;
+    let all: Vec<&str> = ids.iter().copied().chain(arrivals.keys().map(HostId::as_str)).collect();
 
     let current = sqlx::query(
-        "SELECT host_id, desired_version, desired_rules, desired_collector,
+        "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals,
                 EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
          FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
     )
-    .bind(&ids)
+    .bind(&all)
     .fetch_all(&mut **tx)
     .await?;
+    let given: std::collections::BTreeSet<&HostId> = hosts.iter().collect();
     let mut versions = BTreeMap::new();
     let mut changed = Vec::new();
     // One UPDATE for every changed host: a session over a whole tier changes thousands.
-    let (mut ids, mut new_versions, mut new_rules, mut new_collector) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut new_versions, mut new_rules, mut new_collector, mut new_arrivals) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for row in &current {
         let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
         let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
+        let Json(old_arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
         let (was_collector, collector): (bool, bool) = (row.try_get("desired_collector")?, row.try_get("collector")?);
         let mut version: i64 = row.try_get("desired_version")?;
         let new = compiled.remove(&host).unwrap_or_default();
-        if new != old || collector != was_collector {
+        let counted = arrivals.remove(&host).unwrap_or_default();
+        if new != old || collector != was_collector || counted != old_arrivals {
             // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes
             // above any host's; running out means the bound was bypassed.
             version = u64::try_from(version)
@@ -450,20 +516,26 @@ async fn recompile(
             new_versions.push(version);
             new_rules.push(Json(new));
             new_collector.push(collector);
+            new_arrivals.push(Json(counted));
             changed.push(host.clone());
         }
-        versions.insert(host, version);
+        if given.contains(&host) {
+            versions.insert(host, version);
+        }
     }
     if !ids.is_empty() {
         sqlx::query(
-            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules, desired_collector = v.collector
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[]) AS v(host_id, version, rules, collector)
+            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules, desired_collector = v.collector,
+                                desired_arrivals = v.arrivals
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[], $5::jsonb[])
+                 AS v(host_id, version, rules, collector, arrivals)
              WHERE h.host_id = v.host_id",
         )
         .bind(&ids)
         .bind(&new_versions)
         .bind(&new_rules)
         .bind(&new_collector)
+        .bind(&new_arrivals)
         .execute(&mut **tx)
         .await?;
     }

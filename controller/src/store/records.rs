@@ -4,9 +4,10 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow, types::Json};
-use teefleet_model::{CollectorId, Encap, HostId, SessionSpec, TagSelector, Vni};
+use teefleet_model::{CollectorId, Encap, HostId, MaxLoss, SessionSpec, TagSelector, Vni};
 
 use super::{Result, StoreError, corrupt, filter_from_row, version};
+use crate::delivery::CollectorAgent;
 
 /// A stored VNI; the schema keeps it in range.
 fn vni(stored: i32) -> Result<Vni> {
@@ -177,6 +178,8 @@ pub struct SessionRecord {
     pub sources: Vec<SourceStatus>,
     /// Why the last re-resolution of the session's tags was not applied in full.
     pub resolve_problem: Option<String>,
+    /// Whether an agent ever said Hello for the collector, so that it counts arrivals.
+    pub collector_agent: CollectorAgent,
 }
 
 impl SessionRecord {
@@ -204,7 +207,8 @@ impl SessionRecord {
         .map_err(corrupt)?
         .with_allow_routed(row.try_get("allow_routed")?)
         .with_vni(Some(vni(row.try_get("vni")?)?))
-        .with_disable_source_check(row.try_get("disable_source_check")?);
+        .with_disable_source_check(row.try_get("disable_source_check")?)
+        .with_max_loss(MaxLoss::new(row.try_get("max_loss")?).map_err(corrupt)?);
         let sources = sources
             .iter()
             .map(|r| {
@@ -238,6 +242,11 @@ impl SessionRecord {
             collector_ec2_error: row.try_get("collector_ec2_error")?,
             sources,
             resolve_problem: row.try_get("resolve_problem")?,
+            collector_agent: if row.try_get("collector_has_agent")? {
+                CollectorAgent::Present
+            } else {
+                CollectorAgent::Absent
+            },
         })
     }
 }
