@@ -329,6 +329,47 @@ mod tests {
         }
     }
 
+    /// A cloud that knows no instance, sets every check, and cannot list by tag.
+    struct Answers;
+
+    impl Cloud for Answers {
+        fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
+            Box::pin(async move { Err(CloudError::NotFound(id.to_string())) })
+        }
+
+        fn set_source_dest_check<'a>(&'a self, _: &'a InstanceId, _: bool) -> BoxFuture<'a, Result<(), CloudError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn instances_with_tags<'a>(
+            &'a self,
+            _: &'a [TagSelector],
+            _: usize,
+        ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>> {
+            Box::pin(async { Err(CloudError::Unavailable("throttled".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn metered_counts_every_call_and_failure_by_ec2_action() {
+        let metrics = Arc::new(Metrics::default());
+        let cloud = Metered::new(Arc::new(Answers), metrics.clone());
+        let id: InstanceId = "i-0123456789abcdef0".parse().expect("id");
+        assert!(matches!(cloud.describe_instance(&id).await, Err(CloudError::NotFound(_))), "answers pass through");
+        cloud.set_source_dest_check(&id, false).await.expect("set");
+        assert!(cloud.instances_with_tags(&tags(&["role=web"]), 10).await.is_err());
+        let text = metrics.text();
+        for line in [
+            "teefleet_controller_ec2_calls_total{operation=\"describe_instances\"} 2",
+            "teefleet_controller_ec2_calls_total{operation=\"modify_instance_attribute\"} 1",
+            "teefleet_controller_ec2_failures_total{operation=\"describe_instances\",error=\"not_found\"} 1",
+            "teefleet_controller_ec2_failures_total{operation=\"describe_instances\",error=\"unavailable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("operation=\"modify_instance_attribute\",error"), "{text}");
+    }
+
     fn interface(index: i32, ips: &[&str]) -> InstanceNetworkInterface {
         let mut b = InstanceNetworkInterface::builder()
             .attachment(InstanceNetworkInterfaceAttachment::builder().device_index(index).build());

@@ -382,7 +382,6 @@ impl Metrics {
 }
 
 /// What a scrape reads besides the counters: the state the gauges show.
-#[derive(Clone)]
 pub(crate) struct Scrape {
     pub metrics: Arc<Metrics>,
     pub store: Store,
@@ -483,6 +482,23 @@ mod tests {
             has(&m.text(), "teefleet_controller_sessions{status=\"active\"} 0"),
             "a deleted session is not counted"
         );
+    }
+
+    #[test]
+    fn database_errors_are_counted_by_kind_where_they_become_store_errors() {
+        let m = Metrics::default();
+        let count = |kind: &str| {
+            let series = format!("teefleet_controller_database_errors_total{{kind=\"{kind}\"}} ");
+            let text = m.text();
+            let line = text.lines().find_map(|l| l.strip_prefix(series.as_str())).map(str::to_owned);
+            line.and_then(|n| n.parse::<u64>().ok()).unwrap_or_else(|| panic!("{series} in\n{text}"))
+        };
+        // The family is the process's: other tests may count too, but never fewer.
+        let (unavailable, other) = (count("unavailable"), count("other"));
+        let _: StoreError = sqlx::Error::PoolTimedOut.into();
+        let _: StoreError = sqlx::Error::RowNotFound.into();
+        assert!(count("unavailable") > unavailable);
+        assert!(count("other") > other);
     }
 
     #[test]
