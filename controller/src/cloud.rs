@@ -3,7 +3,9 @@
 //! reconciler's and the resolver's logic does not depend on the SDK.
 
 use std::{
+    future::Future,
     net::{IpAddr, Ipv6Addr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -12,8 +14,8 @@ use futures::future::BoxFuture;
 use teefleet_model::{InstanceId, TagSelector, carries_all};
 use tracing::warn;
 
-use crate::ec2_errors::classify;
 pub use crate::ec2_errors::{CloudError, Target};
+use crate::{ec2_errors::classify, metrics::Metrics};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
@@ -43,6 +45,46 @@ pub trait Cloud: Send + Sync + 'static {
         tags: &'a [TagSelector],
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>>;
+}
+
+/// Any cloud with its calls counted in the metrics, by the EC2 action each method makes.
+pub struct Metered {
+    inner: Arc<dyn Cloud>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn Cloud>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn count<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        let result = call.await;
+        self.metrics.ec2_call(operation, result.as_ref().err());
+        result
+    }
+}
+
+impl Cloud for Metered {
+    fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
+        Box::pin(self.count("describe_instances", self.inner.describe_instance(id)))
+    }
+
+    fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>> {
+        Box::pin(self.count("modify_instance_attribute", self.inner.set_source_dest_check(id, enabled)))
+    }
+
+    fn instances_with_tags<'a>(
+        &'a self,
+        tags: &'a [TagSelector],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>> {
+        Box::pin(self.count("describe_instances", self.inner.instances_with_tags(tags, limit)))
+    }
 }
 
 /// The most instances DescribeInstances returns per page, and the fewest it accepts asking for.
@@ -285,6 +327,47 @@ mod tests {
             assert!(message.contains(names), "{message}");
             assert!(message.len() < 400 && !message.contains("DispatchFailure"), "{} chars: {message}", message.len());
         }
+    }
+
+    /// A cloud that knows no instance, sets every check, and cannot list by tag.
+    struct Answers;
+
+    impl Cloud for Answers {
+        fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
+            Box::pin(async move { Err(CloudError::NotFound(id.to_string())) })
+        }
+
+        fn set_source_dest_check<'a>(&'a self, _: &'a InstanceId, _: bool) -> BoxFuture<'a, Result<(), CloudError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn instances_with_tags<'a>(
+            &'a self,
+            _: &'a [TagSelector],
+            _: usize,
+        ) -> BoxFuture<'a, Result<Vec<TaggedInstance>, CloudError>> {
+            Box::pin(async { Err(CloudError::Unavailable("throttled".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn metered_counts_every_call_and_failure_by_ec2_action() {
+        let metrics = Arc::new(Metrics::default());
+        let cloud = Metered::new(Arc::new(Answers), metrics.clone());
+        let id: InstanceId = "i-0123456789abcdef0".parse().expect("id");
+        assert!(matches!(cloud.describe_instance(&id).await, Err(CloudError::NotFound(_))), "answers pass through");
+        cloud.set_source_dest_check(&id, false).await.expect("set");
+        assert!(cloud.instances_with_tags(&tags(&["role=web"]), 10).await.is_err());
+        let text = metrics.text();
+        for line in [
+            "teefleet_controller_ec2_calls_total{operation=\"describe_instances\"} 2",
+            "teefleet_controller_ec2_calls_total{operation=\"modify_instance_attribute\"} 1",
+            "teefleet_controller_ec2_failures_total{operation=\"describe_instances\",error=\"not_found\"} 1",
+            "teefleet_controller_ec2_failures_total{operation=\"describe_instances\",error=\"unavailable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("operation=\"modify_instance_attribute\",error"), "{text}");
     }
 
     fn interface(index: i32, ips: &[&str]) -> InstanceNetworkInterface {

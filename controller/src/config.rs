@@ -212,6 +212,16 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_served_on_loopback_unless_off() {
+        let default: std::net::SocketAddr = "127.0.0.1:9478".parse().expect("addr");
+        assert_eq!(parse(&[]).metrics_listen, Listen::On(default));
+        assert_eq!(parse(&["--metrics-listen", "off"]).metrics_listen, Listen::Off);
+        assert_eq!(parse(&["--metrics-listen", "0.0.0.0:9100"]).metrics_listen.to_string(), "0.0.0.0:9100");
+        let args = ["fleet-controller", "--database-url", "x", "--metrics-listen", "9478"];
+        assert!(Config::try_parse_from(args).is_err(), "a port alone is not an address");
+    }
+
+    #[test]
     fn default_sans_include_the_listen_address() {
         assert_eq!(parse(&["--listen", "10.0.0.1:7300"]).sans(), ["localhost", "127.0.0.1", "::1", "10.0.0.1"]);
         assert_eq!(parse(&["--tls-san", "ctl.example,10.0.0.9"]).sans(), ["ctl.example", "10.0.0.9"]);

@@ -18,6 +18,17 @@ pub enum CloudError {
     Refused(String),
 }
 
+impl CloudError {
+    /// The error's kind in one word, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CloudError::NotFound(_) => "not_found",
+            CloudError::Unavailable(_) => "unavailable",
+            CloudError::Refused(_) => "refused",
+        }
+    }
+}
+
 /// Where the calls go, so a failure can name it.
 #[derive(Debug, Clone, Default)]
 pub struct Target {

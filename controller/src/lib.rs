@@ -160,9 +160,11 @@ pub async fn run(
     let hub = Hub::default();
     let metrics = Arc::new(Metrics::default());
     metrics.limits(limits.max, open_files.unwrap_or(u64::MAX));
+    let cloud: Arc<dyn Cloud> = Arc::new(cloud::Metered::new(cloud, metrics.clone()));
     let metrics_task = match config.metrics_listen {
         Listen::On(addr) => {
-            Some(metrics::serve(addr, metrics.clone(), shutdown.clone()).await.map_err(Error::Metrics)?)
+            let scrape = metrics::Scrape { metrics: metrics.clone(), store: store.clone(), hub: hub.clone() };
+            Some(metrics::serve(addr, scrape, shutdown.clone()).await.map_err(Error::Metrics)?)
         }
         Listen::Off => None,
     };

@@ -74,6 +74,11 @@ impl Hub {
         }
     }
 
+    /// How many streams this replica holds.
+    pub fn connected(&self) -> usize {
+        self.streams().len()
+    }
+
     /// Every host with a stream here.
     pub fn hosts(&self) -> Vec<HostId> {
         self.streams().keys().cloned().collect()

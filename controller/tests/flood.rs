@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    Controller, FakeCloud, database,
+    Controller, FakeCloud, database, free_port, get,
     secure::{BOOTSTRAP, audit, with_token},
     tls_channel,
 };
@@ -114,24 +114,6 @@ async fn bogus_token_callers_neither_flood_the_log_nor_starve_operators() {
     let line = format!("teefleet_controller_refused_calls_total{{kind=\"admin\",reason=\"unknown_token\"}} {refused}");
     assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     ctl.stop().await;
-}
-
-/// A loopback address with a port nothing listens on right now.
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
-
-/// The body of a plain HTTP GET.
-async fn get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("request");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 /// How many refusals an audit row stands for: one, or the count of a summary row

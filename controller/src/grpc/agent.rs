@@ -209,6 +209,15 @@ impl AgentService for Api {
     }
 }
 
+/// A rule set sent on the stream.
+#[derive(Debug, Clone, Copy)]
+struct Pushed {
+    version: u64,
+    rules: u32,
+    /// When it was sent, for the push-to-ack latency.
+    at: Instant,
+}
+
 struct Connection {
     api: Api,
     host: HostId,
@@ -216,9 +225,8 @@ struct Connection {
     /// The version the agent last reported applied; `None` when it claimed one this
     /// host was never pushed, so what it holds is unknown.
     applied: Option<u64>,
-    /// The versions pushed on this stream, newest last, with their rule counts: only
-    /// these are acknowledged.
-    pushed: VecDeque<(u64, u32)>,
+    /// The versions pushed on this stream, newest last: only these are acknowledged.
+    pushed: VecDeque<Pushed>,
     /// Acks and Nacks ignored on this stream, for logging only the first.
     ignored: u64,
     /// The dataplane as last stored, so an unchanged report is not written again.
@@ -301,7 +309,7 @@ impl Connection {
     /// is gone.
     async fn push(&mut self, desired: &RuleSet) -> bool {
         let version = desired.version();
-        if self.applied == Some(version) || self.pushed.back().is_some_and(|&(v, _)| v == version) {
+        if self.applied == Some(version) || self.pushed.back().is_some_and(|p| p.version == version) {
             return true;
         }
         let msg = pb::ControllerMessage { msg: Some(controller_message::Msg::RuleSet(pb::RuleSet::from(desired))) };
@@ -312,7 +320,8 @@ impl Connection {
         if self.pushed.len() == PUSHES_KEPT {
             self.pushed.pop_front();
         }
-        self.pushed.push_back((version, rules));
+        self.pushed.push_back(Pushed { version, rules, at: Instant::now() });
+        self.api.metrics.pushed();
         info!(host_id = %self.host, version, rules, "pushed rule set");
         true
     }
@@ -320,15 +329,19 @@ impl Connection {
     async fn handle(&mut self, msg: pb::AgentMessage) {
         let result = match msg.msg {
             Some(Msg::Ack(ack)) => {
-                let Some(rules) = self.pushed_rules(ack.version, "unpushed_ack") else { return };
+                let Some(pushed) = self.pushed(ack.version, "unpushed_ack") else { return };
                 info!(host_id = %self.host, version = ack.version, "agent applied rule set");
+                // A repeated Ack is not a second delivery.
+                if self.applied != Some(ack.version) {
+                    self.api.metrics.acked(pushed.at.elapsed());
+                }
                 self.applied = Some(ack.version);
-                self.unrecorded_ack = Some((ack.version, rules));
+                self.unrecorded_ack = Some((ack.version, pushed.rules));
                 self.record_ack().await;
                 Ok(())
             }
             Some(Msg::Nack(nack)) => {
-                if self.pushed_rules(nack.version, "unpushed_nack").is_none() {
+                if self.pushed(nack.version, "unpushed_nack").is_none() {
                     return;
                 }
                 let error = printable(&nack.error, MAX_NACK_ERROR);
@@ -350,18 +363,18 @@ impl Connection {
         }
     }
 
-    /// The rule count of `version` if it was pushed on this stream. An Ack or Nack of any
+    /// The push of `version`, if it was pushed on this stream. An Ack or Nack of any
     /// other version is ignored (logged once per stream, and counted as `reason`): it is
     /// a lie, or a very late answer from a set long replaced.
-    fn pushed_rules(&mut self, version: u64, reason: &'static str) -> Option<u32> {
-        if let Some(&(_, rules)) = self.pushed.iter().find(|(v, _)| *v == version) {
-            return Some(rules);
+    fn pushed(&mut self, version: u64, reason: &'static str) -> Option<Pushed> {
+        if let Some(pushed) = self.pushed.iter().find(|p| p.version == version) {
+            return Some(*pushed);
         }
         self.api.metrics.ignored_report(reason);
         self.ignored += 1;
         if self.ignored == 1 {
             warn!(
-                host_id = %self.host, version, pushed = ?self.pushed.iter().map(|(v, _)| v).collect::<Vec<_>>(), reason,
+                host_id = %self.host, version, pushed = ?self.pushed.iter().map(|p| p.version).collect::<Vec<_>>(), reason,
                 "ignoring an answer for a version not pushed on this stream"
             );
         }

@@ -56,9 +56,13 @@ pub enum StoreError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// Every database error becomes a `StoreError` here (those the store expects, such as a
+/// duplicate name, are recognised before), which makes this the place to count them.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e)
+        let e = StoreError::Database(e);
+        crate::metrics::database_error(&e);
+        e
     }
 }
 
