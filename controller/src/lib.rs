@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod refusals;
 pub mod report;
 pub mod selectors;
+pub mod sessions;
 pub mod status;
 pub mod store;
 
@@ -163,7 +164,12 @@ pub async fn run(
     let cloud: Arc<dyn Cloud> = Arc::new(cloud::Metered::new(cloud, metrics.clone()));
     let metrics_task = match config.metrics_listen {
         Listen::On(addr) => {
-            let scrape = metrics::Scrape { metrics: metrics.clone(), store: store.clone(), hub: hub.clone() };
+            let scrape = metrics::Scrape {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                hub: hub.clone(),
+                delivery: config.delivery_window(),
+            };
             Some(metrics::serve(addr, scrape, shutdown.clone()).await.map_err(Error::Metrics)?)
         }
         Listen::Off => None,

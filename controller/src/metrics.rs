@@ -25,9 +25,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     cloud::CloudError,
+    delivery::Window,
     push::Hub,
-    status::{SessionState, session_status},
-    store::{Store, StoreError},
+    status::{SessionState, StatusView},
+    store::{SessionRecord, Store, StoreError},
 };
 
 /// Upper bounds (seconds) of the push-to-ack histogram: an agent on the same network acks
@@ -145,6 +146,8 @@ pub struct Metrics {
     /// When the sessions were last read for the gauge; the lock makes scrapes that arrive
     /// together share one read.
     sessions_read: tokio::sync::Mutex<Option<Instant>>,
+    /// The sessions whose delivery series are shown, so the next read removes the rest.
+    delivery_shown: std::sync::Mutex<std::collections::BTreeSet<SessionName>>,
 }
 
 /// A new metric, registered under `name`.
@@ -245,6 +248,7 @@ impl Default for Metrics {
             sessions,
             push_ack,
             sessions_read: tokio::sync::Mutex::new(None),
+            delivery_shown: std::sync::Mutex::default(),
             // Last, as the fields above borrow it to register.
             registry: r,
         }
@@ -342,6 +346,23 @@ impl Metrics {
         }
     }
 
+    /// Shows each session's delivery, and forgets sessions that are gone (deleted on any
+    /// replica) or whose delivery became unknown.
+    fn delivery_of(&self, records: &[SessionRecord], views: &[StatusView]) {
+        let mut shown = self.delivery_shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut now_shown = std::collections::BTreeSet::new();
+        for (record, view) in records.iter().zip(views) {
+            if let Some(total) = view.delivery.as_ref().and_then(|d| d.total) {
+                self.session_delivery(record.spec.name(), total.sent, total.delivered, total.loss_ratio);
+                now_shown.insert(record.spec.name().clone());
+            }
+        }
+        for gone in shown.difference(&now_shown) {
+            self.forget_session(gone);
+        }
+        *shown = now_shown;
+    }
+
     /// Removes a deleted session's delivery series.
     pub fn forget_session(&self, session: &SessionName) {
         let label = Session { session: session.to_string() };
@@ -354,7 +375,7 @@ impl Metrics {
     /// Reads the sessions' statuses for the gauge unless they were read within
     /// `SESSIONS_MAX_AGE`. When the database cannot answer, the gauge keeps its last
     /// values (the error is counted with the other database errors).
-    async fn read_sessions(&self, store: &Store) {
+    async fn read_sessions(&self, store: &Store, window: Window) {
         let mut read = self.sessions_read.lock().await;
         if read.is_some_and(|at| at.elapsed() < SESSIONS_MAX_AGE) {
             return;
@@ -362,8 +383,16 @@ impl Metrics {
         // A failed read is not retried before the next period either, so an outage does
         // not make every scrape wait for the timeout.
         *read = Some(Instant::now());
-        match tokio::time::timeout(SESSIONS_READ_TIMEOUT, store.list_sessions()).await {
-            Ok(Ok(records)) => self.sessions(records.iter().map(|r| session_status(r).state)),
+        let read = async {
+            let records = store.list_sessions().await?;
+            let views = crate::sessions::views(store, &records, window).await?;
+            Ok::<_, crate::store::StoreError>((records, views))
+        };
+        match tokio::time::timeout(SESSIONS_READ_TIMEOUT, read).await {
+            Ok(Ok((records, views))) => {
+                self.sessions(views.iter().map(|v| v.state));
+                self.delivery_of(&records, &views);
+            }
             Ok(Err(e)) => warn!(error = %e, "could not read the sessions for /metrics; showing the last counts"),
             Err(_) => warn!(
                 timeout = ?SESSIONS_READ_TIMEOUT,
@@ -386,6 +415,8 @@ pub(crate) struct Scrape {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub hub: Hub,
+    /// How sessions' delivery is judged, as for `session get`.
+    pub delivery: Window,
 }
 
 /// Binds at once, so a taken port is a start-up error, then serves `/metrics` until
@@ -407,7 +438,7 @@ pub(crate) async fn serve(
 
 async fn text(State(scrape): State<Arc<Scrape>>) -> impl IntoResponse {
     scrape.metrics.agents_connected(scrape.hub.connected());
-    scrape.metrics.read_sessions(&scrape.store).await;
+    scrape.metrics.read_sessions(&scrape.store, scrape.delivery).await;
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], scrape.metrics.text())
 }
 

@@ -138,7 +138,7 @@ fn the_dashboard_names_only_metrics_the_daemons_expose() {
     let agent = teefleet_agent::status::Status::new(Duration::from_secs(5));
     agent.record_synced(&"https://controller:7300".parse().expect("url"));
     let counters = [("web".parse().expect("name"), Counter { packets: 1, bytes: 100 })];
-    agent.record_check(Ok(&Check { repairs: Vec::new(), counters: counters.into() }));
+    agent.record_check(Ok(&Check { counters: counters.into(), ..Check::default() }));
     let (controller, agent) = (controller.text(), agent.metrics());
     let known: BTreeSet<String> = exposed(&controller).into_iter().chain(exposed(&agent)).collect();
     assert!(known.contains("teefleet_agent_applies_total"), "{known:?}");

@@ -18,9 +18,7 @@ use super::{Api, ApiError, convert};
 use crate::{
     auth::Role,
     cloud::CloudError,
-    delivery::{SessionFacts, session_delivery},
     selectors::{self, describe_off_link, describe_tags},
-    status::session_status,
     store::{AuditEntry, CollectorRecord, NewCollector, SessionRecord},
 };
 
@@ -219,35 +217,10 @@ impl Api {
             .ok_or_else(|| ApiError::from(crate::store::StoreError::NotFound { what: "session", id: name.to_string() }))
     }
 
-    /// Sessions with their status and delivery, from one read of the counter samples of
-    /// every host involved.
+    /// Sessions with their status and delivery.
     async fn session_replies(&self, records: &[SessionRecord]) -> Result<Vec<pb::Session>, ApiError> {
-        let now = chrono::Utc::now();
-        let mut hosts: Vec<HostId> = records
-            .iter()
-            .flat_map(|r| r.sources.iter().map(|s| s.host_id.clone()).chain([HostId::from(r.spec.collector())]))
-            .collect();
-        hosts.sort();
-        hosts.dedup();
-        let samples = self.store.counter_samples(&hosts, now - self.delivery.lookback()).await?;
-        Ok(records
-            .iter()
-            .map(|r| {
-                let sources: Vec<HostId> = r.sources.iter().map(|s| s.host_id.clone()).collect();
-                let collector = HostId::from(r.spec.collector());
-                let facts = SessionFacts {
-                    name: r.spec.name(),
-                    collector: &collector,
-                    encap: r.collector_encap,
-                    sources: &sources,
-                    max_loss: r.spec.max_loss(),
-                    collector_agent: r.collector_agent,
-                };
-                let delivery = session_delivery(&facts, &samples, self.delivery, now);
-                let status = session_status(r).with_delivery(delivery);
-                convert::pb_session(r, &status, self.delivery)
-            })
-            .collect())
+        let views = crate::sessions::views(&self.store, records, self.delivery).await?;
+        Ok(records.iter().zip(&views).map(|(r, view)| convert::pb_session(r, view, self.delivery)).collect())
     }
 
     async fn add_collector(&self, req: pb::AddCollectorRequest, audit: &AuditEntry) -> Result<pb::Collector, ApiError> {
