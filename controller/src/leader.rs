@@ -1,6 +1,7 @@
-//! Work only one replica may do at a time (EC2 calls): the replica holding the leader lock
-//! (a Postgres advisory lock) runs it; the others retry the lock, so when the leader dies
-//! its connection closes, the lock frees and another takes over within `RETRY`.
+//! Work only one replica should do at a time (EC2 calls, session expiry): the replica
+//! holding the leader lock (a Postgres advisory lock) runs it; the others retry the lock,
+//! so when the leader dies its connection closes, the lock frees and another takes over
+//! within `RETRY`.
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ where
     loop {
         match store.try_lead().await {
             Ok(Some(mut lead)) => {
-                info!("leading: this replica runs the EC2 reconciler and the tag re-resolution");
+                info!("leading: this replica runs the EC2 reconciler, the tag re-resolution and session expiry");
                 refused_logged = false;
                 let lost = shutdown.child_token();
                 let task = tokio::spawn(work(lost.clone()));

@@ -39,6 +39,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         source_tags: Vec::new(),
         vni: 0,
         disable_source_check: false,
+        ttl_seconds: 0,
     }
 }
 

@@ -51,6 +51,7 @@ fn create_vxlan(name: &str, sources: &[&str], collector: &str, filter: Option<pb
         source_tags: Vec::new(),
         vni: 0,
         disable_source_check: false,
+        ttl_seconds: 0,
     }
 }
 
