@@ -171,7 +171,7 @@ fn source_problems(spec: &SessionSpec, collector: &CollectorFacts, source: &Sour
     if source.is_collector {
         problems.push(Problem::host(
             host,
-            "is a registered collector: a collector is never a source, since it would mirror the clones it receives",
+            "a registered collector, and a collector is never a source: it would mirror the clones it receives",
             true,
         ));
     }
@@ -194,7 +194,7 @@ fn source_problems(spec: &SessionSpec, collector: &CollectorFacts, source: &Sour
         )),
         (Agent::None, None, None) => problems.push(Problem::host(
             host,
-            "is unknown: no agent has connected with that id and EC2 has no such instance",
+            "unknown: no agent has connected with that id and EC2 has no such instance",
             true,
         )),
     }
@@ -204,7 +204,7 @@ fn source_problems(spec: &SessionSpec, collector: &CollectorFacts, source: &Sour
         problems.push(Problem::host(
             host,
             format!(
-                "is in subnet {subnet} but collector {} (encap none) is in {}: raw TEE sends clones to a gateway on \
+                "in subnet {subnet} but collector {} (encap none) is in {}: raw TEE sends clones to a gateway on \
                  the source's own link, so they would be dropped. Use a VXLAN collector, or --allow-routed if the \
                  collector is reachable on-link anyway",
                 collector.id, collector.subnet_id
