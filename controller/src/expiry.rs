@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use teefleet_model::SessionName;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -35,18 +34,10 @@ pub async fn expire_once(store: &Store) -> Result<Vec<SessionName>, StoreError> 
 
 /// Expires sessions every `period` until `shutdown`.
 pub async fn run(store: Store, period: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(period.max(MIN_PERIOD));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    crate::leader::every(period.max(MIN_PERIOD), &shutdown, || async {
+        if let Err(e) = expire_once(&store).await {
+            warn!(error = %e, "cannot expire sessions; retrying next period");
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = expire_once(&store) => if let Err(e) = result {
-                warn!(error = %e, "cannot expire sessions; retrying next period");
-            },
-        }
-    }
+    })
+    .await;
 }

@@ -3,9 +3,10 @@
 //! so when the leader dies its connection closes, the lock frees and another takes over
 //! within `RETRY`.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use futures::future::BoxFuture;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -13,6 +14,28 @@ use crate::store::{LEADER_PING, Store};
 
 /// How often a replica that does not lead tries the lock.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// Runs `pass` every `period`, the first time at once, until `shutdown`, which also
+/// interrupts a pass: the leader's periodic loops, whose passes each run in their own
+/// transactions, so an interrupted one is rolled back and the next leader redoes it.
+pub async fn every<F: Future<Output = ()>>(
+    period: Duration,
+    shutdown: &CancellationToken,
+    mut pass: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = pass() => {}
+        }
+    }
+}
 
 /// Runs `work` while this replica leads, until `shutdown`. `work` gets a token cancelled
 /// when the lead is lost, and must return soon after.

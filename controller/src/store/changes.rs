@@ -72,24 +72,14 @@ impl Store {
             TtlChange::Clear => (false, None),
             TtlChange::Set(ttl) => (false, Some(i64::try_from(ttl.secs()).unwrap_or(i64::MAX))),
         };
-        sqlx::query(
+        let query = sqlx::query_scalar::<_, i64>(
             "UPDATE sessions SET direction = $2, protocol = $3, port_first = $4, port_last = $5, cidrs = $6,
                     sample_ppm = $7, max_pps = $8,
                     expires_at = CASE WHEN $9 THEN expires_at ELSE now() + $10::bigint * interval '1 second' END
-             WHERE id = $1",
+             WHERE id = $1 RETURNING id",
         )
-        .bind(session_id)
-        .bind(filter.direction)
-        .bind(filter.protocol)
-        .bind(filter.port_first)
-        .bind(filter.port_last)
-        .bind(&filter.cidrs)
-        .bind(filter.sample_ppm)
-        .bind(filter.max_pps)
-        .bind(keep_expiry)
-        .bind(ttl_secs)
-        .execute(&mut *tx)
-        .await?;
+        .bind(session_id);
+        filter.bind(query).bind(keep_expiry).bind(ttl_secs).fetch_one(&mut *tx).await?;
         if change.before.selectors() != change.after.selectors() {
             sqlx::query("DELETE FROM session_selectors WHERE session_id = $1")
                 .bind(session_id)

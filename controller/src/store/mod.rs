@@ -177,21 +177,16 @@ impl Store {
                      now() + $14::bigint * interval '1 second') RETURNING id",
         )
         .bind(spec.name().as_str())
-        .bind(spec.collector().as_str())
-        .bind(filter.direction)
-        .bind(filter.protocol)
-        .bind(filter.port_first)
-        .bind(filter.port_last)
-        .bind(&filter.cidrs)
-        .bind(filter.sample_ppm)
-        .bind(filter.max_pps)
-        .bind(spec.allow_routed())
-        .bind(i32::try_from(vni.get()).map_err(corrupt)?)
-        .bind(problem)
-        .bind(spec.disable_source_check())
-        .bind(ttl.map(|t| i64::try_from(t.secs()).unwrap_or(i64::MAX)))
-        .fetch_one(&mut *tx)
-        .await;
+        .bind(spec.collector().as_str());
+        let inserted = filter
+            .bind(inserted)
+            .bind(spec.allow_routed())
+            .bind(i32::try_from(vni.get()).map_err(corrupt)?)
+            .bind(problem)
+            .bind(spec.disable_source_check())
+            .bind(ttl.map(|t| i64::try_from(t.secs()).unwrap_or(i64::MAX)))
+            .fetch_one(&mut *tx)
+            .await;
         let session_id = match inserted {
             Err(e) if violates(&e, "sessions_vni") => {
                 return Err(StoreError::AlreadyExists { what: "session with VNI", id: vni.to_string() });
@@ -370,6 +365,22 @@ struct FilterColumns {
 }
 
 impl FilterColumns {
+    /// Binds the seven columns, in the order of `direction, protocol, port_first,
+    /// port_last, cidrs, sample_ppm, max_pps`.
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.direction)
+            .bind(self.protocol)
+            .bind(self.port_first)
+            .bind(self.port_last)
+            .bind(&self.cidrs)
+            .bind(self.sample_ppm)
+            .bind(self.max_pps)
+    }
+
     fn of(filter: &Filter) -> Self {
         // Samples are at most a million parts per million and caps at most a million.
         let column = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
