@@ -2,7 +2,9 @@
 //! pastes. Whatever argv holds (real words in odd orders, flags without values, garbage,
 //! bytes that are not UTF-8), clap parses it or returns a usage error that renders and
 //! exits 2; a parsed `session create` always builds its request, with exactly the
-//! throttle given, and a parsed `token create` with exactly the lifetime given; the
+//! throttle given, a parsed `session update` with exactly the throttle and lifetime given
+//! and the controller's verdict on it, and a parsed `token create` with exactly the
+//! lifetime given; the
 //! cross-flag check never panics; the value parsers agree with the model, so the CLI
 //! refuses nothing the controller would accept and reads no value differently from it;
 //! and the connection settings resolve with a flag over the environment over the file,
@@ -13,7 +15,7 @@ use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 use clap::Parser;
 use proptest::{collection::vec, option, prelude::*, sample::select};
 use teefleet_model::{
-    MaxPps, PortRange, Sample, Throttle,
+    MaxPps, PortRange, Sample, SessionUpdate, Throttle, TtlChange,
     strategy::{self, config, hostile},
 };
 use teefleet_proto::v1;
@@ -21,6 +23,7 @@ use teefleet_proto::v1;
 use crate::args::Cli;
 use crate::cmd::Command;
 use crate::cmd::session::{SessionCommand, parse_max_pps, parse_port, parse_sample};
+use crate::cmd::session_update::OrDefault;
 use crate::cmd::token::{TokenCommand, USES_NEEDS_AGENT};
 use crate::config::{self, ConnectionFlags, FileConfig, LoadedFile, Source};
 
@@ -44,6 +47,14 @@ const WORDS: &[&str] = &[
     "--sample",
     "--max-pps",
     "--wait",
+    "update",
+    "--add-source",
+    "--remove-source",
+    "--add-source-tag",
+    "--remove-source-tag",
+    "--dry-run",
+    "any",
+    "off",
     "--allow-routed",
     "--timeout",
     "--ip",
@@ -152,6 +163,34 @@ fn create_argv() -> impl Strategy<Value = Vec<OsString>> {
     )
 }
 
+/// A `session update` with valid values or the words that reset them, then maybe random
+/// arguments after it.
+fn update_argv() -> impl Strategy<Value = Vec<OsString>> {
+    let flag = |name: &'static str, value: BoxedStrategy<String>| value.prop_map(move |v| vec![name.to_owned(), v]);
+    let flags = (
+        option::of(flag("--port", prop_oneof![strategy::port_range_text(), Just("any".to_owned())].boxed())),
+        option::of(flag(
+            "--sample",
+            prop_oneof![strategy::sample().prop_map(|s| s.to_string()), Just("all".into())].boxed(),
+        )),
+        option::of(flag(
+            "--max-pps",
+            prop_oneof![strategy::max_pps().prop_map(|m| m.to_string()), Just("off".into())].boxed(),
+        )),
+        option::of(flag("--ttl", prop_oneof!["[0-9]{1,3}[smhd]", Just("off".to_owned())].boxed())),
+        option::of(flag("--add-source", strategy::host_id_text().boxed())),
+        option::of(flag("--remove-source-tag", strategy::tag_selector_text().boxed())),
+    );
+    let flags =
+        flags.prop_map(|(a, b, c, d, e, f)| [a, b, c, d, e, f].into_iter().flatten().flatten().collect::<Vec<_>>());
+    (strategy::session_name_text(), flags, vec(arg(), 0..3)).prop_map(|(name, flags, extra)| {
+        let mut argv: Vec<OsString> = vec!["session".into(), "update".into(), name.into()];
+        argv.extend(flags.into_iter().map(OsString::from));
+        argv.extend(extra);
+        argv
+    })
+}
+
 /// A `token create` that parses (bar `--uses` with a role other than agent, which the
 /// check refuses), then maybe random arguments after it.
 fn token_create_argv() -> impl Strategy<Value = Vec<OsString>> {
@@ -177,7 +216,7 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn any_argv_parses_or_is_a_usage_error(args in prop_oneof![vec(arg(), 0..10), create_argv(), token_create_argv()]) {
+    fn any_argv_parses_or_is_a_usage_error(args in prop_oneof![vec(arg(), 0..10), create_argv(), update_argv(), token_create_argv()]) {
         let parsed = Cli::try_parse_from(std::iter::once(OsString::from("fleetctl")).chain(args));
         if let Ok(cli) = &parsed {
             // The checks clap cannot express refuse with a message, never a panic.
@@ -209,6 +248,26 @@ proptest! {
                     Ok(Throttle::new(create.sample, create.max_pps))
                 );
                 prop_assert!(create.wait.enabled || create.wait.timeout == std::time::Duration::from_secs(60), "--timeout requires --wait");
+            }
+            Ok(Cli { command: Command::Session(SessionCommand::Update(update)), .. }) => {
+                let request = update.to_request();
+                prop_assert_eq!(&request.name, &update.name);
+                let decoded = SessionUpdate::try_from(&request);
+                // fleetctl refuses locally what the controller refuses, and only `--cidr any`
+                // beside a network besides.
+                let any_and_more = update.cidrs.len() > 1 && update.cidrs.iter().any(|c| c == "any");
+                prop_assert_eq!(update.problems().is_empty(), decoded.is_ok() && !any_and_more);
+                if let Ok(decoded) = decoded {
+                    prop_assert_eq!(decoded.filter.max_pps, update.max_pps.map(|OrDefault(m)| m));
+                    let sample = update.sample.map(|OrDefault(s)| Throttle::new(s, None).sample);
+                    prop_assert_eq!(decoded.filter.sample, sample);
+                    let ttl = match update.ttl {
+                        None => TtlChange::Keep,
+                        Some(OrDefault(None)) => TtlChange::Clear,
+                        Some(OrDefault(Some(ttl))) => TtlChange::Set(ttl),
+                    };
+                    prop_assert_eq!(decoded.ttl, ttl);
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -48,6 +48,7 @@ pub fn proto_session() -> v1::Session {
         ],
         problems: vec!["ec2: ModifyInstanceAttribute throttled".into()],
         created_at: "2025-01-02T03:04:05Z".into(),
+        expires_at: String::new(),
         source_tags: vec![],
         allow_routed: false,
         vni: 42,

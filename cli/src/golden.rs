@@ -8,7 +8,9 @@ use crate::cmd::audit::AuditOut;
 use crate::cmd::collector::CollectorOut;
 use crate::cmd::config::ConfigOut;
 use crate::cmd::host::{HostOut, HostRevokedOut};
+use crate::cmd::preflight::PreflightOut;
 use crate::cmd::session::SessionOut;
+use crate::cmd::session_update::UpdatedOut;
 use crate::cmd::token::{NewTokenOut, RevokedOut, TokenOut};
 use crate::config::{Setting, Settings, Source};
 use crate::fixtures::{may_2026, proto_host, proto_session, proto_tag_session, proto_token};
@@ -49,6 +51,7 @@ fn tag_session() -> v1::Session {
     s.filter = None;
     s.problems.clear();
     s.created_at = "2025-01-02T03:04:05+00:00".into();
+    s.expires_at = "2025-01-02T05:04:05.250+00:00".into();
     (s.packets, s.bytes, s.packets_per_second, s.bytes_per_second) = (9, 540, 0.0, 0.0);
     let seen = [(3, 180, "disabled"), (6, 360, "disabled"), (0, 0, "")];
     for (host, (packets, bytes, check)) in s.hosts.iter_mut().zip(seen) {
@@ -183,9 +186,9 @@ fn session_list() {
     let (table, json) = shown(&sessions());
     assert_eq!(
         table,
-        r#"NAME  STATE     SOURCES                                    COLLECTOR  FILTER                                                                          APPLIED  PACKETS  BYTES    PKT/S  BYTES/S    CREATED
-web   degraded  i-src1,i-src2                              i-col      ingress tcp port=80-90 peers=10.0.0.0/8,192.168.0.0/16 sample=0.01 max-pps=500  1/2      1000     1.5 MiB  2.5    2.0 KiB/s  2025-01-02T03:04:05Z
-db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all port=any peers=any                                                     2/3      9        540 B    0.0    0 B/s      2025-01-02T03:04:05Z
+        r#"NAME  STATE     SOURCES                                    COLLECTOR  FILTER                                                                          APPLIED  PACKETS  BYTES    PKT/S  BYTES/S    CREATED               EXPIRES
+web   degraded  i-src1,i-src2                              i-col      ingress tcp port=80-90 peers=10.0.0.0/8,192.168.0.0/16 sample=0.01 max-pps=500  1/2      1000     1.5 MiB  2.5    2.0 KiB/s  2025-01-02T03:04:05Z  -
+db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all port=any peers=any                                                     2/3      9        540 B    0.0    0 B/s      2025-01-02T03:04:05Z  2025-01-02T05:04:05Z
 "#
     );
     assert_eq!(
@@ -255,6 +258,7 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
       "ec2: ModifyInstanceAttribute throttled"
     ],
     "created_at": "2025-01-02T03:04:05.678901+00:00",
+    "expires_at": null,
     "packets": 1000,
     "bytes": 1572864,
     "packets_per_second": 2.5,
@@ -347,6 +351,7 @@ db    pending   i-named + tags env=prod,role=web: 2 hosts  i-raw      both all p
     ],
     "problems": [],
     "created_at": "2025-01-02T03:04:05+00:00",
+    "expires_at": "2025-01-02T05:04:05.250+00:00",
     "packets": 9,
     "bytes": 540,
     "packets_per_second": 0.0,
@@ -382,6 +387,7 @@ Sample:    0.01
 Max pps:   500
 Verified:  clones delivered over the last 60 s, degraded above 1% lost; the total covers 1 of 2 sources; the others' delivery is unknown
 Created:   2025-01-02T03:04:05Z
+Expires:   never
 
 HOST    APPLIED  CONNECTED  DESIRED  HOST-VERSION  PACKETS  BYTES    PKT/S  BYTES/S    DELIVERED            ERROR
 i-src1  yes      yes        3        3             1000     1.5 MiB  2.5    2.0 KiB/s  700/1000 (30% lost)  -
@@ -419,6 +425,7 @@ Sample:      all packets
 Max pps:     no cap
 Verified:    clones delivered over the last 60 s, degraded above 1% lost; collector i-col has no agent: nothing counts what arrives there
 Created:     2025-01-02T03:04:05Z
+Expires:     2025-01-02T05:04:05Z
 
 HOST     ORIGIN  APPLIED  CONNECTED  DESIRED  HOST-VERSION  SRC/DST-CHECK  PACKETS  BYTES  PKT/S  BYTES/S  DELIVERED  ERROR
 i-named  named   yes      yes        7        7             disabled       3        180 B  0.0    0 B/s    unknown    -
@@ -873,6 +880,184 @@ Problem: https://ctl:7300 (from config file /c.toml) uses TLS and needs the cont
         (&v["file_exists"], &v["ca_cert"], &v["problem"]),
         (&false.into(), &serde_json::json!({"value": null, "source": "unset"}), &NO_CA.into())
     );
+}
+
+/// `session update`: what changed, then the session as `session get` shows it.
+#[test]
+fn session_update() {
+    let reply = v1::UpdateSessionResponse { session: Some(session()), changed: true, hosts_changed: 2 };
+    let (table, json) = shown(&UpdatedOut::from(&reply));
+    let (get, _) = shown(&sessions()[0]);
+    assert_eq!(table, format!("session web updated: 2 hosts get a new rule set\n\n{get}"));
+    let json = value(&json);
+    assert_eq!((&json["changed"], &json["hosts_changed"]), (&true.into(), &2.into()));
+    assert_eq!(json["session"], value(&shown(&sessions()).1)[0], "the session is the list's element");
+
+    let same = v1::UpdateSessionResponse { session: Some(tag_session()), changed: false, hosts_changed: 0 };
+    let (table, _) = shown(&UpdatedOut::from(&same));
+    assert!(table.starts_with("session db already is so: nothing changed\n\nName:        db\n"), "{table}");
+}
+
+/// `session create --dry-run` of a raw session: a source that would work, one whose agent
+/// is gone, a tagged one in another subnet, and a collector named as a source.
+#[test]
+fn session_create_dry_run() {
+    let source = |host: &str, from_tags, subnet: &str, agent: &str, check: &str| v1::PreflightSource {
+        host_id: host.into(),
+        from_tags,
+        subnet_id: subnet.into(),
+        agent: agent.into(),
+        encap: "none".into(),
+        gateways: vec!["10.0.0.9".into(), "fd00::9".into()],
+        source_dest_check: check.into(),
+        rule_count: 4,
+    };
+    let problem = |host: &str, message: &str, refuses| v1::PreflightProblem {
+        host_id: host.into(),
+        message: message.into(),
+        refuses,
+    };
+    let plan = v1::SessionPreflight {
+        name: "db".into(),
+        collector: "i-raw".into(),
+        encap: "none".into(),
+        vni: 3,
+        collector_subnet_id: "subnet-1".into(),
+        collector_agent: "none".into(),
+        collector_source_dest_check: "enabled -> disabled".into(),
+        sources: vec![
+            source("i-a", false, "subnet-1", "connected", "enabled -> disabled"),
+            source("i-b", false, "subnet-1", "disconnected", ""),
+            source("i-web1", true, "subnet-2", "none", "unknown -> disabled"),
+            v1::PreflightSource { rule_count: 0, gateways: vec![], ..source("i-col2", false, "", "connected", "") },
+        ],
+        problems: vec![
+            problem("i-b", "its agent is not connected: it gets the rules when it reconnects", false),
+            problem("i-col2", "a registered collector, and a collector is never a source", true),
+            problem("", "collector i-raw has no agent: delivery will be unknown", false),
+        ],
+        would_create: false,
+    };
+    let (table, json) = shown(&PreflightOut::from(&plan));
+    assert_eq!(
+        table,
+        r#"Dry run: nothing was changed. Session db would be refused.
+
+Collector:                     i-raw (encap none, subnet subnet-1, agent none)
+VNI:                           3
+Collector's Source/Dest Check: enabled -> disabled
+
+HOST    ORIGIN  SUBNET    AGENT         DELIVERY                   SRC/DST-CHECK        RULES
+i-a     named   subnet-1  connected     tee via 10.0.0.9, fd00::9  enabled -> disabled  4
+i-b     named   subnet-1  disconnected  tee via 10.0.0.9, fd00::9  -                    4
+i-web1  tag     subnet-2  none          tee via 10.0.0.9, fd00::9  unknown -> disabled  4
+i-col2  named   -         connected     -                          -                    0
+
+Problems:
+  - refuses: i-col2: a registered collector, and a collector is never a source
+  - i-b: its agent is not connected: it gets the rules when it reconnects
+  - collector i-raw has no agent: delivery will be unknown
+"#
+    );
+    assert_eq!(
+        json,
+        r#"{
+  "name": "db",
+  "would_create": false,
+  "collector": "i-raw",
+  "encap": "none",
+  "vni": 3,
+  "collector_subnet_id": "subnet-1",
+  "collector_agent": "none",
+  "collector_source_dest_check": "enabled -> disabled",
+  "sources": [
+    {
+      "host_id": "i-a",
+      "from_tags": false,
+      "subnet_id": "subnet-1",
+      "agent": "connected",
+      "encap": "none",
+      "gateways": [
+        "10.0.0.9",
+        "fd00::9"
+      ],
+      "source_dest_check": "enabled -> disabled",
+      "rule_count": 4
+    },
+    {
+      "host_id": "i-b",
+      "from_tags": false,
+      "subnet_id": "subnet-1",
+      "agent": "disconnected",
+      "encap": "none",
+      "gateways": [
+        "10.0.0.9",
+        "fd00::9"
+      ],
+      "source_dest_check": null,
+      "rule_count": 4
+    },
+    {
+      "host_id": "i-web1",
+      "from_tags": true,
+      "subnet_id": "subnet-2",
+      "agent": "none",
+      "encap": "none",
+      "gateways": [
+        "10.0.0.9",
+        "fd00::9"
+      ],
+      "source_dest_check": "unknown -> disabled",
+      "rule_count": 4
+    },
+    {
+      "host_id": "i-col2",
+      "from_tags": false,
+      "subnet_id": null,
+      "agent": "connected",
+      "encap": "none",
+      "gateways": [],
+      "source_dest_check": null,
+      "rule_count": 0
+    }
+  ],
+  "problems": [
+    {
+      "host_id": "i-b",
+      "message": "its agent is not connected: it gets the rules when it reconnects",
+      "refuses": false
+    },
+    {
+      "host_id": "i-col2",
+      "message": "a registered collector, and a collector is never a source",
+      "refuses": true
+    },
+    {
+      "host_id": null,
+      "message": "collector i-raw has no agent: delivery will be unknown",
+      "refuses": false
+    }
+  ]
+}
+"#
+    );
+    let vxlan = v1::SessionPreflight {
+        encap: "vxlan".into(),
+        collector_source_dest_check: String::new(),
+        sources: vec![v1::PreflightSource {
+            encap: "vxlan".into(),
+            gateways: vec!["10.0.0.9".into()],
+            ..plan.sources[0].clone()
+        }],
+        problems: vec![],
+        would_create: true,
+        ..plan
+    };
+    let (table, _) = shown(&PreflightOut::from(&vxlan));
+    assert!(table.starts_with("Dry run: nothing was changed. Session db would be created.\n"), "{table}");
+    assert!(table.contains("Collector's Source/Dest Check: unchanged\n"), "{table}");
+    assert!(table.contains("  vxlan VNI 3 to 10.0.0.9  "), "{table}");
+    assert!(!table.contains("Problems"), "{table}");
 }
 
 /// `session delete`.

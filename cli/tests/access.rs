@@ -184,6 +184,23 @@ impl SessionService for Seen {
         self.call("session delete", &req)?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
+
+    async fn update_session(
+        &self,
+        req: Request<pb::UpdateSessionRequest>,
+    ) -> Result<Response<pb::UpdateSessionResponse>, Status> {
+        self.call("session update", &req)?;
+        let session = Some(stuck_session(&req.into_inner().name));
+        Ok(Response::new(pb::UpdateSessionResponse { session, changed: true, hosts_changed: 1 }))
+    }
+
+    async fn preflight_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::SessionPreflight>, Status> {
+        self.call("session preflight", &req)?;
+        Ok(Response::new(pb::SessionPreflight { name: req.into_inner().name, ..Default::default() }))
+    }
 }
 
 /// A throwaway CA and a server certificate for the names given, as PEM.

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "FLEET_SELECTOR_INTERVAL", default_value = "30s", value_parser = teefleet_model::parse_duration)]
     pub selector_interval: Duration,
 
+    /// How often the leader deletes the sessions whose lifetime (`session create --ttl`)
+    /// has ended.
+    #[arg(long, env = "FLEET_EXPIRY_INTERVAL", default_value = "10s", value_parser = teefleet_model::parse_duration)]
+    pub expiry_interval: Duration,
+
     /// The admin token to accept (at least 16 characters). Without it, a first start with
     /// no usable admin token creates one and logs it once.
     #[arg(long, env = "FLEET_BOOTSTRAP_TOKEN", hide_env_values = true)]
@@ -219,6 +224,14 @@ mod tests {
         assert_eq!(parse(&["--metrics-listen", "0.0.0.0:9100"]).metrics_listen.to_string(), "0.0.0.0:9100");
         let args = ["fleet-controller", "--database-url", "x", "--metrics-listen", "9478"];
         assert!(Config::try_parse_from(args).is_err(), "a port alone is not an address");
+    }
+
+    #[test]
+    fn expiry_interval() {
+        assert_eq!(parse(&[]).expiry_interval, Duration::from_secs(10));
+        assert_eq!(parse(&["--expiry-interval", "1s"]).expiry_interval, Duration::from_secs(1));
+        let args = ["fleet-controller", "--database-url", "x", "--expiry-interval", "10"];
+        assert!(Config::try_parse_from(args).is_err(), "a bare number is no duration");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Work only one replica may do at a time (EC2 calls): the replica holding the leader lock
-//! (a Postgres advisory lock) runs it; the others retry the lock, so when the leader dies
-//! its connection closes, the lock frees and another takes over within `RETRY`.
+//! Work only one replica should do at a time (EC2 calls, session expiry): the replica
+//! holding the leader lock (a Postgres advisory lock) runs it; the others retry the lock,
+//! so when the leader dies its connection closes, the lock frees and another takes over
+//! within `RETRY`.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use futures::future::BoxFuture;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -12,6 +14,28 @@ use crate::store::{LEADER_PING, Store};
 
 /// How often a replica that does not lead tries the lock.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// Runs `pass` every `period`, the first time at once, until `shutdown`, which also
+/// interrupts a pass: the leader's periodic loops, whose passes each run in their own
+/// transactions, so an interrupted one is rolled back and the next leader redoes it.
+pub async fn every<F: Future<Output = ()>>(
+    period: Duration,
+    shutdown: &CancellationToken,
+    mut pass: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = pass() => {}
+        }
+    }
+}
 
 /// Runs `work` while this replica leads, until `shutdown`. `work` gets a token cancelled
 /// when the lead is lost, and must return soon after.
@@ -23,7 +47,7 @@ where
     loop {
         match store.try_lead().await {
             Ok(Some(mut lead)) => {
-                info!("leading: this replica runs the EC2 reconciler and the tag re-resolution");
+                info!("leading: this replica runs the EC2 reconciler, the tag re-resolution and session expiry");
                 refused_logged = false;
                 let lost = shutdown.child_token();
                 let task = tokio::spawn(work(lost.clone()));

@@ -13,12 +13,14 @@ mod config;
 mod connections;
 pub mod delivery;
 pub mod ec2_errors;
+mod expiry;
 mod fanout;
 pub mod grpc;
 mod heartbeat;
 mod leader;
 pub mod metrics;
 pub mod pki;
+pub mod preflight;
 mod push;
 pub mod reconcile;
 pub mod refusals;
@@ -193,13 +195,14 @@ pub async fn run(
         tokio::spawn(fanout::run(store.clone(), hub, ec2_wake.clone(), config.resync_interval, shutdown.clone()));
     let leader = {
         let lead_store = store.clone();
-        let selector_interval = config.selector_interval;
+        let (selector_interval, expiry_interval) = (config.selector_interval, config.expiry_interval);
         let work = move |lost: CancellationToken| -> futures::future::BoxFuture<'static, ()> {
             let (store, cloud, wake) = (lead_store.clone(), cloud.clone(), ec2_wake.clone());
             Box::pin(async move {
                 tokio::join!(
                     reconcile::run(store.clone(), cloud.clone(), wake, lost.clone()),
-                    selectors::run(store, cloud, selector_interval, lost),
+                    selectors::run(store.clone(), cloud, selector_interval, lost.clone()),
+                    expiry::run(store, expiry_interval, lost),
                 );
             })
         };

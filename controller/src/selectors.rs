@@ -11,7 +11,6 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use teefleet_model::{CollectorId, HostId, InstanceId, TagSelector, limits::MAX_SESSION_HOSTS};
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -200,21 +199,15 @@ pub async fn resolve_once(store: &Store, cloud: &dyn Cloud) -> Result<Pass, Stor
 /// lead) interrupts a pass: its open transaction is rolled back, and the next leader's
 /// first pass redoes it.
 pub async fn run(store: Store, cloud: Arc<dyn Cloud>, period: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(period.max(MIN_PERIOD));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    crate::leader::every(period.max(MIN_PERIOD), &shutdown, || async {
+        match resolve_once(&store, cloud.as_ref()).await {
+            Ok(pass) => {
+                debug!(sessions = pass.sessions, kept = pass.kept, hosts_changed = pass.changed.len(), "tags resolved")
+            }
+            Err(e) => warn!(error = %e, "cannot resolve session tags; retrying next period"),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = resolve_once(&store, cloud.as_ref()) => match result {
-                Ok(pass) => debug!(sessions = pass.sessions, kept = pass.kept, hosts_changed = pass.changed.len(), "tags resolved"),
-                Err(e) => warn!(error = %e, "cannot resolve session tags; retrying next period"),
-            },
-        }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

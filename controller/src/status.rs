@@ -162,6 +162,7 @@ mod tests {
             )
             .expect("spec"),
             created_at: Utc::now(),
+            expires_at: None,
             collector_ip: "10.0.0.9".parse().expect("ip"),
             collector_sdc: sdc,
             collector_encap: Encap::None,

@@ -40,6 +40,7 @@ fn session_request(name: &str) -> pb::CreateSessionRequest {
         vni: 0,
         disable_source_check: false,
         max_loss: None,
+        ttl_seconds: 0,
     }
 }
 

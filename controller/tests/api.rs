@@ -52,6 +52,7 @@ fn create_vxlan(name: &str, sources: &[&str], collector: &str, filter: Option<pb
         vni: 0,
         disable_source_check: false,
         max_loss: None,
+        ttl_seconds: 0,
     }
 }
 

@@ -22,6 +22,8 @@ mod session;
 pub mod strategy;
 pub mod text;
 mod throttle;
+mod ttl;
+mod update;
 
 #[cfg(test)]
 mod hostile_input;
@@ -39,6 +41,8 @@ pub use rule::{MirrorRule, RuleDirection, RuleSet};
 pub use selector::{TagSelector, carries_all};
 pub use session::SessionSpec;
 pub use throttle::{MaxPps, Sample, Throttle};
+pub use ttl::{Ttl, TtlChange};
+pub use update::{FilterChange, SessionUpdate};
 
 /// Upper bounds on list inputs, so one request cannot make the controller or an agent do
 /// unbounded work.

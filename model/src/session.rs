@@ -108,6 +108,19 @@ impl SessionSpec {
         Self { allow_routed, ..self }
     }
 
+    /// The same session over other sources and tags, checked as at creation; everything
+    /// else stays.
+    pub fn with_sources(self, sources: Vec<HostId>, selectors: Vec<TagSelector>) -> Result<Self, ValidationError> {
+        let checked =
+            Self::selecting(self.name.clone(), sources, selectors, self.collector.clone(), Filter::default())?;
+        Ok(Self { sources: checked.sources, selectors: checked.selectors, ..self })
+    }
+
+    /// The same session mirroring other traffic.
+    pub fn with_filter(self, filter: Filter) -> Self {
+        Self { filter, ..self }
+    }
+
     /// The same session with the VXLAN VNI the operator chose.
     pub fn with_vni(self, vni: Option<Vni>) -> Self {
         Self { vni, ..self }

@@ -24,4 +24,6 @@ mod rules;
 
 pub use enums::{direction, family, protocol, rule_direction};
 pub use report::{arrivals, counters, dataplane, host_event};
-pub use request::{collector_ip, collector_ipv6, create_session_problems, encap, field};
+pub use request::{
+    collector_ip, collector_ipv6, create_session_problems, encap, field, session_ttl, update_session_problems,
+};

@@ -7,8 +7,9 @@ use std::{
 };
 
 use teefleet_model::{
-    Cidr, CollectorId, Encap, Filter, HostId, MaxLoss, MaxPps, PortRange, Sample, SessionName, SessionSpec,
-    TagSelector, Throttle, ValidationError, Vni, check_collector_ipv6, check_gateway, limits,
+    Cidr, CollectorId, Encap, Filter, FilterChange, HostId, MaxLoss, MaxPps, PortRange, Sample, SessionName,
+    SessionSpec, SessionUpdate, TagSelector, Throttle, Ttl, TtlChange, ValidationError, Vni, check_collector_ipv6,
+    check_gateway, limits,
 };
 
 use crate::{enums, rules::at, v1 as pb};
@@ -33,11 +34,25 @@ fn list<'a, T: FromStr<Err = ValidationError>>(
 }
 
 fn source_list(values: &[String]) -> Result<impl Iterator<Item = Result<HostId, ValidationError>>, ValidationError> {
-    list("sources", values, limits::MAX_SOURCES, || format!("at most {} sources per session", limits::MAX_SOURCES))
+    named_source_list("sources", values)
+}
+
+fn named_source_list<'a>(
+    name: &'a str,
+    values: &'a [String],
+) -> Result<impl Iterator<Item = Result<HostId, ValidationError>> + 'a, ValidationError> {
+    list(name, values, limits::MAX_SOURCES, || format!("at most {} sources per session", limits::MAX_SOURCES))
 }
 
 fn tag_list(values: &[String]) -> Result<impl Iterator<Item = Result<TagSelector, ValidationError>>, ValidationError> {
-    list("source_tags", values, limits::MAX_SELECTORS, || {
+    named_tag_list("source_tags", values)
+}
+
+fn named_tag_list<'a>(
+    name: &'a str,
+    values: &'a [String],
+) -> Result<impl Iterator<Item = Result<TagSelector, ValidationError>> + 'a, ValidationError> {
+    list(name, values, limits::MAX_SELECTORS, || {
         format!(
             "{} tags given; at most {} per session (an instance must carry all of them)",
             values.len(),
@@ -105,6 +120,11 @@ pub fn encap(text: &str) -> Result<Encap, ValidationError> {
     if text.is_empty() { Ok(Encap::default()) } else { text.parse() }
 }
 
+/// A session's lifetime in seconds; 0 means it lives until deleted.
+pub fn session_ttl(seconds: u64) -> Result<Option<Ttl>, ValidationError> {
+    (seconds != 0).then(|| Ttl::from_secs(seconds)).transpose().map_err(at("ttl_seconds"))
+}
+
 /// The VNI a session asks for; 0 lets the controller choose.
 fn vni(value: u32) -> Result<Option<Vni>, ValidationError> {
     (value != 0).then(|| Vni::new(value)).transpose()
@@ -138,6 +158,7 @@ pub fn create_session_problems(req: &pb::CreateSessionRequest) -> Vec<Validation
     problems.extend(field::<CollectorId>("collector", &req.collector).err());
     problems.extend(vni(req.vni).err());
     problems.extend(req.max_loss.map(MaxLoss::new).and_then(Result::err));
+    problems.extend(session_ttl(req.ttl_seconds).err());
     if let Some(f) = &req.filter {
         let within = |e: ValidationError| e.within("filter");
         problems.extend(enums::direction(f.direction).map_err(within).err());
@@ -165,6 +186,97 @@ impl From<&SessionSpec> for pb::CreateSessionRequest {
             vni: spec.vni().map_or(0, Vni::get),
             disable_source_check: spec.disable_source_check(),
             max_loss: Some(spec.max_loss().get()),
+            ttl_seconds: 0,
+        }
+    }
+}
+
+impl TryFrom<&pb::UpdateSessionRequest> for SessionUpdate {
+    type Error = ValidationError;
+
+    fn try_from(req: &pb::UpdateSessionRequest) -> Result<Self, Self::Error> {
+        Ok(SessionUpdate {
+            filter: FilterChange {
+                direction: req.direction.map(enums::direction).transpose().map_err(at("direction"))?,
+                protocol: req.protocol.map(enums::protocol).transpose().map_err(at("protocol"))?,
+                ports: update_ports(req)?,
+                cidrs: req.cidrs.as_ref().map(|c| cidr_list(&c.cidrs)?.collect()).transpose()?,
+                sample: update_sample(req)?,
+                max_pps: update_max_pps(req)?,
+            },
+            add_sources: named_source_list("add_sources", &req.add_sources)?.collect::<Result<_, _>>()?,
+            remove_sources: named_source_list("remove_sources", &req.remove_sources)?.collect::<Result<_, _>>()?,
+            add_tags: named_tag_list("add_source_tags", &req.add_source_tags)?.collect::<Result<_, _>>()?,
+            remove_tags: named_tag_list("remove_source_tags", &req.remove_source_tags)?.collect::<Result<_, _>>()?,
+            ttl: update_ttl(req)?,
+            ..SessionUpdate::new(field("name", &req.name)?)
+        })
+    }
+}
+
+fn update_ports(req: &pb::UpdateSessionRequest) -> Result<Option<Option<PortRange>>, ValidationError> {
+    req.port.as_ref().map(|p| p.ports.map(PortRange::try_from).transpose()).transpose().map_err(at("port"))
+}
+
+fn update_sample(req: &pb::UpdateSessionRequest) -> Result<Option<Option<Sample>>, ValidationError> {
+    req.sample.map(|s| Throttle::from_zeroable(s, 0).map(|t| t.sample)).transpose()
+}
+
+fn update_max_pps(req: &pb::UpdateSessionRequest) -> Result<Option<Option<MaxPps>>, ValidationError> {
+    req.max_pps.map(|m| Throttle::from_zeroable(0.0, m).map(|t| t.max_pps)).transpose()
+}
+
+fn update_ttl(req: &pb::UpdateSessionRequest) -> Result<TtlChange, ValidationError> {
+    Ok(match req.ttl_seconds.map(session_ttl).transpose()? {
+        None => TtlChange::Keep,
+        Some(None) => TtlChange::Clear,
+        Some(Some(ttl)) => TtlChange::Set(ttl),
+    })
+}
+
+/// Every problem of an update-session request, each field checked on its own, in the
+/// request's order; fleetctl shows them all before sending.
+pub fn update_session_problems(req: &pb::UpdateSessionRequest) -> Vec<ValidationError> {
+    let mut problems = Vec::new();
+    problems.extend(field::<SessionName>("name", &req.name).err());
+    problems.extend(req.direction.map(enums::direction).transpose().map_err(at("direction")).err());
+    problems.extend(req.protocol.map(enums::protocol).transpose().map_err(at("protocol")).err());
+    problems.extend(update_ports(req).err());
+    problems.extend(req.cidrs.as_ref().map(|c| list_problems(cidr_list(&c.cidrs))).unwrap_or_default());
+    problems.extend(update_sample(req).err());
+    problems.extend(update_max_pps(req).err());
+    problems.extend(list_problems(named_source_list("add_sources", &req.add_sources)));
+    problems.extend(list_problems(named_source_list("remove_sources", &req.remove_sources)));
+    problems.extend(list_problems(named_tag_list("add_source_tags", &req.add_source_tags)));
+    problems.extend(list_problems(named_tag_list("remove_source_tags", &req.remove_source_tags)));
+    problems.extend(update_ttl(req).err());
+    problems
+}
+
+fn texts<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+impl From<&SessionUpdate> for pb::UpdateSessionRequest {
+    fn from(u: &SessionUpdate) -> Self {
+        let f = &u.filter;
+        pb::UpdateSessionRequest {
+            name: u.name.to_string(),
+            direction: f.direction.map(|d| pb::Direction::from(d).into()),
+            protocol: f.protocol.map(|p| pb::Protocol::from(p).into()),
+            port: f.ports.map(|ports| pb::PortsUpdate { ports: ports.map(pb::PortRange::from) }),
+            cidrs: f.cidrs.as_ref().map(|c| pb::CidrsUpdate { cidrs: texts(c) }),
+            sample: f.sample.map(|s| s.map_or(0.0, Sample::fraction)),
+            max_pps: f.max_pps.map(|m| m.map_or(0, MaxPps::get)),
+            add_sources: texts(&u.add_sources),
+            remove_sources: texts(&u.remove_sources),
+            add_source_tags: texts(&u.add_tags),
+            remove_source_tags: texts(&u.remove_tags),
+            ttl_seconds: match u.ttl {
+                TtlChange::Keep => None,
+                TtlChange::Clear => Some(0),
+                TtlChange::Set(ttl) => Some(ttl.secs()),
+            },
         }
     }
 }
@@ -312,5 +424,70 @@ mod tests {
         let fine = pb::CreateSessionRequest { filter: None, ..icmp_port };
         assert!(create_session_problems(&fine).is_empty());
         assert!(SessionSpec::try_from(&fine).is_ok());
+    }
+
+    #[test]
+    fn an_update_survives_the_wire_and_its_problems_are_all_named() {
+        let update = SessionUpdate {
+            filter: FilterChange {
+                direction: Some(Direction::Egress),
+                protocol: Some(Protocol::Udp),
+                ports: Some(None),
+                cidrs: Some(vec!["10.0.0.0/8".parse().expect("cidr")]),
+                sample: Some(Some(Sample::from_fraction(0.25).expect("sample"))),
+                max_pps: Some(None),
+            },
+            add_sources: vec!["i-0123456789abcdef0".parse().expect("host")],
+            remove_sources: vec!["h1".parse().expect("host")],
+            add_tags: vec!["role=db".parse().expect("tag")],
+            remove_tags: vec!["role=web".parse().expect("tag")],
+            ttl: TtlChange::Set(Ttl::from_secs(3_600).expect("ttl")),
+            ..SessionUpdate::new("web".parse().expect("name"))
+        };
+        let wire = pb::UpdateSessionRequest::from(&update);
+        assert_eq!(SessionUpdate::try_from(&wire), Ok(update.clone()));
+        assert!(update_session_problems(&wire).is_empty());
+        let cleared = SessionUpdate { ttl: TtlChange::Clear, ..SessionUpdate::new("web".parse().expect("name")) };
+        let wire = pb::UpdateSessionRequest::from(&cleared);
+        assert_eq!((wire.ttl_seconds, wire.port.is_none(), wire.sample), (Some(0), true, None));
+        assert_eq!(SessionUpdate::try_from(&wire), Ok(cleared));
+
+        let bad = pb::UpdateSessionRequest {
+            name: "bad name".into(),
+            port: Some(pb::PortsUpdate { ports: Some(pb::PortRange { first: 0, last: 1 }) }),
+            cidrs: Some(pb::CidrsUpdate { cidrs: vec!["10.0.0.0/8".into(), "nope".into()] }),
+            sample: Some(2.0),
+            add_sources: vec!["bad host!".into()],
+            remove_source_tags: vec!["role".into()],
+            ttl_seconds: Some(30),
+            ..Default::default()
+        };
+        let fields: Vec<_> = update_session_problems(&bad).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["name", "port", "cidrs[1]", "sample", "add_sources[0]", "remove_source_tags[0]", "ttl_seconds"]
+        );
+        assert_eq!(SessionUpdate::try_from(&bad).unwrap_err().field, "port", "the first in decoding order");
+        let ttl = pb::UpdateSessionRequest { name: "web".into(), ttl_seconds: Some(30), ..Default::default() };
+        assert_eq!(
+            SessionUpdate::try_from(&ttl).unwrap_err().to_string(),
+            "ttl_seconds: 30s is not a session lifetime: give 1m to 30d"
+        );
+    }
+
+    #[test]
+    fn a_create_s_ttl_is_bounded() {
+        assert_eq!(session_ttl(0), Ok(None));
+        assert_eq!(session_ttl(7_200).map(|t| t.map(Ttl::secs)), Ok(Some(7_200)));
+        let req = pb::CreateSessionRequest {
+            name: "web".into(),
+            sources: vec!["i-0123456789abcdef0".into()],
+            collector: "i-0123456789abcdef1".into(),
+            ttl_seconds: 31 * 86_400,
+            ..Default::default()
+        };
+        let problems = create_session_problems(&req);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "ttl_seconds");
     }
 }

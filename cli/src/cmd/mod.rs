@@ -7,7 +7,9 @@ pub mod collector;
 pub mod completion;
 pub mod config;
 pub mod host;
+pub mod preflight;
 pub mod session;
+pub mod session_update;
 pub mod token;
 
 use std::io::Write;

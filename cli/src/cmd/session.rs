@@ -1,14 +1,17 @@
-//! `fleetctl session`: create (and wait for), list, show and delete mirroring sessions.
+//! `fleetctl session`: create (and wait for, or only preflight), list, show, update and
+//! delete mirroring sessions. `update` and the preflight's answer have files of their own.
 
 use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use teefleet_model::{Direction, MaxLoss, MaxPps, Protocol, Sample, TagSelector, Vni, text::escaped};
+use teefleet_model::{Direction, MaxLoss, MaxPps, Protocol, Sample, TagSelector, Ttl, Vni, text::escaped};
 use teefleet_proto::v1;
 use teefleet_proto::v1::session_service_client::SessionServiceClient;
 
+use super::preflight::PreflightOut;
+use super::session_update::{self, UpdateArgs};
 use crate::error::CliError;
 use crate::render::{DeletedOut, Format, Render, emit, non_empty};
 use crate::table::{
@@ -37,6 +40,9 @@ pub enum SessionCommand {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Change a session's throttle, filter, sources, tags or lifetime in place: each host
+    /// it affects gets one new rule set.
+    Update(UpdateArgs),
     /// Delete a session; its rules are removed from the sources.
     Delete {
         /// The session's name.
@@ -99,6 +105,14 @@ pub struct CreateArgs {
     /// the controller's delivery window: 1% or 0.01 [default: 1%].
     #[arg(long, value_name = "SHARE", value_parser = parse_max_loss)]
     pub max_loss: Option<MaxLoss>,
+    /// The session deletes itself this long after it is created: 90m, 2h, 7d (1m to 30d)
+    /// [default: it lives until deleted].
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<Ttl>,
+    /// Change nothing: print what creating the session would do on each source, and what
+    /// stands in its way.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: Wait,
 }
@@ -149,6 +163,11 @@ pub fn parse_max_loss(text: &str) -> Result<MaxLoss, String> {
     text.parse::<MaxLoss>().map_err(|e| e.reason)
 }
 
+/// Parses `--ttl`: a duration of 1m to 30d.
+pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    text.parse::<Ttl>().map_err(|e| e.reason)
+}
+
 /// Parses `--max-pps`: a whole number in the range the kernel's limit match accepts.
 pub fn parse_max_pps(text: &str) -> Result<MaxPps, String> {
     let pps = text.parse::<u32>().map_err(|_| format!("{text:?} is not a whole number of packets per second"))?;
@@ -176,6 +195,7 @@ impl CreateArgs {
             vni: self.vni.map_or(0, Vni::get),
             disable_source_check: self.disable_source_check,
             max_loss: self.max_loss.map(MaxLoss::get),
+            ttl_seconds: self.ttl.map_or(0, Ttl::secs),
         }
     }
 }
@@ -184,13 +204,14 @@ impl SessionCommand {
     /// A session to create is checked as the controller will check it, field by field, so
     /// that every mistake shows at once and nothing is sent.
     pub fn check(&self) -> Result<(), CliError> {
-        let SessionCommand::Create(args) = self else { return Ok(()) };
-        let problems = teefleet_proto::create_session_problems(&args.to_request());
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(CliError::Invalid { what: "the session cannot be created", problems })
-        }
+        let (what, problems) = match self {
+            SessionCommand::Create(args) => {
+                ("the session cannot be created", teefleet_proto::create_session_problems(&args.to_request()))
+            }
+            SessionCommand::Update(args) => ("the session cannot be updated", args.problems()),
+            _ => return Ok(()),
+        };
+        if problems.is_empty() { Ok(()) } else { Err(CliError::Invalid { what, problems }) }
     }
 
     /// Makes the call and prints the answer.
@@ -210,6 +231,7 @@ impl SessionCommand {
                 }
                 Ok(emit(out, format, &SessionOut::from(&s))?)
             }
+            SessionCommand::Update(args) => session_update::run(&mut client, &args, format, out).await,
             SessionCommand::Delete { name } => {
                 client.delete_session(v1::DeleteSessionRequest { name: name.clone() }).await?;
                 Ok(emit(out, format, &DeletedOut { kind: "session", name, deleted: true })?)
@@ -225,6 +247,10 @@ async fn create(
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    if args.dry_run {
+        let plan = client.preflight_session(args.to_request()).await?.into_inner();
+        return Ok(emit(out, format, &PreflightOut::from(&plan))?);
+    }
     let mut session = client.create_session(args.to_request()).await?.into_inner();
     if args.wait.enabled {
         session = wait_active(&mut client, session, args.wait.timeout, Waited::Created).await?;
@@ -341,6 +367,8 @@ pub struct SessionOut {
     pub hosts: Vec<SessionHostOut>,
     pub problems: Vec<String>,
     pub created_at: String,
+    /// RFC 3339: when the session deletes itself; null if it lives until deleted.
+    pub expires_at: Option<String>,
     /// Mirrored traffic summed over the hosts.
     pub packets: u64,
     pub bytes: u64,
@@ -433,6 +461,7 @@ impl From<&v1::Session> for SessionOut {
             hosts: s.hosts.iter().map(SessionHostOut::from).collect(),
             problems: s.problems.clone(),
             created_at: s.created_at.clone(),
+            expires_at: non_empty(&s.expires_at),
             packets: s.packets,
             bytes: s.bytes,
             packets_per_second: s.packets_per_second,
@@ -522,7 +551,7 @@ impl Render for [SessionOut] {
     fn text(&self) -> String {
         let mut headers = vec!["NAME", "STATE", "SOURCES", "COLLECTOR", "FILTER", "APPLIED"];
         headers.extend(TRAFFIC_HEADERS);
-        headers.push("CREATED");
+        headers.extend(["CREATED", "EXPIRES"]);
         table_of(&headers, self, |s| {
             let applied = s.hosts.iter().filter(|h| h.applied).count();
             let mut row = vec![
@@ -535,6 +564,7 @@ impl Render for [SessionOut] {
             ];
             row.extend(traffic_cells(s.packets, s.bytes, s.packets_per_second, s.bytes_per_second));
             row.push(or_dash(&time_text(&s.created_at)));
+            row.push(s.expires_at.as_deref().map_or_else(|| "-".to_owned(), time_text));
             row
         })
     }
@@ -567,6 +597,7 @@ impl Render for SessionOut {
             ("Max pps", self.max_pps.map_or_else(|| "no cap".to_owned(), |p| p.to_string())),
             ("Verified", verified_text(self)),
             ("Created", or_dash(&time_text(&self.created_at))),
+            ("Expires", self.expires_at.as_deref().map_or_else(|| "never".to_owned(), time_text)),
         ]);
         let mut out = key_values(&fields);
         out.push('\n');
@@ -884,6 +915,7 @@ mod tests {
             ],
             problems: vec!["ec2: throttled".into()],
             created_at: String::new(),
+            expires_at: None,
             packets: 0,
             bytes: 0,
             packets_per_second: 0.0,

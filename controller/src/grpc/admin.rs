@@ -17,17 +17,35 @@ use tracing::{info, warn};
 use super::{Api, ApiError, convert};
 use crate::{
     auth::Role,
-    cloud::CloudError,
-    selectors::{self, describe_off_link, describe_tags},
+    cloud::{CloudError, TaggedInstance},
+    selectors::{self, Resolution, describe_off_link, describe_tags},
     store::{AuditEntry, CollectorRecord, NewCollector, SessionRecord},
 };
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// What the compiler needs of `spec` over `sources`. Any VNI compiles alike, so a session
+/// without one yet compiles with the lowest; the store allocates the real one.
+pub(super) fn compile_input(
+    spec: &SessionSpec,
+    collector: &CollectorRecord,
+    sources: Vec<HostId>,
+) -> Result<CompileInput, ApiError> {
+    let raw = collector.encap == Encap::None;
+    Ok(CompileInput {
+        vni: (!raw).then_some(spec.vni().unwrap_or(Vni::new(Vni::MIN)?)),
+        name: spec.name().clone(),
+        collector: spec.collector().into(),
+        sources,
+        collector_ips: collector.ips(),
+        filter: spec.filter().clone(),
+    })
+}
+
 impl Api {
     /// Checks that every source is a known host: one whose agent has said Hello, or an
     /// EC2 instance (whose agent may not be installed yet). Returns the latter.
-    async fn resolve_sources(&self, sources: &[HostId]) -> Result<Vec<HostId>, ApiError> {
+    pub(super) async fn resolve_sources(&self, sources: &[HostId]) -> Result<Vec<HostId>, ApiError> {
         let mut found = Vec::new();
         for host in sources {
             if self.store.host_exists(host).await? {
@@ -50,7 +68,11 @@ impl Api {
 
     /// A raw session that mirrors inbound traffic needs its sources' checks off, which only
     /// the operator may ask for; a VXLAN session needs no check changed anywhere.
-    fn check_source_checks(spec: &SessionSpec, raw: bool, collector: &CollectorRecord) -> Result<(), ApiError> {
+    pub(super) fn check_source_checks(
+        spec: &SessionSpec,
+        raw: bool,
+        collector: &CollectorRecord,
+    ) -> Result<(), ApiError> {
         let inbound = spec.filter().direction() != Direction::Egress;
         if !raw && spec.disable_source_check() {
             return Err(ApiError::FailedPrecondition(format!(
@@ -75,7 +97,7 @@ impl Api {
     /// be on-link, and a clone sent to an off-link gateway is silently dropped. Hosts EC2
     /// does not know (agents off EC2), a collector without a known subnet, and sources EC2
     /// cannot describe right now are not checked.
-    async fn check_on_link(&self, sources: &[HostId], collector: &CollectorRecord) -> Result<(), ApiError> {
+    pub(super) async fn check_on_link(&self, sources: &[HostId], collector: &CollectorRecord) -> Result<(), ApiError> {
         if collector.subnet_id.is_empty() {
             return Ok(());
         }
@@ -108,7 +130,7 @@ impl Api {
     /// The instances the session's tags match now, checked as named sources are. A session
     /// with tags is refused when EC2 cannot be asked: created without its tag sources, it
     /// would look like a session whose tags match nothing.
-    async fn resolve_tags(
+    pub(super) async fn resolve_tags(
         &self,
         spec: &SessionSpec,
         collector: &CollectorRecord,
@@ -116,20 +138,44 @@ impl Api {
         if spec.selectors().is_empty() {
             return Ok((Vec::new(), None));
         }
+        let (resolution, limit, _) = self.match_tags(spec, collector).await?;
+        Self::tag_sources(spec, collector, resolution, limit)
+    }
+
+    /// What the session's tags match now, planned as for the session (its collector and
+    /// other collectors skipped, sources off the collector's link apart), and how many of
+    /// them it may use.
+    pub(super) async fn match_tags(
+        &self,
+        spec: &SessionSpec,
+        collector: &CollectorRecord,
+    ) -> Result<(Resolution, usize, Vec<TaggedInstance>), ApiError> {
         let tags = describe_tags(spec.selectors());
         let limit = limits::MAX_SESSION_HOSTS.saturating_sub(spec.sources().len());
         // One more than may be used, and one for the collector, tells "too many" from "just
         // enough".
         let found = self.cloud.instances_with_tags(spec.selectors(), limit + 2).await.map_err(|e| match e {
             CloudError::Unavailable(m) => ApiError::Cloud(CloudError::Unavailable(format!(
-                "{m}; cannot find the instances carrying {tags}, so the session was not created; retry"
+                "{m}; cannot find the instances carrying {tags}, so the session was not created or changed; retry"
             ))),
             other => ApiError::Cloud(other),
         })?;
         let collectors: Vec<InstanceId> =
             self.store.list_collectors().await?.into_iter().filter_map(|c| c.instance_id.instance()).collect();
         let routed_ok = spec.allow_routed() || collector.encap == Encap::Vxlan;
-        let resolution = selectors::plan(found, &collector.instance_id, &collector.subnet_id, routed_ok, &collectors);
+        let resolution =
+            selectors::plan(found.clone(), &collector.instance_id, &collector.subnet_id, routed_ok, &collectors);
+        Ok((resolution, limit, found))
+    }
+
+    /// The resolution's sources, refusing what create refuses.
+    pub(super) fn tag_sources(
+        spec: &SessionSpec,
+        collector: &CollectorRecord,
+        resolution: Resolution,
+        limit: usize,
+    ) -> Result<(Vec<HostId>, Option<String>), ApiError> {
+        let tags = describe_tags(spec.selectors());
         if !resolution.off_link.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
                 "{} carry {tags} but are in another subnet than collector {} ({}): raw TEE (--encap none) can only \
@@ -152,12 +198,17 @@ impl Api {
         Ok((resolution.sources, problem))
     }
 
-    async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
-        let spec = SessionSpec::try_from(&req)?;
+    /// What a session needs of its collector, checked before anything is stored: the
+    /// Source/Dest Checks it may change, an IPv6 address for IPv6 peers, and rules that
+    /// compile.
+    pub(super) fn check_against_collector(spec: &SessionSpec, collector: &CollectorRecord) -> Result<(), ApiError> {
+        Self::check_source_checks(spec, collector.encap == Encap::None, collector)?;
+        Self::check_peers_and_rules(spec, collector)
+    }
 
-        let collector = self.store.collector(spec.collector()).await?;
+    /// A collector with an IPv6 address for IPv6 peers, and rules that compile.
+    pub(super) fn check_peers_and_rules(spec: &SessionSpec, collector: &CollectorRecord) -> Result<(), ApiError> {
         let raw = collector.encap == Encap::None;
-        Self::check_source_checks(&spec, raw, &collector)?;
         if let Some(orphan) = spec.filter().cidrs().iter().find(|c| raw && !c.is_ipv4() && collector.ipv6.is_none()) {
             return Err(ValidationError::new(
                 "filter.cidrs",
@@ -183,16 +234,18 @@ impl Api {
         }
         // Compile the session alone first, so any other rule it cannot produce is refused
         // before anything is stored.
-        compile(&[CompileInput {
-            // Any VNI compiles alike; the store allocates the real one.
-            vni: (!raw).then_some(spec.vni().unwrap_or(Vni::new(Vni::MIN)?)),
-            name: spec.name().clone(),
-            collector: spec.collector().into(),
-            sources: spec.sources().to_vec(),
-            collector_ips: collector.ips(),
-            filter: spec.filter().clone(),
-        }])
-        .map_err(|e| ValidationError::new("filter", e.to_string()))?;
+        compile(&[compile_input(spec, collector, spec.sources().to_vec())?])
+            .map_err(|e| ValidationError::new("filter", e.to_string()))?;
+        Ok(())
+    }
+
+    async fn create_session(&self, req: pb::CreateSessionRequest, audit: &AuditEntry) -> Result<pb::Session, ApiError> {
+        let spec = SessionSpec::try_from(&req)?;
+        let ttl = teefleet_proto::session_ttl(req.ttl_seconds)?;
+
+        let collector = self.store.collector(spec.collector()).await?;
+        let raw = collector.encap == Encap::None;
+        Self::check_against_collector(&spec, &collector)?;
         let found_in_ec2 = self.resolve_sources(spec.sources()).await?;
         // VXLAN reaches a collector in any subnet the sources can route to.
         if raw && !spec.allow_routed() {
@@ -201,7 +254,7 @@ impl Api {
         let (matched, problem) = self.resolve_tags(&spec, &collector).await?;
 
         let changed =
-            self.store.create_session_matched(&spec, &found_in_ec2, &matched, problem.as_deref(), audit).await?;
+            self.store.create_session_matched(&spec, &found_in_ec2, &matched, problem.as_deref(), ttl, audit).await?;
         info!(
             session = %spec.name(), collector = %spec.collector(), tags = %describe_tags(spec.selectors()),
             matched = matched.len(), hosts = changed.len(), "session created"
@@ -209,7 +262,7 @@ impl Api {
         self.session_reply(spec.name()).await
     }
 
-    async fn session_reply(&self, name: &teefleet_model::SessionName) -> Result<pb::Session, ApiError> {
+    pub(super) async fn session_reply(&self, name: &teefleet_model::SessionName) -> Result<pb::Session, ApiError> {
         let record = self.store.session(name).await?;
         let mut replies = self.session_replies(std::slice::from_ref(&record)).await?;
         replies
@@ -379,6 +432,20 @@ impl SessionService for Api {
         let changed = self.audited(&entry, async { Ok(self.store.delete_session(&name, &entry).await?) }).await?;
         info!(session = %name, hosts = changed.len(), by = %entry.actor(), "session deleted");
         Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+
+    async fn update_session(&self, req: Request<pb::UpdateSessionRequest>) -> Reply<pb::UpdateSessionResponse> {
+        let caller = self.authorize(&req, Role::Operator, "session.update").await?;
+        let req = req.into_inner();
+        let entry = caller.audit("session.update", &req.name);
+        Ok(Response::new(self.audited(&entry, Api::update_session(self, &req, &entry)).await?))
+    }
+
+    /// Needs the role that may create the session: it describes instances in EC2 and
+    /// says which hosts have agents.
+    async fn preflight_session(&self, req: Request<pb::CreateSessionRequest>) -> Reply<pb::SessionPreflight> {
+        self.authorize(&req, Role::Operator, "session.preflight").await?;
+        Ok(Response::new(Api::preflight_session(self, req.get_ref()).await?))
     }
 }
 

@@ -2,11 +2,12 @@
 //! collectors, hosts). Conversions of domain types (requests, rule sets, agents' reports)
 //! are `teefleet-proto`'s.
 
-use teefleet_model::Vni;
+use teefleet_model::{SessionSpec, Vni};
 use teefleet_proto::v1 as pb;
 
 use crate::{
     delivery::{Delivery, Window},
+    preflight::{CheckChange, CollectorFacts, Preflight},
     status::{SessionState, StatusView},
     store::{CollectorRecord, HostRecord, SessionRecord},
 };
@@ -70,6 +71,7 @@ pub fn pb_session(r: &SessionRecord, status: &StatusView, window: Window) -> pb:
             .collect(),
         problems: status.problems.clone(),
         created_at: r.created_at.to_rfc3339(),
+        expires_at: r.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         packets: status.total.packets(),
         bytes: status.total.bytes(),
         packets_per_second: status.total.packets_per_second(),
@@ -107,5 +109,51 @@ pub fn pb_host(h: &HostRecord) -> pb::Host {
         drift_repairs: h.drift_repairs,
         events: Vec::new(),
         counters: h.counters.iter().map(pb::SessionCounters::from).collect(),
+    }
+}
+
+/// `enabled -> disabled`, or empty for no change.
+fn check_change(change: Option<CheckChange>) -> String {
+    change.map(|(now, want)| format!("{} -> {}", now.as_str(), want.as_str())).unwrap_or_default()
+}
+
+pub fn pb_preflight(
+    spec: &SessionSpec,
+    collector: &CollectorRecord,
+    facts: &CollectorFacts,
+    plan: &Preflight,
+) -> pb::SessionPreflight {
+    pb::SessionPreflight {
+        name: spec.name().to_string(),
+        collector: collector.instance_id.to_string(),
+        encap: collector.encap.to_string(),
+        vni: plan.vni.map_or(0, Vni::get),
+        collector_subnet_id: collector.subnet_id.clone(),
+        collector_agent: facts.agent.as_str().to_owned(),
+        collector_source_dest_check: check_change(plan.collector_check),
+        sources: plan
+            .sources
+            .iter()
+            .map(|s| pb::PreflightSource {
+                host_id: s.host.to_string(),
+                from_tags: s.from_tags,
+                subnet_id: s.subnet_id.clone().unwrap_or_default(),
+                agent: s.agent.as_str().to_owned(),
+                encap: s.encap.to_string(),
+                gateways: s.gateways.iter().map(ToString::to_string).collect(),
+                source_dest_check: check_change(s.check),
+                rule_count: u32::try_from(s.rules).unwrap_or(u32::MAX),
+            })
+            .collect(),
+        problems: plan
+            .problems
+            .iter()
+            .map(|p| pb::PreflightProblem {
+                host_id: p.host.clone().unwrap_or_default(),
+                message: p.message.clone(),
+                refuses: p.refuses,
+            })
+            .collect(),
+        would_create: plan.would_create(),
     }
 }

@@ -34,6 +34,7 @@ impl From<ApiError> for Status {
                 StoreError::NotFound { .. } => Status::not_found(s.to_string()),
                 StoreError::AlreadyExists { .. } => Status::already_exists(s.to_string()),
                 StoreError::InUse(m) => Status::failed_precondition(m),
+                StoreError::Stale(m) => Status::aborted(m),
                 s if s.is_unavailable() => {
                     error!(error = ?s, "database unavailable");
                     Status::unavailable("the controller's database is unavailable; retry shortly")

@@ -7,6 +7,8 @@ mod admin;
 mod agent;
 mod convert;
 mod error;
+mod preflight;
+mod session_changes;
 
 use std::sync::Arc;
 

@@ -5,9 +5,11 @@
 //! concurrent changes cannot both read the old state and hand out the same version.
 
 mod access;
+mod changes;
 mod collectors;
 mod coordination;
 mod hosts;
+mod preflight;
 mod records;
 mod selectors;
 mod source_checks;
@@ -21,12 +23,14 @@ use sqlx::{
 };
 use teefleet_model::{
     Arrival, Cidr, CompileInput, Direction, Encap, Filter, HostId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
-    Sample, SessionName, SessionSpec, Throttle, Vni, compile, compile_arrivals,
+    Sample, SessionName, SessionSpec, Throttle, Ttl, Vni, compile, compile_arrivals,
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
+pub use changes::SessionChange;
 pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKED_CHANNEL};
 pub use hosts::{HelloOutcome, HelloRecord};
+pub use preflight::PreflightRead;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 pub use selectors::{TagChange, TagSession};
 pub use source_checks::SourceCheck;
@@ -48,6 +52,9 @@ pub enum StoreError {
     AlreadyExists { what: &'static str, id: String },
     #[error("{0}")]
     InUse(String),
+    /// What a change was checked against changed before it could be made; nothing was.
+    #[error("{0}")]
+    Stale(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error")]
@@ -129,18 +136,20 @@ impl Store {
         found_in_ec2: &[HostId],
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
-        self.create_session_matched(spec, found_in_ec2, &[], None, audit).await
+        self.create_session_matched(spec, found_in_ec2, &[], None, None, audit).await
     }
 
     /// `create_session` for a session with tag selectors: `matched` are the instances its
     /// tags matched, registered as hosts and stored as its tag-origin sources (a host it
     /// also names stays a named source); `problem` says which matched instances it skipped.
+    /// A session with a `ttl` expires that long after it is stored.
     pub async fn create_session_matched(
         &self,
         spec: &SessionSpec,
         found_in_ec2: &[HostId],
         matched: &[HostId],
         problem: Option<&str>,
+        ttl: Option<Ttl>,
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
@@ -159,52 +168,31 @@ impl Store {
             return Err(StoreError::NotFound { what: "collector", id: spec.collector().to_string() });
         }
         let sources: Vec<&str> = spec.sources().iter().map(HostId::as_str).collect();
-        let known: Vec<String> = sqlx::query_scalar("SELECT host_id FROM hosts WHERE host_id = ANY($1)")
-            .bind(&sources)
-            .fetch_all(&mut *tx)
-            .await?;
-        if let Some(missing) = sources.iter().find(|s| !known.iter().any(|k| k == *s)) {
-            return Err(StoreError::NotFound { what: "host", id: (*missing).to_owned() });
-        }
-        let collectors: Vec<String> =
-            sqlx::query_scalar("SELECT instance_id FROM collectors WHERE instance_id = ANY($1) ORDER BY instance_id")
-                .bind(&sources)
-                .fetch_all(&mut *tx)
-                .await?;
-        if !collectors.is_empty() {
-            return Err(StoreError::InUse(format!(
-                "{} is a registered collector: a collector is never a source, since it would mirror the clones it \
-                 receives",
-                collectors.join(", ")
-            )));
-        }
-        let filter = spec.filter();
-        let cidrs: Vec<String> = filter.cidrs().iter().map(ToString::to_string).collect();
+        check_named_sources(&mut tx, &sources).await?;
+        let filter = FilterColumns::of(spec.filter());
         let vni = match spec.vni() {
             Some(vni) => vni,
             None => free_vni(&mut tx).await?,
         };
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO sessions (name, collector_id, direction, protocol, port_first, port_last, cidrs, sample_ppm,
-                                   max_pps, allow_routed, vni, resolve_problem, disable_source_check, max_loss)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                                   max_pps, allow_routed, vni, resolve_problem, disable_source_check, expires_at,
+                                   max_loss)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     now() + $14::bigint * interval '1 second', $15) RETURNING id",
         )
         .bind(spec.name().as_str())
-        .bind(spec.collector().as_str())
-        .bind(filter.direction().as_str())
-        .bind(filter.protocol().as_str())
-        .bind(filter.ports().map(|p| i32::from(p.first())))
-        .bind(filter.ports().map(|p| i32::from(p.last())))
-        .bind(&cidrs)
-        .bind(filter.throttle().sample.map(|s| i32::try_from(s.ppm()).unwrap_or(i32::MAX)))
-        .bind(filter.throttle().max_pps.map(|m| i32::try_from(m.get()).unwrap_or(i32::MAX)))
-        .bind(spec.allow_routed())
-        .bind(i32::try_from(vni.get()).map_err(corrupt)?)
-        .bind(problem)
-        .bind(spec.disable_source_check())
-        .bind(spec.max_loss().get())
-        .fetch_one(&mut *tx)
-        .await;
+        .bind(spec.collector().as_str());
+        let inserted = filter
+            .bind(inserted)
+            .bind(spec.allow_routed())
+            .bind(i32::try_from(vni.get()).map_err(corrupt)?)
+            .bind(problem)
+            .bind(spec.disable_source_check())
+            .bind(ttl.map(|t| i64::try_from(t.secs()).unwrap_or(i64::MAX)))
+            .bind(spec.max_loss().get())
+            .fetch_one(&mut *tx)
+            .await;
         let session_id = match inserted {
             Err(e) if violates(&e, "sessions_vni") => {
                 return Err(StoreError::AlreadyExists { what: "session with VNI", id: vni.to_string() });
@@ -246,6 +234,12 @@ impl Store {
     /// Deletes a session and recompiles its sources; returns the hosts whose rule set
     /// changed.
     pub async fn delete_session(&self, name: &SessionName, audit: &AuditEntry) -> Result<Vec<HostId>> {
+        self.remove_session(name, false, audit).await
+    }
+
+    /// Deletes a session (only if it has expired, when `expired` is set: an update may
+    /// have pushed its expiry back meanwhile) and recompiles its sources.
+    async fn remove_session(&self, name: &SessionName, expired: bool, audit: &AuditEntry) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let sources: Vec<String> = sqlx::query_scalar(
@@ -254,8 +248,9 @@ impl Store {
         .bind(name.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM sessions WHERE name = $1")
+        let deleted = sqlx::query("DELETE FROM sessions WHERE name = $1 AND (NOT $2 OR expires_at <= now())")
             .bind(name.as_str())
+            .bind(expired)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -311,7 +306,7 @@ impl Store {
 macro_rules! session_select {
     () => {
         "SELECT s.id, s.name, s.collector_id, s.direction, s.protocol, s.port_first, s.port_last,
-            s.cidrs, s.sample_ppm, s.max_pps, s.created_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
+            s.cidrs, s.sample_ppm, s.max_pps, s.created_at, s.expires_at, c.ip AS collector_ip, c.ec2_error AS collector_ec2_error,
             c.source_dest_check AS collector_sdc, c.encap AS collector_encap, s.allow_routed, s.resolve_problem, s.vni, s.disable_source_check, s.max_loss,
             EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL)
                 AS collector_has_agent,
@@ -339,6 +334,31 @@ async fn free_vni(tx: &mut Transaction<'_, Postgres>) -> Result<Vni> {
     Vni::new(u32::try_from(free).map_err(corrupt)?).map_err(corrupt)
 }
 
+/// Refuses named sources that are not known hosts, or that are registered collectors (a
+/// collector is never a source: it would mirror the clones it receives).
+async fn check_named_sources(tx: &mut Transaction<'_, Postgres>, sources: &[&str]) -> Result<()> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT host_id FROM hosts WHERE host_id = ANY($1)")
+        .bind(sources)
+        .fetch_all(&mut **tx)
+        .await?;
+    if let Some(missing) = sources.iter().find(|s| !known.iter().any(|k| k == *s)) {
+        return Err(StoreError::NotFound { what: "host", id: (*missing).to_owned() });
+    }
+    let collectors: Vec<String> =
+        sqlx::query_scalar("SELECT instance_id FROM collectors WHERE instance_id = ANY($1) ORDER BY instance_id")
+            .bind(sources)
+            .fetch_all(&mut **tx)
+            .await?;
+    if !collectors.is_empty() {
+        return Err(StoreError::InUse(format!(
+            "{} is a registered collector: a collector is never a source, since it would mirror the clones it \
+             receives",
+            collectors.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COMPILE_LOCK).execute(&mut **tx).await?;
     Ok(())
@@ -349,6 +369,49 @@ fn rule_set(row: &PgRow) -> Result<RuleSet> {
     let Json(arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
     let set = RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)?;
     set.with_collector(row.try_get("desired_collector")?).with_arrivals(arrivals).map_err(corrupt)
+}
+
+/// A filter as the sessions table stores it.
+struct FilterColumns {
+    direction: &'static str,
+    protocol: &'static str,
+    port_first: Option<i32>,
+    port_last: Option<i32>,
+    cidrs: Vec<String>,
+    sample_ppm: Option<i32>,
+    max_pps: Option<i32>,
+}
+
+impl FilterColumns {
+    /// Binds the seven columns, in the order of `direction, protocol, port_first,
+    /// port_last, cidrs, sample_ppm, max_pps`.
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.direction)
+            .bind(self.protocol)
+            .bind(self.port_first)
+            .bind(self.port_last)
+            .bind(&self.cidrs)
+            .bind(self.sample_ppm)
+            .bind(self.max_pps)
+    }
+
+    fn of(filter: &Filter) -> Self {
+        // Samples are at most a million parts per million and caps at most a million.
+        let column = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        Self {
+            direction: filter.direction().as_str(),
+            protocol: filter.protocol().as_str(),
+            port_first: filter.ports().map(|p| i32::from(p.first())),
+            port_last: filter.ports().map(|p| i32::from(p.last())),
+            cidrs: filter.cidrs().iter().map(ToString::to_string).collect(),
+            sample_ppm: filter.throttle().sample.map(|s| column(s.ppm())),
+            max_pps: filter.throttle().max_pps.map(|m| column(m.get())),
+        }
+    }
 }
 
 pub(crate) fn filter_from_row(row: &PgRow) -> Result<Filter> {

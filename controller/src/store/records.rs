@@ -170,6 +170,8 @@ pub struct SessionRecord {
     /// As created: its named sources and its tags.
     pub spec: SessionSpec,
     pub created_at: DateTime<Utc>,
+    /// When the session deletes itself; `None` if it lives until deleted.
+    pub expires_at: Option<DateTime<Utc>>,
     pub collector_ip: IpAddr,
     pub collector_sdc: SdcState,
     pub collector_encap: Encap,
@@ -236,6 +238,7 @@ impl SessionRecord {
         Ok(Self {
             spec,
             created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
             collector_ip: row.try_get::<String, _>("collector_ip")?.parse().map_err(corrupt)?,
             collector_sdc: SdcState::parse(&row.try_get::<String, _>("collector_sdc")?)?,
             collector_encap: row.try_get::<String, _>("collector_encap")?.parse().map_err(corrupt)?,

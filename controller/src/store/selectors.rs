@@ -105,7 +105,11 @@ async fn diff(
     Ok((want.difference(&tagged).cloned().collect(), tagged.difference(&want).cloned().collect()))
 }
 
-async fn set_problem(tx: &mut Transaction<'_, Postgres>, session_id: i64, problem: Option<&str>) -> Result<()> {
+pub(super) async fn set_problem(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: i64,
+    problem: Option<&str>,
+) -> Result<()> {
     sqlx::query("UPDATE sessions SET resolve_problem = $2 WHERE id = $1 AND resolve_problem IS DISTINCT FROM $2")
         .bind(session_id)
         .bind(problem)
