@@ -11,6 +11,7 @@ pub mod capture;
 mod cmd;
 pub mod ec2;
 mod error;
+mod faults;
 mod host;
 pub mod lab;
 pub mod moto;
@@ -25,6 +26,7 @@ pub use capture::{Capture, Finished, Packet, Pcap, Vxlan, tshark_fields};
 pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;
+pub use faults::Loss;
 pub use lab::{
     AGENT_HOSTS, CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip,
 };
@@ -32,4 +34,4 @@ pub use moto::Moto;
 pub use netns::{Network, Range};
 pub use postgres::TempPostgres;
 pub use procs::CliOutput;
-pub use traffic::Flood;
+pub use traffic::{Flood, Steady};

@@ -57,6 +57,31 @@ impl Network {
     }
 }
 
+/// Echo requests sent at a steady rate until dropped (the ping process is killed then).
+#[derive(Debug)]
+pub struct Steady {
+    _ping: tokio::process::Child,
+}
+
+impl Network {
+    /// Pings `to` from inside `from`'s namespace `per_second` times a second (root may
+    /// ping faster than 5/s) until the returned [`Steady`] is dropped: traffic that goes on
+    /// while a test watches what the fleet makes of it.
+    pub fn steady(&self, from: &str, to: impl Into<IpAddr>, per_second: u32) -> Result<Steady, LabError> {
+        let to = to.into();
+        let netns = self.host(from)?.netns.clone();
+        let family = if to.is_ipv4() { "-4" } else { "-6" };
+        let interval = format!("{:.3}", 1.0 / f64::from(per_second.max(1)));
+        let to = to.to_string();
+        let args = ["netns", "exec", &netns, "ping", family, "-n", "-q", "-i", &interval, &to];
+        let mut command = cmd::command("ip", args);
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        let line = cmd::describe(&command);
+        let ping = command.spawn().map_err(|e| LabError::io(format!("spawning `{line}`"), e))?;
+        Ok(Steady { _ping: ping })
+    }
+}
+
 /// What a [`Network::flood`] did, as ping counted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flood {

@@ -216,7 +216,7 @@ pub(crate) fn remove_table(table: &str) {
 }
 
 /// Runs `nft -f -` with `text` on stdin.
-async fn nft(text: &str) -> Result<(), LabError> {
+pub(crate) async fn nft(text: &str) -> Result<(), LabError> {
     let mut command = cmd::command("nft", ["-f", "-"]);
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|e| LabError::io("spawning nft", e))?;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use teefleet_lab::{
-    CLIENT, COLLECTOR, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, Pcap, SOURCES, require_root_or_skip,
+    CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, Capture, Lab, LabBuilder, LabError, Packet, Pcap, SOURCES,
+    require_root_or_skip, tshark_fields,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -788,6 +789,98 @@ async fn the_outer_packets_of_one_tunnel_are_never_mirrored_into_another() {
             .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
             .sum();
         ensure!(returned > 0, "no packet of the agent's stream met its exclusion:\n{saved}");
+        Ok(())
+    })
+    .await;
+}
+
+/// What the bridges drop of the clones toward a collector: VXLAN frames only, so the
+/// collector's agent keeps talking to the controller.
+const VXLAN_FRAMES: &str = "ether type ip udp dport 4789";
+
+/// Polls `session get NAME` until its delivery loss satisfies `ok` and its state is
+/// `state`; returns that session. Fails after a minute, with what it last saw.
+async fn wait_delivery(lab: &Lab, name: &str, ok: impl Fn(f64) -> bool, state: &str) -> Result<Value> {
+    let last = std::sync::Mutex::new(Value::Null);
+    let found = lab
+        .wait_until(&format!("session {name}: loss as expected and {state}"), WAIT, || async {
+            let s = lab.fleetctl_ok(&["session", "get", name, "-o", "json"]).await?.json()?;
+            let done = s["loss_ratio"].as_f64().is_some_and(&ok) && s["state"] == state;
+            *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = s.clone();
+            Ok(done.then_some(s))
+        })
+        .await;
+    let s = found.with_context(|| {
+        format!("session {name} last showed {}", last.lock().map(|v| v.to_string()).unwrap_or_default())
+    })?;
+    eprintln!(
+        "session {name}: {state}, loss ratio {}, {} of {} delivered",
+        s["loss_ratio"], s["delivered_packets"], s["sent_packets"]
+    );
+    Ok(s)
+}
+
+/// Verified delivery, judged where the clones arrive: a healthy path loses nothing; 30 %
+/// of the VXLAN frames toward a collector dropped in its bridge shows as about 30 % lost
+/// and the session degraded, naming the source; healed, it is active again. Once with the
+/// collector in the sources' subnet and once behind the router. tshark at the far
+/// collector counts what arrived while the drop was on, and sees the same loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_path_to_a_collector_degrades_its_session_until_it_heals() {
+    let builder = lab_builder().controller_arg("--delivery-window").controller_arg("10s");
+    run_with(builder, async |lab: &Lab| {
+        let (near, far) = (lab.instance_id(COLLECTOR)?.to_owned(), lab.instance_id(COLLECTOR_B)?.to_owned());
+        let (s1, s2) = (lab.instance_id("source1")?.to_owned(), lab.instance_id("source2")?.to_owned());
+        for collector in [&near, &far] {
+            lab.fleetctl_ok(&["collector", "add", collector]).await?;
+        }
+        // source1's clones go to the collector in its subnet, source2's past the router.
+        for (name, source, collector) in [("near", &s1, &near), ("far", &s2, &far)] {
+            let args = ["session", "create", name, "--source", source, "--collector", collector, "--protocol", "icmp"];
+            lab.fleetctl_ok(&[&args[..], &["--wait"]].concat()).await?;
+        }
+        let _traffic = [
+            lab.network.steady(CLIENT, lab.ip("source1")?, 200)?,
+            lab.network.steady(CLIENT, lab.ip("source2")?, 200)?,
+        ];
+        for name in ["near", "far"] {
+            let s = wait_delivery(lab, name, |loss| loss < 0.05, "active").await?;
+            ensure!(s["delivered_packets"].as_u64().unwrap_or(0) > 500, "a healthy path delivers: {s}");
+        }
+
+        let drops = [
+            lab.network.drop_toward(COLLECTOR, 30, VXLAN_FRAMES).await?,
+            lab.network.drop_toward(COLLECTOR_B, 30, VXLAN_FRAMES).await?,
+        ];
+        // Both ends of source2's path captured over the same time: the echo requests
+        // source2 received, and their clones that reached collector-b.
+        let at_source = Pcap::start(&lab.network.host("source2")?.netns, "lossy-sent", lab.dir(), Some("icmp")).await?;
+        let at_far =
+            Pcap::start(&lab.network.host(COLLECTOR_B)?.netns, "lossy", lab.dir(), Some("udp port 4789")).await?;
+        for (name, source) in [("near", &s1), ("far", &s2)] {
+            // Once the window lies inside the drop, the loss is the drop's (the issue asks
+            // for 0.15 to 0.45); binomial noise over a 10 s window is about 0.01.
+            let s = wait_delivery(lab, name, |loss| (0.25..=0.35).contains(&loss), "degraded").await?;
+            let problems = s["problems"].to_string();
+            ensure!(problems.contains(&format!("of the clones from {source} were lost over the last 10 s")), "{s}");
+        }
+        let (sent_file, far_file) = (at_source.finish().await, at_far.finish().await);
+        let client = lab.ip(CLIENT)?.to_string();
+        let requests = format!("icmp.type == 8 && ip.src == {client}");
+        let sent = tshark_fields(&sent_file, &requests, &["frame.number"]).await?.len() as f64;
+        let arrived = tshark_fields(&far_file, &format!("vxlan && {requests}"), &["frame.number"]).await?.len() as f64;
+        // tshark says what the collector's IDS would have seen: about 70 % of them.
+        eprintln!("tshark: {arrived} echo clones at collector-b of {sent} echo requests source2 received");
+        ensure!(
+            sent > 500.0 && (0.55..=0.85).contains(&(arrived / sent)),
+            "tshark saw {arrived} echo clones at collector-b of {sent} echo requests source2 received"
+        );
+
+        drop(drops);
+        for name in ["near", "far"] {
+            let s = wait_delivery(lab, name, |loss| loss < 0.05, "active").await?;
+            ensure!(s["problems"] == Value::Array(vec![]), "healed, nothing is wrong: {s}");
+        }
         Ok(())
     })
     .await;
