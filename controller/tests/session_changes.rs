@@ -183,6 +183,13 @@ async fn an_update_of_each_kind_gives_each_affected_host_one_version() {
     let set = agent.next_rule_set().await;
     assert!(set.rules.iter().all(|r| r.max_pps == 50), "{set:?}");
 
+    // A new loss limit is the session's own: no host gets a new version.
+    let before = versions(&ctl.channel).await;
+    let reply = sessions.update_session(pb::UpdateSessionRequest { max_loss: Some(0.2), ..update("web") }).await;
+    let reply = reply.expect("updated").into_inner();
+    assert_eq!((reply.changed, reply.hosts_changed, reply.session.map(|s| s.max_loss)), (true, 0, Some(0.2)));
+    assert_eq!(versions(&ctl.channel).await, before);
+
     // An update that asks for what the session is says so, and writes nothing.
     let before = (versions(&ctl.channel).await, audit(&ctl.channel).await.len());
     let same = pb::UpdateSessionRequest {
@@ -202,7 +209,7 @@ async fn an_update_of_each_kind_gives_each_affected_host_one_version() {
         .filter(|r| r.action == "session.update")
         .map(|r| (r.target, r.result))
         .collect();
-    assert_eq!(updates, vec![("web".to_owned(), "ok".to_owned()); 6]);
+    assert_eq!(updates, vec![("web".to_owned(), "ok".to_owned()); 7]);
     ctl.stop().await;
 }
 
@@ -250,9 +257,11 @@ async fn tags_change_and_the_last_source_stays() {
 
 /// What a refused update could have touched (its status moves on its own, with what
 /// agents and EC2 report).
-async fn snapshot(channel: &Channel) -> (Option<pb::Filter>, Vec<String>, Vec<String>, String, Vec<(String, u64)>) {
+type Snapshot = (Option<pb::Filter>, Vec<String>, Vec<String>, String, f64, Vec<(String, u64)>);
+
+async fn snapshot(channel: &Channel) -> Snapshot {
     let s = session(channel, "web").await;
-    (s.filter, s.sources, s.source_tags, s.expires_at, versions(channel).await)
+    (s.filter, s.sources, s.source_tags, s.expires_at, s.max_loss, versions(channel).await)
 }
 
 #[tokio::test]
@@ -280,6 +289,7 @@ async fn refused_updates_say_why_and_change_nothing() {
             "ttl_seconds: ",
         ),
         (pb::UpdateSessionRequest { sample: Some(2.0), ..update("web") }, Code::InvalidArgument, "sample: "),
+        (pb::UpdateSessionRequest { max_loss: Some(1.5), ..update("web") }, Code::InvalidArgument, "max_loss: "),
         (pb::UpdateSessionRequest { max_pps: Some(10), ..update("nope") }, Code::NotFound, "session nope not found"),
         (pb::UpdateSessionRequest { max_pps: Some(10), ..update("bad name") }, Code::InvalidArgument, "name: "),
         (

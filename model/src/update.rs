@@ -3,8 +3,8 @@
 //! what they name.
 
 use crate::{
-    Cidr, Direction, Filter, HostId, MaxPps, PortRange, Protocol, Sample, SessionName, SessionSpec, TagSelector,
-    Throttle, TtlChange, ValidationError,
+    Cidr, Direction, Filter, HostId, MaxLoss, MaxPps, PortRange, Protocol, Sample, SessionName, SessionSpec,
+    TagSelector, Throttle, TtlChange, ValidationError,
 };
 
 /// What an update does to the filter: each `Some` replaces the session's value.
@@ -55,6 +55,8 @@ pub struct SessionUpdate {
     pub add_tags: Vec<TagSelector>,
     pub remove_tags: Vec<TagSelector>,
     pub ttl: TtlChange,
+    /// A new limit of lost clones.
+    pub max_loss: Option<MaxLoss>,
 }
 
 impl SessionUpdate {
@@ -68,12 +70,17 @@ impl SessionUpdate {
             add_tags: Vec::new(),
             remove_tags: Vec::new(),
             ttl: TtlChange::Keep,
+            max_loss: None,
         }
     }
 
     /// The update names no change at all.
     pub fn is_empty(&self) -> bool {
-        self.filter.is_empty() && !self.changes_sources() && !self.changes_tags() && self.ttl == TtlChange::Keep
+        self.filter.is_empty()
+            && !self.changes_sources()
+            && !self.changes_tags()
+            && self.ttl == TtlChange::Keep
+            && self.max_loss.is_none()
     }
 
     pub fn changes_sources(&self) -> bool {
@@ -109,7 +116,8 @@ impl SessionUpdate {
             ));
         }
         let filter = self.filter.apply(spec.filter())?;
-        Ok(spec.clone().with_sources(sources, tags)?.with_filter(filter))
+        let max_loss = self.max_loss.unwrap_or(spec.max_loss());
+        Ok(spec.clone().with_sources(sources, tags)?.with_filter(filter).with_max_loss(max_loss))
     }
 }
 

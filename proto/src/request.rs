@@ -209,6 +209,7 @@ impl TryFrom<&pb::UpdateSessionRequest> for SessionUpdate {
             add_tags: named_tag_list("add_source_tags", &req.add_source_tags)?.collect::<Result<_, _>>()?,
             remove_tags: named_tag_list("remove_source_tags", &req.remove_source_tags)?.collect::<Result<_, _>>()?,
             ttl: update_ttl(req)?,
+            max_loss: req.max_loss.map(MaxLoss::new).transpose()?,
             ..SessionUpdate::new(field("name", &req.name)?)
         })
     }
@@ -250,6 +251,7 @@ pub fn update_session_problems(req: &pb::UpdateSessionRequest) -> Vec<Validation
     problems.extend(list_problems(named_tag_list("add_source_tags", &req.add_source_tags)));
     problems.extend(list_problems(named_tag_list("remove_source_tags", &req.remove_source_tags)));
     problems.extend(update_ttl(req).err());
+    problems.extend(req.max_loss.map(MaxLoss::new).and_then(Result::err));
     problems
 }
 
@@ -277,6 +279,7 @@ impl From<&SessionUpdate> for pb::UpdateSessionRequest {
                 TtlChange::Clear => Some(0),
                 TtlChange::Set(ttl) => Some(ttl.secs()),
             },
+            max_loss: u.max_loss.map(MaxLoss::get),
         }
     }
 }

@@ -5,11 +5,13 @@ use std::io::Write;
 
 use clap::Args;
 use serde::Serialize;
-use teefleet_model::{Direction, MaxPps, Protocol, Sample, Ttl, ValidationError};
+use teefleet_model::{Direction, MaxLoss, MaxPps, Protocol, Sample, Ttl, ValidationError};
 use teefleet_proto::v1;
 use teefleet_proto::v1::session_service_client::SessionServiceClient;
 
-use super::session::{SessionOut, parse_max_pps, parse_port, parse_sample, parse_source_tag, parse_ttl};
+use super::session::{
+    SessionOut, parse_max_loss, parse_max_pps, parse_port, parse_sample, parse_source_tag, parse_ttl,
+};
 use crate::error::CliError;
 use crate::render::{Format, Render, emit};
 use crate::transport::Transport;
@@ -30,7 +32,7 @@ fn or_default<T>(text: &str, word: &str, parse: impl Fn(&str) -> Result<T, Strin
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args([
     "direction", "protocol", "port", "cidrs", "sample", "max_pps", "add_sources", "remove_sources",
-    "add_source_tags", "remove_source_tags", "ttl",
+    "add_source_tags", "remove_source_tags", "ttl", "max_loss",
 ])))]
 pub struct UpdateArgs {
     /// The session's name.
@@ -69,6 +71,9 @@ pub struct UpdateArgs {
     /// deleted.
     #[arg(long, value_name = "DURATION|off", value_parser = parse_ttl_or_off)]
     pub ttl: Option<OrDefault<Ttl>>,
+    /// Degrade the session above this share of lost clones instead: 1% or 0.01.
+    #[arg(long, value_name = "SHARE", value_parser = parse_max_loss)]
+    pub max_loss: Option<MaxLoss>,
 }
 
 /// `any`, or a port as `session create` takes it.
@@ -109,6 +114,7 @@ impl UpdateArgs {
             add_source_tags: self.add_source_tags.clone(),
             remove_source_tags: self.remove_source_tags.clone(),
             ttl_seconds: self.ttl.map(|OrDefault(t)| t.map_or(0, Ttl::secs)),
+            max_loss: self.max_loss.map(MaxLoss::get),
         }
     }
 

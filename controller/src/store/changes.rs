@@ -75,11 +75,13 @@ impl Store {
         let query = sqlx::query_scalar::<_, i64>(
             "UPDATE sessions SET direction = $2, protocol = $3, port_first = $4, port_last = $5, cidrs = $6,
                     sample_ppm = $7, max_pps = $8,
-                    expires_at = CASE WHEN $9 THEN expires_at ELSE now() + $10::bigint * interval '1 second' END
+                    expires_at = CASE WHEN $9 THEN expires_at ELSE now() + $10::bigint * interval '1 second' END,
+                    max_loss = $11
              WHERE id = $1 RETURNING id",
         )
         .bind(session_id);
-        filter.bind(query).bind(keep_expiry).bind(ttl_secs).fetch_one(&mut *tx).await?;
+        let query = filter.bind(query).bind(keep_expiry).bind(ttl_secs);
+        query.bind(change.after.max_loss().get()).fetch_one(&mut *tx).await?;
         if change.before.selectors() != change.after.selectors() {
             sqlx::query("DELETE FROM session_selectors WHERE session_id = $1")
                 .bind(session_id)
