@@ -1,5 +1,5 @@
 //! Facts about the host reported in Hello: its global-scope addresses, so the controller
-//! can show operators which host is which.
+//! can show operators which host is which, and tell collectors whose clones to count.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -9,7 +9,8 @@ use tracing::warn;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The host's global-scope addresses from `ip -o addr show scope global`. Failures are
-/// logged and give an empty list: addresses are informational and must not stop the agent.
+/// logged and give an empty list: the agent must not stop for them (its clones are then
+/// not counted at the collector, and its session's delivery shows as unknown).
 pub async fn global_addresses() -> Vec<String> {
     let run = Command::new("ip").args(["-o", "addr", "show", "scope", "global"]).kill_on_drop(true).output();
     match tokio::time::timeout(TIMEOUT, run).await {
