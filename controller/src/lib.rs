@@ -23,6 +23,7 @@ pub mod pki;
 pub mod preflight;
 mod push;
 pub mod reconcile;
+mod recount;
 pub mod refusals;
 pub mod report;
 pub mod selectors;
@@ -56,8 +57,9 @@ use crate::{
 /// The largest request an admin call may send: a session with the most sources fits many
 /// times over.
 const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
-/// The largest message on an agent stream (a Health with every session's counters).
-pub(crate) const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+/// The largest message on an agent stream: a collector's Health with the most arrivals it
+/// may count (40 000, about 50 bytes each) fits twice.
+pub(crate) const MAX_AGENT_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// How long in-flight calls and streams get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -177,6 +179,7 @@ pub async fn run(
         Listen::Off => None,
     };
     let (heartbeats, health_writer) = heartbeat::Heartbeats::start(store.clone(), shutdown.clone());
+    let (recount, recount_task) = recount::Recount::start(store.clone(), shutdown.clone());
     let (refusals, refusal_task) =
         refusals::Refusals::start(store.clone(), metrics.clone(), config.refusal_report_interval, shutdown.clone());
     let api = Api {
@@ -189,6 +192,7 @@ pub async fn run(
         hub: hub.clone(),
         shutdown: shutdown.clone(),
         delivery: config.delivery_window(),
+        recount,
     };
     let ec2_wake = Arc::new(tokio::sync::Notify::new());
     let fanout =
@@ -256,6 +260,7 @@ pub async fn run(
         }
     };
     fanout.abort();
+    recount_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }

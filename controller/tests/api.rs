@@ -840,3 +840,43 @@ async fn delivery_compares_what_sources_sent_with_what_the_collector_counted() {
     assert!(s.delivery_unknown.contains(&format!("collector {COLLECTOR}'s agent has not reported")), "{s:?}");
     assert_eq!(s.state, pb::SessionState::Active as i32, "{s:?}");
 }
+
+/// A source whose agent says Hello after its session was created (or from a new address)
+/// is counted at its collector from then on: what collectors count follows Hellos.
+#[tokio::test]
+async fn a_collector_counts_a_source_from_the_address_its_hello_gives() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    add_collector_with(&ctl.channel, COLLECTOR, "vxlan").await;
+    let mut collector = Agent::connect(&ctl.channel, COLLECTOR, 0).await;
+    let set = collector.next_rule_set().await;
+    collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    // SOURCE is known to EC2 only: no agent, no address yet.
+    let created = SessionServiceClient::new(ctl.channel.clone())
+        .create_session(create_vxlan("web", &[SOURCE], COLLECTOR, None))
+        .await
+        .expect("created")
+        .into_inner();
+    collector.nothing_within(Duration::from_millis(1500)).await;
+    let hello = |address: &str| pb::Hello {
+        host_id: SOURCE.into(),
+        agent_version: "test".into(),
+        addresses: vec![address.into()],
+        ..Default::default()
+    };
+    let counted = |set: &pb::RuleSet| -> Vec<(String, String, u32)> {
+        set.arrivals.iter().map(|a| (a.source.clone(), a.address.clone(), a.vni)).collect()
+    };
+    let source = Agent::hello(&ctl.channel, hello("10.9.0.10")).await;
+    let set = collector.rule_set_within(10).await;
+    assert_eq!(counted(&set), [(SOURCE.to_owned(), "10.9.0.10".to_owned(), created.vni)]);
+    collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
+    // The same address again changes nothing; another one moves the count.
+    drop(source);
+    let source = Agent::hello(&ctl.channel, hello("10.9.0.10")).await;
+    collector.nothing_within(Duration::from_millis(1500)).await;
+    drop(source);
+    let _source = Agent::hello(&ctl.channel, hello("10.9.0.12")).await;
+    let set = collector.rule_set_within(10).await;
+    assert_eq!(counted(&set), [(SOURCE.to_owned(), "10.9.0.12".to_owned(), created.vni)]);
+}

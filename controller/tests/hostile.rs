@@ -392,11 +392,11 @@ async fn bad_agent_messages_end_the_stream_with_a_reason() {
 
     let mut stream = hello(&own, SOURCE).await.expect("stream");
     let counters =
-        (0..60_000).map(|i| pb::SessionCounters { session: format!("session-{i:08}"), ..Default::default() }).collect();
+        (0..250_000).map(|i| pb::SessionCounters { session: format!("session-{i:08}"), ..Default::default() }).collect();
     send(&stream, Msg::Health(pb::Health { counters, ..Default::default() })).await;
     let status = end_of(&mut stream.1).await.expect("an oversize message ends the stream with a status");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("1 MiB"), "{status:?}");
+    assert!(status.message().contains("4 MiB"), "{status:?}");
 
     let (_keep, mut inbound) = malformed_stream(&own).await;
     let status = end_of(&mut inbound).await.expect("a malformed message ends the stream with a status");

@@ -153,13 +153,17 @@ impl AgentService for Api {
             connection_id,
             dataplane: hello.dataplane.as_ref(),
         };
-        let HelloOutcome { desired, stale } = match self.store.host_hello(&hello.host, &record).await {
+        let HelloOutcome { desired, stale, moved } = match self.store.host_hello(&hello.host, &record).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.hub.unregister(&hello.host, connection_id);
                 return Err(ApiError::from(e).into());
             }
         };
+        if moved {
+            // Collectors count a source's clones by its addresses.
+            self.recount.request();
+        }
         if stale {
             // A database restored from a backup does this too, so it is not an error; the
             // agent gets the current set whatever it holds.

@@ -32,4 +32,6 @@ pub struct Api {
     pub(crate) shutdown: CancellationToken,
     /// How sessions' delivery is judged.
     pub(crate) delivery: crate::delivery::Window,
+    /// Asks for what collectors count to follow their sources' addresses.
+    pub(crate) recount: crate::recount::Recount,
 }

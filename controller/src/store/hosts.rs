@@ -20,6 +20,9 @@ pub struct HelloOutcome {
     /// The agent claimed a version this host was never pushed: what it holds is unknown,
     /// so the set must be pushed whatever version it claimed.
     pub stale: bool,
+    /// The host is a source and said Hello from other addresses than before: what its
+    /// collectors count must follow (see `recount`).
+    pub moved: bool,
 }
 
 /// The Hello of one agent stream.
@@ -75,11 +78,8 @@ impl Store {
         .bind(hello.dataplane.map(Json))
         .fetch_one(&self.pool)
         .await?;
-        // Collectors count a source's clones by its addresses.
-        if row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")? {
-            self.recompile_collectors().await?;
-        }
-        Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")? })
+        let moved = row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")?;
+        Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")?, moved })
     }
 
     /// Marks the host disconnected, unless a newer stream has said Hello since.

@@ -497,7 +497,7 @@ fn compile_input(row: &PgRow) -> Result<CompileInput> {
 async fn compile_collectors(tx: &mut Transaction<'_, Postgres>) -> Result<BTreeMap<HostId, Vec<Arrival>>> {
     let rows = sqlx::query(concat!(
         compile_select!(),
-        " WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id)"
+        " WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL)"
     ))
     .fetch_all(&mut **tx)
     .await?;
@@ -505,7 +505,7 @@ async fn compile_collectors(tx: &mut Transaction<'_, Postgres>) -> Result<BTreeM
     let rows = sqlx::query(
         "SELECT host_id, addresses FROM hosts WHERE host_id IN (
              SELECT ss.host_id FROM session_sources ss JOIN sessions s ON s.id = ss.session_id
-             WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id))",
+             WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL))",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -518,7 +518,8 @@ async fn compile_collectors(tx: &mut Transaction<'_, Postgres>) -> Result<BTreeM
     }
     let mut arrivals = compile_arrivals(&inputs, &addresses);
     let collectors: Vec<String> = sqlx::query_scalar(
-        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)",
+        "SELECT c.instance_id FROM collectors c
+         WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id AND h.connection_id IS NOT NULL)",
     )
     .fetch_all(&mut **tx)
     .await?;
