@@ -26,27 +26,26 @@
 
 #![allow(clippy::print_stdout)] // A benchmark's results are its output.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{
+    IdleAgent, Mode, Netns, Stats, agent_binary, count_ours, env_number, ms, root_or_skip, run, run_in, run_with_input,
+    verdict,
+};
 use teefleet_agent::firewall::render::{CONTROL_COMMENT, render_rule, render_rules};
 use teefleet_agent::firewall::{Family, Variant};
 use teefleet_agent::{Dataplane, Iptables, IptablesDataplane, StateStore};
 use teefleet_model::{Cidr, MirrorRule, PortRange, Protocol, RuleDirection, RuleSet, SessionName};
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 const SIZES: [usize; 4] = [1, 100, 1_000, 5_000];
 const SMOKE_SIZES: [usize; 2] = [1, 100];
 /// The collector every rule mirrors to: on the namespace's subnet, as on a real host.
 const GATEWAY: &str = "10.99.0.2";
-const LOCAL_ADDR: &str = "10.99.0.1/16";
-/// The controller address of the idle agent: nothing listens on the discard port, so the
-/// agent keeps retrying with backoff and never receives a push. Plaintext, so the agent
-/// needs `--insecure` (or it refuses to start).
-const UNREACHABLE: &str = "http://127.0.0.1:9";
 /// Targets from the issue, printed next to the measurements (not asserted).
 const TARGET_APPLY_MS: f64 = 50.0;
 const TARGET_RATIO: f64 = 50.0;
@@ -81,28 +80,16 @@ const BACKENDS: [Backend; 2] = [
     },
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// `cargo bench`: every size, `BENCH_RUNS` runs, the idle measurement.
-    Full,
-    /// `cargo test --all-targets`: proves the bench still works, quickly.
-    Smoke,
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let mode = if args.iter().any(|a| a == "--bench") { Mode::Full } else { Mode::Smoke };
+    let mode = Mode::from_args();
     if let Some(i) = args.iter().position(|a| a == "--inside") {
         let netns = args.get(i + 1).context("--inside needs the namespace name")?;
         return inside(netns, mode).await;
     }
-    if !is_root() {
-        if mode == Mode::Smoke {
-            println!("apply bench: skipped (needs root for network namespaces and iptables)");
-            return Ok(());
-        }
-        bail!("the apply bench needs root (network namespaces, iptables)");
+    if !root_or_skip("apply", mode)? {
+        return Ok(());
     }
     tokio::select! {
         result = outer(mode) => result,
@@ -222,21 +209,6 @@ enum Manual {
     Ran(Duration),
     /// Not run: projected to take longer than `BENCH_MANUAL_MAX_SECS`.
     Skipped(Duration),
-}
-
-/// Median, minimum and maximum of a few runs.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        Stats { median: samples[samples.len() / 2], min: samples[0], max: samples[samples.len() - 1] }
-    }
 }
 
 /// Applies `set` `runs` times, each from a state without our rules (reached by applying
@@ -454,67 +426,29 @@ async fn idle(bench_exe: &Path) -> Result<()> {
     let netns = Netns::create(&format!("teefleet-bench-{}-idle", std::process::id())).await?;
     let state = tempfile::Builder::new().prefix("teefleet-bench-").tempdir().context("creating the state dir")?;
     StateStore::new(state.path()).save(&rule_set(1_000, 1)?).await.context("writing the saved rule set")?;
-    let log_path = state.path().join("agent.log");
-    let log = std::fs::File::create(&log_path).context("creating the agent log")?;
-    let mut command = Command::new("ip");
-    // The agent's defaults apply (drift interval included): the operator's own FLEET_*
-    // variables must not change what is measured.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("FLEET_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(["netns", "exec", &netns.name])
-        .arg(&agent)
-        .args(["--controller", UNREACHABLE, "--insecure", "--host-id", "bench", "--state-dir"])
-        .arg(state.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("agent log")?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting fleet-agent")?;
-    // `ip netns exec` execs the agent, so this is the agent's own pid.
-    let pid = child.id().context("fleet-agent has no pid")?;
+    let mut child = IdleAgent::start(&agent, &netns.name, state.path(), &[]).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    if let Some(status) = child.try_wait()? {
-        bail!("fleet-agent exited ({status}); see {}", log_path.display());
-    }
+    child.ensure_running()?;
     let installed = run_in(&netns.name, "iptables-save", &["-t", "mangle"]).await?;
     // Besides the set's rules, the agent keeps its own controller traffic out of the
     // mirror with a RETURN rule per chain.
-    let ours = |l: &&str| l.starts_with("-A TEEFLEET-");
-    let control = installed.lines().filter(ours).filter(|l| l.contains(CONTROL_COMMENT)).count();
-    let rules = installed.lines().filter(ours).count() - control;
+    let (all, control) = count_ours(&installed, CONTROL_COMMENT);
+    let rules = all - control;
     ensure!(
         (rules, control) == (1_000, 2),
         "the agent restored {rules} rules and {control} control rules instead of 1000 and 2; see {}",
-        log_path.display()
+        child.log.display()
     );
 
-    let ticks_per_sec = clock_ticks().await?;
-    let start = ProcStat::read(pid)?;
-    let started = Instant::now();
-    let mut rss_max = start.rss_kb;
-    for _ in 0..secs {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        rss_max = rss_max.max(ProcStat::read(pid)?.rss_kb);
-    }
-    let end = ProcStat::read(pid)?;
-    let wall = started.elapsed().as_secs_f64();
-    child.kill().await.ok();
-    let pct = |ticks: u64| ticks as f64 / ticks_per_sec as f64 / wall * 100.0;
-    let own = pct(end.own_ticks - start.own_ticks);
-    let with_children = pct(end.own_ticks + end.children_ticks - start.own_ticks - start.children_ticks);
-    let rss_mb = end.rss_kb as f64 / 1024.0;
+    let idle = child.measure(secs).await?;
+    child.stop().await;
+    let (rss_mb, own, with_children) = (idle.rss_mb, idle.own_pct, idle.total_pct);
     println!();
     println!("idle fleet-agent ({}), 1 000 rules applied, controller unreachable, {secs} s:", agent.display());
     println!(
         "  RSS {rss_mb:.1} MB at the end, {:.1} MB max (target < {TARGET_RSS_MB:.0} MB: {})",
-        rss_max as f64 / 1024.0,
-        verdict(rss_max as f64 / 1024.0 < TARGET_RSS_MB)
+        idle.rss_max_mb,
+        verdict(idle.rss_max_mb < TARGET_RSS_MB)
     );
     println!(
         "  CPU {with_children:.3} % of one core including its iptables-save children, {own:.3} % the agent alone \
@@ -522,159 +456,4 @@ async fn idle(bench_exe: &Path) -> Result<()> {
         verdict(with_children < TARGET_CPU_PCT)
     );
     Ok(())
-}
-
-/// `FLEET_AGENT_BIN`, or `fleet-agent` next to the bench's `deps/` directory (the bench
-/// runs from `target/release/deps/`).
-fn agent_binary(bench_exe: &Path) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("FLEET_AGENT_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let path = bench_exe.parent()?.parent()?.join("fleet-agent");
-    path.is_file().then_some(path)
-}
-
-/// What `/proc/PID/status` and `/proc/PID/stat` say about a process.
-struct ProcStat {
-    rss_kb: u64,
-    /// utime + stime, in clock ticks.
-    own_ticks: u64,
-    /// cutime + cstime: children that have exited and been waited for.
-    children_ticks: u64,
-}
-
-impl ProcStat {
-    fn read(pid: u32) -> Result<ProcStat> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
-        let rss_kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in /proc/PID/status")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
-        // The command name is in parentheses and may contain spaces; fields follow the last
-        // `)`, starting with field 3 (state), so field k is at index k - 3.
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .context("malformed /proc/PID/stat")?
-            .1
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let field = |k: usize| fields.get(k - 3).copied().context("short /proc/PID/stat");
-        Ok(ProcStat { rss_kb, own_ticks: field(14)? + field(15)?, children_ticks: field(16)? + field(17)? })
-    }
-}
-
-async fn clock_ticks() -> Result<u64> {
-    run("getconf", &["CLK_TCK"]).await?.trim().parse().context("getconf CLK_TCK")
-}
-
-/// A network namespace with `lo` up and an interface on the collector's subnet,
-/// deleted on drop (also when the bench fails or is interrupted).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    async fn create(name: &str) -> Result<Netns> {
-        // A leftover of a bench that was killed hard (pids are reused only eventually).
-        let _ = run("ip", &["netns", "del", name]).await;
-        run("ip", &["netns", "add", name]).await?;
-        let netns = Netns { name: name.to_owned() };
-        run("ip", &["-n", name, "link", "set", "lo", "up"]).await?;
-        // A veth pair rather than a dummy device: the dummy module is missing from some
-        // kernels (containers), and veth is what the lab needs anyway.
-        run("ip", &["-n", name, "link", "add", "bench0", "type", "veth", "peer", "name", "bench1"]).await?;
-        run("ip", &["-n", name, "addr", "add", LOCAL_ADDR, "dev", "bench0"]).await?;
-        run("ip", &["-n", name, "link", "set", "bench0", "up"]).await?;
-        run("ip", &["-n", name, "link", "set", "bench1", "up"]).await?;
-        Ok(netns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Runs a command (never through a shell) and returns its stdout; fails on a non-zero exit.
-async fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {program}"))?;
-    check_status(program, args, &output)?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn check_status(program: &str, args: &[&str], output: &std::process::Output) -> Result<()> {
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Runs a command with `input` on stdin; fails on a non-zero exit.
-async fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<()> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
-    let mut stdin = child.stdin.take().context("no stdin")?;
-    // Written while the child runs and then closed, so it sees the end of its input.
-    let feed = async move {
-        let written = stdin.write_all(input.as_bytes()).await;
-        drop(stdin);
-        written
-    };
-    let (written, output) = tokio::join!(feed, child.wait_with_output());
-    let output = output.with_context(|| format!("waiting for {program}"))?;
-    check_status(program, args, &output)?;
-    written.with_context(|| format!("writing to {program}"))?;
-    Ok(())
-}
-
-async fn run_in(netns: &str, program: &str, args: &[&str]) -> Result<String> {
-    let mut full = vec!["netns", "exec", netns, program];
-    full.extend_from_slice(args);
-    run("ip", &full).await
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
-    })
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1_000.0
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "NOT met" }
 }

@@ -32,12 +32,15 @@
 
 #![allow(clippy::print_stdout)] // A benchmark's results are its output.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{Mode, env_number, is_root, run, verdict};
 use serde_json::Value;
 use teefleet_agent::firewall::tunnel;
 use teefleet_agent::{Dataplane, Iptables, IptablesDataplane};
@@ -54,12 +57,6 @@ const IP_TCP_HEADERS: u64 = 52;
 const ETHERNET: u64 = 14;
 /// Targets from the issue, printed next to the measurements (not asserted).
 const TARGET_RATIO: f64 = 0.90;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Full,
-    Smoke,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Variant {
@@ -95,7 +92,7 @@ impl Direction {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mode = if std::env::args().any(|a| a == "--bench") { Mode::Full } else { Mode::Smoke };
+    let mode = Mode::from_args();
     let missing = if !is_root() {
         Some("needs root for network namespaces and iptables")
     } else if std::process::Command::new("iperf3").arg("--version").output().is_err() {
@@ -646,33 +643,6 @@ fn print_table(all: &[Run], veth_mtus: &[u32], directions: &[Direction], variant
     }
 }
 
-/// Runs a command (never through a shell) and returns its stdout; fails on a non-zero exit.
-async fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
 fn env_list(name: &str, default: &[u32]) -> Result<Vec<u32>> {
     match std::env::var(name) {
         Ok(v) => v
@@ -681,14 +651,4 @@ fn env_list(name: &str, default: &[u32]) -> Result<Vec<u32>> {
             .collect(),
         Err(_) => Ok(default.to_vec()),
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
-    })
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "NOT met" }
 }

@@ -423,7 +423,9 @@ impl<D: Dataplane> Agent<D> {
         Msg::Ack(pb::Ack { version })
     }
 
-    fn health(&self) -> pb::Health {
+    /// The Health report of this moment: the applied version, the counters of the last
+    /// drift check and what the dataplane found. Public for the collector_cost bench.
+    pub fn health(&self) -> pb::Health {
         let rule_count = self.applied.as_ref().map_or(0, |s| u32::try_from(s.rules().len()).unwrap_or(u32::MAX));
         let counters = self
             .status
