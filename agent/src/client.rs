@@ -346,7 +346,9 @@ impl<D: Dataplane> Agent<D> {
             });
             // Queued before the stream opens, so Hello is always the first message.
             send(&tx, hello).await?;
-            let mut client = AgentServiceClient::new(channel);
+            // A collector's set with the most arrivals is larger than tonic's 4 MiB default.
+            let mut client =
+                AgentServiceClient::new(channel).max_decoding_message_size(teefleet_proto::MAX_AGENT_MESSAGE);
             let response = client.sync(ReceiverStream::new(rx)).await.map_err(StreamError::Open)?;
             Ok::<_, StreamError>(response.into_inner())
         };

@@ -57,9 +57,8 @@ use crate::{
 /// The largest request an admin call may send: a session with the most sources fits many
 /// times over.
 const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
-/// The largest message on an agent stream: a collector's Health with the most arrivals it
-/// may count (40 000, about 50 bytes each) fits twice.
-pub(crate) const MAX_AGENT_MESSAGE: usize = 4 * 1024 * 1024;
+/// The largest message on an agent stream (a collector's Health with every arrival).
+pub(crate) const MAX_AGENT_MESSAGE: usize = teefleet_proto::MAX_AGENT_MESSAGE;
 
 /// How long in-flight calls and streams get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

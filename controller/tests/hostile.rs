@@ -391,12 +391,13 @@ async fn bad_agent_messages_end_the_stream_with_a_reason() {
     let own = enrolled(&ctl, &ca, SOURCE).await;
 
     let mut stream = hello(&own, SOURCE).await.expect("stream");
-    let counters =
-        (0..250_000).map(|i| pb::SessionCounters { session: format!("session-{i:08}"), ..Default::default() }).collect();
+    let counters = (0..500_000)
+        .map(|i| pb::SessionCounters { session: format!("session-{i:08}"), ..Default::default() })
+        .collect();
     send(&stream, Msg::Health(pb::Health { counters, ..Default::default() })).await;
     let status = end_of(&mut stream.1).await.expect("an oversize message ends the stream with a status");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("4 MiB"), "{status:?}");
+    assert!(status.message().contains("8 MiB"), "{status:?}");
 
     let (_keep, mut inbound) = malformed_stream(&own).await;
     let status = end_of(&mut inbound).await.expect("a malformed message ends the stream with a status");

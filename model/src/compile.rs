@@ -43,7 +43,9 @@ pub fn compile(sessions: &[CompileInput]) -> Result<BTreeMap<HostId, Vec<MirrorR
 /// sends from, the clones arriving. A VXLAN clone's outer source is the source's address of
 /// the tunnel's family; a raw clone keeps the headers of the packet, so each address of a
 /// family the collector takes is counted. Addresses that cannot be a source of clones
-/// (loopback, link-local, multicast) are skipped; a source with none is not counted.
+/// (loopback, link-local, multicast) are skipped; a source with none is not counted. A
+/// collector counts at most [`crate::limits::MAX_ARRIVALS`]: the first in session and
+/// source order; the others' delivery shows as unknown rather than the set being refused.
 pub fn compile_arrivals(
     sessions: &[CompileInput],
     addresses: &BTreeMap<HostId, Vec<IpAddr>>,
@@ -68,6 +70,7 @@ pub fn compile_arrivals(
     for arrivals in out.values_mut() {
         arrivals.sort();
         arrivals.dedup();
+        arrivals.truncate(crate::limits::MAX_ARRIVALS);
     }
     out
 }
@@ -324,6 +327,21 @@ mod tests {
             ]
         );
         assert!(compile_arrivals(&[], &addresses).is_empty());
+
+        // More sources than a collector may count: the first ones are, and the set stays valid.
+        let mut tier = vxlan("tier", &[], "10.0.0.9", 7, Filter::default());
+        tier.sources =
+            (0..crate::limits::MAX_ARRIVALS + 5).map(|i| format!("h{i:06}").parse().expect("host")).collect();
+        let many: BTreeMap<HostId, Vec<IpAddr>> = tier
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone(), vec![IpAddr::from([10, 1, (i >> 8) as u8, (i & 0xff) as u8])]))
+            .collect();
+        let counted = compile_arrivals(&[tier], &many).remove(&"c1".parse().expect("host")).expect("counted");
+        assert_eq!(counted.len(), crate::limits::MAX_ARRIVALS);
+        assert_eq!(counted[0].source().as_str(), "h000000");
+        assert!(crate::RuleSet::default().with_arrivals(counted).is_ok());
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// The crate version and the commit it was built from, for every binary's `--version`.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TEEFLEET_COMMIT"), ")");
 
+/// The largest message on an agent stream, either way: a collector's Health with the most
+/// arrival counters the controller accepts, and its rule set with the most arrivals, both
+/// with the longest names the model admits, fit (tested in `tests/limits.rs`).
+pub const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
+
 mod enums;
 mod report;
 mod request;
