@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use common::{IdleAgent, Mode, Netns, Stats, agent_binary, count_ours, env_number, ms, root_or_skip, run, run_in};
 use prost::Message as _;
-use teefleet_agent::firewall::render::CONTROL_COMMENT;
+use teefleet_agent::firewall::render::{CONTROL_COMMENT, GATE_COMMENT};
 use teefleet_agent::firewall::{Observed, Variant, tunnel};
 use teefleet_agent::{Agent, Dataplane, Iptables, IptablesDataplane, StateStore};
 use teefleet_model::report::{ArrivalCounters, Arrived};
@@ -58,9 +58,9 @@ const COLLECTOR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 /// A sender address no arrival names.
 const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 98, 7, 7);
-/// The largest message the controller accepts on an agent stream
-/// (`controller/src/lib.rs`, `MAX_AGENT_MESSAGE`): a larger Health closes the stream.
-const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+/// The largest message the controller accepts on an agent stream: a larger Health closes
+/// the stream.
+const MAX_AGENT_MESSAGE: usize = teefleet_proto::MAX_AGENT_MESSAGE;
 /// Counters of a collector that has been receiving for a while: what their varints cost.
 const LONG_RUN_PACKETS: u64 = 3_000_000_000;
 const LONG_RUN_BYTES: u64 = 2_500_000_000_000;
@@ -226,7 +226,12 @@ async fn apply_row(dp: &IptablesDataplane, backend: Backend, n: usize, runs: usi
         apply.push(started.elapsed());
         let text = run(backend.save, &["-c", "-t", "mangle"]).await?;
         let (rules, control) = count_ours(&text, CONTROL_COMMENT);
-        ensure!(rules - control == n, "applied {n} arrivals but the kernel holds {} rules", rules - control);
+        let gate = count_ours(&text, GATE_COMMENT).1;
+        let counting = rules - control - gate;
+        ensure!(
+            counting == n && gate == 2,
+            "applied {n} arrivals but the kernel holds {counting} rules and {gate} gates"
+        );
 
         // A drift check that reads (the dataplane reuses no counters), and its parts.
         let started = Instant::now();
@@ -391,8 +396,8 @@ async fn idle(bench_exe: &Path) -> Result<()> {
             let mut child =
                 IdleAgent::start(&agent, &netns.name, state.path(), &["--iptables-backend", backend.name]).await?;
             // The agent also keeps its own controller traffic out with a RETURN rule per
-            // chain, once it has chains.
-            let want = if n == 0 { (0, 0) } else { (n + 2, 2) };
+            // chain, once it has chains, and puts the two gate rules in front of the arrivals.
+            let want = if n == 0 { (0, 0) } else { (n + 2 + 2, 2) };
             loop {
                 child.ensure_running()?;
                 let text = run_in(&netns.name, backend.save, &["-t", "mangle"]).await?;
@@ -434,6 +439,9 @@ enum Position {
     Last,
     /// From an address no rule names: every rule is looked at, none matches.
     Unknown,
+    /// The collector's own traffic (UDP to another port): the gate returns it before the
+    /// arrival rules.
+    Own,
 }
 
 impl Position {
@@ -443,9 +451,18 @@ impl Position {
             Position::First => "matches the first rule",
             Position::Last => "matches the last rule",
             Position::Unknown => "matches no rule",
+            Position::Own => "not a clone (port 9999)",
         }
     }
+
+    /// The UDP port the flood goes to.
+    fn port(self) -> u16 {
+        if self == Position::Own { OWN_PORT } else { tunnel::PORT }
+    }
 }
+
+/// Where the collector's own traffic goes in the flood that stands for it.
+const OWN_PORT: u16 = 9999;
 
 /// Part 3: packets per second through the collector's chain.
 async fn packet_cost(exe: &Path, mode: Mode) -> Result<()> {
@@ -489,7 +506,7 @@ async fn packet_cost(exe: &Path, mode: Mode) -> Result<()> {
             let set = collector_set(n, version)?;
             dp.apply(&set).await?;
             let ordered = set.arrivals();
-            for position in [Position::First, Position::Last, Position::Unknown] {
+            for position in [Position::First, Position::Last, Position::Unknown, Position::Own] {
                 let (arrival, from) = match position {
                     Position::First => (Some(&ordered[0]), ordered[0].from()),
                     Position::Last => (ordered.last(), ordered[n - 1].from()),
@@ -536,10 +553,9 @@ async fn flood(
     let cpu_before = kernel_seconds()?;
     let started = Instant::now();
     let args = [&from.to_string(), &COLLECTOR.to_string(), &vni.to_string(), &secs.to_string()];
-    let exe = exe.to_str().context("bench path")?;
-    let out = run("ip", &["netns", "exec", &sender.name, exe, "--flood", args[0], args[1], args[2], args[3]])
-        .await
-        .with_context(|| format!("flooding ({})", position.label()))?;
+    let (exe, port) = (exe.to_str().context("bench path")?, position.port().to_string());
+    let flood = ["netns", "exec", &sender.name, exe, "--flood", args[0], args[1], args[2], args[3], &port];
+    let out = run("ip", &flood).await.with_context(|| format!("flooding ({})", position.label()))?;
     let elapsed = started.elapsed().as_secs_f64();
     let kernel = kernel_seconds()? - cpu_before;
     // Packets still queued reach the collector within a moment.
@@ -585,11 +601,11 @@ fn kernel_seconds() -> Result<f64> {
 /// Runs in the sender's namespace: sends VXLAN datagrams of `VNI` from `FROM` to `TO`
 /// for `SECS` seconds as fast as one thread can, and prints how many went out.
 fn flood_child(args: &[String]) -> Result<()> {
-    let [from, to, vni, secs, ..] = args else { bail!("--flood FROM TO VNI SECS") };
+    let [from, to, vni, secs, port, ..] = args else { bail!("--flood FROM TO VNI SECS PORT") };
     let (from, to): (Ipv4Addr, Ipv4Addr) = (from.parse()?, to.parse()?);
-    let (vni, secs): (u32, u64) = (vni.parse()?, secs.parse()?);
+    let (vni, secs, port): (u32, u64, u16) = (vni.parse()?, secs.parse()?, port.parse()?);
     let socket = UdpSocket::bind((from, 0)).context("binding the sender")?;
-    socket.connect((to, tunnel::PORT)).context("connecting the sender")?;
+    socket.connect((to, port)).context("connecting the sender")?;
     // VXLAN header (flags, VNI), then an inner Ethernet frame to a MAC nobody has, so the
     // collector's stack drops it after decapsulation, as it does real clones.
     let mut datagram = vec![0x08, 0, 0, 0, (vni >> 16) as u8, (vni >> 8) as u8, vni as u8, 0];

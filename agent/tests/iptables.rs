@@ -574,7 +574,7 @@ async fn a_collector_counts_arrivals_per_session_and_source() {
     let set = RuleSet::new(1, vec![]).expect("set").with_arrivals(arrivals).expect("arrivals");
     dp.apply(&set).await.expect("apply");
     let (v4, v6) = (render::render_rules(&set, Family::V4), render::render_rules(&set, Family::V6));
-    assert_eq!(v4.len(), 4, "{v4:?}");
+    assert_eq!(v4.len(), 2 + 4, "the gate, then the arrivals: {v4:?}");
     assert_eq!(ns.chain("TEEFLEET-PRE"), v4, "the kernel holds the rules as rendered");
     assert_eq!(ns.chain6("TEEFLEET-PRE"), v6);
     assert_eq!(ns.foreign(), foreign);
@@ -597,6 +597,14 @@ async fn a_collector_counts_arrivals_per_session_and_source() {
     };
     send(42, 3);
     send(43, 1);
+    // The host's own traffic that is no clone returns at the gate, before any arrival.
+    let other = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 for _ in range(5): s.sendto(b'x',('127.0.0.1',9999))";
+    ns.exec(&["python3", "-c", other]);
+    let saved = ns.exec(&["iptables-save", "-c", "-t", "mangle"]);
+    let gate: Vec<&str> =
+        saved.lines().filter(|l| l.contains("teefleet-rx-gate") && l.contains("! --dport 4789")).collect();
+    assert!(matches!(gate.as_slice(), [line] if line.starts_with("[5:")), "{saved}");
     let check = dp.check().await.expect("check");
     assert_eq!(check.arrivals[&(web.clone(), h1.clone())].packets, 3, "{:?}", check.arrivals);
     assert_eq!(check.arrivals[&(web, h2)].packets, 0);

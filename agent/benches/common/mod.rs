@@ -152,7 +152,11 @@ impl IdleAgent {
     /// Fails when the agent has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("fleet-agent exited ({status}); see {}", self.log.display());
+            // The log lives in a directory removed with the error: its end goes with it.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("fleet-agent exited ({status}); the end of its log:\n{}", tail.join("\n"));
         }
         Ok(())
     }
@@ -200,7 +204,10 @@ pub struct Idle {
 /// runs from `target/<profile>/deps/`).
 pub fn agent_binary(bench_exe: &Path) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FLEET_AGENT_BIN") {
-        return Some(PathBuf::from(path));
+        // cargo runs benches in the package's directory; a relative path is meant from the
+        // workspace's, where the scripts run.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        return Some(workspace.join(path));
     }
     let path = bench_exe.parent()?.parent()?.join("fleet-agent");
     path.is_file().then_some(path)

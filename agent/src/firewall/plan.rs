@@ -18,7 +18,7 @@ pub fn expected_sessions(set: &RuleSet, family: Family) -> Expected {
 
 /// [`expected_sessions`] with the controllers' exclusions. In the order
 /// [`super::render::render_with_control`] writes them: exclusions, mirror rules, then (in
-/// PREROUTING's chain) a collector's counting rules, one per raw direction.
+/// PREROUTING's chain) a collector's gate and counting rules, one per raw direction.
 pub fn expected_with_control(set: &RuleSet, family: Family, control: &Control) -> Expected {
     let control = if has_lines(set, family) { control.count(family) } else { 0 };
     let rules = rules_of(set, family);
@@ -26,11 +26,13 @@ pub fn expected_with_control(set: &RuleSet, family: Family, control: &Control) -
     ByHook::from_fn(|hook| {
         let mirrors =
             rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| Owner::Session(r.session().clone()));
-        let counted = arrivals.iter().filter(|_| hook == Hook::Pre).flat_map(|a| {
+        let counting = hook == Hook::Pre && !arrivals.is_empty();
+        let gate = std::iter::repeat_n(Owner::None, if counting { 2 } else { 0 });
+        let counted = arrivals.iter().filter(|_| counting).flat_map(|a| {
             let lines = if a.vni().is_some() { 1 } else { 2 };
             std::iter::repeat_n(Owner::Arrival(a.session().clone(), a.source().clone()), lines)
         });
-        std::iter::repeat_n(Owner::None, control).chain(mirrors).chain(counted).collect()
+        std::iter::repeat_n(Owner::None, control).chain(mirrors).chain(gate).chain(counted).collect()
     })
 }
 

@@ -159,11 +159,28 @@ pub fn render_arrival(arrival: &Arrival, family: Family) -> Vec<String> {
     }
 }
 
-/// The lines of one hook's chain: its mirror rules, then (in PREROUTING's) the arrivals.
+/// The comment on the rules that let a collector's own traffic skip the counting rules.
+pub const GATE_COMMENT: &str = "teefleet-rx-gate";
+
+/// In front of the counting rules, what cannot be a clone returns at once: a packet for
+/// this host that is not UDP to port 4789 (a VXLAN clone is; a raw clone is addressed to
+/// another host). The collector's own traffic (SSH, its IDS's uploads) then costs two
+/// rules instead of every source's; each rule costs every packet it sees (BENCHMARKS.md,
+/// "Collector arrival counting").
+pub fn gate_lines() -> [String; 2] {
+    let chain = Hook::Pre.chain();
+    let tail = format!("-m addrtype --dst-type LOCAL -m comment --comment {GATE_COMMENT} -j RETURN");
+    [format!("-A {chain} ! -p udp {tail}"), format!("-A {chain} -p udp -m udp ! --dport {} {tail}", tunnel::PORT)]
+}
+
+/// The lines of one hook's chain: its mirror rules, then (in PREROUTING's) the gate and
+/// the arrivals.
 fn chain_lines<'a>(set: &'a RuleSet, family: Family, hook: Hook) -> impl Iterator<Item = String> + 'a {
     let rules = rules_of(set, family).into_iter().filter(move |r| Hook::of(r.direction()) == hook);
-    let arrivals = arrivals_of(set, family).into_iter().filter(move |_| hook == Hook::Pre);
-    rules.map(move |r| render_rule(r, family)).chain(arrivals.flat_map(move |a| render_arrival(a, family)))
+    let arrivals = arrivals_of(set, family);
+    let gate = (hook == Hook::Pre && !arrivals.is_empty()).then(gate_lines).into_iter().flatten();
+    let arrivals = arrivals.into_iter().filter(move |_| hook == Hook::Pre);
+    rules.map(move |r| render_rule(r, family)).chain(gate).chain(arrivals.flat_map(move |a| render_arrival(a, family)))
 }
 
 /// Whether `family`'s chains hold anything of `set`.
