@@ -124,11 +124,11 @@ pub fn session_delivery(
             session.collector,
             (now - *at).num_seconds()
         )),
-        (CollectorAgent::Present, None) => Some(format!(
-            "collector {}'s agent has not reported for over {} s",
-            session.collector,
-            window.lookback().num_seconds()
-        )),
+        // Its first report of what arrives comes with the Health after it applied the set
+        // that tells it what to count.
+        (CollectorAgent::Present, None) => {
+            Some(format!("collector {}'s agent has not reported what arrives yet", session.collector))
+        }
     };
     let mut hosts = BTreeMap::new();
     for source in session.sources {
