@@ -840,3 +840,99 @@ async fn delivery_compares_what_sources_sent_with_what_the_collector_counted() {
     assert!(s.delivery_unknown.contains(&format!("collector {COLLECTOR}'s agent has not reported")), "{s:?}");
     assert_eq!(s.state, pb::SessionState::Active as i32, "{s:?}");
 }
+
+fn names(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
+/// A session to the raw collector mirroring egress only: checked on-link, and no
+/// Source/Dest Check to change, so the reconciler asks EC2 nothing about its sources.
+fn egress(name: &str, sources: &[&str], collector: &str) -> pb::CreateSessionRequest {
+    let filter = pb::Filter { direction: pb::Direction::Egress.into(), ..Default::default() };
+    create_vxlan(name, sources, collector, Some(filter))
+}
+
+/// A session naming a thousand sources is checked with one question to the store and one
+/// to EC2 per check, never one per source, and answers as checking them one by one did:
+/// the first source nobody knows is named, a collector among them is refused, so is one
+/// off the collector's link, and a refusal changes nothing. An update adding sources is
+/// checked the same way.
+#[tokio::test]
+async fn a_thousand_sources_are_checked_in_batches_with_the_same_answers() {
+    let (_pg, url) = database().await;
+    let cloud = cloud();
+    let ids: Vec<String> = (0..1000).map(|i| format!("i-0a{i:015x}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        cloud.add(id, &format!("10.9.{}.{}", i / 250, i % 250 + 1), "subnet-1");
+    }
+    let ctl = Controller::start(url, cloud.clone()).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
+    add_collector_with(&ctl.channel, DUAL, "vxlan").await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    let hosts_before = hosts(&ctl.channel).await.len();
+    let unchanged = |ctl_channel: Channel| async move {
+        assert_eq!(hosts(&ctl_channel).await.len(), hosts_before, "no host registered");
+        let listed = SessionServiceClient::new(ctl_channel)
+            .list_sessions(pb::ListSessionsRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(listed.sessions.is_empty(), "{listed:?}");
+    };
+
+    // Two sources EC2 does not know: the first one in the request is named.
+    let missing = [ids[500].clone(), ids[700].clone()];
+    let taken: Vec<_> = missing.iter().map(|id| cloud.instances.lock().expect("lock").remove(id)).collect();
+    let before = cloud.describes();
+    let err = sessions.create_session(egress("many", &names(&ids), COLLECTOR)).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&ids[500]) && !err.message().contains(&ids[700]), "{}", err.message());
+    let after = cloud.describes();
+    assert_eq!((after.single, after.batches), (before.single, before.batches + 1), "one batch for 1 000 sources");
+    unchanged(ctl.channel.clone()).await;
+    for (id, info) in missing.iter().zip(taken) {
+        cloud.instances.lock().expect("lock").insert(id.clone(), info.expect("was there"));
+    }
+
+    // A collector among them.
+    let with_collector: Vec<String> = ids[..999].iter().cloned().chain([DUAL.to_owned()]).collect();
+    let err = sessions.create_session(egress("many", &names(&with_collector), COLLECTOR)).await.expect_err("loop");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(DUAL) && err.message().contains("never a source"), "{}", err.message());
+    unchanged(ctl.channel.clone()).await;
+
+    // Two off the raw collector's link: the first is named.
+    for i in [900, 950] {
+        cloud.instances.lock().expect("lock").get_mut(&ids[i]).expect("instance").subnet_id = Some("subnet-2".into());
+    }
+    let err = sessions.create_session(egress("many", &names(&ids), COLLECTOR)).await.expect_err("off-link");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&ids[900]) && !err.message().contains(&ids[950]), "{}", err.message());
+    unchanged(ctl.channel.clone()).await;
+    for i in [900, 950] {
+        cloud.instances.lock().expect("lock").get_mut(&ids[i]).expect("instance").subnet_id = Some("subnet-1".into());
+    }
+
+    let before = cloud.describes();
+    let created = sessions.create_session(egress("many", &names(&ids[..999]), COLLECTOR)).await.expect("created");
+    assert_eq!(created.into_inner().hosts.len(), 999);
+    let after = cloud.describes();
+    assert_eq!(after.single, before.single, "no source asked about on its own");
+    assert!(after.batches - before.batches <= 2, "the sources asked about once per check: {before:?} {after:?}");
+    assert_eq!(hosts(&ctl.channel).await.len(), hosts_before + 999);
+
+    // An update adding a source nobody knows changes nothing; adding a known one works.
+    let update = |add: &[&str]| pb::UpdateSessionRequest {
+        name: "many".into(),
+        add_sources: add.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    };
+    let nobody = "i-0b000000000000001";
+    let err = sessions.update_session(update(&[nobody])).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(nobody), "{}", err.message());
+    assert_eq!(session(&ctl.channel, "many").await.hosts.len(), 999, "nothing changed");
+    let updated = sessions.update_session(update(&[&ids[999]])).await.expect("updated").into_inner();
+    assert_eq!(updated.session.expect("session").hosts.len(), 1000);
+    ctl.stop().await;
+}

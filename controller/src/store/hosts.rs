@@ -1,6 +1,8 @@
 //! Hosts: what their agents said on the stream (Hello, Ack, Nack, Health, events) and
 //! what the admin API shows of them.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
@@ -41,11 +43,14 @@ fn reported(version: u64) -> i64 {
 }
 
 impl Store {
-    pub async fn host_exists(&self, id: &HostId) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE host_id = $1)")
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+    /// Which of `ids` are known hosts, in one query however many are asked about.
+    pub async fn known_hosts(&self, ids: &[HostId]) -> Result<BTreeSet<HostId>> {
+        let ids: Vec<&str> = ids.iter().map(HostId::as_str).collect();
+        let known: Vec<String> = sqlx::query_scalar("SELECT host_id FROM hosts WHERE host_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        known.iter().map(|h| h.parse().map_err(super::corrupt)).collect()
     }
 
     /// Records an agent's Hello and returns the rule set it should hold. The version the
@@ -77,7 +82,7 @@ impl Store {
         .await?;
         // Collectors count a source's clones by its addresses.
         if row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")? {
-            self.recompile_collectors().await?;
+            self.recompile_collectors(id).await?;
         }
         Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")? })
     }
