@@ -571,10 +571,13 @@ async fn recompile(
     .await?;
     let all: Vec<&str> = ids.iter().copied().chain(collectors.iter().map(String::as_str)).collect();
 
+    // FOR NO KEY UPDATE: the recompile changes no key, so rows that only reference a
+    // host (the heartbeat's counter samples, whose foreign key takes KEY SHARE) need not
+    // wait for it, nor hold up the next change while they wait.
     let current = sqlx::query(
         "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals, addresses,
                 EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
-         FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
+         FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR NO KEY UPDATE",
     )
     .bind(&all)
     .fetch_all(&mut **tx)
