@@ -779,9 +779,10 @@ async fn delivery_compares_what_sources_sent_with_what_the_collector_counted() {
     assert_eq!(counted, [(SOURCE, "10.9.0.10", created.vni), (OTHER, "10.9.0.11", created.vni)]);
     collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
 
-    // Nothing reported yet: unknown, not lost.
-    let s = session(&ctl.channel, "web").await;
-    assert_eq!((s.state, s.loss_ratio), (pb::SessionState::Active as i32, None), "{s:?}");
+    // Nothing reported yet: unknown, not lost. (Acks are stored in batches, so within
+    // a moment.)
+    let s = state_becomes(&ctl.channel, "web", pb::SessionState::Active).await;
+    assert_eq!(s.loss_ratio, None, "{s:?}");
     assert!(s.hosts.iter().all(|h| !h.delivery_unknown.is_empty()), "{s:?}");
 
     // Readings 8 s and 0 s ago. SOURCE sent 1000 and 1000 arrived; OTHER sent 1000 and

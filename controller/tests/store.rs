@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use common::database;
 use teefleet_controller::{
     report::{Dataplane, Health, HostEvent, SessionCounters, Traffic},
-    store::{AuditEntry, HelloRecord, NewCollector, SessionChange, Store},
+    store::{AckOutcome, AckRecord, AuditEntry, HelloRecord, NewCollector, SessionChange, Store},
 };
 use teefleet_lab::postgres::TempPostgres;
 use teefleet_model::{Encap, Filter, HostId, IpFamily, MaxPps, SessionSpec, Throttle, TtlChange, Vni};
@@ -19,7 +19,12 @@ const COLLECTOR: &str = "i-0c0000000000000c1";
 
 async fn store() -> (TempPostgres, Store) {
     let (pg, url) = database().await;
-    let store = Store::connect(&url).await.expect("connect and migrate");
+    (pg, store_at(&url).await)
+}
+
+/// The store on `url`, with the raw collector registered.
+async fn store_at(url: &str) -> Store {
+    let store = Store::connect(url).await.expect("connect and migrate");
     store
         .add_collector(
             &NewCollector {
@@ -34,7 +39,7 @@ async fn store() -> (TempPostgres, Store) {
         )
         .await
         .expect("collector");
-    (pg, store)
+    store
 }
 
 fn audit() -> AuditEntry {
@@ -388,4 +393,36 @@ async fn known_hosts_are_found_among_a_thousand() {
     let known = store.known_hosts(&named).await.expect("known");
     assert_eq!(known, named.iter().step_by(100).cloned().collect::<BTreeSet<_>>());
     assert!(store.known_hosts(&[]).await.expect("none asked").is_empty());
+}
+
+/// Acks are stored in batches as one by one: a version above the desired one is refused
+/// and named, and a host whose row a change holds is skipped and named, not waited for.
+#[tokio::test]
+async fn acks_in_a_batch_skip_held_hosts_and_refuse_unpushed_versions() {
+    use sqlx::Connection as _;
+    let (_pg, url) = database().await;
+    let store = store_at(&url).await;
+    for (i, h) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        store.host_hello(&host(h), &hello(0, i64::try_from(i).expect("small"))).await.expect("hello");
+    }
+    store.create_session(&spec("a", &["h1", "h2", "h3"]), &[], &audit()).await.expect("create");
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM hosts WHERE host_id = 'h1' FOR UPDATE").execute(&mut holder).await.expect("lock");
+
+    let ack = |version| AckRecord { version, rule_count: 2 };
+    let outcome =
+        store.hosts_ack(&[(host("h1"), ack(1)), (host("h2"), ack(1)), (host("h3"), ack(2))]).await.expect("acks");
+    assert_eq!(outcome.busy, [host("h1")].into_iter().collect());
+    assert_eq!(outcome.above_desired, [host("h3")].into_iter().collect());
+    let applied = |h: &'static str| {
+        let store = store.clone();
+        async move { store.host(&host(h)).await.expect("host").applied_version }
+    };
+    assert_eq!((applied("h1").await, applied("h2").await, applied("h3").await), (0, 1, 0));
+
+    sqlx::query("COMMIT").execute(&mut holder).await.expect("commit");
+    let outcome = store.hosts_ack(&[(host("h1"), ack(1))]).await.expect("acks");
+    assert_eq!(outcome, AckOutcome::default());
+    assert_eq!(applied("h1").await, 1);
 }

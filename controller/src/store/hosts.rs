@@ -35,6 +35,22 @@ pub struct HelloRecord<'a> {
     pub dataplane: Option<&'a Dataplane>,
 }
 
+/// An agent's Ack: the version it applied and how many rules that set has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckRecord {
+    pub version: u64,
+    pub rule_count: u32,
+}
+
+/// What a batch of Acks found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Hosts whose row a change held: not written, to be tried again.
+    pub busy: BTreeSet<HostId>,
+    /// Hosts that acknowledged a version above their desired one: refused.
+    pub above_desired: BTreeSet<HostId>,
+}
+
 /// A version an agent reported, as a bigint: anything above the bound, which no host was
 /// ever pushed, as one above it, so the comparisons in SQL still see it as too high.
 fn reported(version: u64) -> i64 {
@@ -111,6 +127,46 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records many hosts' Acks in one statement, as `host_ack` does each. A host whose row
+    /// another transaction holds (a change recompiling it) is skipped and named in
+    /// `busy`, to be recorded with the next batch; one whose Ack is above its desired
+    /// version is named in `above_desired`, and nothing is written for it.
+    pub async fn hosts_ack(&self, acks: &[(HostId, AckRecord)]) -> Result<AckOutcome> {
+        let ids: Vec<&str> = acks.iter().map(|(h, _)| h.as_str()).collect();
+        let versions: Vec<i64> = acks.iter().map(|(_, a)| reported(a.version)).collect();
+        let rules: Vec<i32> = acks.iter().map(|(_, a)| i32::try_from(a.rule_count).unwrap_or(i32::MAX)).collect();
+        // Every part sees the table as it was before the UPDATE: `free` are the rows this
+        // statement locked, `done` those it wrote.
+        let rows = sqlx::query(
+            "WITH free AS (SELECT host_id FROM hosts WHERE host_id = ANY($1) FOR NO KEY UPDATE SKIP LOCKED),
+                  done AS (
+                 UPDATE hosts h SET applied_version = v.version, last_error = NULL, nacked_version = NULL,
+                     rule_count = v.rules, last_seen = now()
+                 FROM unnest($1::text[], $2::bigint[], $3::int[]) AS v(host_id, version, rules)
+                 WHERE h.host_id = v.host_id AND v.version <= h.desired_version
+                     AND h.host_id IN (SELECT host_id FROM free)
+                 RETURNING h.host_id)
+             SELECT host_id, host_id IN (SELECT host_id FROM free) AS locked,
+                    host_id IN (SELECT host_id FROM done) AS written
+             FROM hosts WHERE host_id = ANY($1)",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&rules)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcome = AckOutcome::default();
+        for row in &rows {
+            let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(super::corrupt)?;
+            match (row.try_get::<bool, _>("locked")?, row.try_get::<bool, _>("written")?) {
+                (false, _) => outcome.busy.insert(host),
+                (true, false) => outcome.above_desired.insert(host),
+                (true, true) => false,
+            };
+        }
+        Ok(outcome)
     }
 
     /// Records that the host refused `version`; false as for `host_ack`.

@@ -32,7 +32,7 @@ use teefleet_model::{
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
 pub use changes::SessionChange;
 pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKED_CHANNEL};
-pub use hosts::{HelloOutcome, HelloRecord};
+pub use hosts::{AckOutcome, AckRecord, HelloOutcome, HelloRecord};
 pub use preflight::PreflightRead;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 pub use selectors::{TagChange, TagSession};
