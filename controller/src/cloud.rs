@@ -3,6 +3,7 @@
 //! reconciler's and the resolver's logic does not depend on the SDK.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     net::{IpAddr, Ipv6Addr},
     sync::Arc,
@@ -36,6 +37,28 @@ pub struct TaggedInstance {
 
 pub trait Cloud: Send + Sync + 'static {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>>;
+    /// The instances of `ids` that EC2 knows, by id; one it does not know is absent, not
+    /// an error. A session names up to a thousand sources, which one call per source
+    /// would make a thousand round trips; this default does exactly that, for clouds that
+    /// have nothing better.
+    fn describe_instances<'a>(
+        &'a self,
+        ids: &'a [InstanceId],
+    ) -> BoxFuture<'a, Result<BTreeMap<InstanceId, InstanceInfo>, CloudError>> {
+        Box::pin(async move {
+            let mut found = BTreeMap::new();
+            for id in ids {
+                match self.describe_instance(id).await {
+                    Ok(info) => {
+                        found.insert(id.clone(), info);
+                    }
+                    Err(CloudError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
+        })
+    }
     fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>>;
     /// The running and pending instances that carry every tag of `tags` (none for no
     /// tags), sorted by id. It may stop listing once it has found more than `limit`, so a
@@ -74,6 +97,14 @@ impl Cloud for Metered {
         Box::pin(self.count("describe_instances", self.inner.describe_instance(id)))
     }
 
+    fn describe_instances<'a>(
+        &'a self,
+        ids: &'a [InstanceId],
+    ) -> BoxFuture<'a, Result<BTreeMap<InstanceId, InstanceInfo>, CloudError>> {
+        // Counted as one call, though EC2 may be asked in a few batches.
+        Box::pin(self.count("describe_instances", self.inner.describe_instances(ids)))
+    }
+
     fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>> {
         Box::pin(self.count("modify_instance_attribute", self.inner.set_source_dest_check(id, enabled)))
     }
@@ -90,6 +121,8 @@ impl Cloud for Metered {
 /// The most instances DescribeInstances returns per page, and the fewest it accepts asking for.
 const MAX_PAGE: i32 = 1000;
 const MIN_PAGE: i32 = 5;
+/// Instance ids per `instance-id` filter: EC2 accepts at most 200 values in one filter.
+const IDS_PER_CALL: usize = 200;
 
 /// EC2 through aws-sdk-ec2, configured by the standard chain (environment, profile,
 /// instance role; `AWS_ENDPOINT_URL` points it at another endpoint such as moto).
@@ -179,6 +212,16 @@ fn tag_filters(tags: &[TagSelector]) -> Vec<Filter> {
     std::iter::once(states).chain(by_tag).collect()
 }
 
+/// What the controller keeps of an instance EC2 described.
+fn info(instance: &Instance) -> InstanceInfo {
+    InstanceInfo {
+        private_ip: instance.private_ip_address().and_then(|ip| ip.parse().ok()),
+        ipv6: first_ipv6(instance),
+        subnet_id: instance.subnet_id().map(str::to_owned),
+        source_dest_check: instance.source_dest_check(),
+    }
+}
+
 /// The instance, if it really is running or pending and carries every tag exactly: EC2 has
 /// filtered already, but checking again keeps the match exact whatever an endpoint makes
 /// of wildcards, and an empty value is only checked here.
@@ -201,6 +244,34 @@ fn tagged(instance: &Instance, tags: &[TagSelector]) -> Option<TaggedInstance> {
     }
 }
 
+impl Ec2 {
+    /// Every page of DescribeInstances under `filters`, what `pick` keeps of each
+    /// instance; it stops after the page that brings more than `limit`.
+    async fn list<T>(
+        &self,
+        filters: Vec<Filter>,
+        limit: usize,
+        mut pick: impl FnMut(&Instance) -> Option<T>,
+    ) -> Result<Vec<T>, CloudError> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(self.page_size)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(&self.target, "DescribeInstances", None, e))?;
+            found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(&mut pick));
+            if found.len() > limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl Cloud for Ec2 {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
         Box::pin(async move {
@@ -217,12 +288,32 @@ impl Cloud for Ec2 {
                 .flat_map(|r| r.instances())
                 .find(|i| i.instance_id() == Some(id.as_str()))
                 .ok_or_else(|| CloudError::NotFound(id.to_string()))?;
-            Ok(InstanceInfo {
-                private_ip: instance.private_ip_address().and_then(|ip| ip.parse().ok()),
-                ipv6: first_ipv6(instance),
-                subnet_id: instance.subnet_id().map(str::to_owned),
-                source_dest_check: instance.source_dest_check(),
-            })
+            Ok(info(instance))
+        })
+    }
+
+    /// By an `instance-id` filter rather than `InstanceIds`: with the latter one unknown
+    /// id fails the whole call, with the filter EC2 simply leaves it out. The batches are
+    /// asked at once, each read to its last page.
+    fn describe_instances<'a>(
+        &'a self,
+        ids: &'a [InstanceId],
+    ) -> BoxFuture<'a, Result<BTreeMap<InstanceId, InstanceInfo>, CloudError>> {
+        Box::pin(async move {
+            let batches = ids.chunks(IDS_PER_CALL).map(|batch| async move {
+                let filter = Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(batch.iter().map(|id| id.as_str().to_owned()).collect()))
+                    .build();
+                // Only what was asked for, whatever an endpoint makes of the filter.
+                self.list(vec![filter], usize::MAX, |i| {
+                    let id = batch.iter().find(|id| i.instance_id() == Some(id.as_str()))?;
+                    Some((id.clone(), info(i)))
+                })
+                .await
+            });
+            let found = futures::future::try_join_all(batches).await?;
+            Ok(found.into_iter().flatten().collect())
         })
     }
 
@@ -248,21 +339,7 @@ impl Cloud for Ec2 {
             if tags.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut pages = self
-                .client
-                .describe_instances()
-                .set_filters(Some(tag_filters(tags)))
-                .max_results(self.page_size)
-                .into_paginator()
-                .send();
-            let mut found = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| classify(&self.target, "DescribeInstances", None, e))?;
-                found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| tagged(i, tags)));
-                if found.len() > limit {
-                    break;
-                }
-            }
+            let mut found = self.list(tag_filters(tags), limit, |i| tagged(i, tags)).await?;
             found.sort_by(|a, b| a.id.cmp(&b.id));
             found.dedup_by(|a, b| a.id == b.id);
             Ok(found)

@@ -6,6 +6,7 @@
 //! `run` is the whole server; `main.rs` only parses config and wires signals, so tests
 //! can run the server on `127.0.0.1:0`.
 
+mod acks;
 pub mod auth;
 mod budget;
 pub mod cloud;
@@ -179,10 +180,12 @@ pub async fn run(
     };
     let (heartbeats, health_writer) = heartbeat::Heartbeats::start(store.clone(), shutdown.clone());
     let (recount, recount_task) = recount::Recount::start(store.clone(), shutdown.clone());
+    let (acks, ack_writer) = acks::Acks::start(store.clone(), shutdown.clone());
     let (refusals, refusal_task) =
         refusals::Refusals::start(store.clone(), metrics.clone(), config.refusal_report_interval, shutdown.clone());
     let api = Api {
         heartbeats,
+        acks,
         refusals,
         metrics: metrics.clone(),
         access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl }),
@@ -268,6 +271,9 @@ pub async fn run(
     }
     if tokio::time::timeout(Duration::from_secs(5), health_writer).await.is_err() {
         warn!("the health writer did not stop in time");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), ack_writer).await.is_err() {
+        warn!("the ack writer did not stop in time");
     }
     // Hands the lead over at once rather than when the lock's connection times out.
     if tokio::time::timeout(Duration::from_secs(5), leader).await.is_err() {

@@ -779,9 +779,10 @@ async fn delivery_compares_what_sources_sent_with_what_the_collector_counted() {
     assert_eq!(counted, [(SOURCE, "10.9.0.10", created.vni), (OTHER, "10.9.0.11", created.vni)]);
     collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
 
-    // Nothing reported yet: unknown, not lost.
-    let s = session(&ctl.channel, "web").await;
-    assert_eq!((s.state, s.loss_ratio), (pb::SessionState::Active as i32, None), "{s:?}");
+    // Nothing reported yet: unknown, not lost. (Acks are stored in batches, so within
+    // a moment.)
+    let s = state_becomes(&ctl.channel, "web", pb::SessionState::Active).await;
+    assert_eq!(s.loss_ratio, None, "{s:?}");
     assert!(s.hosts.iter().all(|h| !h.delivery_unknown.is_empty()), "{s:?}");
 
     // Readings 8 s and 0 s ago. SOURCE sent 1000 and 1000 arrived; OTHER sent 1000 and
@@ -879,4 +880,130 @@ async fn a_collector_counts_a_source_from_the_address_its_hello_gives() {
     let _source = Agent::hello(&ctl.channel, hello("10.9.0.12")).await;
     let set = collector.rule_set_within(10).await;
     assert_eq!(counted(&set), [(SOURCE.to_owned(), "10.9.0.12".to_owned(), created.vni)]);
+}
+
+fn names(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
+/// A session to the raw collector mirroring egress only: checked on-link, and no
+/// Source/Dest Check to change, so the reconciler asks EC2 nothing about its sources.
+fn egress(name: &str, sources: &[&str], collector: &str) -> pb::CreateSessionRequest {
+    let filter = pb::Filter { direction: pb::Direction::Egress.into(), ..Default::default() };
+    create_vxlan(name, sources, collector, Some(filter))
+}
+
+/// A session naming a thousand sources is checked with one question to the store and one
+/// to EC2 per check, never one per source, and answers as checking them one by one did:
+/// the first source nobody knows is named, a collector among them is refused, so is one
+/// off the collector's link, and a refusal changes nothing. An update adding sources is
+/// checked the same way.
+#[tokio::test]
+async fn a_thousand_sources_are_checked_in_batches_with_the_same_answers() {
+    let (_pg, url) = database().await;
+    let cloud = cloud();
+    let ids: Vec<String> = (0..1000).map(|i| format!("i-0a{i:015x}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        cloud.add(id, &format!("10.9.{}.{}", i / 250, i % 250 + 1), "subnet-1");
+    }
+    let ctl = Controller::start(url, cloud.clone()).await;
+    add_collector(&ctl.channel, COLLECTOR).await;
+    add_collector_with(&ctl.channel, DUAL, "vxlan").await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    let hosts_before = hosts(&ctl.channel).await.len();
+    let unchanged = |ctl_channel: Channel| async move {
+        assert_eq!(hosts(&ctl_channel).await.len(), hosts_before, "no host registered");
+        let listed = SessionServiceClient::new(ctl_channel)
+            .list_sessions(pb::ListSessionsRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(listed.sessions.is_empty(), "{listed:?}");
+    };
+
+    // Two sources EC2 does not know: the first one in the request is named.
+    let missing = [ids[500].clone(), ids[700].clone()];
+    let taken: Vec<_> = missing.iter().map(|id| cloud.instances.lock().expect("lock").remove(id)).collect();
+    let before = cloud.describes();
+    let err = sessions.create_session(egress("many", &names(&ids), COLLECTOR)).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&ids[500]) && !err.message().contains(&ids[700]), "{}", err.message());
+    let after = cloud.describes();
+    assert_eq!((after.single, after.batches), (before.single, before.batches + 1), "one batch for 1 000 sources");
+    unchanged(ctl.channel.clone()).await;
+    for (id, info) in missing.iter().zip(taken) {
+        cloud.instances.lock().expect("lock").insert(id.clone(), info.expect("was there"));
+    }
+
+    // A collector among them.
+    let with_collector: Vec<String> = ids[..999].iter().cloned().chain([DUAL.to_owned()]).collect();
+    let err = sessions.create_session(egress("many", &names(&with_collector), COLLECTOR)).await.expect_err("loop");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(DUAL) && err.message().contains("never a source"), "{}", err.message());
+    unchanged(ctl.channel.clone()).await;
+
+    // Two off the raw collector's link: the first is named.
+    for i in [900, 950] {
+        cloud.instances.lock().expect("lock").get_mut(&ids[i]).expect("instance").subnet_id = Some("subnet-2".into());
+    }
+    let err = sessions.create_session(egress("many", &names(&ids), COLLECTOR)).await.expect_err("off-link");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&ids[900]) && !err.message().contains(&ids[950]), "{}", err.message());
+    unchanged(ctl.channel.clone()).await;
+    for i in [900, 950] {
+        cloud.instances.lock().expect("lock").get_mut(&ids[i]).expect("instance").subnet_id = Some("subnet-1".into());
+    }
+
+    let before = cloud.describes();
+    let created = sessions.create_session(egress("many", &names(&ids[..999]), COLLECTOR)).await.expect("created");
+    assert_eq!(created.into_inner().hosts.len(), 999);
+    let after = cloud.describes();
+    assert_eq!(after.single, before.single, "no source asked about on its own");
+    assert!(after.batches - before.batches <= 2, "the sources asked about once per check: {before:?} {after:?}");
+    assert_eq!(hosts(&ctl.channel).await.len(), hosts_before + 999);
+
+    // An update adding a source nobody knows changes nothing; adding a known one works.
+    let update = |add: &[&str]| pb::UpdateSessionRequest {
+        name: "many".into(),
+        add_sources: add.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    };
+    let nobody = "i-0b000000000000001";
+    let err = sessions.update_session(update(&[nobody])).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(nobody), "{}", err.message());
+    assert_eq!(session(&ctl.channel, "many").await.hosts.len(), 999, "nothing changed");
+    let updated = sessions.update_session(update(&[&ids[999]])).await.expect("updated").into_inner();
+    assert_eq!(updated.session.expect("session").hosts.len(), 1000);
+    ctl.stop().await;
+}
+
+/// A collector whose agent says Hello only after its sessions exist is told all it counts.
+#[tokio::test]
+async fn a_collector_agent_arriving_late_is_told_what_to_count() {
+    let (_pg, url) = database().await;
+    let ctl = Controller::start(url, cloud()).await;
+    add_collector_with(&ctl.channel, COLLECTOR, "vxlan").await;
+    let hello = pb::Hello {
+        host_id: SOURCE.into(),
+        agent_version: "test".into(),
+        addresses: vec!["10.9.0.10".into()],
+        ..Default::default()
+    };
+    let _source = Agent::hello(&ctl.channel, hello).await;
+    let created = SessionServiceClient::new(ctl.channel.clone())
+        .create_session(create_vxlan("web", &[SOURCE], COLLECTOR, None))
+        .await
+        .expect("created")
+        .into_inner();
+    let mut collector = Agent::connect(&ctl.channel, COLLECTOR, 0).await;
+    let mut set = collector.next_rule_set().await;
+    if set.arrivals.is_empty() {
+        // Its first Hello asks for its counts: they follow within a second or so.
+        collector.send(Msg::Ack(pb::Ack { version: set.version })).await;
+        set = collector.rule_set_within(10).await;
+    }
+    let counted: Vec<(&str, &str, u32)> =
+        set.arrivals.iter().map(|a| (a.source.as_str(), a.address.as_str(), a.vni)).collect();
+    assert_eq!(counted, [(SOURCE, "10.9.0.10", created.vni)]);
 }

@@ -19,7 +19,7 @@ use teefleet_controller::{
     store::Store,
 };
 use teefleet_lab::{Ec2Fixture, Moto, TempPostgres, ec2};
-use teefleet_model::{HostId, TagSelector};
+use teefleet_model::{HostId, InstanceId, TagSelector};
 use teefleet_proto::v1::{
     self as pb, audit_service_client::AuditServiceClient, session_service_client::SessionServiceClient,
 };
@@ -192,7 +192,9 @@ async fn sessions_by_tag_follow_the_instances_in_ec2() {
     assert_eq!((pass.sessions, pass.kept), (1, 0));
     let mut changed: Vec<String> = pass.changed.iter().map(ToString::to_string).collect();
     changed.sort();
-    assert_eq!(changed, sorted(&[&web1, &web3]));
+    // The collector counted web1's clones (its agent said Hello from an address) and
+    // counts them no more.
+    assert_eq!(changed, sorted(&[&web1, &web3, &aws.collector()]));
     let s = session(&ctl.channel, "web").await;
     assert_eq!(s.sources, sorted(&[&named, &web2, &web3]), "the named source is never removed");
     assert!(origins(&s).contains(&(named.clone(), false)));
@@ -352,4 +354,46 @@ async fn listing_by_tag_reads_every_page_and_matches_exactly() {
     assert!(cloud.instances_with_tags(&[], 100).await.expect("listed").is_empty(), "no tags select nothing");
     let err = unreachable_ec2().instances_with_tags(&tags(&["batch=b1"]), 100).await.expect_err("unreachable");
     assert!(matches!(err, teefleet_controller::cloud::CloudError::Unavailable(_)), "{err}");
+}
+
+/// Many instances are described in a few DescribeInstances calls by an `instance-id`
+/// filter (200 ids at most each, every page read), and an id EC2 does not know is left
+/// out rather than failing the rest; a session naming them and one off the collector's
+/// link is refused naming that one.
+#[tokio::test]
+async fn instances_are_described_in_batches_and_unknown_ids_left_out() {
+    let (pg, url) = database().await;
+    let aws = Aws::start(&pg, "10.81.0.0/24", Ipv4Addr::new(10, 81, 0, 100)).await;
+    let mut launched = Vec::new();
+    for _ in 0..7 {
+        launched.push(aws.launch(None, &[("role", "batch")]).await);
+    }
+    let far_subnet = aws.other_subnet("10.82.0.0/24").await;
+    let far = aws.launch(Some(&far_subnet), &[("role", "batch")]).await;
+    let cloud = aws.cloud();
+    // 250 ids nobody launched around the real ones: two batches, both read.
+    let mut ids: Vec<InstanceId> = (0..250)
+        .map(|i| format!("i-0f{i:015x}").parse().expect("id"))
+        .chain(launched.iter().map(|id| id.parse().expect("id")))
+        .collect();
+    ids.push(far.parse().expect("id"));
+    let found = cloud.describe_instances(&ids).await.expect("described");
+    let mut want: Vec<&str> = launched.iter().map(String::as_str).chain([far.as_str()]).collect();
+    want.sort();
+    assert_eq!(found.keys().map(InstanceId::as_str).collect::<Vec<_>>(), want);
+    assert!(found.values().all(|i| i.private_ip.is_some() && i.subnet_id.is_some()), "{found:?}");
+    assert_eq!(found[&far.parse::<InstanceId>().expect("id")].subnet_id.as_deref(), Some(far_subnet.as_str()));
+
+    let ctl = Controller::start_cloud(url, cloud, NO_BACKGROUND_RESOLVER).await;
+    add_collector(&ctl.channel, &aws.collector()).await;
+    let mut sessions = SessionServiceClient::new(ctl.channel.clone());
+    let mut sources: Vec<&str> = launched.iter().map(String::as_str).collect();
+    sources.push(&far);
+    let err = sessions.create_session(create("far", &sources, &[], &aws.collector())).await.expect_err("off-link");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&far), "{}", err.message());
+    sources.pop();
+    let created = sessions.create_session(create("near", &sources, &[], &aws.collector())).await.expect("created");
+    assert_eq!(created.into_inner().hosts.len(), 7);
+    ctl.stop().await;
 }

@@ -10,16 +10,21 @@ use std::collections::BTreeSet;
 use common::database;
 use teefleet_controller::{
     report::{Dataplane, Health, HostEvent, SessionCounters, Traffic},
-    store::{AuditEntry, HelloRecord, NewCollector, Store},
+    store::{AckOutcome, AckRecord, AuditEntry, HelloRecord, NewCollector, SessionChange, Store},
 };
 use teefleet_lab::postgres::TempPostgres;
-use teefleet_model::{Encap, Filter, HostId, IpFamily, MaxPps, SessionSpec, Throttle, Vni};
+use teefleet_model::{Encap, Filter, HostId, IpFamily, MaxPps, SessionSpec, Throttle, TtlChange, Vni};
 
 const COLLECTOR: &str = "i-0c0000000000000c1";
 
 async fn store() -> (TempPostgres, Store) {
     let (pg, url) = database().await;
-    let store = Store::connect(&url).await.expect("connect and migrate");
+    (pg, store_at(&url).await)
+}
+
+/// The store on `url`, with the raw collector registered.
+async fn store_at(url: &str) -> Store {
+    let store = Store::connect(url).await.expect("connect and migrate");
     store
         .add_collector(
             &NewCollector {
@@ -34,7 +39,7 @@ async fn store() -> (TempPostgres, Store) {
         )
         .await
         .expect("collector");
-    (pg, store)
+    store
 }
 
 fn audit() -> AuditEntry {
@@ -307,4 +312,121 @@ async fn vnis_are_allocated_unique_and_reach_vxlan_rules() {
     assert_eq!(tunnels, [(1, "10.8.0.5".to_owned()), (2, "10.8.0.5".to_owned()), (7, "10.8.0.5".to_owned())]);
     // Both families go into the IPv4 tunnel, though the collector has no IPv6 address.
     assert_eq!(rules.rules().iter().filter(|r| r.family() == IpFamily::Ipv6).count(), 6);
+}
+
+/// What a collector counts, as (session, source, address).
+async fn counted(store: &Store) -> Vec<(String, String, String)> {
+    let set = store.desired(&host(COLLECTOR)).await.expect("the collector's set");
+    set.arrivals().iter().map(|a| (a.session().to_string(), a.source().to_string(), a.from().to_string())).collect()
+}
+
+fn entries(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter().map(|(s, h, a)| ((*s).to_owned(), (*h).to_owned(), (*a).to_owned())).collect()
+}
+
+/// A change recompiles only what the collector counts of the sources it touches; what it
+/// counts of the others stays, so after creates, an update moving sources, a source's new
+/// address and a delete, the collector counts exactly what its sessions send.
+#[tokio::test]
+async fn a_collector_counts_what_its_sessions_send_after_every_kind_of_change() {
+    let (_pg, store) = store().await;
+    for (i, h) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        let addresses = [format!("10.9.0.{}", i + 1)];
+        let hello = HelloRecord { addresses: &addresses, ..hello(0, i64::try_from(i).expect("small")) };
+        store.host_hello(&host(h), &hello).await.expect("hello");
+    }
+    store.create_session(&spec("s1", &["h1", "h2"]), &[], &audit()).await.expect("s1");
+    let changed = store.create_session(&spec("s2", &["h2", "h3"]), &[], &audit()).await.expect("s2");
+    assert!(changed.contains(&host(COLLECTOR)), "the collector counts more: {changed:?}");
+    assert_eq!(
+        counted(&store).await,
+        entries(&[
+            ("s1", "h1", "10.9.0.1"),
+            ("s1", "h2", "10.9.0.2"),
+            ("s2", "h2", "10.9.0.2"),
+            ("s2", "h3", "10.9.0.3")
+        ])
+    );
+
+    let before = store.session(&"s1".parse().expect("name")).await.expect("s1").spec;
+    let after = before.clone().with_sources(vec![host("h2"), host("h3")], Vec::new()).expect("sources");
+    let change =
+        SessionChange { before: &before, after: &after, found_in_ec2: &[], matched: None, ttl: TtlChange::Keep };
+    store.update_session(&change, &audit()).await.expect("update");
+    assert_eq!(
+        counted(&store).await,
+        entries(&[
+            ("s1", "h2", "10.9.0.2"),
+            ("s1", "h3", "10.9.0.3"),
+            ("s2", "h2", "10.9.0.2"),
+            ("s2", "h3", "10.9.0.3")
+        ])
+    );
+
+    // h2 comes back from another address: the Hello asks for a recount (the controller's
+    // recount task makes it), and both sessions count it there.
+    let moved = ["10.9.0.22".to_owned()];
+    let outcome =
+        store.host_hello(&host("h2"), &HelloRecord { addresses: &moved, ..hello(0, 9) }).await.expect("hello");
+    assert!(outcome.recount, "a source from a new address");
+    store.recompile_collectors(&[host("h2")]).await.expect("recount");
+    assert_eq!(
+        counted(&store).await,
+        entries(&[
+            ("s1", "h2", "10.9.0.22"),
+            ("s1", "h3", "10.9.0.3"),
+            ("s2", "h2", "10.9.0.22"),
+            ("s2", "h3", "10.9.0.3")
+        ])
+    );
+
+    store.delete_session(&"s2".parse().expect("name"), &audit()).await.expect("delete");
+    assert_eq!(counted(&store).await, entries(&[("s1", "h2", "10.9.0.22"), ("s1", "h3", "10.9.0.3")]));
+    store.delete_session(&"s1".parse().expect("name"), &audit()).await.expect("delete");
+    assert_eq!(counted(&store).await, entries(&[]));
+}
+
+/// Which of many hosts the store knows, asked in one query.
+#[tokio::test]
+async fn known_hosts_are_found_among_a_thousand() {
+    let (_pg, store) = store().await;
+    let named: Vec<HostId> = (0..1000).map(|i| host(&format!("h{i:04}"))).collect();
+    for h in named.iter().step_by(100) {
+        store.host_hello(h, &hello(0, 1)).await.expect("hello");
+    }
+    let known = store.known_hosts(&named).await.expect("known");
+    assert_eq!(known, named.iter().step_by(100).cloned().collect::<BTreeSet<_>>());
+    assert!(store.known_hosts(&[]).await.expect("none asked").is_empty());
+}
+
+/// Acks are stored in batches as one by one: a version above the desired one is refused
+/// and named, and a host whose row a change holds is skipped and named, not waited for.
+#[tokio::test]
+async fn acks_in_a_batch_skip_held_hosts_and_refuse_unpushed_versions() {
+    use sqlx::Connection as _;
+    let (_pg, url) = database().await;
+    let store = store_at(&url).await;
+    for (i, h) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        store.host_hello(&host(h), &hello(0, i64::try_from(i).expect("small"))).await.expect("hello");
+    }
+    store.create_session(&spec("a", &["h1", "h2", "h3"]), &[], &audit()).await.expect("create");
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM hosts WHERE host_id = 'h1' FOR UPDATE").execute(&mut holder).await.expect("lock");
+
+    let ack = |version| AckRecord { version, rule_count: 2 };
+    let outcome =
+        store.hosts_ack(&[(host("h1"), ack(1)), (host("h2"), ack(1)), (host("h3"), ack(2))]).await.expect("acks");
+    assert_eq!(outcome.busy, [host("h1")].into_iter().collect());
+    assert_eq!(outcome.above_desired, [host("h3")].into_iter().collect());
+    let applied = |h: &'static str| {
+        let store = store.clone();
+        async move { store.host(&host(h)).await.expect("host").applied_version }
+    };
+    assert_eq!((applied("h1").await, applied("h2").await, applied("h3").await), (0, 1, 0));
+
+    sqlx::query("COMMIT").execute(&mut holder).await.expect("commit");
+    let outcome = store.hosts_ack(&[(host("h1"), ack(1))]).await.expect("acks");
+    assert_eq!(outcome, AckOutcome::default());
+    assert_eq!(applied("h1").await, 1);
 }

@@ -1,7 +1,8 @@
 //! Changes made through the admin API and what the fleet saw of them: for every agent a
-//! change covers, the time from the return of the call that made it to the agent's Ack of
-//! the new version; for every other agent, that nothing arrived; and after convergence,
-//! that a resync period passes without a push.
+//! change covers, the time to the agent's Ack of the new version from the return of the
+//! call that made it, from that call's start, and from the start of the first call of the
+//! burst (what an operator waits for); for every other agent, that nothing arrived; and
+//! after convergence, that a resync period passes without a push.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -28,20 +29,38 @@ pub struct Admin {
     collector: String,
 }
 
-/// One admin change: a session created or deleted, and the agents it covers.
+/// One admin change: a session created, updated or deleted, and the agents it covers.
 #[derive(Debug, Clone)]
 enum Change {
-    Create { name: String, agents: Range<usize> },
-    Delete { name: String, agents: Range<usize> },
+    Create {
+        name: String,
+        agents: Range<usize>,
+    },
+    /// The session's port moved from 443 to 8443: every source's rules change, so each
+    /// covered agent gets exactly one new version, as with a create.
+    Update {
+        name: String,
+        agents: Range<usize>,
+    },
+    Delete {
+        name: String,
+        agents: Range<usize>,
+    },
 }
 
 impl Change {
     fn agents(&self) -> Range<usize> {
         match self {
-            Change::Create { agents, .. } | Change::Delete { agents, .. } => agents.clone(),
+            Change::Create { agents, .. } | Change::Update { agents, .. } | Change::Delete { agents, .. } => {
+                agents.clone()
+            }
         }
     }
 }
+
+/// The port a scenario's sessions mirror, and the one an update moves them to.
+const PORT: u32 = 443;
+const UPDATED_PORT: u32 = 8443;
 
 /// What one phase (the creates, or the deletes) of a scenario measured.
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +77,10 @@ pub struct Phase {
     /// From the start of the agent's call to its Ack: never negative, and it includes
     /// the call's own time.
     pub latency_from_call_start: Option<Summary>,
+    /// From the start of the phase's first call to the agent's Ack: what an operator who
+    /// makes the changes at once waits for, including the time the calls queue behind
+    /// each other. The same as `latency_from_call_start` for one call.
+    pub latency_from_first_start: Option<Summary>,
     /// Agents that acknowledged before their call returned: the controller wakes the
     /// streams before it builds the reply.
     pub acked_before_return: usize,
@@ -78,13 +101,16 @@ impl Phase {
     }
 }
 
-/// A session (or, past 1 000 agents, several) covering some agents, created then deleted.
+/// A session (or, past 1 000 agents, several) covering some agents, created, updated
+/// if asked, then deleted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     pub name: String,
     pub covered: usize,
     pub sessions: usize,
     pub create: Phase,
+    /// Every session's port changed by `UpdateSession`, all at once.
+    pub update: Option<Phase>,
     pub delete: Phase,
 }
 
@@ -120,7 +146,7 @@ impl Admin {
             filter: Some(pb::Filter {
                 direction: pb::Direction::Both.into(),
                 protocol: pb::Protocol::Tcp.into(),
-                ports: Some(pb::PortRange { first: 443, last: 443 }),
+                ports: Some(pb::PortRange { first: PORT, last: PORT }),
                 ..Default::default()
             }),
             allow_routed: true,
@@ -138,6 +164,23 @@ impl Admin {
         Ok(())
     }
 
+    async fn update(&mut self, name: &str) -> Result<(), LoadgenError> {
+        let request = pb::UpdateSessionRequest {
+            name: name.to_owned(),
+            port: Some(pb::PortsUpdate { ports: Some(pb::PortRange { first: UPDATED_PORT, last: UPDATED_PORT }) }),
+            ..Default::default()
+        };
+        let reply = self
+            .sessions
+            .update_session(request)
+            .await
+            .map_err(|s| LoadgenError::call(format!("updating session {name}"), &s))?;
+        if !reply.get_ref().changed {
+            warn!(session = name, "the update changed nothing; the phase will see no pushes");
+        }
+        Ok(())
+    }
+
     async fn delete(&mut self, name: &str) -> Result<(), LoadgenError> {
         self.sessions
             .delete_session(pb::DeleteSessionRequest { name: name.to_owned() })
@@ -149,17 +192,20 @@ impl Admin {
     async fn apply(&mut self, change: &Change) -> Result<(), LoadgenError> {
         match change {
             Change::Create { name, agents } => self.create(name, agents.clone().map(host_id).collect()).await,
+            Change::Update { name, .. } => self.update(name).await,
             Change::Delete { name, .. } => self.delete(name).await,
         }
     }
 
     /// Covers `agents` with as few sessions as the per-session source limit allows,
-    /// created at once, then deletes them at once; measures both.
+    /// created at once, then (with `update`) changes every session's port at once, then
+    /// deletes them at once; measures each phase.
     pub async fn scenario(
         &mut self,
         fleet: &Fleet,
         label: &str,
         agents: Range<usize>,
+        update: bool,
         windows: Windows,
     ) -> Result<Scenario, LoadgenError> {
         let chunks: Vec<Range<usize>> =
@@ -173,21 +219,25 @@ impl Admin {
             agents.len(),
             chunks.len()
         );
-        let creates = names
-            .iter()
-            .zip(&chunks)
-            .map(|(name, a)| Change::Create { name: name.clone(), agents: a.clone() })
-            .collect::<Vec<_>>();
-        let create = self.phase(fleet, &agents, &creates, windows).await?;
+        // The same sessions in each phase, each change covering its chunk of agents.
+        let changes = |make: fn(String, Range<usize>) -> Change| -> Vec<Change> {
+            names.iter().zip(&chunks).map(|(name, a)| make(name.clone(), a.clone())).collect()
+        };
+        let create =
+            self.phase(fleet, &agents, &changes(|name, agents| Change::Create { name, agents }), windows).await?;
         log_phase(label, "create", &create);
-        let deletes = names
-            .iter()
-            .zip(&chunks)
-            .map(|(name, a)| Change::Delete { name: name.clone(), agents: a.clone() })
-            .collect::<Vec<_>>();
-        let delete = self.phase(fleet, &agents, &deletes, windows).await?;
+        let update = if update {
+            let updates = changes(|name, agents| Change::Update { name, agents });
+            let update = self.phase(fleet, &agents, &updates, windows).await?;
+            log_phase(label, "update", &update);
+            Some(update)
+        } else {
+            None
+        };
+        let delete =
+            self.phase(fleet, &agents, &changes(|name, agents| Change::Delete { name, agents }), windows).await?;
         log_phase(label, "delete", &delete);
-        Ok(Scenario { name: label.to_owned(), covered: agents.len(), sessions: chunks.len(), create, delete })
+        Ok(Scenario { name: label.to_owned(), covered: agents.len(), sessions: chunks.len(), create, update, delete })
     }
 
     /// Makes the changes, all at once, and measures how the fleet took them.
@@ -237,8 +287,8 @@ impl Admin {
             warn!(missing = pending.len(), first = %agents[pending[0]].host_id, "agents did not acknowledge in time");
         }
 
-        let (mut samples, mut from_start, mut before_return, mut last_ack) =
-            (Vec::new(), Vec::new(), 0, None::<Instant>);
+        let (mut samples, mut from_start, mut from_first, mut before_return, mut last_ack) =
+            (Vec::new(), Vec::new(), Vec::new(), 0, None::<Instant>);
         for i in covered.clone() {
             let (Some(ack), Some((start, ret))) = (agents[i].ack(before[i]), calls[i]) else { continue };
             let ms = signed_ms(ack.at, ret);
@@ -247,6 +297,7 @@ impl Admin {
             }
             samples.push(ms);
             from_start.push(signed_ms(ack.at, start));
+            from_first.push(signed_ms(ack.at, first_start));
             last_ack = Some(last_ack.map_or(ack.at, |l| l.max(ack.at)));
         }
 
@@ -271,6 +322,7 @@ impl Admin {
             missing: pending.len(),
             latency: Summary::of(samples),
             latency_from_call_start: Summary::of(from_start),
+            latency_from_first_start: Summary::of(from_first),
             acked_before_return: before_return,
             converged_ms: last_ack.map(|l| signed_ms(l, first_start)),
             uncovered_pushes,
@@ -316,11 +368,14 @@ fn log_phase(scenario: &str, phase: &str, p: &Phase) {
         phase,
         calls = p.calls,
         call_ms_total = p.call_ms_total,
+        call_ms_max = p.call_ms_max,
         acked = p.acked,
         missing = p.missing,
         p50_ms = p.latency.map(|l| l.p50_ms),
         p99_ms = p.latency.map(|l| l.p99_ms),
         max_ms = p.latency.map(|l| l.max_ms),
+        from_first_start_p99_ms = p.latency_from_first_start.map(|l| l.p99_ms),
+        from_first_start_max_ms = p.latency_from_first_start.map(|l| l.max_ms),
         unexpected = p.unexpected(),
         "phase measured"
     );

@@ -119,8 +119,10 @@ pub async fn measure(
 
     let windows = Windows { quiet: config.quiet(), converge_timeout: config.converge_timeout() };
     let some = agents.min(MAX_SOURCES);
-    let mut scenarios = vec![admin.scenario(&fleet, &format!("{agents}-some"), 0..some, windows).await?];
-    scenarios.push(admin.scenario(&fleet, &format!("{agents}-all"), 0..agents, windows).await?);
+    // The update is measured on one session of up to 1 000 sources, what an operator's
+    // `session update` is; the whole fleet's sessions are only created and deleted.
+    let mut scenarios = vec![admin.scenario(&fleet, &format!("{agents}-some"), 0..some, true, windows).await?];
+    scenarios.push(admin.scenario(&fleet, &format!("{agents}-all"), 0..agents, false, windows).await?);
     let unrelated_pushes = match &offline {
         Some(host) => Some(admin.unrelated(&fleet, host, config.quiet()).await?),
         None => None,

@@ -31,12 +31,21 @@ async fn twenty_agents_ack_every_change_and_nothing_else_and_survive_a_restart()
     let size = &report.sizes[0];
     assert_eq!(size.agents, 20);
     assert_eq!(size.scenarios.len(), 2);
+    assert!(size.scenarios[0].update.is_some(), "the first scenario measures an update");
     for scenario in &size.scenarios {
         assert_eq!((scenario.covered, scenario.sessions), (20, 1), "{}", scenario.name);
-        for (what, phase) in [("create", &scenario.create), ("delete", &scenario.delete)] {
+        let update = scenario.update.as_ref().map(|u| ("update", u));
+        for (what, phase) in [("create", &scenario.create), ("delete", &scenario.delete)].into_iter().chain(update) {
             let latency = phase.latency.unwrap_or_else(|| panic!("{} {what}: latencies recorded", scenario.name));
             assert_eq!((phase.acked, phase.missing, latency.count), (20, 0, 20), "{} {what}", scenario.name);
             assert_eq!(phase.unexpected(), 0, "{} {what}: {phase:?}", scenario.name);
+            let from_first = phase.latency_from_first_start.expect("latencies from the first call's start");
+            assert_eq!(from_first.count, 20, "{} {what}", scenario.name);
+            assert!(
+                from_first.min_ms >= 0.0,
+                "{} {what}: an Ack before the first call started: {from_first:?}",
+                scenario.name
+            );
         }
     }
     assert_eq!(size.idle.pushes, 0, "nothing pushed while idle");

@@ -44,23 +44,26 @@ pub(super) fn compile_input(
 
 impl Api {
     /// Checks that every source is a known host: one whose agent has said Hello, or an
-    /// EC2 instance (whose agent may not be installed yet). Returns the latter.
+    /// EC2 instance (whose agent may not be installed yet). Returns the latter. The store
+    /// and EC2 are each asked once, about all the sources at a time; the first source
+    /// neither knows is named, as it was when each was asked in turn.
     pub(super) async fn resolve_sources(&self, sources: &[HostId]) -> Result<Vec<HostId>, ApiError> {
-        let mut found = Vec::new();
-        for host in sources {
-            if self.store.host_exists(host).await? {
-                continue;
-            }
-            let unknown = || {
-                ApiError::NotFound(format!(
-                    "host {host} is unknown: no agent has connected with that id and EC2 has no such instance"
-                ))
-            };
-            let Ok(instance) = host.as_str().parse::<InstanceId>() else { return Err(unknown()) };
-            match self.cloud.describe_instance(&instance).await {
-                Ok(_) => found.push(host.clone()),
-                Err(CloudError::NotFound(_)) => return Err(unknown()),
-                Err(e) => return Err(e.into()),
+        let known = self.store.known_hosts(sources).await?;
+        let unknown: Vec<&HostId> = sources.iter().filter(|h| !known.contains(*h)).collect();
+        // EC2 is not asked about what comes after a source that cannot be an instance:
+        // that one is refused whatever EC2 says.
+        let askable: Vec<InstanceId> = unknown.iter().map_while(|h| h.as_str().parse::<InstanceId>().ok()).collect();
+        let in_ec2 =
+            if askable.is_empty() { Default::default() } else { self.cloud.describe_instances(&askable).await? };
+        let mut found = Vec::with_capacity(unknown.len());
+        for host in unknown {
+            match host.as_str().parse::<InstanceId>() {
+                Ok(instance) if in_ec2.contains_key(&instance) => found.push(host.clone()),
+                _ => {
+                    return Err(ApiError::NotFound(format!(
+                        "host {host} is unknown: no agent has connected with that id and EC2 has no such instance"
+                    )));
+                }
             }
         }
         Ok(found)
@@ -101,20 +104,23 @@ impl Api {
         if collector.subnet_id.is_empty() {
             return Ok(());
         }
-        for host in sources {
-            let Ok(instance) = host.as_str().parse::<InstanceId>() else { continue };
-            let subnet = match self.cloud.describe_instance(&instance).await {
-                Ok(info) => info.subnet_id,
-                Err(CloudError::NotFound(_)) => continue,
-                // EC2 trouble does not refuse a session (its status shows the trouble); the
-                // check is a guard against a mistake, not a security boundary.
-                Err(CloudError::Unavailable(m)) => {
-                    warn!(source = %host, error = %m, "cannot check the source's subnet; accepting it");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(subnet) = subnet.filter(|s| *s != collector.subnet_id) {
+        let instances: Vec<InstanceId> = sources.iter().filter_map(|h| h.as_str().parse().ok()).collect();
+        if instances.is_empty() {
+            return Ok(());
+        }
+        let described = match self.cloud.describe_instances(&instances).await {
+            Ok(described) => described,
+            // EC2 trouble does not refuse a session (its status shows the trouble); the
+            // check is a guard against a mistake, not a security boundary.
+            Err(CloudError::Unavailable(m)) => {
+                warn!(sources = instances.len(), error = %m, "cannot check the sources' subnets; accepting them");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // In the sources' order, so the first one off the link is named.
+        for (host, info) in instances.iter().filter_map(|i| Some((i, described.get(i)?))) {
+            if let Some(subnet) = info.subnet_id.as_ref().filter(|s| **s != collector.subnet_id) {
                 return Err(ApiError::FailedPrecondition(format!(
                     "source {host} is in subnet {subnet} but collector {} is in {}: raw TEE (--encap none) can only \
                      send clones to a gateway on the source's own link, so they would be dropped. Register the \

@@ -25,13 +25,11 @@ use crate::{
     budget::{Budget, Take},
     refusals::Kind,
     report::{CounterSample, Dataplane, Health},
-    store::{AuditEntry, HelloOutcome, HelloRecord, StoreError},
+    store::{AckRecord, AuditEntry, HelloOutcome, HelloRecord, StoreError},
 };
 
 /// How long an agent may take to say Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an acknowledgement the database refused is recorded again.
-const ACK_RETRY: Duration = Duration::from_secs(2);
 const MAX_ADDRESSES: usize = 64;
 /// The longest Nack error kept, in bytes: an iptables-restore error with its input line.
 const MAX_NACK_ERROR: usize = 4096;
@@ -153,16 +151,15 @@ impl AgentService for Api {
             connection_id,
             dataplane: hello.dataplane.as_ref(),
         };
-        let HelloOutcome { desired, stale, moved } = match self.store.host_hello(&hello.host, &record).await {
+        let HelloOutcome { desired, stale, recount } = match self.store.host_hello(&hello.host, &record).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.hub.unregister(&hello.host, connection_id);
                 return Err(ApiError::from(e).into());
             }
         };
-        if moved {
-            // Collectors count a source's clones by its addresses.
-            self.recount.request();
+        if recount {
+            self.recount.request(hello.host.clone());
         }
         if stale {
             // A database restored from a backup does this too, so it is not an error; the
@@ -195,7 +192,6 @@ impl AgentService for Api {
             ignored: 0,
             dataplane: hello.dataplane,
             events: Budget::new(EVENT_BURST, EVENT_EVERY, Instant::now()),
-            unrecorded_ack: None,
             tx,
         };
         // Every line the stream logs names its host, however deep it was logged.
@@ -236,9 +232,6 @@ struct Connection {
     /// The dataplane as last stored, so an unchanged report is not written again.
     dataplane: Option<Dataplane>,
     events: Budget,
-    /// An acknowledgement the database could not record yet (version, rule count); it is
-    /// retried until recorded, so an outage loses no acknowledgement.
-    unrecorded_ack: Option<(u64, u32)>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 }
 
@@ -269,7 +262,6 @@ impl Connection {
                         open = self.push(&set).await;
                     }
                 }
-                () = tokio::time::sleep(ACK_RETRY), if self.unrecorded_ack.is_some() => self.record_ack().await,
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => self.handle(msg).await,
                     Ok(None) => open = false,
@@ -340,8 +332,9 @@ impl Connection {
                     self.api.metrics.acked(pushed.at.elapsed());
                 }
                 self.applied = Some(ack.version);
-                self.unrecorded_ack = Some((ack.version, pushed.rules));
-                self.record_ack().await;
+                // Stored in a batch with other streams' Acks, retried there if it fails.
+                let record = AckRecord { version: ack.version, rule_count: pushed.rules };
+                self.api.acks.submit(self.host.clone(), record).await;
                 Ok(())
             }
             Some(Msg::Nack(nack)) => {
@@ -383,22 +376,6 @@ impl Connection {
             );
         }
         None
-    }
-
-    async fn record_ack(&mut self) {
-        let Some((version, rules)) = self.unrecorded_ack else { return };
-        match self.api.store.host_ack(&self.host, version, rules).await {
-            Ok(recorded) => {
-                if !recorded {
-                    // Only after the database lost versions (a restore) can this happen.
-                    warn!(host_id = %self.host, version, "the acknowledged version is above the host's desired one");
-                }
-                self.unrecorded_ack = None;
-            }
-            Err(e) => {
-                warn!(host_id = %self.host, version, error = %e, "could not record the acknowledgement; retrying")
-            }
-        }
     }
 
     async fn health(&mut self, h: &pb::Health) {

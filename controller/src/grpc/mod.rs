@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{cloud::Cloud, heartbeat::Heartbeats, metrics::Metrics, push::Hub, refusals::Refusals, store::Store};
+use crate::{
+    acks::Acks, cloud::Cloud, heartbeat::Heartbeats, metrics::Metrics, push::Hub, refusals::Refusals, store::Store,
+};
 
 pub use access::Access;
 pub use error::ApiError;
@@ -27,6 +29,7 @@ pub struct Api {
     pub(crate) cloud: Arc<dyn Cloud>,
     pub(crate) hub: Hub,
     pub(crate) heartbeats: Heartbeats,
+    pub(crate) acks: Acks,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) refusals: Refusals,
     pub(crate) shutdown: CancellationToken,

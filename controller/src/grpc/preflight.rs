@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::{Api, ApiError, admin::compile_input, convert};
 use crate::{
-    cloud::CloudError,
+    cloud::{CloudError, InstanceInfo},
     preflight::{self, Agent, CollectorFacts, Problem, SourceFacts},
     selectors::describe_tags,
     store::{CollectorRecord, PreflightRead},
@@ -43,9 +43,10 @@ impl Api {
 
         let collectors: BTreeSet<CollectorId> =
             self.store.list_collectors().await?.into_iter().map(|c| c.instance_id).collect();
+        let mut described = self.describe(spec.sources()).await;
         let mut sources = Vec::with_capacity(hosts.len());
         for host in spec.sources() {
-            let (instance, ec2_error) = self.describe(host).await?;
+            let (instance, ec2_error) = described.remove(host).unwrap_or_default();
             let is_collector = host.as_str().parse::<CollectorId>().is_ok_and(|id| collectors.contains(&id));
             sources.push(SourceFacts {
                 host: host.clone(),
@@ -122,13 +123,23 @@ impl Api {
         Ok(sources.into_iter().map(|h| (h.clone(), subnets.get(&h).cloned().flatten())).collect())
     }
 
-    /// What EC2 says of a named source, or why it could not say.
-    async fn describe(&self, host: &HostId) -> Result<(Option<crate::cloud::InstanceInfo>, Option<String>), ApiError> {
-        let Ok(instance) = host.as_str().parse::<InstanceId>() else { return Ok((None, None)) };
-        match self.cloud.describe_instance(&instance).await {
-            Ok(info) => Ok((Some(info), None)),
-            Err(CloudError::NotFound(_)) => Ok((None, None)),
-            Err(e) => Ok((None, Some(e.to_string()))),
+    /// What EC2 says of each named source, or why it could not say, asked in one batch.
+    /// A source that is not an instance id, or that EC2 does not know, is absent.
+    async fn describe(&self, hosts: &[HostId]) -> BTreeMap<HostId, (Option<InstanceInfo>, Option<String>)> {
+        let instances: Vec<(HostId, InstanceId)> =
+            hosts.iter().filter_map(|h| Some((h.clone(), h.as_str().parse().ok()?))).collect();
+        if instances.is_empty() {
+            return BTreeMap::new();
+        }
+        let ids: Vec<InstanceId> = instances.iter().map(|(_, i)| i.clone()).collect();
+        match self.cloud.describe_instances(&ids).await {
+            Ok(mut found) => {
+                instances.into_iter().filter_map(|(h, i)| Some((h, (Some(found.remove(&i)?), None)))).collect()
+            }
+            Err(e) => {
+                let why = e.to_string();
+                instances.into_iter().map(|(h, _)| (h, (None, Some(why.clone())))).collect()
+            }
         }
     }
 }

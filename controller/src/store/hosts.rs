@@ -1,6 +1,8 @@
 //! Hosts: what their agents said on the stream (Hello, Ack, Nack, Health, events) and
 //! what the admin API shows of them.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
@@ -20,9 +22,10 @@ pub struct HelloOutcome {
     /// The agent claimed a version this host was never pushed: what it holds is unknown,
     /// so the set must be pushed whatever version it claimed.
     pub stale: bool,
-    /// The host is a source and said Hello from other addresses than before: what its
-    /// collectors count must follow (see `recount`).
-    pub moved: bool,
+    /// What collectors count must be compiled again for this host (see `recount`): it is a
+    /// source that said Hello from other addresses than before, or a collector, whose
+    /// agent may be saying Hello for the first time.
+    pub recount: bool,
 }
 
 /// The Hello of one agent stream.
@@ -36,6 +39,22 @@ pub struct HelloRecord<'a> {
     pub dataplane: Option<&'a Dataplane>,
 }
 
+/// An agent's Ack: the version it applied and how many rules that set has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckRecord {
+    pub version: u64,
+    pub rule_count: u32,
+}
+
+/// What a batch of Acks found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Hosts whose row a change held: not written, to be tried again.
+    pub busy: BTreeSet<HostId>,
+    /// Hosts that acknowledged a version above their desired one: refused.
+    pub above_desired: BTreeSet<HostId>,
+}
+
 /// A version an agent reported, as a bigint: anything above the bound, which no host was
 /// ever pushed, as one above it, so the comparisons in SQL still see it as too high.
 fn reported(version: u64) -> i64 {
@@ -44,11 +63,14 @@ fn reported(version: u64) -> i64 {
 }
 
 impl Store {
-    pub async fn host_exists(&self, id: &HostId) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE host_id = $1)")
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+    /// Which of `ids` are known hosts, in one query however many are asked about.
+    pub async fn known_hosts(&self, ids: &[HostId]) -> Result<BTreeSet<HostId>> {
+        let ids: Vec<&str> = ids.iter().map(HostId::as_str).collect();
+        let known: Vec<String> = sqlx::query_scalar("SELECT host_id FROM hosts WHERE host_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        known.iter().map(|h| h.parse().map_err(super::corrupt)).collect()
     }
 
     /// Records an agent's Hello and returns the rule set it should hold. The version the
@@ -68,7 +90,8 @@ impl Store {
                  dataplane = coalesce($6, hosts.dataplane)
              RETURNING desired_version, desired_rules, desired_collector, desired_arrivals, $5 > desired_version AS stale,
                  (SELECT addresses FROM old) IS DISTINCT FROM $3::text[] AS moved,
-                 EXISTS (SELECT 1 FROM session_sources WHERE host_id = $1) AS source",
+                 EXISTS (SELECT 1 FROM session_sources WHERE host_id = $1) AS source,
+                 EXISTS (SELECT 1 FROM collectors WHERE instance_id = $1) AS collector",
         )
         .bind(id.as_str())
         .bind(hello.agent_version)
@@ -78,8 +101,11 @@ impl Store {
         .bind(hello.dataplane.map(Json))
         .fetch_one(&self.pool)
         .await?;
-        let moved = row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")?;
-        Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")?, moved })
+        // Collectors count a source's clones by its addresses, and a collector's agent its
+        // first time what it counts.
+        let recount = (row.try_get::<bool, _>("moved")? && row.try_get::<bool, _>("source")?)
+            || row.try_get::<bool, _>("collector")?;
+        Ok(HelloOutcome { desired: rule_set(&row)?, stale: row.try_get("stale")?, recount })
     }
 
     /// Marks the host disconnected, unless a newer stream has said Hello since.
@@ -106,6 +132,46 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records many hosts' Acks in one statement, as `host_ack` does each. A host whose row
+    /// another transaction holds (a change recompiling it) is skipped and named in
+    /// `busy`, to be recorded with the next batch; one whose Ack is above its desired
+    /// version is named in `above_desired`, and nothing is written for it.
+    pub async fn hosts_ack(&self, acks: &[(HostId, AckRecord)]) -> Result<AckOutcome> {
+        let ids: Vec<&str> = acks.iter().map(|(h, _)| h.as_str()).collect();
+        let versions: Vec<i64> = acks.iter().map(|(_, a)| reported(a.version)).collect();
+        let rules: Vec<i32> = acks.iter().map(|(_, a)| i32::try_from(a.rule_count).unwrap_or(i32::MAX)).collect();
+        // Every part sees the table as it was before the UPDATE: `free` are the rows this
+        // statement locked, `done` those it wrote.
+        let rows = sqlx::query(
+            "WITH free AS (SELECT host_id FROM hosts WHERE host_id = ANY($1) FOR NO KEY UPDATE SKIP LOCKED),
+                  done AS (
+                 UPDATE hosts h SET applied_version = v.version, last_error = NULL, nacked_version = NULL,
+                     rule_count = v.rules, last_seen = now()
+                 FROM unnest($1::text[], $2::bigint[], $3::int[]) AS v(host_id, version, rules)
+                 WHERE h.host_id = v.host_id AND v.version <= h.desired_version
+                     AND h.host_id IN (SELECT host_id FROM free)
+                 RETURNING h.host_id)
+             SELECT host_id, host_id IN (SELECT host_id FROM free) AS locked,
+                    host_id IN (SELECT host_id FROM done) AS written
+             FROM hosts WHERE host_id = ANY($1)",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&rules)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcome = AckOutcome::default();
+        for row in &rows {
+            let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(super::corrupt)?;
+            match (row.try_get::<bool, _>("locked")?, row.try_get::<bool, _>("written")?) {
+                (false, _) => outcome.busy.insert(host),
+                (true, false) => outcome.above_desired.insert(host),
+                (true, true) => false,
+            };
+        }
+        Ok(outcome)
     }
 
     /// Records that the host refused `version`; false as for `host_ack`.

@@ -14,7 +14,10 @@ mod records;
 mod selectors;
 mod source_checks;
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
@@ -29,7 +32,7 @@ use teefleet_model::{
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
 pub use changes::SessionChange;
 pub use coordination::{Changed, DESIRED_CHANNEL, LEADER_PING, Leadership, REVOKED_CHANNEL};
-pub use hosts::{HelloOutcome, HelloRecord};
+pub use hosts::{AckOutcome, AckRecord, HelloOutcome, HelloRecord};
 pub use preflight::PreflightRead;
 pub use records::{CollectorRecord, HostRecord, NewCollector, SdcState, SessionRecord, SourceStatus};
 pub use selectors::{TagChange, TagSession};
@@ -222,11 +225,13 @@ impl Store {
         Ok(changed)
     }
 
-    /// Recompiles what every collector counts, after a source's addresses changed.
-    pub async fn recompile_collectors(&self) -> Result<Vec<HostId>> {
+    /// Recompiles `hosts` and what collectors count of them: after sources' addresses
+    /// changed (their own rules do not depend on them, so they keep their version), or a
+    /// collector's agent said Hello (compiled from scratch).
+    pub async fn recompile_collectors(&self, hosts: &[HostId]) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        let (_, changed) = recompile(&mut tx, &[]).await?;
+        let (_, changed) = recompile(&mut tx, hosts).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -491,48 +496,60 @@ fn compile_input(row: &PgRow) -> Result<CompileInput> {
     })
 }
 
-/// What every collector with an agent counts: each session delivering to it, from each
-/// address its sources reported in their Hello. Collectors are few, and a change of any
-/// session or source address may change what one counts, so all are compiled each time.
-async fn compile_collectors(tx: &mut Transaction<'_, Postgres>) -> Result<BTreeMap<HostId, Vec<Arrival>>> {
-    let rows = sqlx::query(concat!(
-        compile_select!(),
-        " WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL)"
-    ))
-    .fetch_all(&mut **tx)
-    .await?;
+/// What the given collectors count, compiled from scratch: each session delivering to
+/// them, from each address its sources reported in their Hello.
+async fn compile_collectors(
+    tx: &mut Transaction<'_, Postgres>,
+    collectors: &[&str],
+) -> Result<BTreeMap<HostId, Vec<Arrival>>> {
+    let rows = sqlx::query(concat!(compile_select!(), " WHERE s.collector_id = ANY($1)"))
+        .bind(collectors)
+        .fetch_all(&mut **tx)
+        .await?;
     let inputs = rows.iter().map(compile_input).collect::<Result<Vec<_>>>()?;
     let rows = sqlx::query(
         "SELECT host_id, addresses FROM hosts WHERE host_id IN (
              SELECT ss.host_id FROM session_sources ss JOIN sessions s ON s.id = ss.session_id
-             WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = s.collector_id AND h.connection_id IS NOT NULL))",
+             WHERE s.collector_id = ANY($1))",
     )
+    .bind(collectors)
     .fetch_all(&mut **tx)
     .await?;
     let mut addresses = BTreeMap::new();
     for row in &rows {
-        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-        // Hello's addresses were checked when stored; one that no longer parses counts nothing.
-        let ips = row.try_get::<Vec<String>, _>("addresses")?.iter().filter_map(|a| a.parse().ok()).collect();
-        addresses.insert(host, ips);
+        addresses.insert(row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?, addresses_of(row)?);
     }
     let mut arrivals = compile_arrivals(&inputs, &addresses);
-    let collectors: Vec<String> = sqlx::query_scalar(
-        "SELECT c.instance_id FROM collectors c
-         WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id AND h.connection_id IS NOT NULL)",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
     for collector in collectors {
         arrivals.entry(collector.parse().map_err(corrupt)?).or_default();
     }
     Ok(arrivals)
 }
 
-/// Recompiles the given hosts from every session that covers them, and every collector
-/// from the sessions delivering to it, storing a new version for each host whose set
-/// changed and telling every replica so at commit. Returns every given host's resulting
-/// desired version and the list of hosts that changed.
+/// A host's addresses as its Hello reported them; one that no longer parses counts
+/// nothing (they were checked when stored).
+fn addresses_of(row: &PgRow) -> Result<Vec<IpAddr>> {
+    Ok(row.try_get::<Vec<String>, _>("addresses")?.iter().filter_map(|a| a.parse().ok()).collect())
+}
+
+/// What a collector counts after a change to `hosts`: what it counted before, with every
+/// entry for a source among `hosts` replaced by `fresh`, which is compiled from every
+/// session covering those hosts (so from every session that can count them). Entries of
+/// other sources cannot have changed: a session's name, VNI and collector never change,
+/// and a source's addresses change only through a recompile of that source. A change of
+/// 1 000 sources so costs 1 000 entries, not every session the collector serves.
+fn merge_arrivals(old: &[Arrival], hosts: &BTreeSet<&HostId>, fresh: Vec<Arrival>) -> Vec<Arrival> {
+    let mut arrivals: Vec<Arrival> = old.iter().filter(|a| !hosts.contains(a.source())).cloned().chain(fresh).collect();
+    arrivals.sort();
+    arrivals.dedup();
+    arrivals
+}
+
+/// Recompiles the given hosts from every session that covers them, and what every
+/// collector counts of them, storing a new version for each host whose set changed and
+/// telling every replica so at commit. A collector among the hosts (registered or removed)
+/// is compiled from scratch. Returns every given host's resulting desired version and the
+/// list of hosts that changed.
 async fn recompile(
     tx: &mut Transaction<'_, Postgres>,
     hosts: &[HostId],
@@ -547,18 +564,38 @@ async fn recompile(
     .await?;
     let inputs = rows.iter().map(compile_input).collect::<Result<Vec<_>>>()?;
     let mut compiled = compile(&inputs).map_err(corrupt)?;
-    let mut arrivals = compile_collectors(tx).await?;
-    let all: Vec<&str> = ids.iter().copied().chain(arrivals.keys().map(HostId::as_str)).collect();
+    // Collectors are few; each one with a host (for its agent) counts what arrives.
+    let collectors: Vec<String> = sqlx::query_scalar(
+        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let all: Vec<&str> = ids.iter().copied().chain(collectors.iter().map(String::as_str)).collect();
 
+    // FOR NO KEY UPDATE: the recompile changes no key, so rows that only reference a
+    // host (the heartbeat's counter samples, whose foreign key takes KEY SHARE) need not
+    // wait for it, nor hold up the next change while they wait.
     let current = sqlx::query(
-        "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals,
+        "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals, addresses,
                 EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
-         FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR UPDATE",
+         FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR NO KEY UPDATE",
     )
     .bind(&all)
     .fetch_all(&mut **tx)
     .await?;
-    let given: std::collections::BTreeSet<&HostId> = hosts.iter().collect();
+    let given: BTreeSet<&HostId> = hosts.iter().collect();
+    let mut addresses = BTreeMap::new();
+    for row in &current {
+        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+        if given.contains(&host) {
+            addresses.insert(host, addresses_of(row)?);
+        }
+    }
+    let mut fresh = compile_arrivals(&inputs, &addresses);
+    let rebuilt: Vec<&str> = collectors.iter().map(String::as_str).filter(|c| ids.contains(c)).collect();
+    let mut arrivals = if rebuilt.is_empty() { BTreeMap::new() } else { compile_collectors(tx, &rebuilt).await? };
+    let collectors: BTreeSet<&str> = collectors.iter().map(String::as_str).collect();
+
     let mut versions = BTreeMap::new();
     let mut changed = Vec::new();
     // One UPDATE for every changed host: a session over a whole tier changes thousands.
@@ -571,7 +608,14 @@ async fn recompile(
         let (was_collector, collector): (bool, bool) = (row.try_get("desired_collector")?, row.try_get("collector")?);
         let mut version: i64 = row.try_get("desired_version")?;
         let new = compiled.remove(&host).unwrap_or_default();
-        let counted = arrivals.remove(&host).unwrap_or_default();
+        // A host that is no collector counts nothing.
+        let counted = match arrivals.remove(&host) {
+            Some(rebuilt) => rebuilt,
+            None if collectors.contains(host.as_str()) => {
+                merge_arrivals(&old_arrivals, &given, fresh.remove(&host).unwrap_or_default())
+            }
+            None => Vec::new(),
+        };
         if new != old || collector != was_collector || counted != old_arrivals {
             // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes
             // above any host's; running out means the bound was bypassed.

@@ -36,12 +36,20 @@ pub async fn database() -> (TempPostgres, String) {
 }
 
 /// EC2 as a map of instances, all running, with their tags; `fail` makes every call
-/// answer Unavailable.
+/// answer Unavailable. Counts the describe calls, one by one and in batches.
 #[derive(Default)]
 pub struct FakeCloud {
     pub instances: Mutex<HashMap<String, InstanceInfo>>,
     pub tags: Mutex<HashMap<String, Vec<(String, String)>>>,
     pub fail: Mutex<bool>,
+    pub describes: Mutex<Describes>,
+}
+
+/// Describe calls asked of a `FakeCloud`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Describes {
+    pub single: usize,
+    pub batches: usize,
 }
 
 impl FakeCloud {
@@ -68,6 +76,22 @@ impl FakeCloud {
         self.instances.lock().expect("lock").get(id).and_then(|i| i.source_dest_check)
     }
 
+    /// The describe calls asked so far.
+    pub fn describes(&self) -> Describes {
+        *self.describes.lock().expect("lock")
+    }
+
+    /// Adds an instance in `subnet`, with its check on.
+    pub fn add(&self, id: &str, ip: &str, subnet: &str) {
+        let info = InstanceInfo {
+            private_ip: Some(ip.parse().expect("ip")),
+            ipv6: None,
+            subnet_id: Some(subnet.into()),
+            source_dest_check: Some(true),
+        };
+        self.instances.lock().expect("lock").insert(id.to_owned(), info);
+    }
+
     /// Gives an instance these tags, replacing any it had.
     pub fn tag(&self, id: &str, tags: &[(&str, &str)]) {
         let tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -78,6 +102,7 @@ impl FakeCloud {
 impl Cloud for FakeCloud {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>> {
         Box::pin(async move {
+            self.describes.lock().expect("lock").single += 1;
             if *self.fail.lock().expect("lock") {
                 return Err(CloudError::Unavailable("injected failure".into()));
             }
@@ -87,6 +112,20 @@ impl Cloud for FakeCloud {
                 .get(id.as_str())
                 .cloned()
                 .ok_or_else(|| CloudError::NotFound(id.to_string()))
+        })
+    }
+
+    fn describe_instances<'a>(
+        &'a self,
+        ids: &'a [InstanceId],
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<InstanceId, InstanceInfo>, CloudError>> {
+        Box::pin(async move {
+            self.describes.lock().expect("lock").batches += 1;
+            if *self.fail.lock().expect("lock") {
+                return Err(CloudError::Unavailable("injected failure".into()));
+            }
+            let instances = self.instances.lock().expect("lock");
+            Ok(ids.iter().filter_map(|id| Some((id.clone(), instances.get(id.as_str())?.clone()))).collect())
         })
     }
 
