@@ -8,7 +8,7 @@ use teefleet_model::RuleSet;
 use super::{
     layout::{ByHook, Expected, Family, Hook, Jump, Owner, TABLE},
     observe::Observed,
-    render::{Control, arrivals_of, has_lines, rules_of},
+    render::{Control, arrival_lines, arrivals_of, gate_lines, has_lines, rules_of},
 };
 
 /// Whom each owned chain's rules are for, in order: what a read-back must show.
@@ -27,10 +27,9 @@ pub fn expected_with_control(set: &RuleSet, family: Family, control: &Control) -
         let mirrors =
             rules.iter().filter(|r| Hook::of(r.direction()) == hook).map(|r| Owner::Session(r.session().clone()));
         let counting = hook == Hook::Pre && !arrivals.is_empty();
-        let gate = std::iter::repeat_n(Owner::None, if counting { 2 } else { 0 });
+        let gate = std::iter::repeat_n(Owner::None, if counting { gate_lines().len() } else { 0 });
         let counted = arrivals.iter().filter(|_| counting).flat_map(|a| {
-            let lines = if a.vni().is_some() { 1 } else { 2 };
-            std::iter::repeat_n(Owner::Arrival(a.session().clone(), a.source().clone()), lines)
+            std::iter::repeat_n(Owner::Arrival(a.session().clone(), a.source().clone()), arrival_lines(a))
         });
         std::iter::repeat_n(Owner::None, control).chain(mirrors).chain(gate).chain(counted).collect()
     })

@@ -152,11 +152,19 @@ pub fn render_arrival(arrival: &Arrival, family: Family) -> Vec<String> {
                 tunnel::PORT
             )]
         }
-        None => ["-s", "-d"]
+        None => RAW_ARRIVAL_FLAGS
             .iter()
             .map(|flag| format!("-A {chain} {flag} {from}/{prefix} -m addrtype ! --dst-type LOCAL {tail}"))
             .collect(),
     }
+}
+
+/// A raw arrival is counted from and to its address: one rule each.
+const RAW_ARRIVAL_FLAGS: [&str; 2] = ["-s", "-d"];
+
+/// How many lines [`render_arrival`] writes for `arrival`, for what a read-back must show.
+pub fn arrival_lines(arrival: &Arrival) -> usize {
+    if arrival.vni().is_some() { 1 } else { RAW_ARRIVAL_FLAGS.len() }
 }
 
 /// The comment on the rules that let a collector's own traffic skip the counting rules.
