@@ -386,6 +386,81 @@ async fn a_collector_counts_what_its_sessions_send_after_every_kind_of_change() 
     assert_eq!(counted(&store).await, entries(&[]));
 }
 
+/// Creates and deletes run side by side, ordered only by the hosts they lock: in bursts of
+/// overlapping changes every host gets one version per change that covers it, each
+/// session the version that added it, each create a VNI of its own, and the collector
+/// counts exactly what the surviving sessions send.
+#[tokio::test]
+async fn creates_and_deletes_side_by_side_lose_nothing() {
+    let (_pg, store) = store().await;
+    let hosts: Vec<String> = (0..12).map(|i| format!("h{i}")).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let addresses = [format!("10.9.1.{i}")];
+        let hello = HelloRecord { addresses: &addresses, ..hello(0, i64::try_from(i).expect("small")) };
+        store.host_hello(&host(h), &hello).await.expect("hello");
+    }
+    // Session `r{round}-{i}` covers three neighbouring hosts, so each host is covered by
+    // three sessions of a round; each round deletes the odd sessions of those before.
+    let sources = |i: usize| -> Vec<&str> { (i..i + 3).map(|j| hosts[j % hosts.len()].as_str()).collect() };
+    let mut changes_per_host = vec![0_u64; hosts.len()];
+    let mut live: Vec<(String, usize)> = Vec::new();
+    for round in 0..3 {
+        let creates: Vec<(String, usize)> = (0..hosts.len()).map(|i| (format!("r{round}-{i}"), i)).collect();
+        let deletes: Vec<(String, usize)> = live.iter().filter(|(_, i)| i % 2 == 1).cloned().collect();
+        let created = futures::future::join_all(creates.iter().map(|(name, i)| {
+            let (store, spec) = (store.clone(), spec(name, &sources(*i)));
+            async move { store.create_session(&spec, &[], &audit()).await }
+        }));
+        let deleted = futures::future::join_all(deletes.iter().map(|(name, _)| {
+            let (store, name) = (store.clone(), name.parse().expect("name"));
+            async move { store.delete_session(&name, &audit()).await }
+        }));
+        let (created, deleted) = futures::future::join(created, deleted).await;
+        for result in created.into_iter().chain(deleted) {
+            result.expect("every change is made");
+        }
+        for &(_, i) in creates.iter().chain(&deletes) {
+            for j in i..i + 3 {
+                changes_per_host[j % hosts.len()] += 1;
+            }
+        }
+        live.retain(|l| !deletes.contains(l));
+        live.extend(creates);
+    }
+
+    for (h, changes) in hosts.iter().zip(&changes_per_host) {
+        let set = store.desired(&host(h)).await.expect("desired");
+        assert_eq!(set.version(), *changes, "{h}: one version per change covering it");
+        let covering = live.iter().filter(|(_, i)| sources(*i).contains(&h.as_str())).count();
+        assert_eq!(set.rules().len(), 2 * covering, "{h}: two rules per live session covering it");
+    }
+    let sessions = store.list_sessions().await.expect("list");
+    assert_eq!(sessions.len(), live.len());
+    let vnis: BTreeSet<_> = sessions.iter().map(|s| s.spec.vni()).collect();
+    assert_eq!(vnis.len(), sessions.len(), "a VNI per session");
+    let mut required: Vec<(String, u64)> = Vec::new();
+    for s in &sessions {
+        for source in &s.sources {
+            required.push((source.host_id.to_string(), source.required_version));
+        }
+    }
+    let distinct: BTreeSet<_> = required.iter().collect();
+    assert_eq!(distinct.len(), required.len(), "no two sessions need the same version of a host: {required:?}");
+    let mut expected: Vec<(String, String, String)> = live
+        .iter()
+        .flat_map(|(name, i)| {
+            sources(*i).into_iter().map(move |h| {
+                let at = h.trim_start_matches('h');
+                (name.clone(), h.to_owned(), format!("10.9.1.{at}"))
+            })
+        })
+        .collect();
+    expected.sort();
+    let mut counted = counted(&store).await;
+    counted.sort();
+    assert_eq!(counted, expected, "the collector counts what the live sessions send");
+}
+
 /// Which of many hosts the store knows, asked in one query.
 #[tokio::test]
 async fn known_hosts_are_found_among_a_thousand() {

@@ -1,7 +1,8 @@
 //! The Postgres store: every SQL statement of the controller lives here.
 //!
 //! Mutations that change which sessions cover a host run in one transaction that also
-//! recompiles those hosts' rule sets, under a transaction-scoped advisory lock so two
+//! recompiles those hosts' rule sets, under a transaction-scoped advisory lock (shared by
+//! creates and deletes, which the host rows they lock order; see `SourcesWritten`) so two
 //! concurrent changes cannot both read the old state and hand out the same version.
 
 mod access;
@@ -40,6 +41,10 @@ pub use source_checks::SourceCheck;
 
 /// Key of the advisory lock that serialises rule-set recompilation.
 const COMPILE_LOCK: i64 = 0x7465_6566_6c74; // "teeflt"
+
+/// The class of the advisory locks that creates hold on the VNIs they take (the second
+/// key is the VNI).
+const VNI_LOCKS: i32 = 0x7665_6e69; // "veni"
 
 /// An agent whose stream has sent nothing for this long counts as disconnected, even if
 /// the replica that held its stream died without saying so.
@@ -156,7 +161,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
-        lock(&mut tx).await?;
+        lock_shared(&mut tx).await?;
         let new_hosts: Vec<&str> = found_in_ec2.iter().chain(matched).map(HostId::as_str).collect();
         sqlx::query("INSERT INTO hosts (host_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
             .bind(&new_hosts)
@@ -174,7 +179,10 @@ impl Store {
         check_named_sources(&mut tx, &sources).await?;
         let filter = FilterColumns::of(spec.filter());
         let vni = match spec.vni() {
-            Some(vni) => vni,
+            Some(vni) => {
+                hold_vni(&mut tx, vni).await?;
+                vni
+            }
             None => free_vni(&mut tx).await?,
         };
         let inserted = sqlx::query_scalar::<_, i64>(
@@ -218,8 +226,10 @@ impl Store {
             matched.iter().filter(|h| spec.sources().binary_search(h).is_err()).cloned().collect();
         selectors::add_tag_sources(&mut tx, session_id, &by_tag).await?;
         let all: Vec<HostId> = spec.sources().iter().chain(&by_tag).cloned().collect();
-        let (versions, changed) = recompile(&mut tx, &all).await?;
-        record_required(&mut tx, session_id, &versions).await?;
+        let written = recompile_sources(&mut tx, &all).await?;
+        // Before the collectors are locked, so that other creates wait for less.
+        record_required(&mut tx, session_id, &written.versions).await?;
+        let (_, changed) = written.count(&mut tx).await?;
         access::audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(changed)
@@ -246,7 +256,7 @@ impl Store {
     /// have pushed its expiry back meanwhile) and recompiles its sources.
     async fn remove_session(&self, name: &SessionName, expired: bool, audit: &AuditEntry) -> Result<Vec<HostId>> {
         let mut tx = self.pool.begin().await?;
-        lock(&mut tx).await?;
+        lock_shared(&mut tx).await?;
         let sources: Vec<String> = sqlx::query_scalar(
             "SELECT ss.host_id FROM session_sources ss JOIN sessions s ON s.id = ss.session_id WHERE s.name = $1",
         )
@@ -324,19 +334,49 @@ macro_rules! session_select {
 }
 use session_select;
 
-/// The lowest VNI no live session has. Runs under the compile lock, so two creates cannot
-/// both take it; the unique index would refuse the second anyway.
+/// The lowest VNI that no live session has and no other transaction is taking. Creates run
+/// side by side: each holds a lock on the VNI it takes until it commits, so the others skip
+/// it instead of queueing on the unique index behind it.
 async fn free_vni(tx: &mut Transaction<'_, Postgres>) -> Result<Vni> {
-    let free: Option<i32> = sqlx::query_scalar(
-        "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM sessions WHERE vni = 1) THEN 1
-                ELSE (SELECT min(s.vni) + 1 FROM sessions s
-                      WHERE s.vni < 16777215 AND NOT EXISTS (SELECT 1 FROM sessions t WHERE t.vni = s.vni + 1))
-                END",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let free = free.ok_or_else(|| StoreError::InUse("every VXLAN VNI (1 to 16777215) is taken".to_owned()))?;
-    Vni::new(u32::try_from(free).map_err(corrupt)?).map_err(corrupt)
+    let mut skipped: Vec<i32> = Vec::new();
+    loop {
+        let free: Option<i32> = sqlx::query_scalar(
+            "WITH taken AS (SELECT vni FROM sessions UNION SELECT unnest($1::int[]))
+             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM taken WHERE vni = 1) THEN 1
+                    ELSE (SELECT min(t.vni) + 1 FROM taken t
+                          WHERE t.vni < 16777215 AND NOT EXISTS (SELECT 1 FROM taken u WHERE u.vni = t.vni + 1))
+                    END",
+        )
+        .bind(&skipped)
+        .fetch_one(&mut **tx)
+        .await?;
+        let free = free.ok_or_else(|| StoreError::InUse("every VXLAN VNI (1 to 16777215) is taken".to_owned()))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(VNI_LOCKS)
+            .bind(free)
+            .fetch_one(&mut **tx)
+            .await?;
+        // Another transaction may have committed a session with it after the search.
+        if locked
+            && !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM sessions WHERE vni = $1)")
+                .bind(free)
+                .fetch_one(&mut **tx)
+                .await?
+        {
+            return Vni::new(u32::try_from(free).map_err(corrupt)?).map_err(corrupt);
+        }
+        skipped.push(free);
+    }
+}
+
+/// Holds a VNI an operator asked for, as `free_vni` holds the ones it takes.
+async fn hold_vni(tx: &mut Transaction<'_, Postgres>, vni: Vni) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(VNI_LOCKS)
+        .bind(i32::try_from(vni.get()).map_err(corrupt)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Refuses named sources that are not known hosts, or that are registered collectors (a
@@ -364,8 +404,17 @@ async fn check_named_sources(tx: &mut Transaction<'_, Postgres>, sources: &[&str
     Ok(())
 }
 
+/// Takes the compile lock alone: for changes that read more than the rows they lock
+/// (a collector registered or removed, tags, updates, addresses moved).
 async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COMPILE_LOCK).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Takes the compile lock shared: for creates and deletes, which the rows they lock order
+/// (see `SourcesWritten`), so that changes to different sources run side by side.
+async fn lock_shared(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(COMPILE_LOCK).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -554,7 +603,42 @@ async fn recompile(
     tx: &mut Transaction<'_, Postgres>,
     hosts: &[HostId],
 ) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
-    let ids: Vec<&str> = hosts.iter().map(HostId::as_str).collect();
+    recompile_sources(tx, hosts).await?.count(tx).await
+}
+
+/// The first half of a recompile: the given hosts written, the collectors not yet.
+///
+/// Under the shared compile lock, changes run side by side and are ordered by the rows they
+/// lock instead: the given hosts first (sorted), then every collector (sorted), each held
+/// to the commit. The given hosts are locked before the sessions covering them are read,
+/// so a change that waited for another compiles from what that one committed. Collectors,
+/// which every change of a session's sources touches, are locked last, so changes to
+/// disjoint sources queue only for the short write of the collectors' counts. A change
+/// whose given hosts include a collector holds the exclusive lock, so no change holds a
+/// collector while it waits for a source.
+struct SourcesWritten {
+    versions: BTreeMap<HostId, i64>,
+    changed: Vec<HostId>,
+    given: BTreeSet<HostId>,
+    /// What each collector counts of the given hosts, from every session covering them.
+    fresh: BTreeMap<HostId, Vec<Arrival>>,
+    /// The collectors with a host (for their agent): each counts what arrives.
+    collectors: Vec<String>,
+}
+
+async fn recompile_sources(tx: &mut Transaction<'_, Postgres>, hosts: &[HostId]) -> Result<SourcesWritten> {
+    let collectors: Vec<String> = sqlx::query_scalar(
+        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)
+         ORDER BY c.instance_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let ids: Vec<&str> = hosts
+        .iter()
+        .map(HostId::as_str)
+        .filter(|h| collectors.binary_search_by(|c| c.as_str().cmp(h)).is_err())
+        .collect();
+    let current = lock_hosts(tx, &ids).await?;
     let rows = sqlx::query(concat!(
         compile_select!(),
         " WHERE s.id IN (SELECT session_id FROM session_sources WHERE host_id = ANY($1))"
@@ -564,93 +648,128 @@ async fn recompile(
     .await?;
     let inputs = rows.iter().map(compile_input).collect::<Result<Vec<_>>>()?;
     let mut compiled = compile(&inputs).map_err(corrupt)?;
-    // Collectors are few; each one with a host (for its agent) counts what arrives.
-    let collectors: Vec<String> = sqlx::query_scalar(
-        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    let all: Vec<&str> = ids.iter().copied().chain(collectors.iter().map(String::as_str)).collect();
+    let mut addresses = BTreeMap::new();
+    for row in &current {
+        addresses.insert(row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?, addresses_of(row)?);
+    }
+    let fresh = compile_arrivals(&inputs, &addresses);
 
-    // FOR NO KEY UPDATE: the recompile changes no key, so rows that only reference a
-    // host (the heartbeat's counter samples, whose foreign key takes KEY SHARE) need not
-    // wait for it, nor hold up the next change while they wait.
-    let current = sqlx::query(
+    let mut sets = NewSets::default();
+    let mut versions = BTreeMap::new();
+    for row in &current {
+        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+        // A host that is no collector counts nothing.
+        let version = sets.push(row, &host, compiled.remove(&host).unwrap_or_default(), Vec::new())?;
+        versions.insert(host, version);
+    }
+    let changed = sets.write(tx).await?;
+    Ok(SourcesWritten { versions, changed, given: hosts.iter().cloned().collect(), fresh, collectors })
+}
+
+impl SourcesWritten {
+    /// The second half: what every collector counts, with the entries for the given
+    /// hosts replaced (or compiled from scratch for a collector among them); returns every
+    /// given host's version and every host that changed.
+    async fn count(mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
+        let ids: Vec<&str> = self.collectors.iter().map(String::as_str).collect();
+        let current = lock_hosts(tx, &ids).await?;
+        let rebuilt: Vec<&str> = ids.iter().copied().filter(|c| self.given.iter().any(|h| h.as_str() == *c)).collect();
+        let mut arrivals = if rebuilt.is_empty() { BTreeMap::new() } else { compile_collectors(tx, &rebuilt).await? };
+        let given: BTreeSet<&HostId> = self.given.iter().collect();
+        let mut sets = NewSets::default();
+        for row in &current {
+            let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+            let Json(old): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
+            let counted = match arrivals.remove(&host) {
+                Some(rebuilt) => rebuilt,
+                None => merge_arrivals(&old, &given, self.fresh.remove(&host).unwrap_or_default()),
+            };
+            // A collector is never a source, so it has no mirror rules of its own.
+            let version = sets.push(row, &host, Vec::new(), counted)?;
+            if given.contains(&host) {
+                self.versions.insert(host, version);
+            }
+        }
+        self.changed.extend(sets.write(tx).await?);
+        coordination::notify_desired(tx, &self.changed).await?;
+        Ok((self.versions, self.changed))
+    }
+}
+
+/// Locks the hosts' rows (in order, so two changes cannot each hold what the other
+/// waits for) and reads what a recompile compares with.
+///
+/// FOR NO KEY UPDATE: the recompile changes no key, so rows that only reference a host
+/// (the heartbeat's counter samples, whose foreign key takes KEY SHARE) need not wait for
+/// it, nor hold up the next change while they wait.
+async fn lock_hosts(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Result<Vec<PgRow>> {
+    Ok(sqlx::query(
         "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals, addresses,
                 EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
          FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR NO KEY UPDATE",
     )
-    .bind(&all)
+    .bind(ids)
     .fetch_all(&mut **tx)
-    .await?;
-    let given: BTreeSet<&HostId> = hosts.iter().collect();
-    let mut addresses = BTreeMap::new();
-    for row in &current {
-        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-        if given.contains(&host) {
-            addresses.insert(host, addresses_of(row)?);
-        }
-    }
-    let mut fresh = compile_arrivals(&inputs, &addresses);
-    let rebuilt: Vec<&str> = collectors.iter().map(String::as_str).filter(|c| ids.contains(c)).collect();
-    let mut arrivals = if rebuilt.is_empty() { BTreeMap::new() } else { compile_collectors(tx, &rebuilt).await? };
-    let collectors: BTreeSet<&str> = collectors.iter().map(String::as_str).collect();
+    .await?)
+}
 
-    let mut versions = BTreeMap::new();
-    let mut changed = Vec::new();
-    // One UPDATE for every changed host: a session over a whole tier changes thousands.
-    let (mut ids, mut new_versions, mut new_rules, mut new_collector, mut new_arrivals) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for row in &current {
-        let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
+/// The new sets of the hosts whose set changed, written in one UPDATE: a session over a
+/// whole tier changes thousands.
+#[derive(Default)]
+struct NewSets {
+    ids: Vec<String>,
+    versions: Vec<i64>,
+    rules: Vec<Json<Vec<MirrorRule>>>,
+    collector: Vec<bool>,
+    arrivals: Vec<Json<Vec<Arrival>>>,
+    changed: Vec<HostId>,
+}
+
+impl NewSets {
+    /// Adds the host's new set if it differs from the stored one (`row`, from
+    /// `lock_hosts`); returns the host's resulting version.
+    fn push(&mut self, row: &PgRow, host: &HostId, rules: Vec<MirrorRule>, counted: Vec<Arrival>) -> Result<i64> {
         let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
         let Json(old_arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
         let (was_collector, collector): (bool, bool) = (row.try_get("desired_collector")?, row.try_get("collector")?);
-        let mut version: i64 = row.try_get("desired_version")?;
-        let new = compiled.remove(&host).unwrap_or_default();
-        // A host that is no collector counts nothing.
-        let counted = match arrivals.remove(&host) {
-            Some(rebuilt) => rebuilt,
-            None if collectors.contains(host.as_str()) => {
-                merge_arrivals(&old_arrivals, &given, fresh.remove(&host).unwrap_or_default())
-            }
-            None => Vec::new(),
-        };
-        if new != old || collector != was_collector || counted != old_arrivals {
-            // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes
-            // above any host's; running out means the bound was bypassed.
-            version = u64::try_from(version)
-                .ok()
-                .and_then(RuleSet::next_version)
-                .and_then(|v| i64::try_from(v).ok())
-                .ok_or_else(|| corrupt(format!("host {host} has no rule-set version left after {version}")))?;
-            ids.push(host.as_str().to_owned());
-            new_versions.push(version);
-            new_rules.push(Json(new));
-            new_collector.push(collector);
-            new_arrivals.push(Json(counted));
-            changed.push(host.clone());
+        let version: i64 = row.try_get("desired_version")?;
+        if rules == old && collector == was_collector && counted == old_arrivals {
+            return Ok(version);
         }
-        if given.contains(&host) {
-            versions.insert(host, version);
+        // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes above
+        // any host's; running out means the bound was bypassed.
+        let version = u64::try_from(version)
+            .ok()
+            .and_then(RuleSet::next_version)
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| corrupt(format!("host {host} has no rule-set version left after {version}")))?;
+        self.ids.push(host.as_str().to_owned());
+        self.versions.push(version);
+        self.rules.push(Json(rules));
+        self.collector.push(collector);
+        self.arrivals.push(Json(counted));
+        self.changed.push(host.clone());
+        Ok(version)
+    }
+
+    /// Writes the new sets; returns the hosts whose set changed.
+    async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<Vec<HostId>> {
+        if !self.ids.is_empty() {
+            sqlx::query(
+                "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules,
+                                    desired_collector = v.collector, desired_arrivals = v.arrivals
+                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[], $5::jsonb[])
+                     AS v(host_id, version, rules, collector, arrivals)
+                 WHERE h.host_id = v.host_id",
+            )
+            .bind(&self.ids)
+            .bind(&self.versions)
+            .bind(&self.rules)
+            .bind(&self.collector)
+            .bind(&self.arrivals)
+            .execute(&mut **tx)
+            .await?;
         }
+        Ok(self.changed)
     }
-    if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules, desired_collector = v.collector,
-                                desired_arrivals = v.arrivals
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[], $5::jsonb[])
-                 AS v(host_id, version, rules, collector, arrivals)
-             WHERE h.host_id = v.host_id",
-        )
-        .bind(&ids)
-        .bind(&new_versions)
-        .bind(&new_rules)
-        .bind(&new_collector)
-        .bind(&new_arrivals)
-        .execute(&mut **tx)
-        .await?;
-    }
-    coordination::notify_desired(tx, &changed).await?;
-    Ok((versions, changed))
 }
