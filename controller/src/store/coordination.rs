@@ -11,7 +11,7 @@ use sqlx::{
 };
 use teefleet_model::{HostId, RuleSet};
 
-use super::{Result, Store, corrupt, rule_set, version};
+use super::{Result, Store, arrivals::desired_arrivals, corrupt, rule_set, version};
 
 /// Channel of desired-set changes; the payload is [`Changed`] in text.
 pub const DESIRED_CHANNEL: &str = "teefleet_desired";
@@ -117,8 +117,11 @@ impl Store {
     pub async fn desired_many(&self, hosts: &[HostId]) -> Result<Vec<(HostId, RuleSet)>> {
         self.per_host(
             hosts,
-            "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals FROM hosts
-             WHERE host_id = ANY($1)",
+            concat!(
+                "SELECT host_id, desired_version, desired_rules, desired_collector, ",
+                desired_arrivals!("hosts.host_id"),
+                " FROM hosts WHERE host_id = ANY($1)"
+            ),
             rule_set,
         )
         .await

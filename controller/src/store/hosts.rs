@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, types::Json};
 use teefleet_model::{HostId, RuleSet};
 
-use super::{LIVENESS_SECS, Result, Store, StoreError, records::event_from_row, rule_set};
+use super::{LIVENESS_SECS, Result, Store, StoreError, arrivals::desired_arrivals, records::event_from_row, rule_set};
 use crate::{
     delivery::{Sample, Samples},
     report::{ArrivalCounters, CounterSample, Dataplane, Health, HostEvent, MAX_EVENTS_PER_HOST, SessionCounters},
@@ -80,7 +80,7 @@ impl Store {
     /// until it acknowledges a push.
     pub async fn host_hello(&self, id: &HostId, hello: &HelloRecord<'_>) -> Result<HelloOutcome> {
         let claimed = reported(hello.applied_version);
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "WITH old AS (SELECT addresses FROM hosts WHERE host_id = $1)
              INSERT INTO hosts (host_id, agent_version, addresses, connection_id, connected, last_seen, dataplane)
              VALUES ($1, $2, $3, $4, true, now(), $6)
@@ -88,11 +88,13 @@ impl Store {
                  connected = true, last_seen = now(),
                  applied_version = CASE WHEN $5 <= hosts.desired_version THEN $5 ELSE 0 END,
                  dataplane = coalesce($6, hosts.dataplane)
-             RETURNING desired_version, desired_rules, desired_collector, desired_arrivals, $5 > desired_version AS stale,
+             RETURNING desired_version, desired_rules, desired_collector, ",
+            desired_arrivals!("$1"),
+            ", $5 > desired_version AS stale,
                  (SELECT addresses FROM old) IS DISTINCT FROM $3::text[] AS moved,
                  EXISTS (SELECT 1 FROM session_sources WHERE host_id = $1) AS source,
                  EXISTS (SELECT 1 FROM collectors WHERE instance_id = $1) AS collector",
-        )
+        ))
         .bind(id.as_str())
         .bind(hello.agent_version)
         .bind(hello.addresses)
@@ -328,9 +330,11 @@ impl Store {
     }
 
     pub async fn desired(&self, id: &HostId) -> Result<RuleSet> {
-        let row = sqlx::query(
-            "SELECT desired_version, desired_rules, desired_collector, desired_arrivals FROM hosts WHERE host_id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT desired_version, desired_rules, desired_collector, ",
+            desired_arrivals!("$1"),
+            " FROM hosts WHERE host_id = $1"
+        ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?

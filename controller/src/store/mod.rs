@@ -6,6 +6,7 @@
 //! concurrent changes cannot both read the old state and hand out the same version.
 
 mod access;
+mod arrivals;
 mod changes;
 mod collectors;
 mod coordination;
@@ -27,7 +28,7 @@ use sqlx::{
 };
 use teefleet_model::{
     Arrival, Cidr, CompileInput, Direction, Encap, Filter, HostId, MaxPps, MirrorRule, PortRange, Protocol, RuleSet,
-    Sample, SessionName, SessionSpec, Throttle, Ttl, Vni, compile, compile_arrivals,
+    Sample, SessionName, SessionSpec, Throttle, Ttl, Vni, compile, compile_arrivals, limits,
 };
 
 pub use access::{AgentCert, AuditEntry, AuditRecord, EnrollRefusal, Enrolled, NewToken, TokenRecord, unusable_reason};
@@ -418,9 +419,15 @@ async fn lock_shared(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     Ok(())
 }
 
+/// A desired set from a row with `desired_version`, `desired_rules`, `desired_collector`
+/// and `desired_arrivals` (see `arrivals::desired_arrivals!`).
 fn rule_set(row: &PgRow) -> Result<RuleSet> {
     let Json(rules): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
-    let Json(arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
+    let Json(mut arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
+    // Each change compiles at most the limit per collector, but several together may
+    // add up to more: a collector counts the first ones rather than nothing.
+    arrivals.sort();
+    arrivals.truncate(limits::MAX_ARRIVALS);
     let set = RuleSet::new(version(row.try_get("desired_version")?), rules).map_err(corrupt)?;
     set.with_collector(row.try_get("desired_collector")?).with_arrivals(arrivals).map_err(corrupt)
 }
@@ -547,10 +554,7 @@ fn compile_input(row: &PgRow) -> Result<CompileInput> {
 
 /// What the given collectors count, compiled from scratch: each session delivering to
 /// them, from each address its sources reported in their Hello.
-async fn compile_collectors(
-    tx: &mut Transaction<'_, Postgres>,
-    collectors: &[&str],
-) -> Result<BTreeMap<HostId, Vec<Arrival>>> {
+async fn compile_collectors(tx: &mut Transaction<'_, Postgres>, collectors: &[&str]) -> Result<arrivals::Counts> {
     let rows = sqlx::query(concat!(compile_select!(), " WHERE s.collector_id = ANY($1)"))
         .bind(collectors)
         .fetch_all(&mut **tx)
@@ -568,30 +572,18 @@ async fn compile_collectors(
     for row in &rows {
         addresses.insert(row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?, addresses_of(row)?);
     }
-    let mut arrivals = compile_arrivals(&inputs, &addresses);
-    for collector in collectors {
-        arrivals.entry(collector.parse().map_err(corrupt)?).or_default();
-    }
-    Ok(arrivals)
+    // Like `arrivals::Counts` read back: no entry for a collector that counts nothing.
+    Ok(compile_arrivals(&inputs, &addresses)
+        .into_iter()
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(c, a)| (c, a.into_iter().collect()))
+        .collect())
 }
 
 /// A host's addresses as its Hello reported them; one that no longer parses counts
 /// nothing (they were checked when stored).
 fn addresses_of(row: &PgRow) -> Result<Vec<IpAddr>> {
     Ok(row.try_get::<Vec<String>, _>("addresses")?.iter().filter_map(|a| a.parse().ok()).collect())
-}
-
-/// What a collector counts after a change to `hosts`: what it counted before, with every
-/// entry for a source among `hosts` replaced by `fresh`, which is compiled from every
-/// session covering those hosts (so from every session that can count them). Entries of
-/// other sources cannot have changed: a session's name, VNI and collector never change,
-/// and a source's addresses change only through a recompile of that source. A change of
-/// 1 000 sources so costs 1 000 entries, not every session the collector serves.
-fn merge_arrivals(old: &[Arrival], hosts: &BTreeSet<&HostId>, fresh: Vec<Arrival>) -> Vec<Arrival> {
-    let mut arrivals: Vec<Arrival> = old.iter().filter(|a| !hosts.contains(a.source())).cloned().chain(fresh).collect();
-    arrivals.sort();
-    arrivals.dedup();
-    arrivals
 }
 
 /// Recompiles the given hosts from every session that covers them, and what every
@@ -606,38 +598,39 @@ async fn recompile(
     recompile_sources(tx, hosts).await?.count(tx).await
 }
 
-/// The first half of a recompile: the given hosts written, the collectors not yet.
+/// The first half of a recompile: the given hosts' sets and what collectors count of them
+/// written, the collectors' versions not yet.
 ///
 /// Under the shared compile lock, changes run side by side and are ordered by the rows they
-/// lock instead: the given hosts first (sorted), then every collector (sorted), each held
-/// to the commit. The given hosts are locked before the sessions covering them are read,
-/// so a change that waited for another compiles from what that one committed. Collectors,
-/// which every change of a session's sources touches, are locked last, so changes to
-/// disjoint sources queue only for the short write of the collectors' counts. A change
+/// lock instead: the given hosts first (sorted), then the collectors whose counts changed
+/// (sorted), each held to the commit. The given hosts are locked before the sessions
+/// covering them are read, so a change that waited for another compiles from what that one
+/// committed; what collectors count of a source is only written under that source's lock.
+/// Collectors, which every change of a session's sources touches, are locked last and only
+/// to take a new version, so changes to different sources hardly queue on them. A change
 /// whose given hosts include a collector holds the exclusive lock, so no change holds a
 /// collector while it waits for a source.
 struct SourcesWritten {
     versions: BTreeMap<HostId, i64>,
     changed: Vec<HostId>,
-    given: BTreeSet<HostId>,
-    /// What each collector counts of the given hosts, from every session covering them.
-    fresh: BTreeMap<HostId, Vec<Arrival>>,
-    /// The collectors with a host (for their agent): each counts what arrives.
-    collectors: Vec<String>,
+    /// The collectors among the given hosts, compiled from scratch.
+    rebuilt: Vec<HostId>,
+    /// The collectors whose counts of the given hosts changed.
+    recounted: BTreeSet<HostId>,
 }
 
 async fn recompile_sources(tx: &mut Transaction<'_, Postgres>, hosts: &[HostId]) -> Result<SourcesWritten> {
-    let collectors: Vec<String> = sqlx::query_scalar(
-        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)
-         ORDER BY c.instance_id",
+    // Collectors are few; each one with a host (for its agent) counts what arrives.
+    let collectors: BTreeSet<HostId> = sqlx::query_scalar::<_, String>(
+        "SELECT c.instance_id FROM collectors c WHERE EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = c.instance_id)",
     )
     .fetch_all(&mut **tx)
-    .await?;
-    let ids: Vec<&str> = hosts
-        .iter()
-        .map(HostId::as_str)
-        .filter(|h| collectors.binary_search_by(|c| c.as_str().cmp(h)).is_err())
-        .collect();
+    .await?
+    .iter()
+    .map(|c| c.parse().map_err(corrupt))
+    .collect::<Result<_>>()?;
+    let (rebuilt, sources): (Vec<HostId>, Vec<HostId>) = hosts.iter().cloned().partition(|h| collectors.contains(h));
+    let ids: Vec<&str> = sources.iter().map(HostId::as_str).collect();
     let current = lock_hosts(tx, &ids).await?;
     let rows = sqlx::query(concat!(
         compile_select!(),
@@ -652,41 +645,54 @@ async fn recompile_sources(tx: &mut Transaction<'_, Postgres>, hosts: &[HostId])
     for row in &current {
         addresses.insert(row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?, addresses_of(row)?);
     }
-    let fresh = compile_arrivals(&inputs, &addresses);
+    let fresh: arrivals::Counts = compile_arrivals(&inputs, &addresses)
+        .into_iter()
+        .filter(|(c, a)| collectors.contains(c) && !a.is_empty())
+        .map(|(c, a)| (c, a.into_iter().collect()))
+        .collect();
+    let old = arrivals::of_sources(tx, &ids).await?;
+    // A given host that counted but is no collector any more (it was removed) counts nothing.
+    let uncounted = arrivals::of_collectors(tx, &ids).await?;
+    let recounted: BTreeSet<HostId> =
+        old.keys().chain(fresh.keys()).filter(|c| old.get(*c) != fresh.get(*c)).cloned().collect();
+    if !recounted.is_empty() || !uncounted.is_empty() {
+        arrivals::replace(tx, &ids, &ids, &fresh).await?;
+    }
 
     let mut sets = NewSets::default();
     let mut versions = BTreeMap::new();
     for row in &current {
         let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-        // A host that is no collector counts nothing.
-        let version = sets.push(row, &host, compiled.remove(&host).unwrap_or_default(), Vec::new())?;
+        let rules = compiled.remove(&host).unwrap_or_default();
+        let version = sets.push(row, &host, rules, uncounted.contains_key(&host))?;
         versions.insert(host, version);
     }
     let changed = sets.write(tx).await?;
-    Ok(SourcesWritten { versions, changed, given: hosts.iter().cloned().collect(), fresh, collectors })
+    Ok(SourcesWritten { versions, changed, rebuilt, recounted })
 }
 
 impl SourcesWritten {
-    /// The second half: what every collector counts, with the entries for the given
-    /// hosts replaced (or compiled from scratch for a collector among them); returns every
-    /// given host's version and every host that changed.
+    /// The second half: a new version for every collector whose counts changed, and the
+    /// collectors among the given hosts compiled from scratch; returns every given host's
+    /// version and every host that changed.
     async fn count(mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(BTreeMap<HostId, i64>, Vec<HostId>)> {
-        let ids: Vec<&str> = self.collectors.iter().map(String::as_str).collect();
+        let mut recounted = std::mem::take(&mut self.recounted);
+        if !self.rebuilt.is_empty() {
+            let ids: Vec<&str> = self.rebuilt.iter().map(HostId::as_str).collect();
+            let scratch = compile_collectors(tx, &ids).await?;
+            let old = arrivals::of_collectors(tx, &ids).await?;
+            recounted.extend(self.rebuilt.iter().filter(|c| old.get(*c) != scratch.get(*c)).cloned());
+            arrivals::replace(tx, &[], &ids, &scratch).await?;
+        }
+        let lock: BTreeSet<&HostId> = recounted.iter().chain(&self.rebuilt).collect();
+        let ids: Vec<&str> = lock.iter().map(|h| h.as_str()).collect();
         let current = lock_hosts(tx, &ids).await?;
-        let rebuilt: Vec<&str> = ids.iter().copied().filter(|c| self.given.iter().any(|h| h.as_str() == *c)).collect();
-        let mut arrivals = if rebuilt.is_empty() { BTreeMap::new() } else { compile_collectors(tx, &rebuilt).await? };
-        let given: BTreeSet<&HostId> = self.given.iter().collect();
         let mut sets = NewSets::default();
         for row in &current {
             let host: HostId = row.try_get::<String, _>("host_id")?.parse().map_err(corrupt)?;
-            let Json(old): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
-            let counted = match arrivals.remove(&host) {
-                Some(rebuilt) => rebuilt,
-                None => merge_arrivals(&old, &given, self.fresh.remove(&host).unwrap_or_default()),
-            };
             // A collector is never a source, so it has no mirror rules of its own.
-            let version = sets.push(row, &host, Vec::new(), counted)?;
-            if given.contains(&host) {
+            let version = sets.push(row, &host, Vec::new(), recounted.contains(&host))?;
+            if self.rebuilt.contains(&host) {
                 self.versions.insert(host, version);
             }
         }
@@ -703,8 +709,11 @@ impl SourcesWritten {
 /// (the heartbeat's counter samples, whose foreign key takes KEY SHARE) need not wait for
 /// it, nor hold up the next change while they wait.
 async fn lock_hosts(tx: &mut Transaction<'_, Postgres>, ids: &[&str]) -> Result<Vec<PgRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(sqlx::query(
-        "SELECT host_id, desired_version, desired_rules, desired_collector, desired_arrivals, addresses,
+        "SELECT host_id, desired_version, desired_rules, desired_collector, addresses,
                 EXISTS (SELECT 1 FROM collectors c WHERE c.instance_id = h.host_id AND c.encap = 'vxlan') AS collector
          FROM hosts h WHERE host_id = ANY($1) ORDER BY host_id FOR NO KEY UPDATE",
     )
@@ -721,19 +730,17 @@ struct NewSets {
     versions: Vec<i64>,
     rules: Vec<Json<Vec<MirrorRule>>>,
     collector: Vec<bool>,
-    arrivals: Vec<Json<Vec<Arrival>>>,
     changed: Vec<HostId>,
 }
 
 impl NewSets {
     /// Adds the host's new set if it differs from the stored one (`row`, from
-    /// `lock_hosts`); returns the host's resulting version.
-    fn push(&mut self, row: &PgRow, host: &HostId, rules: Vec<MirrorRule>, counted: Vec<Arrival>) -> Result<i64> {
+    /// `lock_hosts`) or what it counts changed; returns the host's resulting version.
+    fn push(&mut self, row: &PgRow, host: &HostId, rules: Vec<MirrorRule>, recounted: bool) -> Result<i64> {
         let Json(old): Json<Vec<MirrorRule>> = row.try_get("desired_rules")?;
-        let Json(old_arrivals): Json<Vec<Arrival>> = row.try_get("desired_arrivals")?;
         let (was_collector, collector): (bool, bool) = (row.try_get("desired_collector")?, row.try_get("collector")?);
         let version: i64 = row.try_get("desired_version")?;
-        if rules == old && collector == was_collector && counted == old_arrivals {
+        if rules == old && collector == was_collector && !recounted {
             return Ok(version);
         }
         // The schema bounds stored versions at RuleSet::MAX_VERSION, 2^52 changes above
@@ -747,7 +754,6 @@ impl NewSets {
         self.versions.push(version);
         self.rules.push(Json(rules));
         self.collector.push(collector);
-        self.arrivals.push(Json(counted));
         self.changed.push(host.clone());
         Ok(version)
     }
@@ -756,17 +762,14 @@ impl NewSets {
     async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<Vec<HostId>> {
         if !self.ids.is_empty() {
             sqlx::query(
-                "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules,
-                                    desired_collector = v.collector, desired_arrivals = v.arrivals
-                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[], $5::jsonb[])
-                     AS v(host_id, version, rules, collector, arrivals)
+                "UPDATE hosts h SET desired_version = v.version, desired_rules = v.rules, desired_collector = v.collector
+                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::boolean[]) AS v(host_id, version, rules, collector)
                  WHERE h.host_id = v.host_id",
             )
             .bind(&self.ids)
             .bind(&self.versions)
             .bind(&self.rules)
             .bind(&self.collector)
-            .bind(&self.arrivals)
             .execute(&mut **tx)
             .await?;
         }
