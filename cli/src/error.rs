@@ -42,6 +42,10 @@ pub enum CliError {
     /// `--wait` gave up; the message lists the hosts that have not applied the session.
     #[error("{0}")]
     WaitTimeout(String),
+    /// `--dry-run` found problems for which the controller would refuse the session; the
+    /// plan, with them, was printed.
+    #[error("session {0} would not be created: see the problems above; nothing was changed")]
+    WouldRefuse(String),
     /// Writing the output failed (for example a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),

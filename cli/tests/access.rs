@@ -199,7 +199,19 @@ impl SessionService for Seen {
         req: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::SessionPreflight>, Status> {
         self.call("session preflight", &req)?;
-        Ok(Response::new(pb::SessionPreflight { name: req.into_inner().name, ..Default::default() }))
+        let name = req.into_inner().name;
+        // A session named "refused" is one the controller would refuse.
+        let would_create = name != "refused";
+        let problems = if would_create {
+            Vec::new()
+        } else {
+            vec![pb::PreflightProblem {
+                host_id: "i-9".into(),
+                message: "collector i-9 is not registered".into(),
+                refuses: true,
+            }]
+        };
+        Ok(Response::new(pb::SessionPreflight { name, problems, would_create, ..Default::default() }))
     }
 }
 
@@ -430,6 +442,26 @@ async fn a_wait_that_gives_up_says_the_session_stays_and_what_to_do() {
     let calls: Vec<String> = f.seen.calls().into_iter().map(|(name, _, _)| name).collect();
     assert_eq!(calls.first().map(String::as_str), Some("session create"));
     assert!(calls.iter().skip(1).all(|c| c == "session get"), "{calls:?}");
+}
+
+/// `--dry-run` prints the plan either way; its exit code says whether the session would be
+/// created, and nothing but the preflight is called.
+#[tokio::test]
+async fn a_dry_run_exits_non_zero_when_the_session_would_be_refused() {
+    let f = fixture().await;
+    let dry = |name: &'static str| ["session", "create", name, "--source", "i-1", "--collector", "i-9", "--dry-run"];
+    let out = f.as_token(ADMIN, &dry("web")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("web"), "the plan is printed: {}", text(&out.stdout));
+    let out = f.as_token(ADMIN, &dry("refused")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("collector i-9 is not registered"), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stderr),
+        "error: session refused would not be created: see the problems above; nothing was changed\n"
+    );
+    let calls: Vec<String> = f.seen.calls().into_iter().map(|(name, _, _)| name).collect();
+    assert_eq!(calls, ["session preflight", "session preflight"]);
 }
 
 #[tokio::test]

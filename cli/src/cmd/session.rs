@@ -249,7 +249,9 @@ async fn create(
 ) -> Result<(), CliError> {
     if args.dry_run {
         let plan = client.preflight_session(args.to_request()).await?.into_inner();
-        return Ok(emit(out, format, &PreflightOut::from(&plan))?);
+        emit(out, format, &PreflightOut::from(&plan))?;
+        // So that a script can ask "would this be created?" by the exit code alone.
+        return if plan.would_create { Ok(()) } else { Err(CliError::WouldRefuse(plan.name)) };
     }
     let mut session = client.create_session(args.to_request()).await?.into_inner();
     if args.wait.enabled {
