@@ -287,3 +287,32 @@ pub(crate) fn error_chain(e: &dyn Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn with_nothing_applied_the_agent_still_starts_at_the_deadline() {
+        let status = Arc::new(status::Status::new(Duration::from_secs(5)));
+        let by = tokio::time::Instant::now() + Duration::from_millis(200);
+        let task = tokio::spawn(started_anyway(status.clone(), by, CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!status.is_started(), "not before the deadline");
+        task.await.expect("task");
+        assert!(status.is_started(), "at the deadline");
+    }
+
+    #[tokio::test]
+    async fn shutdown_before_the_deadline_starts_nothing() {
+        let status = Arc::new(status::Status::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let by = tokio::time::Instant::now() + Duration::from_secs(60);
+        let task = tokio::spawn(started_anyway(status.clone(), by, shutdown.clone()));
+        shutdown.cancel();
+        task.await.expect("task");
+        assert!(!status.is_started());
+    }
+}
