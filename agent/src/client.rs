@@ -44,7 +44,7 @@ use crate::{
     error_chain,
     events::{self, Event, EventKind, EventReceiver, EventSender},
     firewall::{Dataplane, DataplaneInfo},
-    host,
+    host, notify,
     pki::Credentials,
     state::StateStore,
     status::Status,
@@ -235,6 +235,7 @@ impl<D: Dataplane> Agent<D> {
         match self.apply(&set).await {
             Ok(()) => {
                 info!(version = set.version(), rules = set.rules().len(), "re-applied the saved rule set");
+                self.status.started(&format!("re-applied the saved rule set, version {}", set.version()));
                 self.applied = Some(set);
             }
             Err(e) => {
@@ -360,6 +361,11 @@ impl<D: Dataplane> Agent<D> {
         info!(%controller, host_id = %options.host_id, applied_version = self.applied_version(), "connected to the controller");
         self.status.record_synced(controller);
 
+        // A controller that has something for the agent sends it at once; silence means the
+        // agent holds the current set (on a first boot: that there is nothing to apply).
+        let settle = tokio::time::sleep(notify::SETTLE);
+        tokio::pin!(settle);
+        let mut settled = self.status.is_started();
         let period = options.health_interval;
         let mut health = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -367,6 +373,13 @@ impl<D: Dataplane> Agent<D> {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
                 () = renewed(identity) => return Ok(Ended::Renewed),
+                () = &mut settle, if !settled => {
+                    settled = true;
+                    self.status.started(&format!(
+                        "in touch with the controller, which has nothing to push: version {} is current",
+                        self.applied_version()
+                    ));
+                }
                 _ = health.tick() => send(&tx, Msg::Health(self.health())).await?,
                 Some(event) = self.pending_events.recv() => {
                     if let Some(event) = event_to_proto(event) {
@@ -380,6 +393,8 @@ impl<D: Dataplane> Agent<D> {
                         None => return Err(StreamError::Closed),
                     };
                     progress.got_message = true;
+                    // Whatever the controller says, it was not silence.
+                    settled = true;
                     match message.msg {
                         Some(controller_message::Msg::RuleSet(set)) => {
                             let reply = self.handle(set).await;
@@ -422,6 +437,7 @@ impl<D: Dataplane> Agent<D> {
         }
         info!(version, rules, "applied rule set");
         self.status.record_push(version, None);
+        self.status.started(&format!("applied version {version} from the controller"));
         Msg::Ack(pb::Ack { version })
     }
 

@@ -13,7 +13,8 @@
 //!   observe, apply, verify, repair, backend detection, the nf_tables generation that lets
 //!   a drift check skip reading).
 //! - [`drift`]: the periodic drift check, independent of the controller.
-//! - [`status`], [`http`]: readiness and metrics, served on a local port.
+//! - [`status`], [`http`]: readiness and metrics, served on a local port; [`notify`]:
+//!   readiness and stopping as systemd hears them (`Type=notify`).
 //! - [`events`]: what the agent did on its own, queued for the controller.
 //! - [`state`]: the last applied rule set on disk.
 //! - [`imds`], [`host`]: the EC2 instance id and the host's addresses.
@@ -44,6 +45,7 @@ pub mod host;
 mod hostile_input;
 pub mod http;
 pub mod imds;
+pub mod notify;
 pub mod pki;
 pub mod state;
 pub mod status;
@@ -53,6 +55,10 @@ pub use config::{CleanupConfig, Config, Invocation};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
 pub use teefleet_model::Listen;
+
+/// How long the agent may take to stop after a signal before the process exits anyway; the
+/// unit's `TimeoutStopSec` is above it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Why the agent could not start. All are problems the operator fixes with a flag or in
 /// the state directory, hence [`RunError::EXIT_CODE`].
@@ -95,6 +101,7 @@ impl RunError {
 
 /// Runs the agent with the host's iptables until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let ready_by = tokio::time::Instant::now() + notify::READY_WAIT;
     let controllers = config.check().map_err(RunError::Config)?;
     info!(%controllers, "controller replicas, tried in this order");
     tokio::fs::create_dir_all(&config.state_dir)
@@ -127,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     // The saved set goes back into the kernel before anything that needs the network.
     agent.restore().await;
+    let ready_wait = tokio::spawn(started_anyway(agent.status(), ready_by, shutdown.clone()));
     let drift = tokio::spawn(drift::run(
         agent.dataplane(),
         agent.status(),
@@ -148,12 +156,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         agent.run(&options, &shutdown).await;
     }
     // All watch `shutdown`, so they end promptly; a panic there is only logged.
-    for task in [Some(drift), http, renewal].into_iter().flatten() {
+    for task in [Some(drift), Some(ready_wait), http, renewal].into_iter().flatten() {
         if let Err(e) = task.await {
             error!(error = %e, "a background task failed");
         }
     }
     Ok(())
+}
+
+/// Tells systemd the agent has started at `by` if nothing did before (no saved set, and
+/// the controller not reached yet), or at once if `by` has passed.
+async fn started_anyway(status: std::sync::Arc<status::Status>, by: tokio::time::Instant, shutdown: CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep_until(by) => {
+            if !status.is_started() {
+                warn!(
+                    waited_secs = notify::READY_WAIT.as_secs(),
+                    "no saved rule set and no word from the controller yet; telling systemd the agent started, /readyz says it is not ready"
+                );
+            }
+            status.started("no rules applied yet: not in touch with the controller (see /readyz); retrying");
+        }
+    }
 }
 
 /// The controllers' addresses, for the rules that keep the agent's own traffic with them
@@ -261,4 +286,33 @@ pub(crate) fn error_chain(e: &dyn Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn with_nothing_applied_the_agent_still_starts_at_the_deadline() {
+        let status = Arc::new(status::Status::new(Duration::from_secs(5)));
+        let by = tokio::time::Instant::now() + Duration::from_millis(200);
+        let task = tokio::spawn(started_anyway(status.clone(), by, CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!status.is_started(), "not before the deadline");
+        task.await.expect("task");
+        assert!(status.is_started(), "at the deadline");
+    }
+
+    #[tokio::test]
+    async fn shutdown_before_the_deadline_starts_nothing() {
+        let status = Arc::new(status::Status::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let by = tokio::time::Instant::now() + Duration::from_secs(60);
+        let task = tokio::spawn(started_anyway(status.clone(), by, shutdown.clone()));
+        shutdown.cancel();
+        task.await.expect("task");
+        assert!(!status.is_started());
+    }
 }

@@ -1,15 +1,12 @@
 //! The `fleet-agent` binary: parse the configuration, set up logging and signals, run.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
-use teefleet_agent::{CleanupConfig, Config, Invocation, RunError};
+use teefleet_agent::{CleanupConfig, Config, Invocation, RunError, SHUTDOWN_GRACE};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
-
-/// How long the stream may take to stop after a signal before the process exits anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// One thread: the agent's work is a few child processes and one stream, and a small
 /// footprint on every host of the fleet matters more than parallelism.
@@ -97,6 +94,7 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
             _ = int.recv() => "SIGINT",
         };
         info!(signal = name, "shutting down; applied rules stay in place");
+        teefleet_agent::notify::stopping();
         shutdown.cancel();
     });
     Ok(())

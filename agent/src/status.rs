@@ -17,6 +17,7 @@ use teefleet_model::{HostId, RuleSet, SessionName};
 use crate::{
     config::ControllerUrl,
     firewall::{self, Check, Counter, render::rules_of},
+    notify,
 };
 
 /// Upper bounds (seconds) of the apply duration histogram.
@@ -36,6 +37,8 @@ pub struct Rated {
 pub struct Status {
     drift_interval: Duration,
     inner: Mutex<Inner>,
+    /// Whether systemd was told the agent started (see [`crate::notify`]).
+    started: notify::Started,
 }
 
 #[derive(Debug, Default)]
@@ -167,7 +170,17 @@ fn gauge(n: impl TryInto<i64>) -> i64 {
 
 impl Status {
     pub fn new(drift_interval: Duration) -> Self {
-        Self { drift_interval, inner: Mutex::new(Inner::default()) }
+        Self { drift_interval, inner: Mutex::new(Inner::default()), started: notify::Started::default() }
+    }
+
+    /// The agent has started: its saved set or the controller's first push is applied (or
+    /// there was nothing to push, or [`notify::READY_WAIT`] passed). Tells systemd once.
+    pub fn started(&self, why: &str) {
+        self.started.started(why);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started.is_started()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -251,6 +251,11 @@ pub async fn run(
     };
 
     let mut server = std::pin::pin!(server);
+    // The listener is bound and the server accepts from the first poll below; what
+    // connects before then waits in the listen backlog.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]) {
+        warn!(error = %e, "cannot notify systemd");
+    }
     let result = tokio::select! {
         r = &mut server => r,
         () = async {

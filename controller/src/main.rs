@@ -8,8 +8,9 @@ use clap::Parser;
 use teefleet_controller::{CaCommand, Command, Config, cloud::Ec2, load_or_create_ca, run, store::Store};
 use tokio_util::sync::CancellationToken;
 
-/// EX_CONFIG from sysexits.h: the configuration is wrong, retrying will not help.
-const EXIT_CONFIG: u8 = 64;
+/// EX_USAGE from sysexits.h: the flags or settings are wrong, retrying will not help (the
+/// unit's RestartPreventExitStatus=64).
+const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -21,12 +22,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     if let Err(e) = config.check() {
         eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -88,5 +89,8 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
     shutdown.cancel();
 }

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod postgres;
 pub mod procs;
 mod sync;
+pub mod systemd;
 mod traffic;
 pub mod vpc;
 
