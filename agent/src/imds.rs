@@ -69,39 +69,37 @@ impl From<hyper::Error> for ImdsError {
 
 /// Asks IMDSv2 at `endpoint` (e.g. `http://169.254.169.254`) for the instance id.
 pub async fn instance_id(endpoint: &str, timeout: Duration) -> Result<HostId, ImdsError> {
-    let authority = http_authority(endpoint)?;
-    tokio::time::timeout(timeout, async {
-        let ttl = TOKEN_TTL_SECS.to_string();
-        let token =
-            exchange(&authority, Method::PUT, "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds", &ttl))
-                .await?;
-        let id = exchange(
-            &authority,
-            Method::GET,
-            "/latest/meta-data/instance-id",
-            ("X-aws-ec2-metadata-token", token.trim()),
-        )
-        .await?;
-        let id: InstanceId = id.trim().parse().map_err(ImdsError::InvalidId)?;
-        Ok(HostId::from(id))
-    })
-    .await
-    .map_err(|_| ImdsError::Timeout)?
+    let [id] = ask(endpoint, timeout, ["/latest/meta-data/instance-id"]).await?;
+    let id: InstanceId = id.trim().parse().map_err(ImdsError::InvalidId)?;
+    Ok(HostId::from(id))
 }
 
 /// The instance identity document and its RSA-2048 PKCS#7 signature, both as IMDSv2 at
 /// `endpoint` serves them, for enrolling without a secret.
 pub async fn identity(endpoint: &str, timeout: Duration) -> Result<IdentityEvidence, ImdsError> {
+    let paths = ["/latest/dynamic/instance-identity/document", "/latest/dynamic/instance-identity/rsa2048"];
+    let [document, signature] = ask(endpoint, timeout, paths).await?;
+    IdentityEvidence::new(document, signature).map_err(ImdsError::InvalidIdentity)
+}
+
+/// IMDSv2's dance: a session token from `PUT /latest/api/token`, then each of `paths` with
+/// it, all within `timeout`.
+async fn ask<const N: usize>(
+    endpoint: &str,
+    timeout: Duration,
+    paths: [&'static str; N],
+) -> Result<[String; N], ImdsError> {
     let authority = http_authority(endpoint)?;
     tokio::time::timeout(timeout, async {
         let ttl = TOKEN_TTL_SECS.to_string();
         let token =
             exchange(&authority, Method::PUT, "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds", &ttl))
                 .await?;
-        let header = ("X-aws-ec2-metadata-token", token.trim());
-        let document = exchange(&authority, Method::GET, "/latest/dynamic/instance-identity/document", header).await?;
-        let signature = exchange(&authority, Method::GET, "/latest/dynamic/instance-identity/rsa2048", header).await?;
-        IdentityEvidence::new(document, signature).map_err(ImdsError::InvalidIdentity)
+        let mut answers = [const { String::new() }; N];
+        for (answer, path) in answers.iter_mut().zip(paths) {
+            *answer = exchange(&authority, Method::GET, path, ("X-aws-ec2-metadata-token", token.trim())).await?;
+        }
+        Ok(answers)
     })
     .await
     .map_err(|_| ImdsError::Timeout)?

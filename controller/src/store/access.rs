@@ -301,19 +301,7 @@ impl Store {
         if let Some(other) = for_host.as_deref().filter(|h| *h != host.as_str()) {
             return Ok(Err(EnrollRefusal::OtherHost(other.to_owned())));
         }
-        // Two enrollments of one host wait for each other here, so they cannot both find it
-        // free (a row lock cannot hold rows that do not exist yet).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let live = sqlx::query(
-            "SELECT public_key_sha256, token_id, not_after FROM agent_certs
-             WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE",
-        )
-        .bind(host.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let live = lock_live_certs(&mut tx, host, LIVE_BY_TOKEN).await?;
         let same_key = !live.is_empty()
             && live
                 .iter()
@@ -364,17 +352,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<Result<Enrolled, EnrollRefusal>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let live = sqlx::query(
-            "SELECT public_key_sha256, identity_sha256, not_after FROM agent_certs
-             WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE",
-        )
-        .bind(host.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let live = lock_live_certs(&mut tx, host, LIVE_BY_IDENTITY).await?;
         let column = |r: &PgRow, i| r.try_get::<Option<Vec<u8>>, _>(i).ok().flatten();
         let same_key = live.iter().all(|r| column(r, 0).as_deref() == Some(&key_sha256[..]));
         let used = live.iter().any(|r| column(r, 1).as_deref() == Some(&identity_sha256[..]));
@@ -515,6 +493,24 @@ pub struct Enrolled {
     pub retired: u64,
     /// The agent retried with the key of its live certificate.
     pub retry: bool,
+}
+
+/// What an enrollment reads of the host's live certificates: the key digest, how each was
+/// enrolled (a token or an identity document), and the expiry, oldest expiry first.
+const LIVE_BY_TOKEN: &str = "SELECT public_key_sha256, token_id, not_after FROM agent_certs
+    WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE";
+const LIVE_BY_IDENTITY: &str = "SELECT public_key_sha256, identity_sha256, not_after FROM agent_certs
+    WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE";
+
+/// The host's live certificates as `query` reads them, locked. Two enrollments of one host
+/// wait for each other here, so they cannot both find it free (a row lock cannot hold rows
+/// that do not exist yet).
+async fn lock_live_certs(tx: &mut Transaction<'_, Postgres>, host: &HostId, query: &'static str) -> Result<Vec<PgRow>> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
+        .bind(host.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(sqlx::query(query).bind(host.as_str()).fetch_all(&mut **tx).await?)
 }
 
 /// Retires the host's live certificates, or with `older_than` only those issued before
