@@ -27,6 +27,16 @@ pub struct Config {
           value_parser = JoinToken::from_str)]
     pub join_token: Option<JoinToken>,
 
+    /// How to enroll when the state directory holds no valid client certificate (the first
+    /// start, or a certificate that expired while the instance was stopped): `token` with
+    /// --join-token, or `instance-identity` with the EC2 instance identity document AWS
+    /// signed for this instance, read from instance metadata (--imds-endpoint); no secret
+    /// is needed, but the controller must allow the account (fleet-controller
+    /// --join-account) and the host id must be the instance id (leave --host-id unset).
+    #[arg(long, env = "FLEET_JOIN_METHOD", value_name = "token|instance-identity", value_enum,
+          default_value_t = JoinMethod::Token)]
+    pub join_method: JoinMethod,
+
     /// The SHA-256 of the controller's CA certificate (`fleet-controller ca pin`), to trust
     /// the controller the first time. The CA found with it is saved as ca.pem in the state
     /// directory, which is trusted from then on.
@@ -76,7 +86,9 @@ pub struct Config {
     #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9477")]
     pub metrics_listen: Listen,
 
-    /// The EC2 instance metadata service, used when --host-id is not given.
+    /// The EC2 instance metadata service (IMDSv2), asked for the instance id when --host-id
+    /// is not given, and for the signed instance identity with --join-method
+    /// instance-identity.
     #[arg(long, env = "FLEET_IMDS_ENDPOINT", value_name = "URL", default_value = "http://169.254.169.254",
           value_parser = parse_http_url)]
     pub imds_endpoint: String,
@@ -95,13 +107,55 @@ impl Config {
             (true, true) => {
                 Err(format!("--insecure is for an http:// controller, but --controller is {urls}; drop --insecure"))
             }
-            (false, true) if self.join_token.is_some() || self.ca_pin.is_some() => Err(
-                "--join-token and --ca-pin need an https:// --controller; with --insecure the agent does not enroll"
-                    .to_owned(),
-            ),
+            (false, true)
+                if self.join_token.is_some()
+                    || self.ca_pin.is_some()
+                    || self.join_method == JoinMethod::InstanceIdentity =>
+            {
+                Err("--join-token, --join-method instance-identity and --ca-pin need an https:// --controller; \
+                     with --insecure the agent does not enroll"
+                    .to_owned())
+            }
             _ => Ok(urls),
         }
     }
+}
+
+/// How an agent without a valid certificate enrolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JoinMethod {
+    /// With a join token (--join-token).
+    Token,
+    /// With the EC2 instance identity document and its RSA-2048 signature from IMDSv2.
+    InstanceIdentity,
+}
+
+/// `fleet-agent leave`: the host revokes its own certificates at the controller.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = Invocation::LEAVE,
+    display_name = "fleet-agent leave",
+    version = teefleet_proto::VERSION,
+    about = "Asks the controller to revoke this host's certificates, authenticated by the agent's own \
+certificate from the state directory, so the host cannot come back without enrolling again. Run it when \
+uninstalling the agent (bootstrap.sh uninstall does). Exits 0 when revoked, 69 when no controller replica \
+can be reached, 1 otherwise. Stop the agent first."
+)]
+pub struct LeaveConfig {
+    /// The controller's replicas, as for the agent (https://HOST[:PORT], repeat or separate
+    /// with commas).
+    #[arg(long, env = "FLEET_CONTROLLER", value_name = "URL", required = true, value_delimiter = ',',
+          value_parser = ControllerUrl::from_str)]
+    pub controller: Vec<ControllerUrl>,
+
+    /// The agent's state directory, holding ca.pem, agent.crt and agent.key.
+    #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR", default_value = "/var/lib/teefleet",
+          value_parser = parse_dir)]
+    pub state_dir: PathBuf,
+
+    /// Checked against the stored CA when given, as for the agent.
+    #[arg(long, env = "FLEET_CA_PIN", value_name = "sha256:HEX", value_parser = CaPin::from_str)]
+    pub ca_pin: Option<CaPin>,
 }
 
 /// `fleet-agent cleanup`: removes every chain and jump of ours, in both families.
@@ -126,7 +180,8 @@ pub struct CleanupConfig {
 }
 
 /// What `fleet-agent` was asked to do: without a subcommand, run the agent with
-/// [`Config`]; `fleet-agent cleanup` removes what the agent installed.
+/// [`Config`]; `fleet-agent cleanup` removes what the agent installed; `fleet-agent leave`
+/// revokes the host at the controller.
 ///
 /// Written out rather than derived: a derived parser with the agent's flags beside an
 /// optional subcommand would have to build the agent's [`Config`] even for `cleanup`,
@@ -135,10 +190,12 @@ pub struct CleanupConfig {
 pub enum Invocation {
     Run(Box<Config>),
     Cleanup(CleanupConfig),
+    Leave(LeaveConfig),
 }
 
 impl Invocation {
     const CLEANUP: &'static str = "cleanup";
+    const LEAVE: &'static str = "leave";
 }
 
 impl clap::CommandFactory for Invocation {
@@ -147,6 +204,7 @@ impl clap::CommandFactory for Invocation {
         // mixed with a subcommand, and it lifts their requirements.
         Config::command()
             .subcommand(CleanupConfig::command())
+            .subcommand(LeaveConfig::command())
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true)
             .disable_help_subcommand(true)
@@ -167,6 +225,9 @@ impl clap::FromArgMatches for Invocation {
             None => Config::from_arg_matches_mut(matches).map(|config| Self::Run(Box::new(config))),
             Some((name, mut sub)) if name == Self::CLEANUP => {
                 CleanupConfig::from_arg_matches_mut(&mut sub).map(Self::Cleanup)
+            }
+            Some((name, mut sub)) if name == Self::LEAVE => {
+                LeaveConfig::from_arg_matches_mut(&mut sub).map(Self::Leave)
             }
             // The command above knows no other subcommand, so clap refused it already.
             Some((name, _)) => {
@@ -502,6 +563,32 @@ mod tests {
     }
 
     #[test]
+    fn join_method_and_leave() {
+        let c = parse(&["--controller", "https://c", "--state-dir", "/tmp"]).expect("valid");
+        assert_eq!(c.join_method, JoinMethod::Token, "the default");
+        let c = parse(&["--controller", "https://c", "--state-dir", "/tmp", "--join-method", "instance-identity"])
+            .expect("valid");
+        assert_eq!(c.join_method, JoinMethod::InstanceIdentity);
+        assert!(parse(&["--controller", "https://c", "--state-dir", "/tmp", "--join-method", "iid"]).is_err());
+        let insecure = ["--controller", "http://c", "--state-dir", "/tmp", "--insecure"];
+        let err = parse(&[&insecure[..], &["--join-method", "instance-identity"]].concat())
+            .expect("parses")
+            .check()
+            .expect_err("nothing to enroll with");
+        assert!(err.contains("--join-method instance-identity"), "{err}");
+        let invoke =
+            |args: &[&str]| Invocation::try_parse_from(std::iter::once("fleet-agent").chain(args.iter().copied()));
+        match invoke(&["leave", "--controller", "https://a,https://b"]).expect("valid") {
+            Invocation::Leave(c) => {
+                assert_eq!((c.controller.len(), c.state_dir, c.ca_pin), (2, PathBuf::from("/var/lib/teefleet"), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = invoke(&["leave"]).map(|_| ()).expect_err("needs the controller");
+        assert!(err.to_string().contains("--controller"), "{err}");
+    }
+
+    #[test]
     fn intervals_are_durations_and_bare_seconds_within_a_second_and_an_hour() {
         let intervals = |value: &str| {
             let args = ["--controller", "http://c", "--state-dir", "/tmp", "--health-interval", value];
@@ -566,7 +653,7 @@ mod tests {
         for extra in [["--join-token", "t"], ["--ca-pin", PIN]] {
             let args = [&["--controller", "http://c", "--insecure"][..], &extra[..]].concat();
             let err = check(&args).expect_err("nothing to enroll with");
-            assert!(err.contains("--join-token and --ca-pin need an https://"), "{err}");
+            assert!(err.contains("--ca-pin need an https://"), "{err}");
         }
         // No pin and no token is fine here: whether they are needed depends on the state
         // directory, which the agent checks at start.

@@ -1,5 +1,6 @@
-//! The agent's client certificate: enrolling for one with a join token, renewing it at two
-//! thirds of its lifetime, and the TLS settings every connection to the controller uses.
+//! The agent's client certificate: enrolling for one with a join token or the EC2 instance
+//! identity, renewing it at two thirds of its lifetime, leaving the fleet, and the TLS
+//! settings every connection to the controller uses.
 //!
 //! The key is generated here and never leaves the host: the controller gets a signing
 //! request and returns a certificate for this host id. The controller is verified against
@@ -13,8 +14,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use teefleet_model::HostId;
-use teefleet_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+use teefleet_model::{HostId, JoinProof};
+use teefleet_proto::v1::agent_service_client::AgentServiceClient;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -26,11 +27,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     backoff::Backoff,
-    config::{ControllerUrl, ControllerUrls, JoinToken},
+    config::{ControllerUrl, ControllerUrls, JoinMethod, JoinToken},
     credentials::{CA_FILE, CERT_FILE, CredentialError, CredentialStore, KEY_FILE, Stored},
     discovery::{DiscoveryError, discover_ca},
     error_chain,
     events::{EventKind, EventSender},
+    imds::{self, ImdsError},
     pki::{CaCert, CaPin, Credentials, PkiError, new_key_and_csr},
 };
 
@@ -80,7 +82,7 @@ impl Controller {
         Endpoint::from_shared(url.to_string())?.connect_timeout(CONNECT_TIMEOUT).tls_config(tls)
     }
 
-    async fn client(
+    pub(crate) async fn client(
         &self,
         url: &ControllerUrl,
         identity: Option<&Credentials>,
@@ -120,10 +122,16 @@ pub enum EnrollError {
     Key(#[source] PkiError),
     #[error("the controller returned an unusable certificate")]
     Issued(#[source] PkiError),
+    #[error("cannot read the signed instance identity from instance metadata at {endpoint}")]
+    Imds {
+        endpoint: String,
+        #[source]
+        source: ImdsError,
+    },
 }
 
 impl EnrollError {
-    fn from_status(status: tonic::Status) -> Self {
+    pub(crate) fn from_status(status: tonic::Status) -> Self {
         match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => Self::Refused(status),
             _ => Self::Failed(status),
@@ -135,6 +143,8 @@ impl EnrollError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect(_) => true,
+            // Early in boot instance metadata may not answer yet.
+            Self::Imds { source, .. } => source.is_retryable(),
             Self::Failed(status) => matches!(
                 status.code(),
                 Code::Unavailable
@@ -181,15 +191,71 @@ impl KeyRequest {
     }
 }
 
-/// Enrolls with a join token over server TLS: a certificate for the key of `request`.
+/// How an agent without a valid certificate gets one (`--join-method`).
+#[derive(Debug, Clone)]
+pub enum Join {
+    /// With a join token, if one was given.
+    Token(Option<JoinToken>),
+    /// With the signed instance identity from instance metadata at this endpoint.
+    InstanceIdentity { imds_endpoint: String },
+}
+
+impl Join {
+    pub fn new(method: JoinMethod, token: Option<JoinToken>, imds_endpoint: &str) -> Self {
+        match method {
+            JoinMethod::Token => Self::Token(token),
+            JoinMethod::InstanceIdentity => Self::InstanceIdentity { imds_endpoint: imds_endpoint.to_owned() },
+        }
+    }
+
+    /// The method as `--join-method` names it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Token(_) => "token",
+            Self::InstanceIdentity { .. } => "instance-identity",
+        }
+    }
+
+    /// Whether the agent can enroll at all.
+    fn can_enroll(&self) -> bool {
+        !matches!(self, Self::Token(None))
+    }
+
+    /// The proof to enroll with now: the token, or the identity fetched afresh (IMDS may
+    /// have been down at the last try).
+    async fn proof(&self) -> Result<JoinProof, EnrollError> {
+        match self {
+            // `can_enroll` is checked before any enrollment, so this is never asked.
+            Self::Token(None) => Err(EnrollError::Refused(tonic::Status::unauthenticated("no join token given"))),
+            Self::Token(Some(token)) => Ok(JoinProof::Token(token.secret().to_owned())),
+            Self::InstanceIdentity { imds_endpoint } => imds::identity(imds_endpoint, imds::TIMEOUT)
+                .await
+                .map(JoinProof::InstanceIdentity)
+                .map_err(|source| EnrollError::Imds { endpoint: imds_endpoint.clone(), source }),
+        }
+    }
+
+    /// Enrolls with this method's proof.
+    async fn enroll(
+        &self,
+        controller: &Controller,
+        host: &HostId,
+        request: &KeyRequest,
+    ) -> Result<Credentials, EnrollError> {
+        let proof = self.proof().await?;
+        enroll(controller, host, &proof, request).await
+    }
+}
+
+/// Enrolls with `proof` over server TLS: a certificate for the key of `request`.
 pub async fn enroll(
     controller: &Controller,
     host: &HostId,
-    token: &JoinToken,
+    proof: &JoinProof,
     request: &KeyRequest,
 ) -> Result<Credentials, EnrollError> {
     let KeyRequest { key, csr } = request.clone();
-    let request = pb::EnrollRequest { join_token: token.secret().to_owned(), host_id: host.to_string(), csr };
+    let request = teefleet_proto::enroll_request(host, csr, Some(proof));
     let response = each_replica(controller.urls(), |url| {
         let request = request.clone();
         async move {
@@ -210,7 +276,7 @@ pub async fn renew(
     request: &KeyRequest,
 ) -> Result<Credentials, EnrollError> {
     let KeyRequest { key, csr } = request.clone();
-    let request = pb::EnrollRequest { join_token: String::new(), host_id: host.to_string(), csr };
+    let request = teefleet_proto::enroll_request(host, csr, None);
     let response = each_replica(controller.urls(), |url| {
         let request = request.clone();
         async move {
@@ -238,7 +304,10 @@ pub enum SetupError {
         path.display()
     )]
     PinChanged { path: std::path::PathBuf, stored: CaPin, pin: CaPin },
-    #[error("{why}; give --join-token (FLEET_JOIN_TOKEN; `fleetctl token create --role agent` makes one) to enroll")]
+    #[error(
+        "{why}; give --join-token (FLEET_JOIN_TOKEN; `fleetctl token create --role agent` makes one), or on EC2 \
+         --join-method instance-identity, to enroll"
+    )]
     NoToken { why: String },
     #[error("cannot use the state directory")]
     Store(#[from] CredentialError),
@@ -255,7 +324,7 @@ pub struct Enrollment {
     pub host_id: HostId,
     pub store: CredentialStore,
     pub ca_pin: Option<CaPin>,
-    pub join_token: Option<JoinToken>,
+    pub join: Join,
     pub backoff: Backoff,
 }
 
@@ -278,10 +347,10 @@ impl Enrollment {
             (None, Some(pin)) => Have::Fetch(pin),
             (None, None) => return Err(SetupError::NoPin { path: self.store.path(CA_FILE) }),
         };
-        let creds = match (self.store.load(&self.host_id, SystemTime::now()).await?, &self.join_token) {
-            (Stored::Valid(creds), _) => Have::Stored(creds),
-            (Stored::Unusable(why), Some(token)) => Have::Fetch((why, token)),
-            (Stored::Unusable(why), None) => return Err(SetupError::NoToken { why }),
+        let creds = match self.store.load(&self.host_id, SystemTime::now()).await? {
+            Stored::Valid(creds) => Have::Stored(creds),
+            Stored::Unusable(why) if self.join.can_enroll() => Have::Fetch(why),
+            Stored::Unusable(why) => return Err(SetupError::NoToken { why }),
         };
         let ca = match ca {
             Have::Stored(ca) => ca,
@@ -300,11 +369,11 @@ impl Enrollment {
                 info!(not_after = %rfc3339(creds.validity().not_after), "using the stored client certificate");
                 creds
             }
-            Have::Fetch((why, token)) => {
-                info!(host_id = %self.host_id, %why, "enrolling with the join token");
+            Have::Fetch(why) => {
+                info!(host_id = %self.host_id, %why, method = self.join.method(), "enrolling");
                 let request = KeyRequest::new(&self.host_id)?;
                 let enrolled = retry("enroll", self.backoff.clone(), shutdown, || {
-                    enroll(&controller, &self.host_id, token, &request)
+                    self.join.enroll(&controller, &self.host_id, &request)
                 });
                 let Some(creds) = enrolled.await? else { return Ok(None) };
                 self.store.save(&creds).await?;
@@ -322,7 +391,7 @@ enum Have<T, F> {
     Fetch(F),
 }
 
-trait Retryable: std::error::Error + 'static {
+pub(crate) trait Retryable: std::error::Error + 'static {
     /// Whether trying again later may succeed.
     fn is_retryable(&self) -> bool;
 
@@ -338,7 +407,8 @@ impl Retryable for EnrollError {
     }
 
     fn is_replica_fault(&self) -> bool {
-        self.is_retryable() || matches!(self, Self::Endpoint(_) | Self::Untrusted { .. })
+        !matches!(self, Self::Imds { .. })
+            && (self.is_retryable() || matches!(self, Self::Endpoint(_) | Self::Untrusted { .. }))
     }
 }
 
@@ -356,7 +426,7 @@ impl Retryable for DiscoveryError {
 /// Runs `attempt` at each replica in turn, from the first, until one succeeds or fails in
 /// a way the others would repeat. When every replica failed, an outage is reported before
 /// a misconfigured replica, so the caller keeps retrying while one may come back.
-async fn each_replica<'a, T, E: Retryable, F: Future<Output = Result<T, E>>>(
+pub(crate) async fn each_replica<'a, T, E: Retryable, F: Future<Output = Result<T, E>>>(
     urls: &'a ControllerUrls,
     mut attempt: impl FnMut(&'a ControllerUrl) -> F,
 ) -> Result<T, E> {
@@ -419,7 +489,7 @@ pub struct Renewal {
     pub controller: Controller,
     pub host_id: HostId,
     /// Used only when the certificate expired before it could be renewed.
-    pub join_token: Option<JoinToken>,
+    pub join: Join,
     pub store: CredentialStore,
     pub backoff: Backoff,
 }
@@ -466,10 +536,10 @@ impl Renewal {
         loop {
             let expired = current.validity().expired(SystemTime::now());
             let attempt = async {
-                match (expired, &self.join_token) {
+                match (expired, self.join.can_enroll()) {
                     (false, _) => Some(renew(&self.controller, &self.host_id, current, &request).await),
-                    (true, Some(token)) => Some(enroll(&self.controller, &self.host_id, token, &request).await),
-                    (true, None) => None,
+                    (true, true) => Some(self.join.enroll(&self.controller, &self.host_id, &request).await),
+                    (true, false) => None,
                 }
             };
             let result = tokio::select! {
@@ -480,7 +550,7 @@ impl Renewal {
                 Some(Ok(renewed)) => renewed,
                 None => {
                     let message = "the client certificate expired before it could be renewed; restart the agent \
-                                   with --join-token to enroll again";
+                                   with --join-token or --join-method instance-identity to enroll again";
                     error!(not_after = %rfc3339(current.validity().not_after), "{message}");
                     events.send(EventKind::RenewFailed, message);
                     return None;

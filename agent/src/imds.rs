@@ -1,6 +1,6 @@
-//! The EC2 instance id from the instance metadata service (IMDSv2), used as the host id
-//! when none is configured: a token from `PUT /latest/api/token`, then the id from
-//! `GET /latest/meta-data/instance-id` with it. Each request is one HTTP/1.1 exchange
+//! The instance metadata service (IMDSv2): the EC2 instance id, used as the host id when
+//! none is configured, and the signed instance identity an agent may enroll with. A token
+//! from `PUT /latest/api/token`, then each answer with it. Each request is one HTTP/1.1 exchange
 //! over its own connection, through hyper's low-level client (no pool, no TLS: IMDS is a
 //! link-local plain-HTTP endpoint).
 
@@ -13,7 +13,7 @@ use hyper::{
     header::{CONNECTION, CONTENT_LENGTH, HOST},
 };
 use hyper_util::rt::TokioIo;
-use teefleet_model::{HostId, InstanceId, ValidationError};
+use teefleet_model::{HostId, IdentityEvidence, InstanceId, ValidationError};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -43,6 +43,16 @@ pub enum ImdsError {
     Malformed,
     #[error("the instance id is not valid")]
     InvalidId(#[source] ValidationError),
+    #[error("the instance identity is unusable")]
+    InvalidIdentity(#[source] ValidationError),
+}
+
+impl ImdsError {
+    /// Whether asking again may help: nothing answered yet (early in boot), as opposed to
+    /// an answer that will not change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Io(_))
+    }
 }
 
 impl From<hyper::Error> for ImdsError {
@@ -59,21 +69,37 @@ impl From<hyper::Error> for ImdsError {
 
 /// Asks IMDSv2 at `endpoint` (e.g. `http://169.254.169.254`) for the instance id.
 pub async fn instance_id(endpoint: &str, timeout: Duration) -> Result<HostId, ImdsError> {
+    let [id] = ask(endpoint, timeout, ["/latest/meta-data/instance-id"]).await?;
+    let id: InstanceId = id.trim().parse().map_err(ImdsError::InvalidId)?;
+    Ok(HostId::from(id))
+}
+
+/// The instance identity document and its RSA-2048 PKCS#7 signature, both as IMDSv2 at
+/// `endpoint` serves them, for enrolling without a secret.
+pub async fn identity(endpoint: &str, timeout: Duration) -> Result<IdentityEvidence, ImdsError> {
+    let paths = ["/latest/dynamic/instance-identity/document", "/latest/dynamic/instance-identity/rsa2048"];
+    let [document, signature] = ask(endpoint, timeout, paths).await?;
+    IdentityEvidence::new(document, signature).map_err(ImdsError::InvalidIdentity)
+}
+
+/// IMDSv2's dance: a session token from `PUT /latest/api/token`, then each of `paths` with
+/// it, all within `timeout`.
+async fn ask<const N: usize>(
+    endpoint: &str,
+    timeout: Duration,
+    paths: [&'static str; N],
+) -> Result<[String; N], ImdsError> {
     let authority = http_authority(endpoint)?;
     tokio::time::timeout(timeout, async {
         let ttl = TOKEN_TTL_SECS.to_string();
         let token =
             exchange(&authority, Method::PUT, "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds", &ttl))
                 .await?;
-        let id = exchange(
-            &authority,
-            Method::GET,
-            "/latest/meta-data/instance-id",
-            ("X-aws-ec2-metadata-token", token.trim()),
-        )
-        .await?;
-        let id: InstanceId = id.trim().parse().map_err(ImdsError::InvalidId)?;
-        Ok(HostId::from(id))
+        let mut answers = [const { String::new() }; N];
+        for (answer, path) in answers.iter_mut().zip(paths) {
+            *answer = exchange(&authority, Method::GET, path, ("X-aws-ec2-metadata-token", token.trim())).await?;
+        }
+        Ok(answers)
     })
     .await
     .map_err(|_| ImdsError::Timeout)?
@@ -182,6 +208,11 @@ mod tests {
                     && headers.contains("x-aws-ec2-metadata-token: token\r\n")
                 {
                     format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{id}\r\n0\r\n\r\n", id.len())
+                } else if req.starts_with("GET /latest/dynamic/instance-identity/")
+                    && headers.contains("x-aws-ec2-metadata-token: token\r\n")
+                {
+                    let body = if req.contains("/document ") { "{\"instanceId\" : \"i-1\"}" } else { "MIAG\nCSqG" };
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
                 } else {
                     "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
                 };
@@ -196,6 +227,13 @@ mod tests {
         let endpoint = fake_imds("i-0123456789abcdef0").await;
         let id = instance_id(&endpoint, TIMEOUT).await.expect("id");
         assert_eq!(id.as_str(), "i-0123456789abcdef0");
+    }
+
+    #[tokio::test]
+    async fn fetches_the_signed_identity_with_a_token() {
+        let endpoint = fake_imds("i-0123456789abcdef0").await;
+        let evidence = identity(&endpoint, TIMEOUT).await.expect("identity");
+        assert_eq!((evidence.document(), evidence.signature()), ("{\"instanceId\" : \"i-1\"}", "MIAG\nCSqG"));
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@
 //!   moving between its replicas, and the [`Agent`] that applies and persists what it
 //!   receives; [`backoff`]: when to reconnect, and to which replica.
 //! - [`enroll`], [`discovery`], [`credentials`], [`pki`]: TLS to the controller: the CA
-//!   found by its pin, enrollment with a join token, the client certificate on disk and
-//!   its renewal.
+//!   found by its pin, enrollment with a join token or the instance identity, the client
+//!   certificate on disk and its renewal; [`leave`]: the host revokes itself.
 //! - [`convert`]: the only place where wire types become domain types on the agent.
 //! - [`firewall`]: the [`Dataplane`] trait and its iptables implementation (render,
 //!   observe, apply, verify, repair, backend detection, the nf_tables generation that lets
@@ -17,7 +17,7 @@
 //!   readiness and stopping as systemd hears them (`Type=notify`).
 //! - [`events`]: what the agent did on its own, queued for the controller.
 //! - [`state`]: the last applied rule set on disk.
-//! - [`imds`], [`host`]: the EC2 instance id and the host's addresses.
+//! - [`imds`], [`host`]: the EC2 instance id, its signed identity, and the host's addresses.
 //!
 //! Invariants: the agent only touches the chains it owns (`TEEFLEET-PRE`, `TEEFLEET-POST`
 //! in `mangle`, IPv4 and IPv6) and one jump to each; the kernel holds the old rule set or
@@ -46,12 +46,13 @@ mod hostile_input;
 pub mod http;
 pub mod imds;
 pub mod notify;
+pub mod leave;
 pub mod pki;
 pub mod state;
 pub mod status;
 
 pub use client::{Agent, StreamError, StreamOptions, Transport};
-pub use config::{CleanupConfig, Config, Invocation};
+pub use config::{CleanupConfig, Config, Invocation, JoinMethod, LeaveConfig};
 pub use firewall::{ApplyError, Dataplane, Iptables, IptablesDataplane};
 pub use state::StateStore;
 pub use teefleet_model::Listen;
@@ -245,12 +246,16 @@ async fn transport<D: Dataplane>(
         return Ok(Some((Transport::Plaintext(controllers), None)));
     }
     let store = credentials::CredentialStore::new(&config.state_dir);
+    let join = enroll::Join::new(config.join_method, config.join_token.clone(), &config.imds_endpoint);
+    if config.join_method == JoinMethod::InstanceIdentity && config.join_token.is_some() {
+        warn!("--join-token is not used: --join-method instance-identity enrolls with the instance identity");
+    }
     let enrollment = enroll::Enrollment {
         urls: controllers.clone(),
         host_id: host_id.clone(),
         store: store.clone(),
         ca_pin: config.ca_pin,
-        join_token: config.join_token.clone(),
+        join: join.clone(),
         backoff: backoff::Backoff::default(),
     };
     let established =
@@ -260,7 +265,7 @@ async fn transport<D: Dataplane>(
     let renewal = enroll::Renewal {
         controller: controller.clone(),
         host_id: host_id.clone(),
-        join_token: config.join_token.clone(),
+        join,
         store,
         backoff: enroll::RENEWAL_BACKOFF,
     };

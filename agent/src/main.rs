@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use teefleet_agent::{CleanupConfig, Config, Invocation, RunError, SHUTDOWN_GRACE};
+use teefleet_agent::{CleanupConfig, Config, Invocation, LeaveConfig, RunError, SHUTDOWN_GRACE};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
     match invocation {
         Invocation::Run(config) => run(*config).await,
         Invocation::Cleanup(config) => cleanup(config).await,
+        Invocation::Leave(config) => leave(config).await,
     }
 }
 
@@ -79,6 +80,22 @@ async fn cleanup(config: CleanupConfig) -> ExitCode {
         Err(e) => {
             error!(error = format!("{:#}", anyhow::Error::new(e)), "cleanup failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fleet-agent leave`: 0 when revoked, 69 when the controller cannot be reached, 1
+/// otherwise.
+async fn leave(config: LeaveConfig) -> ExitCode {
+    match teefleet_agent::leave::leave(config).await {
+        Ok(revoked) => {
+            info!(revoked, "left the fleet");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            error!(error = format!("{:#}", anyhow::Error::new(e)), "leave failed");
+            ExitCode::from(code)
         }
     }
 }

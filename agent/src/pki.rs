@@ -32,6 +32,8 @@ pub enum PkiError {
     KeyMismatch,
     #[error("the client certificate was issued to host {issued_to:?}, not {host}")]
     OtherHost { issued_to: String, host: HostId },
+    #[error("the client certificate names no host ({issued_to:?})")]
+    NoHost { issued_to: String },
 }
 
 /// `--ca-pin`: the SHA-256 of the CA certificate's DER, as `fleet-controller ca pin` prints it.
@@ -196,6 +198,15 @@ impl Credentials {
         let validity =
             Validity { not_before: time(&cert.validity().not_before), not_after: time(&cert.validity().not_after) };
         Ok(Self { cert_pem, key_pem, validity, fingerprint: CaPin::of(&der) })
+    }
+
+    /// The host the first certificate of `cert_pem` was issued to (its common name).
+    pub fn issued_to(cert_pem: &str) -> Result<HostId, PkiError> {
+        let what = "the client certificate";
+        let der = first_der(cert_pem, what)?;
+        let cert = parse(&der, what)?;
+        let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default();
+        cn.parse().map_err(|_| PkiError::NoHost { issued_to: cn.to_owned() })
     }
 
     pub fn cert_pem(&self) -> &str {

@@ -30,7 +30,7 @@ use teefleet_agent::{
     config::{ControllerUrls, JoinToken},
     credentials::{CA_FILE, CERT_FILE, CredentialStore, KEY_FILE},
     discovery::{DiscoveryError, discover_ca},
-    enroll::{Controller, EnrollError, Enrollment, KeyRequest, Renewal, SetupError, renew},
+    enroll::{Controller, EnrollError, Enrollment, Join, KeyRequest, Renewal, SetupError, renew},
     events,
     pki::{CaPin, Credentials},
 };
@@ -182,6 +182,10 @@ impl AgentService for FakeController {
         self.trusted(peer)?;
         self.issue(request.into_inner())
     }
+
+    async fn leave(&self, _: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+        Err(Status::unimplemented("not part of these tests"))
+    }
 }
 
 /// A TLS fake controller on 127.0.0.1:0, reached as `https://localhost:PORT`.
@@ -235,7 +239,7 @@ impl Fixture {
             host_id: host(),
             store: self.store(),
             ca_pin: pin,
-            join_token: token.map(|t| t.parse::<JoinToken>().expect("token")),
+            join: Join::Token(token.map(|t| t.parse::<JoinToken>().expect("token"))),
             backoff: fast_backoff(),
         }
     }
@@ -405,8 +409,13 @@ async fn renews_at_two_thirds_and_reconnects_with_the_new_certificate() {
     assert_eq!(fixture.next_seen().await, Seen::Sync(Some(first.fingerprint())));
 
     let (events, _pending) = events::channel();
-    let renewal =
-        Renewal { controller, host_id: host(), join_token: None, store: fixture.store(), backoff: fast_backoff() };
+    let renewal = Renewal {
+        controller,
+        host_id: host(),
+        join: Join::Token(None),
+        store: fixture.store(),
+        backoff: fast_backoff(),
+    };
     let shutdown = agent.shutdown.clone();
     let renewing = tokio::spawn(renewal.run(publish, events, shutdown));
 

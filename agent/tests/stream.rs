@@ -80,6 +80,10 @@ impl AgentService for FakeController {
     async fn renew(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
+
+    async fn leave(&self, _: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+        Err(Status::unimplemented("not part of these tests"))
+    }
 }
 
 async fn serve(listener: TcpListener, conns: mpsc::Sender<Conn>) -> JoinHandle<()> {

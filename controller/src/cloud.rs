@@ -35,6 +35,23 @@ pub struct TaggedInstance {
     pub subnet_id: Option<String>,
 }
 
+/// What enrollment by instance identity checks of an instance: that it is running, whose
+/// it is, and its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// EC2's state name: `pending`, `running`, `stopping`, `stopped`, ...
+    pub state: String,
+    /// The account that owns the instance's reservation, when EC2 says.
+    pub owner_id: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Standing {
+    pub fn is_running(&self) -> bool {
+        self.state == InstanceStateName::Running.as_str()
+    }
+}
+
 pub trait Cloud: Send + Sync + 'static {
     fn describe_instance<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<InstanceInfo, CloudError>>;
     /// The instances of `ids` that EC2 knows, by id; one it does not know is absent, not
@@ -60,6 +77,8 @@ pub trait Cloud: Send + Sync + 'static {
         })
     }
     fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>>;
+    /// The instance's state, owner and tags; `None` when EC2 does not know it.
+    fn standing<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<Option<Standing>, CloudError>>;
     /// The running and pending instances that carry every tag of `tags` (none for no
     /// tags), sorted by id. It may stop listing once it has found more than `limit`, so a
     /// tag half the account carries is noticed without reading the whole account.
@@ -107,6 +126,10 @@ impl Cloud for Metered {
 
     fn set_source_dest_check<'a>(&'a self, id: &'a InstanceId, enabled: bool) -> BoxFuture<'a, Result<(), CloudError>> {
         Box::pin(self.count("modify_instance_attribute", self.inner.set_source_dest_check(id, enabled)))
+    }
+
+    fn standing<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<Option<Standing>, CloudError>> {
+        Box::pin(self.count("describe_instances", self.inner.standing(id)))
     }
 
     fn instances_with_tags<'a>(
@@ -330,6 +353,34 @@ impl Cloud for Ec2 {
         })
     }
 
+    /// By an `instance-id` filter, so an unknown id is an empty answer rather than an
+    /// error; the owner comes from the instance's reservation.
+    fn standing<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<Option<Standing>, CloudError>> {
+        Box::pin(async move {
+            let filter = Filter::builder().name("instance-id").values(id.as_str()).build();
+            let out = self
+                .client
+                .describe_instances()
+                .filters(filter)
+                .send()
+                .await
+                .map_err(|e| classify(&self.target, "DescribeInstances", Some(id), e))?;
+            let found = out.reservations().iter().find_map(|r| {
+                let instance = r.instances().iter().find(|i| i.instance_id() == Some(id.as_str()))?;
+                Some(Standing {
+                    state: instance.state().and_then(|s| s.name()).map_or_else(String::new, |n| n.as_str().to_owned()),
+                    owner_id: r.owner_id().map(str::to_owned),
+                    tags: instance
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                        .collect(),
+                })
+            });
+            Ok(found)
+        })
+    }
+
     fn instances_with_tags<'a>(
         &'a self,
         tags: &'a [TagSelector],
@@ -416,6 +467,10 @@ mod tests {
 
         fn set_source_dest_check<'a>(&'a self, _: &'a InstanceId, _: bool) -> BoxFuture<'a, Result<(), CloudError>> {
             Box::pin(async { Ok(()) })
+        }
+
+        fn standing<'a>(&'a self, _: &'a InstanceId) -> BoxFuture<'a, Result<Option<Standing>, CloudError>> {
+            Box::pin(async { Ok(None) })
         }
 
         fn instances_with_tags<'a>(

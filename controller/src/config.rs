@@ -1,8 +1,14 @@
 //! The controller's configuration: flags with environment fallbacks, read once.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr as _, time::Duration};
 
-use teefleet_model::Listen;
+use teefleet_model::{Listen, TagSelector};
+
+use crate::iid::{JoinPolicy, Signers};
+
+fn parse_tag(text: &str) -> Result<TagSelector, String> {
+    TagSelector::from_str(text.trim()).map_err(|e| e.reason)
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "fleet-controller", version = teefleet_proto::VERSION, about = "teefleet controller: sessions in, rule sets out")]
@@ -86,6 +92,26 @@ pub struct Config {
     #[arg(long, env = "FLEET_METRICS_LISTEN", value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9478")]
     pub metrics_listen: Listen,
 
+    /// An AWS account whose instances may enroll with their EC2 instance identity document
+    /// instead of a join token (repeat, or separate with commas). Without one, agents enroll
+    /// only with join tokens. The controller checks each enrolling instance with
+    /// DescribeInstances in its own region and account.
+    #[arg(long = "join-account", env = "FLEET_JOIN_ACCOUNTS", value_name = "ACCOUNT_ID", value_delimiter = ',',
+          value_parser = crate::iid::parse_account)]
+    pub join_accounts: Vec<String>,
+
+    /// A tag an instance must carry to enroll by instance identity, KEY=VALUE (repeat, or
+    /// separate with commas: all are needed).
+    #[arg(long = "join-tag", env = "FLEET_JOIN_TAGS", value_name = "KEY=VALUE", value_delimiter = ',',
+          value_parser = parse_tag)]
+    pub join_tags: Vec<TagSelector>,
+
+    /// PEM certificates that sign instance identity documents, replacing the built-in AWS
+    /// RSA-2048 certificates of every commercial, GovCloud and China region (for tests, or a
+    /// region newer than this build).
+    #[arg(long = "iid-certs", env = "FLEET_IID_CERTS", value_name = "FILE")]
+    pub iid_certs: Option<PathBuf>,
+
     /// Plaintext gRPC with no authentication: anyone who can connect is an admin and any
     /// agent may speak for any host. For labs only.
     #[arg(long, env = "FLEET_INSECURE")]
@@ -145,6 +171,7 @@ impl Config {
                 crate::heartbeat::SAMPLES_KEPT.as_secs()
             ));
         }
+        self.join_policy()?;
         if let Some(t) = self.bootstrap_token.as_ref().filter(|t| t.len() < crate::auth::MIN_BOOTSTRAP_LEN) {
             return Err(format!(
                 "the bootstrap token has {} characters; give at least {}",
@@ -153,6 +180,31 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Enrollment by instance identity as configured: `None` without `--join-account`.
+    pub fn join_policy(&self) -> Result<Option<JoinPolicy>, String> {
+        if self.join_accounts.is_empty() {
+            return match (self.join_tags.is_empty(), &self.iid_certs) {
+                (true, None) => Ok(None),
+                _ => Err("--join-tag and --iid-certs apply to enrollment by instance identity, which is off without \
+                          --join-account (FLEET_JOIN_ACCOUNTS)"
+                    .to_owned()),
+            };
+        }
+        let signers = match &self.iid_certs {
+            Some(path) => Signers::load(path),
+            None => Signers::aws(),
+        };
+        let signers = signers.map_err(|e| match std::error::Error::source(&e) {
+            Some(source) => format!("--iid-certs: {e}: {source}"),
+            None => format!("--iid-certs: {e}"),
+        })?;
+        Ok(Some(JoinPolicy {
+            accounts: self.join_accounts.iter().cloned().collect(),
+            tags: self.join_tags.clone(),
+            signers,
+        }))
     }
 
     /// The connection caps and deadline as configured (before the open-file limit).
@@ -232,6 +284,28 @@ mod tests {
         assert_eq!(parse(&["--expiry-interval", "1s"]).expiry_interval, Duration::from_secs(1));
         let args = ["fleet-controller", "--database-url", "x", "--expiry-interval", "10"];
         assert!(Config::try_parse_from(args).is_err(), "a bare number is no duration");
+    }
+
+    #[test]
+    fn join_by_identity_needs_an_account_and_takes_tags_and_certificates() {
+        assert!(parse(&[]).join_policy().expect("valid").is_none(), "off by default");
+        let policy = parse(&["--join-account", "123456789012,210987654321", "--join-tag", "fleet=mirror"])
+            .join_policy()
+            .expect("valid")
+            .expect("on");
+        assert_eq!(policy.accounts.len(), 2);
+        assert_eq!(policy.tags.iter().map(ToString::to_string).collect::<Vec<_>>(), ["fleet=mirror"]);
+        assert_eq!(policy.signers.len(), 39, "AWS's built-in certificates");
+        for bad in [&["--join-account", "12345"][..], &["--join-account", "12345678901x"], &["--join-tag", "=x"]] {
+            let args = [&["fleet-controller", "--database-url", "x"][..], bad].concat();
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let err = parse(&["--join-tag", "fleet=mirror"]).check().expect_err("tags without accounts");
+        assert!(err.contains("--join-account"), "{err}");
+        let err = parse(&["--join-account", "123456789012", "--iid-certs", "/nonexistent.pem"])
+            .check()
+            .expect_err("unreadable certificates");
+        assert!(err.contains("--iid-certs") && err.contains("/nonexistent.pem"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod expiry;
 mod fanout;
 pub mod grpc;
 mod heartbeat;
+pub mod iid;
 mod leader;
 pub mod metrics;
 pub mod pki;
@@ -66,6 +67,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{0}")]
+    Config(String),
     #[error("could not open the database")]
     Store(#[source] store::StoreError),
     #[error("gRPC server failed")]
@@ -134,6 +137,13 @@ pub async fn run(
     cloud: Arc<dyn Cloud>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let join = config.join_policy().map_err(Error::Config)?;
+    if let Some(policy) = &join {
+        info!(
+            accounts = ?policy.accounts, tags = ?policy.tags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            certificates = policy.signers.len(), "agents may enroll by EC2 instance identity"
+        );
+    }
     let store = Store::connect(&config.database_url).await.map_err(Error::Store)?;
     let (ca, tls) = if config.insecure {
         warn!(
@@ -188,7 +198,7 @@ pub async fn run(
         acks,
         refusals,
         metrics: metrics.clone(),
-        access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl }),
+        access: Arc::new(Access { ca, agent_cert_lifetime: config.agent_cert_ttl, join }),
         store: store.clone(),
         cloud: cloud.clone(),
         hub: hub.clone(),

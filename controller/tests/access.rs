@@ -266,7 +266,7 @@ async fn join_tokens_enroll_agents_that_speak_only_for_themselves_until_revoked(
     // Renewal uses the certificate, not a token, and keeps the host.
     let (_, csr) = csr();
     let renewed = AgentServiceClient::new(mtls.clone())
-        .renew(pb::EnrollRequest { join_token: String::new(), host_id: SOURCE.into(), csr })
+        .renew(pb::EnrollRequest { host_id: SOURCE.into(), csr, ..Default::default() })
         .await
         .expect("renew")
         .into_inner();

@@ -18,6 +18,7 @@ pub struct LabBuilder {
     pub(crate) secure: bool,
     pub(crate) replicas: usize,
     pub(crate) enforce_checks: bool,
+    pub(crate) join_by_identity: bool,
 }
 
 /// The admin token of a secure lab's controller (FLEET_BOOTSTRAP_TOKEN).
@@ -47,6 +48,7 @@ impl Default for LabBuilder {
             secure: false,
             replicas: 1,
             enforce_checks: true,
+            join_by_identity: false,
         }
     }
 }
@@ -120,6 +122,22 @@ impl LabBuilder {
     }
 }
 
+/// The tag the lab gives every agent host's instance when agents join by instance
+/// identity, and the controller asks for (`--join-tag`); the client's instance lacks it.
+pub const JOIN_TAG: (&str, &str) = ("teefleet-lab", "agent");
+
+impl LabBuilder {
+    /// Whether agents enroll with their instance identity instead of a join token (needs
+    /// `secure`): each host namespace gets an IMDS stand-in serving a document the lab
+    /// signed, the controller trusts the lab's certificate (`--iid-certs`) and the lab's
+    /// account (`--join-account`) and asks for [`JOIN_TAG`], which the agent hosts'
+    /// instances carry.
+    pub fn join_by_identity(mut self, yes: bool) -> Self {
+        self.join_by_identity = yes;
+        self
+    }
+}
+
 /// fleetctl's connection flags for the lab's admin.
 pub(crate) fn client_args(security: &Security) -> Vec<String> {
     match security {
@@ -136,9 +154,12 @@ pub(crate) fn client_args(security: &Security) -> Vec<String> {
 }
 
 /// fleet-agent's connection flags.
-pub(crate) fn agent_args(security: &Security) -> Vec<String> {
+pub(crate) fn agent_args(security: &Security, by_identity: bool) -> Vec<String> {
     match security {
         Security::Insecure => vec!["--insecure".to_owned()],
+        Security::Secure { pin, .. } if by_identity => {
+            vec!["--ca-pin".to_owned(), pin.clone(), "--join-method".to_owned(), "instance-identity".to_owned()]
+        }
         Security::Secure { pin, join_token, .. } => {
             vec!["--ca-pin".to_owned(), pin.clone(), "--join-token".to_owned(), join_token.clone()]
         }

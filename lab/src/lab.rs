@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-pub use crate::builder::{LAB_ADMIN_TOKEN, LabBuilder};
+pub use crate::builder::{JOIN_TAG, LAB_ADMIN_TOKEN, LabBuilder};
 use crate::builder::{Security, agent_args, client_args};
 use crate::capture::Capture;
 use crate::ec2::{self, Ec2Fixture};
+use crate::iid::{self, IidSigner};
+use crate::imds::{Identity, Imds, LAB_ACCOUNT};
 use crate::moto::Moto;
 use crate::netns::Network;
 use crate::postgres::TempPostgres;
@@ -43,7 +45,7 @@ pub const CLIENT: &str = "client";
 
 impl LabBuilder {
     /// Brings the lab up; returns once the controller listens and the agents are running.
-    pub async fn start(self) -> Result<Lab, LabError> {
+    pub async fn start(mut self) -> Result<Lab, LabError> {
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -81,7 +83,38 @@ impl LabBuilder {
             }
             None
         };
+        let mut identity = None;
+        if self.join_by_identity {
+            if !self.secure {
+                return Err(LabError::Invalid(
+                    "join_by_identity needs secure(true): --insecure agents do not enroll".into(),
+                ));
+            }
+            let signer = IidSigner::create(&logs, "lab-iid").await?;
+            for host in AGENT_HOSTS {
+                ec2.tag(host, JOIN_TAG.0, JOIN_TAG.1).await?;
+            }
+            self.controller_args.extend([
+                "--join-account".to_owned(),
+                LAB_ACCOUNT.to_owned(),
+                "--join-tag".to_owned(),
+                format!("{}={}", JOIN_TAG.0, JOIN_TAG.1),
+                "--iid-certs".to_owned(),
+                signer.cert_path().display().to_string(),
+            ]);
+            let mut servers = std::collections::BTreeMap::new();
+            for host in network.hosts() {
+                let id = ec2.instance_id(&host.name)?.to_owned();
+                let document =
+                    iid::document(LAB_ACCOUNT, &id, crate::moto::REGION, &host.ip.to_string(), &launched_now());
+                let signature = signer.sign(&document).await?;
+                let imds = Imds::start(&host.netns, Identity { instance_id: id, document, signature }).await?;
+                servers.insert(host.name.clone(), imds);
+            }
+            identity = Some((signer, servers));
+        }
         let mut lab = Lab {
+            identity,
             _follower: follower,
             agents: Mutex::new(Vec::new()),
             controller: Mutex::new(None),
@@ -120,6 +153,9 @@ impl LabBuilder {
 /// moto and Postgres, then the directory.
 #[derive(Debug)]
 pub struct Lab {
+    /// With `join_by_identity`: the signer of the lab's identity documents and each host's
+    /// IMDS stand-in.
+    identity: Option<(IidSigner, std::collections::BTreeMap<String, Imds>)>,
     /// Keeps the bridges' Source/Dest Checks equal to EC2's (when enforced); stops first.
     _follower: Option<Follower>,
     // Behind locks so that every operation, `wait_until` included, needs only `&Lab`;
@@ -279,19 +315,58 @@ impl Lab {
         let spec = AgentSpec {
             netns: self.network.host(host)?.netns.clone(),
             host: host.to_owned(),
-            controller_url: std::iter::once(&self.controller_url)
-                .chain(&self.replica_urls)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
+            controller_url: self.controller_urls(),
             host_id: self.ec2.instance_id(host)?.to_owned(),
             state_dir: self.agent_state_dir(host),
             rust_log: self.rust_log.clone(),
-            extra_args: agent_args(&self.security).into_iter().chain(self.agent_args.iter().cloned()).collect(),
+            extra_args: agent_args(&self.security, self.identity.is_some())
+                .into_iter()
+                .chain(self.agent_args.iter().cloned())
+                .collect(),
         };
         let proc = procs::spawn_agent(&spec, &self.logs.join(format!("agent-{host}.log")))?;
         lock(&self.agents).push(proc);
         Ok(())
+    }
+
+    /// Runs `fleet-agent ARGS…` once in `host`'s namespace with the lab's controller URLs
+    /// in FLEET_CONTROLLER and the CA's pin in FLEET_CA_PIN, as a host's own scripts would
+    /// (`leave`, or an agent expected to stop on its own); killed after `timeout`.
+    pub async fn agent_once(&self, host: &str, args: &[&str], timeout: Duration) -> Result<CliOutput, LabError> {
+        let mut env = vec![("FLEET_CONTROLLER", self.controller_urls())];
+        if let Security::Secure { pin, .. } = &self.security {
+            env.push(("FLEET_CA_PIN", pin.clone()));
+        }
+        procs::agent_once(&self.network.host(host)?.netns, args, &env, &self.rust_log, timeout).await
+    }
+
+    /// The IMDS stand-in of `host` (with `join_by_identity`).
+    pub fn imds(&self, host: &str) -> Result<&Imds, LabError> {
+        let servers = &self
+            .identity
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("the lab was built without join_by_identity".into()))?
+            .1;
+        servers.get(host).ok_or_else(|| LabError::Invalid(format!("no IMDS stand-in in {host}")))
+    }
+
+    /// The lab's signature of `document`, as IMDS would serve it (with `join_by_identity`).
+    pub async fn sign_identity(&self, document: &str) -> Result<String, LabError> {
+        let signer = &self
+            .identity
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("the lab was built without join_by_identity".into()))?
+            .0;
+        signer.sign(document).await
+    }
+
+    /// Every controller URL, the first one first, comma-separated.
+    fn controller_urls(&self) -> String {
+        std::iter::once(&self.controller_url)
+            .chain(&self.replica_urls)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Kills the agent of `host`, if one runs (to test disconnection and restarts).
@@ -387,6 +462,30 @@ impl Lab {
     pub async fn capture(&self, host: &str, label: &str, filter: Option<&str>) -> Result<Capture, LabError> {
         let netns = &self.network.host(host)?.netns;
         Capture::start(netns, label, &self.logs, filter).await
+    }
+
+    /// Whether `host`'s agent shows as connected in `fleetctl host list`; `None` when
+    /// fleetctl fails.
+    pub async fn connected(&self, host: &str) -> Result<Option<bool>, LabError> {
+        let id = self.instance_id(host)?;
+        let out = self.fleetctl(&["host", "list", "-o", "json"]).await?;
+        if !out.success() {
+            return Ok(None);
+        }
+        let hosts = out.json()?;
+        Ok(Some(hosts.as_array().is_some_and(|a| a.iter().any(|h| h["host_id"] == id && h["connected"] == true))))
+    }
+
+    /// Pings `source` from the client and waits until a VXLAN clone of the request reaches
+    /// [`COLLECTOR`]: a session from `source` to it mirrors. `label` names the capture.
+    pub async fn ping_is_mirrored(&self, source: &str, label: &str, timeout: Duration) -> Result<(), LabError> {
+        let capture = self.capture(COLLECTOR, label, Some("icmp or udp port 4789")).await?;
+        let (client, source) = (std::net::IpAddr::from(self.ip(CLIENT)?), std::net::IpAddr::from(self.ip(source)?));
+        let is_clone =
+            move |p: &crate::Packet| p.vxlan.is_some() && p.src == client && p.dst == source && p.is_echo_request();
+        self.network.ping(CLIENT, source, 3).await?;
+        capture.wait_for("a clone of the client's ping at the collector", 1, timeout, is_clone).await?;
+        Ok(())
     }
 
     /// Source/Dest Check of a lab host's instance, through the EC2 API.
@@ -494,6 +593,23 @@ impl Drop for Lab {
             self.keep_dir();
         }
     }
+}
+
+/// Now as an identity document's `pendingTime`: `2026-12-05T11:34:08Z`.
+pub fn launched_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// The lab needs root. Returns `true` when running as root; `false` (skip the test) when

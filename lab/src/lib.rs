@@ -13,6 +13,8 @@ pub mod ec2;
 mod error;
 mod faults;
 mod host;
+pub mod iid;
+pub mod imds;
 pub mod lab;
 pub mod moto;
 pub mod netns;
@@ -28,8 +30,11 @@ pub use cmd::is_root;
 pub use ec2::Ec2Fixture;
 pub use error::LabError;
 pub use faults::Loss;
+pub use iid::IidSigner;
+pub use imds::{Identity, Imds, LAB_ACCOUNT};
 pub use lab::{
-    AGENT_HOSTS, CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, Lab, LabBuilder, SOURCES, require_root_or_skip,
+    AGENT_HOSTS, CLIENT, COLLECTOR, COLLECTOR_B, COLLECTOR2, COLLECTORS, JOIN_TAG, Lab, LabBuilder, SOURCES,
+    launched_now, require_root_or_skip,
 };
 pub use moto::Moto;
 pub use netns::{Network, Range};

@@ -222,6 +222,43 @@ pub fn spawn_agent(spec: &AgentSpec, log: &Path) -> Result<Proc, LabError> {
     Proc::spawn(&format!("fleet-agent {}", spec.host), command, log)
 }
 
+/// Runs `fleet-agent args…` in `netns` to completion with `env` set, killed after `timeout`
+/// (then the code is `None`).
+pub async fn agent_once(
+    netns: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    rust_log: &str,
+    timeout: Duration,
+) -> Result<CliOutput, LabError> {
+    let mut command = cmd::command("ip", ["netns", "exec", netns]);
+    command.arg(binary(AGENT_BIN)?);
+    command.args(args);
+    clean_env(&mut command);
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command.env("RUST_LOG", rust_log);
+    command.kill_on_drop(true);
+    let line = cmd::describe(&command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::io(format!("running `{line}`"), e))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.map_err(|e| LabError::io(format!("running `{line}`"), e))?;
+            Ok(CliOutput {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+        // Dropping the future killed the child (kill_on_drop).
+        Err(_) => Ok(CliOutput { code: None, stdout: String::new(), stderr: format!("killed after {timeout:?}") }),
+    }
+}
+
 /// Removes variables of the operator's own environment that would change what the lab's
 /// children do, so that command-line flags alone decide.
 fn clean_env(command: &mut Command) {
@@ -240,6 +277,10 @@ fn clean_env(command: &mut Command) {
         "FLEET_CA_CERT",
         "FLEET_INSECURE",
         "FLEET_JOIN_TOKEN",
+        "FLEET_JOIN_METHOD",
+        "FLEET_JOIN_ACCOUNTS",
+        "FLEET_JOIN_TAGS",
+        "FLEET_IID_CERTS",
         "FLEET_CA_PIN",
         "FLEET_BOOTSTRAP_TOKEN",
         "FLEET_TLS_SAN",

@@ -3,36 +3,13 @@
 //! fleetctl uses a bearer token. A caller without a token changes nothing; a revoked host
 //! is cut off but keeps mirroring (fail-open); every change is in the audit log.
 
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use teefleet_lab::{CLIENT, COLLECTOR, Lab, LabError, Packet, require_root_or_skip};
+use teefleet_lab::{COLLECTOR, Lab, require_root_or_skip};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Whether `host` shows as connected in `fleetctl host list`.
-async fn connected(lab: &Lab, host: &str) -> Result<Option<bool>, LabError> {
-    let id = lab.instance_id(host)?;
-    let out = lab.fleetctl(&["host", "list", "-o", "json"]).await?;
-    if !out.success() {
-        return Ok(None);
-    }
-    let hosts = out.json()?;
-    Ok(Some(hosts.as_array().is_some_and(|a| a.iter().any(|h| h["host_id"] == id && h["connected"] == true))))
-}
-
-/// Pings source1 from the client and waits until a clone of the request reaches the
-/// collector.
-async fn clones_arrive(lab: &Lab, label: &str) -> Result<()> {
-    let capture = lab.capture(COLLECTOR, label, Some("icmp or udp port 4789")).await?;
-    let (client, source1) = (IpAddr::from(lab.ip(CLIENT)?), IpAddr::from(lab.ip("source1")?));
-    let is_clone = move |p: &Packet| p.vxlan.is_some() && p.src == client && p.dst == source1 && p.is_echo_request();
-    lab.network.ping(CLIENT, source1, 3).await?;
-    capture.wait_for("a clone of the client's ping at the collector", 1, WAIT, is_clone).await?;
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolled_agents_mirror_and_a_revoked_host_is_cut_off_but_keeps_its_rules() {
@@ -48,7 +25,7 @@ async fn enrolled_agents_mirror_and_a_revoked_host_is_cut_off_but_keeps_its_rule
 async fn body(lab: &Lab) -> Result<()> {
     for host in ["source1", "source2"] {
         lab.wait_until(&format!("{host}'s agent to enroll and connect"), WAIT, || async move {
-            connected(lab, host).await.map(|c| c.filter(|c| *c).map(|_| ()))
+            lab.connected(host).await.map(|c| c.filter(|c| *c).map(|_| ()))
         })
         .await?;
         // The key never left the host, and only root can read it.
@@ -89,17 +66,17 @@ async fn body(lab: &Lab) -> Result<()> {
         ])
         .await?;
     ensure!(out.success(), "session create failed: {out}");
-    clones_arrive(lab, "secure-before-revoke").await?;
+    lab.ping_is_mirrored("source1", "secure-before-revoke", WAIT).await?;
 
     let revoked = lab.fleetctl_ok(&["host", "revoke", &source1]).await?;
-    lab.wait_until("source1 to be cut off", WAIT, || async { Ok(connected(lab, "source1").await?.filter(|c| !c)) })
+    lab.wait_until("source1 to be cut off", WAIT, || async { Ok(lab.connected("source1").await?.filter(|c| !c)) })
         .await
         .with_context(|| format!("after host revoke printed {revoked}"))?;
     // Fail-open: the host's rules stay, so mirroring goes on until an operator removes it.
-    clones_arrive(lab, "secure-after-revoke").await?;
+    lab.ping_is_mirrored("source1", "secure-after-revoke", WAIT).await?;
     // And it stays cut off: its reconnects are refused.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    ensure!(connected(lab, "source1").await? == Some(false), "a revoked host reconnected");
+    ensure!(lab.connected("source1").await? == Some(false), "a revoked host reconnected");
 
     let audit = lab.fleetctl_ok(&["audit", "list", "-o", "json"]).await?.json()?;
     let actions: Vec<&str> =

@@ -22,11 +22,13 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("
 /// with the longest names the model admits, fit (tested in `tests/limits.rs`).
 pub const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
 
+mod enroll;
 mod enums;
 mod report;
 mod request;
 mod rules;
 
+pub use enroll::{enroll_request, join_proof};
 pub use enums::{direction, family, protocol, rule_direction};
 pub use report::{arrivals, counters, dataplane, host_event};
 pub use request::{

@@ -4,9 +4,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
-use teefleet_model::HostId;
+use teefleet_model::{HostId, IdentityEvidence, InstanceId, JoinProof, carries_all};
 use teefleet_proto::{
-    field,
+    field, join_proof,
     v1::{self as pb, audit_service_server::AuditService, token_service_server::TokenService},
 };
 use tonic::{Request, Response, Status};
@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::{Api, ApiError};
 use crate::{
     auth::{self, Principal, Role},
+    iid::JoinPolicy,
     pki::{Ca, Csr, Issued, fingerprint},
     refusals::{Kind, Refusal},
     store::{AuditEntry, EnrollRefusal, NewToken, unusable_reason},
@@ -32,6 +33,8 @@ pub struct Access {
     /// `None` with --insecure: plaintext, no authentication.
     pub ca: Option<Ca>,
     pub agent_cert_lifetime: Duration,
+    /// Enrollment by instance identity; `None` when no `--join-account` allows it.
+    pub join: Option<JoinPolicy>,
 }
 
 /// An authenticated caller and where it called from.
@@ -224,32 +227,42 @@ impl Api {
         let ca = self.ca()?;
         let peer = peer(&req);
         let remote = req.remote_addr();
-        let refused = |target: &str, reason, status| {
-            self.refuse(
-                remote,
-                Kind::Enroll,
-                reason,
-                AuditEntry::new("join token", &peer, "host.enroll", target),
-                status,
-            )
-        };
         let body = req.get_ref();
+        let proof = join_proof(body);
+        let actor = match &proof {
+            Ok(Some(JoinProof::InstanceIdentity(_))) => "instance identity",
+            _ => "join token",
+        };
+        let refused = |target: &str, reason, status| {
+            self.refuse(remote, Kind::Enroll, reason, AuditEntry::new(actor, &peer, "host.enroll", target), status)
+        };
         let host = match field::<HostId>("host_id", &body.host_id) {
             Ok(host) => host,
             Err(e) => return Err(refused(&body.host_id, "invalid_request", Status::from(ApiError::from(e)))),
         };
-        if body.join_token.is_empty() || body.join_token.len() > auth::MAX_TOKEN_LEN {
-            let status =
-                Status::unauthenticated("a join token is needed to enroll (fleetctl token create --role agent)");
-            return Err(refused(host.as_str(), "no_token", status));
-        }
+        let proof = match proof {
+            Ok(Some(proof)) => proof,
+            Ok(None) => {
+                let status = Status::unauthenticated(
+                    "a join token (fleetctl token create --role agent) or an instance identity document                      (fleet-agent --join-method instance-identity) is needed to enroll",
+                );
+                return Err(refused(host.as_str(), "no_token", status));
+            }
+            Err(e) => return Err(refused(host.as_str(), "invalid_request", Status::from(ApiError::from(e)))),
+        };
         let csr = match Csr::parse(&body.csr) {
             Ok(csr) => csr,
             Err(e) => return Err(refused(host.as_str(), "bad_csr", Status::invalid_argument(format!("csr: {e}")))),
         };
+        let secret = match proof {
+            JoinProof::Token(secret) => secret,
+            JoinProof::InstanceIdentity(evidence) => {
+                return self.enroll_by_identity(ca, &host, &csr, &evidence, &peer, remote).await;
+            }
+        };
         let entry = AuditEntry::new("join token", &peer, "host.enroll", host.as_str());
         let lifetime = self.access.agent_cert_lifetime;
-        let secret = auth::hash_secret(&body.join_token);
+        let secret = auth::hash_secret(&secret);
         let issue = || ca.sign_agent(&csr, &host, lifetime);
         let outcome =
             self.store.enroll(&secret, &host, &csr.key_sha256(), issue, &entry).await.map_err(ApiError::from)?;
@@ -265,6 +278,138 @@ impl Api {
         }
         info!(host_id = %host, not_after = %enrolled.issued.not_after, retry = enrolled.retry, "agent enrolled");
         Ok(enroll_response(ca, enrolled.issued))
+    }
+
+    /// Enrollment by instance identity: the signature verified against the trusted
+    /// certificates, then the document checked against the host, the allowed accounts and
+    /// EC2 (the instance exists, runs, is the account's and carries the tags), then the
+    /// store refuses a document whose certificate is live (a replay).
+    async fn enroll_by_identity(
+        &self,
+        ca: &Ca,
+        host: &HostId,
+        csr: &Csr,
+        evidence: &IdentityEvidence,
+        peer: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<pb::EnrollResponse, Status> {
+        let refused = |actor: &str, reason, status| {
+            let audit = AuditEntry::new(actor, peer, "host.enroll", host.as_str());
+            self.refuse(remote, Kind::Enroll, reason, audit, status)
+        };
+        let Some(policy) = &self.access.join else {
+            let status = Status::failed_precondition(
+                "enrollment by instance identity is off on this controller: start it with --join-account ACCOUNT_ID \
+                 (FLEET_JOIN_ACCOUNTS) for the accounts whose instances may join, or enroll with a join token",
+            );
+            return Err(refused("instance identity", "identity_off", status));
+        };
+        let document = match policy.signers.verify(evidence) {
+            Ok(document) => document,
+            Err(e) => {
+                let status = Status::unauthenticated(format!("instance identity: {e}"));
+                return Err(refused("instance identity", e.reason(), status));
+            }
+        };
+        let actor = format!("instance identity (account {})", document.account_id);
+        if document.instance_id.as_str() != host.as_str() {
+            let status = Status::permission_denied(format!(
+                "the instance identity document is instance {}'s, not host {host}'s; an agent enrolling by instance \
+                 identity uses its instance id as host id (leave --host-id unset)",
+                document.instance_id
+            ));
+            return Err(refused(&actor, "identity_other_host", status));
+        }
+        if !policy.accounts.contains(&document.account_id) {
+            let status = Status::permission_denied(format!(
+                "instance {host} belongs to account {}, which may not enroll by instance identity; add it with \
+                 --join-account on the controller",
+                document.account_id
+            ));
+            return Err(refused(&actor, "identity_account", status));
+        }
+        let instance_id: InstanceId = document.instance_id.clone();
+        let standing = match self.cloud.standing(&instance_id).await {
+            Ok(standing) => standing,
+            Err(e) => {
+                warn!(host_id = %host, error = %e, "cannot check an enrolling instance with EC2");
+                return Err(Status::unavailable(format!("cannot check instance {host} with EC2 now: {e}")));
+            }
+        };
+        let standing = match standing {
+            Some(s) => s,
+            None => {
+                let status = Status::permission_denied(format!(
+                    "EC2 does not know instance {host} (in region {} of account {}); the controller checks \
+                     instances in its own region and account",
+                    document.region, document.account_id
+                ));
+                return Err(refused(&actor, "identity_unknown_instance", status));
+            }
+        };
+        if standing.owner_id.as_ref().is_some_and(|owner| *owner != document.account_id) {
+            let status = Status::permission_denied(format!(
+                "EC2 says instance {host} belongs to account {}, not {}",
+                standing.owner_id.as_deref().unwrap_or_default(),
+                document.account_id
+            ));
+            return Err(refused(&actor, "identity_account", status));
+        }
+        if !standing.is_running() {
+            let status = Status::permission_denied(format!(
+                "instance {host} is {}; only a running instance enrolls by instance identity",
+                if standing.state.is_empty() { "in no state EC2 names" } else { standing.state.as_str() }
+            ));
+            return Err(refused(&actor, "identity_not_running", status));
+        }
+        let carried = standing.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        // `carries_all` is false for no selectors: no --join-tag asks for nothing.
+        if !policy.tags.is_empty() && !carries_all(&policy.tags, carried) {
+            let missing: Vec<String> = policy
+                .tags
+                .iter()
+                .filter(|t| !standing.tags.iter().any(|(k, v)| k == t.key() && v == t.value()))
+                .map(ToString::to_string)
+                .collect();
+            let status = Status::permission_denied(format!(
+                "instance {host} does not carry the tag{} {} that --join-tag asks for",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", ")
+            ));
+            return Err(refused(&actor, "identity_tags", status));
+        }
+        let entry = AuditEntry::new(&actor, peer, "host.enroll", host.as_str());
+        let lifetime = self.access.agent_cert_lifetime;
+        let issue = || ca.sign_agent(csr, host, lifetime);
+        let outcome = self
+            .store
+            .enroll_by_identity(host, &document.digest, &csr.key_sha256(), issue, &entry)
+            .await
+            .map_err(ApiError::from)?;
+        let enrolled = match outcome {
+            Ok(enrolled) => enrolled,
+            Err(refusal) => {
+                let (reason, status) = enroll_refusal(host, refusal);
+                return Err(refused(&actor, reason, status));
+            }
+        };
+        info!(
+            host_id = %host, account = %document.account_id, region = %document.region,
+            pending_time = %document.pending_time, not_after = %enrolled.issued.not_after, retry = enrolled.retry,
+            "agent enrolled by instance identity"
+        );
+        Ok(enroll_response(ca, enrolled.issued))
+    }
+
+    /// `fleet-agent leave`: the host revokes its own certificates with the one it presents.
+    pub(crate) async fn leave(&self, req: Request<pb::LeaveRequest>) -> Result<pb::LeaveResponse, Status> {
+        self.ca()?;
+        let (_, host) = self.agent_identity(&req, "host.leave").await?;
+        let entry = AuditEntry::new(&format!("host:{host}"), &peer(&req), "host.leave", host.as_str());
+        let revoked = self.audited(&entry, async { Ok(self.store.revoke_host(&host, &entry).await?) }).await?;
+        let disconnected = self.hub.cut_off(&host);
+        info!(host_id = %host, revoked, disconnected, "host left the fleet");
+        Ok(pb::LeaveResponse { revoked_certificates: u32::try_from(revoked).unwrap_or(u32::MAX) })
     }
 
     pub(crate) async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<pb::EnrollResponse, Status> {
@@ -284,7 +429,7 @@ impl Api {
             .and_then(|csr| ca.sign_agent(&csr, &host, self.access.agent_cert_lifetime))
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let entry = AuditEntry::new(&format!("host:{host}"), &peer, "host.renew", host.as_str());
-        self.store.record_renewal(&host, &issued, &entry).await.map_err(ApiError::from)?;
+        self.store.record_renewal(&host, &issued, &print, &entry).await.map_err(ApiError::from)?;
         info!(host_id = %host, not_after = %issued.not_after, "agent certificate renewed");
         Ok(enroll_response(ca, issued))
     }
@@ -317,14 +462,23 @@ fn enroll_refusal(host: &HostId, refusal: EnrollRefusal) -> (&'static str, Statu
         EnrollRefusal::Enrolled { until } => (
             "enrolled_host",
             Status::already_exists(format!(
-                "host {host} is already enrolled: it holds a certificate valid until {}, and a join token cannot \
-                 take over an enrolled host. If this is the host, rebuilt or without its key, revoke the old \
+                "host {host} is already enrolled: it holds a certificate valid until {}, and neither a join token nor an \
+                 identity document takes over an enrolled host. If this is the host, rebuilt or without its key, revoke the old \
                  identity first (fleetctl host revoke {host}) or enroll with a token made for it \
                  (fleetctl token create --role agent --host {host})",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
         ),
         EnrollRefusal::Csr(why) => ("bad_csr", Status::invalid_argument(format!("csr: {why}"))),
+        EnrollRefusal::Replayed { until } => (
+            "identity_replay",
+            Status::already_exists(format!(
+                "this instance identity document already enrolled host {host}, whose certificate is valid until {}; \
+                 a copy of it cannot enroll again. If this is the host, rebuilt or without its key, revoke the old \
+                 identity first (fleetctl host revoke {host})",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+        ),
     }
 }
 

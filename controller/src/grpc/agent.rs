@@ -207,6 +207,10 @@ impl AgentService for Api {
     async fn renew(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         Ok(Response::new(Api::renew(self, req).await?))
     }
+
+    async fn leave(&self, req: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+        Ok(Response::new(Api::leave(self, req).await?))
+    }
 }
 
 /// A rule set sent on the stream.

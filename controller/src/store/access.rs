@@ -301,19 +301,7 @@ impl Store {
         if let Some(other) = for_host.as_deref().filter(|h| *h != host.as_str()) {
             return Ok(Err(EnrollRefusal::OtherHost(other.to_owned())));
         }
-        // Two enrollments of one host wait for each other here, so they cannot both find it
-        // free (a row lock cannot hold rows that do not exist yet).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let live = sqlx::query(
-            "SELECT public_key_sha256, token_id, not_after FROM agent_certs
-             WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE",
-        )
-        .bind(host.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let live = lock_live_certs(&mut tx, host, LIVE_BY_TOKEN).await?;
         let same_key = !live.is_empty()
             && live
                 .iter()
@@ -342,18 +330,69 @@ impl Store {
         if retired > 0 {
             super::coordination::notify_revoked(&mut tx, host).await?;
         }
-        insert_cert(&mut tx, host, &issued, Some(&token.id)).await?;
+        insert_cert(&mut tx, host, &issued, Some(&token.id), None).await?;
         audit_ok(&mut tx, &audit.by(&format!("token:{} (agent)", token.id))).await?;
         tx.commit().await?;
         Ok(Ok(Enrolled { issued, retired, retry: same_key }))
     }
 
+    /// Enrollment by a verified instance identity document (digest `identity_sha256`), in
+    /// one transaction. As with a join token, a host that holds a live certificate is not
+    /// enrolled again: a document that got one of those certificates is a replay, unless
+    /// the request carries that certificate's key (an agent retrying an enrollment whose
+    /// answer it lost). Once the host's certificates expired or were revoked, the same
+    /// document enrolls it again (an instance stopped past its certificate's life).
+    /// `issue` runs only once all is known to be good.
+    pub async fn enroll_by_identity(
+        &self,
+        host: &HostId,
+        identity_sha256: &[u8; 32],
+        key_sha256: &[u8; 32],
+        issue: impl FnOnce() -> Result<Issued, crate::pki::PkiError>,
+        audit: &AuditEntry,
+    ) -> Result<Result<Enrolled, EnrollRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let live = lock_live_certs(&mut tx, host, LIVE_BY_IDENTITY).await?;
+        let column = |r: &PgRow, i| r.try_get::<Option<Vec<u8>>, _>(i).ok().flatten();
+        let same_key = live.iter().all(|r| column(r, 0).as_deref() == Some(&key_sha256[..]));
+        let used = live.iter().any(|r| column(r, 1).as_deref() == Some(&identity_sha256[..]));
+        let retry = !live.is_empty() && same_key && used;
+        if !live.is_empty() && !retry {
+            let until: DateTime<Utc> = live.last().map(|r| r.try_get(2)).transpose()?.unwrap_or_else(Utc::now);
+            return Ok(Err(if used { EnrollRefusal::Replayed { until } } else { EnrollRefusal::Enrolled { until } }));
+        }
+        let issued = match issue() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(EnrollRefusal::Csr(e.to_string()))),
+        };
+        insert_cert(&mut tx, host, &issued, None, Some(identity_sha256)).await?;
+        audit_ok(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Ok(Enrolled { issued, retired: 0, retry }))
+    }
+
     /// A renewal: the new certificate, recorded with its audit entry. The one it replaces
     /// is retired once the new one is used (`retire_older`), not here: an agent that lost
     /// this answer renews again with the old one.
-    pub async fn record_renewal(&self, host: &HostId, issued: &Issued, audit: &AuditEntry) -> Result<()> {
+    /// The new certificate inherits the identity document of the one it renews (`from`), so
+    /// a copy of that document stays a replay for as long as the host's chain of renewals
+    /// lives.
+    pub async fn record_renewal(
+        &self,
+        host: &HostId,
+        issued: &Issued,
+        from: &[u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_cert(&mut tx, host, issued, None).await?;
+        let identity: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT identity_sha256 FROM agent_certs WHERE fingerprint = $1")
+                .bind(&from[..])
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        let identity: Option<[u8; 32]> = identity.and_then(|d| d.try_into().ok());
+        insert_cert(&mut tx, host, issued, None, identity.as_ref()).await?;
         audit_ok(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -440,6 +479,10 @@ pub enum EnrollRefusal {
         until: DateTime<Utc>,
     },
     Csr(String),
+    /// The identity document already got a certificate that is live until `until`.
+    Replayed {
+        until: DateTime<Utc>,
+    },
 }
 
 /// A certificate issued by an enrollment.
@@ -450,6 +493,24 @@ pub struct Enrolled {
     pub retired: u64,
     /// The agent retried with the key of its live certificate.
     pub retry: bool,
+}
+
+/// What an enrollment reads of the host's live certificates: the key digest, how each was
+/// enrolled (a token or an identity document), and the expiry, oldest expiry first.
+const LIVE_BY_TOKEN: &str = "SELECT public_key_sha256, token_id, not_after FROM agent_certs
+    WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE";
+const LIVE_BY_IDENTITY: &str = "SELECT public_key_sha256, identity_sha256, not_after FROM agent_certs
+    WHERE host_id = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY not_after FOR UPDATE";
+
+/// The host's live certificates as `query` reads them, locked. Two enrollments of one host
+/// wait for each other here, so they cannot both find it free (a row lock cannot hold rows
+/// that do not exist yet).
+async fn lock_live_certs(tx: &mut Transaction<'_, Postgres>, host: &HostId, query: &'static str) -> Result<Vec<PgRow>> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('enroll:' || $1, 0))")
+        .bind(host.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(sqlx::query(query).bind(host.as_str()).fetch_all(&mut **tx).await?)
 }
 
 /// Retires the host's live certificates, or with `older_than` only those issued before
@@ -479,16 +540,18 @@ async fn insert_cert(
     host: &HostId,
     issued: &Issued,
     token_id: Option<&str>,
+    identity_sha256: Option<&[u8; 32]>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO agent_certs (fingerprint, host_id, not_after, token_id, public_key_sha256)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO agent_certs (fingerprint, host_id, not_after, token_id, public_key_sha256, identity_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&issued.fingerprint[..])
     .bind(host.as_str())
     .bind(issued.not_after)
     .bind(token_id)
     .bind(&issued.public_key_sha256[..])
+    .bind(identity_sha256.map(|d| &d[..]))
     .execute(&mut **tx)
     .await?;
     Ok(())

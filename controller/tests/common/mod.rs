@@ -17,7 +17,7 @@ use clap::Parser;
 use futures::future::BoxFuture;
 use teefleet_controller::{
     Config,
-    cloud::{Cloud, CloudError, InstanceInfo, TaggedInstance},
+    cloud::{Cloud, CloudError, InstanceInfo, Standing, TaggedInstance},
 };
 use teefleet_lab::postgres::TempPostgres;
 use teefleet_model::{InstanceId, TagSelector, carries_all};
@@ -138,6 +138,20 @@ impl Cloud for FakeCloud {
             let instance = map.get_mut(id.as_str()).ok_or_else(|| CloudError::NotFound(id.to_string()))?;
             instance.source_dest_check = Some(enabled);
             Ok(())
+        })
+    }
+
+    /// Every known instance runs, in the test account, with the tags `tag` gave it.
+    fn standing<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<Option<Standing>, CloudError>> {
+        Box::pin(async move {
+            if *self.fail.lock().expect("lock") {
+                return Err(CloudError::Unavailable("injected failure".into()));
+            }
+            if !self.instances.lock().expect("lock").contains_key(id.as_str()) {
+                return Ok(None);
+            }
+            let tags = self.tags.lock().expect("lock").get(id.as_str()).cloned().unwrap_or_default();
+            Ok(Some(Standing { state: "running".into(), owner_id: Some("123456789012".into()), tags }))
         })
     }
 

@@ -78,7 +78,8 @@ pub async fn enroll_key(
     host: &str,
     key: &KeyPair,
 ) -> Result<(String, String), tonic::Status> {
-    let req = pb::EnrollRequest { join_token: token.into(), host_id: host.into(), csr: csr_for(key) };
+    let req =
+        pb::EnrollRequest { join_token: token.into(), host_id: host.into(), csr: csr_for(key), ..Default::default() };
     let reply = AgentServiceClient::new(channel.clone()).enroll(req).await?.into_inner();
     Ok((reply.certificate, key.serialize_pem()))
 }
@@ -86,7 +87,7 @@ pub async fn enroll_key(
 /// Renews over `mtls` (a channel with the current certificate): the new certificate and key.
 pub async fn renew(mtls: &Channel, host: &str) -> Result<(String, String), tonic::Status> {
     let (key, csr) = csr();
-    let req = pb::EnrollRequest { join_token: String::new(), host_id: host.into(), csr };
+    let req = pb::EnrollRequest { host_id: host.into(), csr, ..Default::default() };
     let reply = AgentServiceClient::new(mtls.clone()).renew(req).await?.into_inner();
     Ok((reply.certificate, key.serialize_pem()))
 }
