@@ -76,6 +76,9 @@ resource "aws_instance" "controller" {
   vpc_security_group_ids = [aws_security_group.controller.id]
   iam_instance_profile   = aws_iam_instance_profile.controller.name
   user_data              = local.user_data
+  # cloud-init runs user-data once per instance, so a new version (or any other setting)
+  # takes new instances: they start against the same database before the old ones go.
+  user_data_replace_on_change = true
   metadata_options {
     http_tokens                 = "required"
     http_put_response_hop_limit = 1
@@ -83,6 +86,7 @@ resource "aws_instance" "controller" {
   tags = merge(var.tags, { Name = "${var.name}-controller-${count.index}" })
 
   lifecycle {
+    create_before_destroy = true
     precondition {
       condition     = length([for s in [var.create_database, var.database_url_parameter != null, var.database_url != null] : s if s]) == 1
       error_message = "Give exactly one of create_database = true, database_url_parameter or database_url."

@@ -119,6 +119,12 @@ resource "aws_instance" "source" {
     http_tokens = "required"
   }
   tags = merge(local.tags, { Name = "teefleet-source-${count.index}", teefleet = "agent", role = "web" })
+
+  # The bootstrap runs once per instance: changing the agent's settings here reaches new
+  # instances; running hosts are upgraded in place with teefleet-bootstrap, not stopped.
+  lifecycle {
+    ignore_changes = [user_data_base64]
+  }
 }
 
 resource "aws_instance" "collector" {
@@ -131,4 +137,10 @@ resource "aws_instance" "collector" {
     http_tokens = "required"
   }
   tags = merge(local.tags, { Name = "teefleet-collector", teefleet = "agent", role = "collector" })
+
+  # The bootstrap runs once per instance: changing the agent's settings here reaches new
+  # instances; running hosts are upgraded in place with teefleet-bootstrap, not stopped.
+  lifecycle {
+    ignore_changes = [user_data_base64]
+  }
 }
