@@ -186,9 +186,14 @@ install_deb() {
   say "installing $name"
   export DEBIAN_FRONTEND=noninteractive
   if command -v apt-get >/dev/null; then
-    # apt resolves the package's dependencies (iptables); --force-confold keeps edited files.
-    apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "$tmp/$name" >"$tmp/install.log" 2>&1 ||
-      { tail -n 20 "$tmp/install.log" >&2; die "apt-get could not install $name"; }
+    # apt resolves the package's dependencies (iptables, iproute2); --force-confold keeps
+    # edited files. A fresh cloud image may have no package lists yet: update once and retry.
+    local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "$tmp/$name")
+    if ! "${apt[@]}" >"$tmp/install.log" 2>&1; then
+      say "installing $name needs the package lists: apt-get update"
+      { apt-get update -q && "${apt[@]}"; } >"$tmp/install.log" 2>&1 ||
+        { tail -n 20 "$tmp/install.log" >&2; die "apt-get could not install $name"; }
+    fi
   else
     dpkg --force-confold -i "$tmp/$name" >"$tmp/install.log" 2>&1 ||
       { tail -n 20 "$tmp/install.log" >&2; die "dpkg could not install $name"; }
@@ -421,9 +426,18 @@ do_uninstall() {
   say "fleet-agent uninstalled: package, unit, credentials and state removed"
 }
 
+# One run at a time: cloud-init's and an operator's re-run would race on the package and
+# the env files.
+lock_run() {
+  if command -v flock >/dev/null; then
+    exec 9>/run/teefleet-bootstrap.lock
+    flock -w 600 9 || die "another teefleet-bootstrap has been running for 10 minutes"
+  fi
+}
+
 case "${1:-install}" in
-  install) do_install ;;
-  uninstall) do_uninstall ;;
+  install) lock_run && do_install ;;
+  uninstall) lock_run && do_uninstall ;;
   -h | --help) sed -n '2,23p' "$0" ;;
   *) die "unknown command $1 (install or uninstall)" ;;
 esac
