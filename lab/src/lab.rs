@@ -386,6 +386,14 @@ impl Lab {
         &self.controller_url
     }
 
+    /// The pin of the controller's CA (`sha256:HEX`, what agents are given), in a secure lab.
+    pub fn ca_pin(&self) -> Option<&str> {
+        match &self.security {
+            Security::Secure { pin, .. } => Some(pin),
+            Security::Insecure => None,
+        }
+    }
+
     /// The database the controller uses.
     pub fn database_url(&self) -> &str {
         &self.database_url

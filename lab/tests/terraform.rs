@@ -1,23 +1,38 @@
-//! `deploy/terraform/examples/fleet` (a controller with its load balancer, RDS database and
-//! role, two sources and a collector) planned, applied and destroyed offline against moto
-//! with the machine's terraform and its provider mirror; then what the instances were given
-//! is read back from moto: each agent's user-data is the rendered bootstrap with the fleet's
-//! settings and no secret, the controller's reads its database password from Secrets
-//! Manager. Skips loudly where terraform or the mirror is missing.
+//! The deploy path end to end. `deploy/terraform/examples/fleet` (a controller with its
+//! load balancer, RDS database and role, two sources and a collector) is planned, applied
+//! and destroyed offline against the lab's moto with the machine's terraform and its
+//! provider mirror. What the instances were given is read back from moto: each agent's
+//! user-data is the rendered bootstrap with the fleet's settings and no secret, the
+//! controller's reads its database password from Secrets Manager, the role allows three
+//! actions. Then one source's user-data runs as cloud-init would at first boot, in a lab
+//! host's namespace whose IMDS stand-in answers for that instance (`terraform/first-boot.sh`:
+//! a copy-on-write root of this machine, systemctl stood in for): it installs the agent's
+//! real .deb (`scripts/package --profile dev`) served from inside the lab, the agent joins
+//! by instance identity through a stand-in for the load balancer, a session from it mirrors
+//! to a lab collector, and `teefleet-bootstrap uninstall` revokes it and leaves the host's
+//! mangle table clean. Skips loudly where terraform, its provider mirror or cargo-deb is
+//! missing.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{InstanceAttributeName, InstanceStateName};
+use aws_sdk_ec2::types::{InstanceAttributeName, InstanceStateName, Tag};
 use serde_json::Value;
-use teefleet_lab::{Moto, ec2};
+use teefleet_lab::{
+    COLLECTOR, Identity, JOIN_TAG, LAB_ACCOUNT, Lab, ec2, iid, launched_now, moto, require_root_or_skip,
+};
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
-const CA_PIN: &str = "sha256:5d5b09f6dcb2d53a5fffc60c4ac0d55fabdf556069d6631545f42aa6e3500f2e";
-const RELEASE_URL: &str = "http://10.42.0.5:8080/teefleet/0.1.0/";
+/// The name the operator points at the controllers' load balancer (`controller_dns_name`);
+/// in the first-boot root's /etc/hosts it names the lab's stand-in for the balancer.
+const CONTROLLER_NAME: &str = "controller.fleet.lab";
+/// The lab host whose namespace boots one of the example's sources.
+const BOOT_HOST: &str = "source2";
+const WAIT: Duration = Duration::from_secs(60);
 
 /// terraform, and the provider mirror, or why the test cannot run.
 fn terraform() -> Result<(PathBuf, PathBuf), String> {
@@ -163,8 +178,95 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_bootstrap() {
+/// `scripts/package --profile dev` over the workspace's debug binaries: the directory
+/// holding the packages, and the agent .deb's sha256 from its SHA256SUMS.
+fn package() -> (PathBuf, String) {
+    let bins = teefleet_lab::procs::bin_dir().expect("the workspace's binaries");
+    let target = bins.parent().expect("target dir").to_path_buf();
+    let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/package"))
+        .args(["--profile", "dev"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("scripts/package");
+    assert!(out.status.success(), "scripts/package --profile dev: {}", String::from_utf8_lossy(&out.stderr));
+    let dir = target.join("package");
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let sha = sums
+        .lines()
+        .find_map(|l| l.strip_suffix("  fleet-agent_0.1.0_amd64.deb"))
+        .expect("the agent's .deb in SHA256SUMS")
+        .to_owned();
+    (dir, sha)
+}
+
+/// Serves `dir` over HTTP on `ip` (in this namespace, which the lab's hosts reach through
+/// their gateway): the release directory an operator would host.
+async fn serve(dir: &Path, ip: Ipv4Addr) -> (Child, String) {
+    let port = std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).expect("a free port").port();
+    let child = Command::new("python3")
+        .args(["-m", "http.server", "--bind", &ip.to_string(), "--directory"])
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 -m http.server");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect((ip, port)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the release server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, format!("http://{ip}:{port}/"))
+}
+
+/// The load balancer's stand-in: TCP passthrough from `listen` (7300, as the module's
+/// listener) to the controller, which terminates TLS itself, as behind the NLB.
+async fn balancer(listen: SocketAddr, controller: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("binding the balancer's stand-in");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let controller = controller.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&controller).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// Waits for `path` to hold a number (an exit status a script wrote).
+async fn exit_status(path: &Path, timeout: Duration) -> Option<i32> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Some(rc) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+            return Some(rc);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// Whether `host_id` is connected, per `fleetctl host list`.
+async fn connected(lab: &Lab, host_id: &str) -> Option<bool> {
+    let out = lab.fleetctl(&["host", "list", "-o", "json"]).await.ok().filter(|o| o.success())?;
+    let hosts = out.json().ok()?;
+    Some(hosts.as_array().is_some_and(|a| a.iter().any(|h| h["host_id"] == host_id && h["connected"] == true)))
+}
+
+/// What to show when the first boot went wrong: its output and the agent's log.
+fn boot_report(work: &Path) -> String {
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| format!("({}: {e})", p.display()));
+    format!(
+        "first-boot.sh said:\n{}\nthe agent logged:\n{}",
+        read(work.join("first-boot.log")),
+        read(work.join("root/upper/var/log/fleet-agent.service.log"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_fleet_applies_against_moto_and_a_source_boots_from_its_user_data_joins_and_mirrors() {
     let (bin, plugins) = match terraform() {
         Ok(found) => found,
         Err(why) => {
@@ -172,12 +274,36 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
             return;
         }
     };
+    if !require_root_or_skip() {
+        return;
+    }
+    if std::process::Command::new("cargo").args(["deb", "--version"]).output().map_or(true, |o| !o.status.success()) {
+        eprintln!("SKIPPED terraform against moto: cargo-deb is missing (scripts/setup installs it)");
+        return;
+    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let tmp = tempfile::tempdir().expect("temp dir");
-    let moto = match Moto::start(tmp.path()).await {
-        Ok(moto) => moto,
-        Err(e) => panic!("moto: {e}"),
-    };
+    let started = Instant::now();
+    let (packages, agent_sha) = package();
+    eprintln!("scripts/package --profile dev took {:.1}s", started.elapsed().as_secs_f64());
+
+    // The lab's controller stands for the module's: it trusts the lab's identity signer,
+    // and its certificate names the operator's DNS name for the balancer.
+    let lab = Lab::builder()
+        .secure(true)
+        .join_by_identity(true)
+        .agents(false)
+        .controller_arg("--tls-san")
+        .controller_arg(CONTROLLER_NAME)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the lab did not start: {e}"));
+    lab.start_agent(COLLECTOR).expect("the collector's agent");
+    let gateway = lab.network.gateway();
+    let (_release_server, release_url) = serve(&packages, gateway).await;
+    let controller_addr = lab.controller_url().split_once("://").map(|(_, a)| a.to_owned()).expect("controller url");
+    let _balancer = balancer(SocketAddr::from((gateway, 7300)), controller_addr).await;
+    let ca_pin = lab.ca_pin().expect("a secure lab has a CA pin").to_owned();
 
     // A copy, so the source tree gets no state or .terraform.
     let deploy = tmp.path().join("deploy");
@@ -194,24 +320,24 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
     )
     .expect("CLI config");
 
-    let client = ec2::client(&moto.endpoint());
+    let client = ec2::client(&lab.moto.endpoint());
     let images = client.describe_images().send().await.expect("DescribeImages");
     let ami = images.images().first().and_then(|i| i.image_id()).expect("moto has images").to_owned();
-    let agent_sha = format!("{:064x}", 0xa9e47u64);
     let controller_sha = format!("{:064x}", 0xc0e7u64);
     let vars = serde_json::json!({
-        "aws_endpoint": moto.endpoint(),
+        "aws_endpoint": lab.moto.endpoint(),
         "ami_id": ami,
-        "release_url": RELEASE_URL,
+        "release_url": release_url,
         "agent_deb_sha256": agent_sha,
         "controller_deb_sha256": controller_sha,
-        "ca_pin": CA_PIN,
+        "ca_pin": ca_pin,
+        "controller_dns_name": CONTROLLER_NAME,
         "create_database": true,
         "operator_cidrs": ["192.0.2.0/24"],
     });
     let example = deploy.join("terraform/examples/fleet");
     std::fs::write(example.join("terraform.tfvars.json"), vars.to_string()).expect("tfvars");
-    let mut env: Vec<(String, String)> = moto.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut env: Vec<(String, String)> = lab.moto.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.extend([
         ("TF_CLI_CONFIG_FILE".to_owned(), cli_config.display().to_string()),
         ("CHECKPOINT_DISABLE".to_owned(), "1".to_owned()),
@@ -248,10 +374,10 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
     let collector = outputs["collector_instance_id"]["value"].as_str().expect("collector id").to_owned();
     let controllers = strings(&outputs["controller_instance_ids"]["value"]);
     assert_eq!((sources.len(), controllers.len()), (2, 1));
+    assert_eq!(controller_url, format!("https://{CONTROLLER_NAME}:7300"));
     let show = tf.json(&["show", "-json", "-no-color"]).await;
     let state = resources(&show);
     let lb_dns = state["module.controller.aws_lb.controller"]["dns_name"].as_str().expect("lb dns").to_owned();
-    assert_eq!(controller_url, format!("https://{lb_dns}:7300"));
 
     // Each agent got the bootstrap, verbatim, with the fleet's settings and no secret.
     let bootstrap = std::fs::read_to_string(repo.join("deploy/bootstrap.sh")).expect("bootstrap.sh");
@@ -269,9 +395,9 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
     let settings = exports(&first);
     let expected: BTreeMap<String, String> = [
         ("FLEET_CONTROLLER", controller_url.as_str()),
-        ("FLEET_CA_PIN", CA_PIN),
+        ("FLEET_CA_PIN", ca_pin.as_str()),
         ("FLEET_JOIN_METHOD", "instance-identity"),
-        ("FLEET_RELEASE_URL", RELEASE_URL.trim_end_matches('/')),
+        ("FLEET_RELEASE_URL", release_url.trim_end_matches('/')),
         ("FLEET_VERSION", "0.1.0"),
         ("FLEET_DEB_SHA256", agent_sha.as_str()),
         ("FLEET_READY_TIMEOUT", "120s"),
@@ -284,7 +410,8 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
     assert!(first.trim_end().ends_with("exec /usr/local/sbin/teefleet-bootstrap"), "{first}");
     lint(&first, "agent-user-data.sh", tmp.path()).await;
 
-    // The controller installs its package and builds its database URL from RDS's secret.
+    // The controller installs its package and builds its database URL from RDS's secret;
+    // its certificate names both the balancer and the operator's name for it.
     let controller_data = user_data(&client, &controllers[0], tmp.path()).await;
     let secret_arn = state["module.controller.aws_db_instance.this[0]"]["master_user_secret"][0]["secret_arn"]
         .as_str()
@@ -292,7 +419,7 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
         .to_owned();
     for needle in [
         format!("--secret-id '{secret_arn}'"),
-        format!("FLEET_TLS_SAN={lb_dns}"),
+        format!("FLEET_TLS_SAN={lb_dns},{CONTROLLER_NAME}"),
         "FLEET_JOIN_ACCOUNTS=123456789012".to_owned(),
         "FLEET_JOIN_TAGS=teefleet=agent".to_owned(),
         format!("deb_sha256='{controller_sha}'"),
@@ -347,6 +474,10 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
     }
 
     let started = Instant::now();
+    first_boot(&lab, &sources[0], &first, tmp.path()).await;
+    let boot = started.elapsed();
+
+    let started = Instant::now();
     tf.ok(&["destroy", "-no-color", "-auto-approve"]).await;
     let destroy = started.elapsed();
     let after = client
@@ -359,10 +490,108 @@ async fn example_fleet_applies_against_moto_and_instances_get_the_rendered_boots
         assert_eq!(instance.state().and_then(|s| s.name()), Some(&InstanceStateName::Terminated));
     }
     eprintln!(
-        "terraform against moto: init+validate {:.1}s, plan {:.1}s, apply {:.1}s, destroy {:.1}s",
+        "terraform against moto: init+validate {:.1}s, plan {:.1}s, apply {:.1}s, first boot to uninstall {:.1}s, destroy {:.1}s",
         init.as_secs_f64(),
         plan.as_secs_f64(),
         apply.as_secs_f64(),
+        boot.as_secs_f64(),
         destroy.as_secs_f64()
+    );
+}
+
+/// Boots the example's source `instance` from `user_data` in [`BOOT_HOST`]'s namespace: the
+/// agent it installs joins by instance identity, a session from it mirrors to the lab's
+/// collector, and `teefleet-bootstrap uninstall` revokes it and removes its rules.
+async fn first_boot(lab: &Lab, instance: &str, user_data: &str, tmp: &Path) {
+    // IMDS in that namespace now answers for the instance; the lab's controller asks for
+    // the lab's join tag (the module's would ask for teefleet=agent, which it also carries).
+    let ip = lab.ip(BOOT_HOST).expect("boot host ip").to_string();
+    let document = iid::document(LAB_ACCOUNT, instance, moto::REGION, &ip, &launched_now());
+    let signature = lab.sign_identity(&document).await.expect("signing the identity document");
+    lab.imds(BOOT_HOST).expect("an IMDS stand-in").serve(Identity {
+        instance_id: instance.to_owned(),
+        document,
+        signature,
+    });
+    lab.ec2
+        .client()
+        .create_tags()
+        .resources(instance)
+        .tags(Tag::builder().key(JOIN_TAG.0).value(JOIN_TAG.1).build())
+        .send()
+        .await
+        .expect("tagging the instance");
+    let mangle_before = lab.network.mangle_rules(BOOT_HOST).await.expect("mangle table");
+
+    let work = tmp.join("first-boot");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let script = work.join("user-data.txt");
+    std::fs::write(&script, user_data).expect("user-data");
+    let log = std::fs::File::create(work.join("first-boot.log")).expect("log");
+    let netns = lab.network.host(BOOT_HOST).expect("boot host").netns.clone();
+    let hosts_line = format!("{} {CONTROLLER_NAME}", lab.network.gateway());
+    let mut boot = Command::new("ip")
+        .args(["netns", "exec", &netns, "unshare", "--mount", "--propagation", "private"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/first-boot.sh"))
+        .arg(&work)
+        .arg(&script)
+        .arg(&hosts_line)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("first-boot.sh");
+    // The bootstrap waits up to its 120 s for the agent's /readyz.
+    let rc = exit_status(&work.join("user-data.rc"), Duration::from_secs(240)).await;
+    assert_eq!(rc, Some(0), "the user-data failed\n{}", boot_report(&work));
+    let said = std::fs::read_to_string(work.join("first-boot.log")).unwrap_or_default();
+    assert!(said.contains("installing fleet-agent_0.1.0_amd64.deb"), "{}", boot_report(&work));
+
+    let what = format!("{instance} to enroll and connect");
+    let wait_connected =
+        lab.wait_until(&what, WAIT, || async { Ok(connected(lab, instance).await.filter(|c| *c).map(|_| ())) });
+    if let Err(e) = wait_connected.await {
+        panic!("{e}\n{}", boot_report(&work));
+    }
+    let audit = lab.fleetctl_ok(&["audit", "list", "-o", "json"]).await.expect("audit list").json().expect("json");
+    let by_identity = audit.as_array().is_some_and(|a| {
+        a.iter().any(|r| {
+            r["action"] == "host.enroll"
+                && r["target"] == instance
+                && r["result"] == "ok"
+                && r["actor"] == format!("instance identity (account {LAB_ACCOUNT})").as_str()
+        })
+    });
+    assert!(by_identity, "{instance} did not enroll by instance identity: {audit}");
+
+    let collector = lab.instance_id(COLLECTOR).expect("collector id").to_owned();
+    lab.fleetctl_ok(&["collector", "add", &collector]).await.expect("collector add");
+    let create = ["session", "create", "deployed", "--source", instance, "--collector", &collector];
+    let out = lab.fleetctl(&[&create[..], &["--protocol", "icmp", "--wait", "--timeout", "60"]].concat()).await;
+    let out = out.expect("fleetctl");
+    assert!(out.success(), "session create: {out}\n{}", boot_report(&work));
+    if let Err(e) = lab.ping_is_mirrored(BOOT_HOST, "deployed-source", WAIT).await {
+        panic!("{e}\n{}", boot_report(&work));
+    }
+
+    // Retired as an operator would: uninstall revokes the host and removes its rules.
+    let pid = boot.id().expect("first-boot.sh runs");
+    let term = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("kill");
+    assert!(term.success(), "could not signal first-boot.sh");
+    let exited = tokio::time::timeout(WAIT, boot.wait()).await;
+    assert!(exited.is_ok(), "first-boot.sh did not finish uninstalling\n{}", boot_report(&work));
+    let rc = exit_status(&work.join("uninstall.rc"), Duration::from_secs(1)).await;
+    let said = std::fs::read_to_string(work.join("first-boot.log")).unwrap_or_default();
+    assert_eq!(rc, Some(0), "uninstall failed\n{said}");
+    assert!(said.contains("host revoked by the controller"), "{said}");
+    let what = format!("{instance} to be disconnected");
+    let gone = lab.wait_until(&what, WAIT, || async { Ok(connected(lab, instance).await.filter(|c| !*c).map(|_| ())) });
+    gone.await.expect("a host that was uninstalled stays connected");
+    let mangle_after = lab.network.mangle_rules(BOOT_HOST).await.expect("mangle table");
+    assert!(!mangle_after.contains("TEEFLEET"), "uninstall left rules:\n{mangle_after}");
+    assert_eq!(
+        mangle_after.lines().filter(|l| !l.starts_with('#')).count(),
+        mangle_before.lines().filter(|l| !l.starts_with('#')).count(),
+        "uninstall changed the mangle table:\nbefore\n{mangle_before}\nafter\n{mangle_after}"
     );
 }

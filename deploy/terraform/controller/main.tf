@@ -11,7 +11,9 @@ locals {
   region        = data.aws_region.current.name
   account       = data.aws_caller_identity.current.account_id
   join_accounts = length(var.join_accounts) > 0 ? var.join_accounts : [local.account]
-  url           = "https://${aws_lb.controller.dns_name}:7300"
+  # The name agents and operators dial: the operator's own (a Route 53 alias of the
+  # balancer, say) when given, which outlives a replaced balancer; else the balancer's.
+  url = "https://${coalesce(var.dns_name, aws_lb.controller.dns_name)}:7300"
 
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     release_url    = trimsuffix(var.release_url, "/")
@@ -19,7 +21,7 @@ locals {
     deb_sha256     = coalesce(var.deb_sha256, "-")
     tarball_sha256 = coalesce(var.tarball_sha256, "-")
     region         = local.region
-    tls_sans       = join(",", distinct(concat([aws_lb.controller.dns_name], var.tls_sans)))
+    tls_sans       = join(",", distinct(concat([aws_lb.controller.dns_name], compact([var.dns_name]), var.tls_sans)))
     join_accounts  = join(",", local.join_accounts)
     join_tags      = join(",", [for k, v in var.join_tags : "${k}=${v}"])
     # Where the database URL comes from, in order of preference.

@@ -1,5 +1,5 @@
 output "controller_urls" {
-  description = "What agents (the agent module's controller_urls) and fleetctl use: the load balancer on 7300."
+  description = "What agents (the agent module's controller_urls) and fleetctl use: dns_name, or the load balancer's, on 7300."
   value       = [local.url]
 }
 

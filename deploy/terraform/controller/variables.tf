@@ -65,6 +65,16 @@ variable "operator_cidrs" {
   }
 }
 
+variable "dns_name" {
+  description = "The name agents and operators use for the controllers, such as a Route 53 alias of the load balancer; null uses the balancer's DNS name. It goes into controller_urls and the certificates."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.dns_name == null || can(regex("^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", var.dns_name))
+    error_message = "dns_name must be a DNS name."
+  }
+}
+
 variable "tls_sans" {
   description = "Names the controllers' TLS certificates must carry besides the load balancer's DNS name (e.g. a Route 53 alias agents and operators use)."
   type        = list(string)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # systemctl for bootstrap.sh's test chroot, where systemd is not PID 1: `start`/`restart`
-# run the unit's ExecStart in the background with its EnvironmentFile (as systemd would,
-# honouring ConditionPathExists), `stop` kills it, `is-active`/`is-failed` look at the
+# run the unit's ExecStart in the background with its Environment= and EnvironmentFile (as
+# systemd would, honouring ConditionPathExists and creating its StateDirectory), `stop` kills it, `is-active`/`is-failed` look at the
 # process. Every call is logged, so the test can check what was asked and that no secret
 # was on a command line.
 echo "systemctl $*" >>/var/log/systemctl-shim.log
@@ -34,13 +34,25 @@ stop() {
   rm -f "$pidfile"
 }
 start() {
-  local file exec envfile condition
+  local file exec envfile condition state mode environment
   file=$(unit_file) || { echo "Unit $unit not found." >&2; exit 5; }
   exec=$(sed -n 's/^ExecStart=//p' "$file")
   envfile=$(sed -n 's/^EnvironmentFile=-\{0,1\}//p' "$file")
   condition=$(sed -n 's/^ConditionPathExists=//p' "$file")
+  state=$(sed -n 's/^StateDirectory=//p' "$file")
+  mode=$(sed -n 's/^StateDirectoryMode=//p' "$file")
+  mapfile -t environment < <(sed -n 's/^Environment=//p' "$file")
   if [[ -n "$condition" && ! -e "$condition" ]]; then return 0; fi
+  if [[ -n "$state" ]]; then install -d -m "${mode:-0755}" "/var/lib/$state"; fi
   (
+    # A service starts with no descriptor of its caller's, as under systemd: the agent must
+    # not hold bootstrap.sh's run lock (fd 9) after the script is gone.
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-"; fi
+    done
+    # EnvironmentFile= wins over Environment=, as in systemd.
+    for assignment in "${environment[@]+"${environment[@]}"}"; do export "${assignment?}"; done
     set -a
     # shellcheck disable=SC1090
     [[ -n "$envfile" && -f "$envfile" ]] && . "$envfile"

@@ -93,6 +93,7 @@ module "controller" {
   database_skip_final_snapshot = true
   bootstrap_token_parameter    = var.bootstrap_token_parameter
   operator_cidrs               = var.operator_cidrs
+  dns_name                     = var.controller_dns_name
   join_tags                    = { "teefleet" = "agent" }
   modify_tag                   = { key = "teefleet", value = "agent" }
   tags                         = local.tags

@@ -42,6 +42,12 @@ variable "ca_pin" {
   type        = string
 }
 
+variable "controller_dns_name" {
+  description = "A name you point at the controllers' load balancer (a Route 53 alias, say) for agents and fleetctl to use; null uses the balancer's own DNS name."
+  type        = string
+  default     = null
+}
+
 variable "create_database" {
   description = "Create an RDS PostgreSQL instance (true) or read the database URL from database_url_parameter (false)."
   type        = bool
