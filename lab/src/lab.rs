@@ -475,7 +475,12 @@ impl Lab {
     /// Whether `host`'s agent shows as connected in `fleetctl host list`; `None` when
     /// fleetctl fails.
     pub async fn connected(&self, host: &str) -> Result<Option<bool>, LabError> {
-        let id = self.instance_id(host)?;
+        self.host_id_connected(self.instance_id(host)?).await
+    }
+
+    /// Whether the agent of host id `id` (a lab host's, or any instance's) shows as
+    /// connected in `fleetctl host list`; `None` when fleetctl fails.
+    pub async fn host_id_connected(&self, id: &str) -> Result<Option<bool>, LabError> {
         let out = self.fleetctl(&["host", "list", "-o", "json"]).await?;
         if !out.success() {
             return Ok(None);

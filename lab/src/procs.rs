@@ -49,6 +49,29 @@ pub fn binary(name: &str) -> Result<PathBuf, LabError> {
     }
 }
 
+/// `scripts/package --profile dev`: packages the workspace's debug binaries (built by
+/// `cargo build --workspace --bins`) as an operator gets them, into the `package/`
+/// directory beside them, which it returns.
+pub fn package_dev() -> Result<PathBuf, LabError> {
+    let bins = bin_dir()?;
+    let target =
+        bins.parent().ok_or_else(|| LabError::Invalid(format!("{} has no parent directory", bins.display())))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/package");
+    let out = std::process::Command::new(&script)
+        .args(["--profile", "dev"])
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .map_err(|e| LabError::io("running scripts/package", e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: "scripts/package --profile dev".to_owned(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(target.join("package"))
+}
+
 /// A long-running child with its log file.
 #[derive(Debug)]
 pub struct Proc {

@@ -100,18 +100,10 @@ fn debs_install_enable_without_starting_and_purge_cleanly() {
         eprintln!("SKIPPED debs_install...: cargo-deb is missing (scripts/setup installs it)");
         return;
     }
-    let bins = procs::bin_dir().expect("bin dir");
-    let target = bins.parent().expect("target dir").to_path_buf();
     let started = std::time::Instant::now();
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/package"))
-        .args(["--profile", "dev"])
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("scripts/package");
-    assert!(out.status.success(), "scripts/package --profile dev: {out:?}");
+    let packages = procs::package_dev().unwrap_or_else(|e| panic!("{e}"));
     eprintln!("scripts/package --profile dev took {:?}", started.elapsed());
 
-    let packages = target.join("package");
     let agent_deb = format!("fleet-agent_{VERSION}_amd64.deb");
     let controller_deb = format!("fleet-controller_{VERSION}_amd64.deb");
     let agent_tgz = format!("fleet-agent-{VERSION}-x86_64-linux.tar.gz");

@@ -178,18 +178,10 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-/// `scripts/package --profile dev` over the workspace's debug binaries: the directory
-/// holding the packages, and the agent .deb's sha256 from its SHA256SUMS.
+/// The packages of the workspace's debug binaries, and the agent .deb's sha256 from their
+/// SHA256SUMS.
 fn package() -> (PathBuf, String) {
-    let bins = teefleet_lab::procs::bin_dir().expect("the workspace's binaries");
-    let target = bins.parent().expect("target dir").to_path_buf();
-    let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/package"))
-        .args(["--profile", "dev"])
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("scripts/package");
-    assert!(out.status.success(), "scripts/package --profile dev: {}", String::from_utf8_lossy(&out.stderr));
-    let dir = target.join("package");
+    let dir = teefleet_lab::procs::package_dev().unwrap_or_else(|e| panic!("{e}"));
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
     let sha = sums
         .lines()
@@ -246,13 +238,6 @@ async fn exit_status(path: &Path, timeout: Duration) -> Option<i32> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     None
-}
-
-/// Whether `host_id` is connected, per `fleetctl host list`.
-async fn connected(lab: &Lab, host_id: &str) -> Option<bool> {
-    let out = lab.fleetctl(&["host", "list", "-o", "json"]).await.ok().filter(|o| o.success())?;
-    let hosts = out.json().ok()?;
-    Some(hosts.as_array().is_some_and(|a| a.iter().any(|h| h["host_id"] == host_id && h["connected"] == true)))
 }
 
 /// What to show when the first boot went wrong: its output and the agent's log.
@@ -549,7 +534,7 @@ async fn first_boot(lab: &Lab, instance: &str, user_data: &str, tmp: &Path) {
 
     let what = format!("{instance} to enroll and connect");
     let wait_connected =
-        lab.wait_until(&what, WAIT, || async { Ok(connected(lab, instance).await.filter(|c| *c).map(|_| ())) });
+        lab.wait_until(&what, WAIT, || async { Ok(lab.host_id_connected(instance).await?.filter(|c| *c).map(|_| ())) });
     if let Err(e) = wait_connected.await {
         panic!("{e}\n{}", boot_report(&work));
     }
@@ -585,7 +570,8 @@ async fn first_boot(lab: &Lab, instance: &str, user_data: &str, tmp: &Path) {
     assert_eq!(rc, Some(0), "uninstall failed\n{said}");
     assert!(said.contains("host revoked by the controller"), "{said}");
     let what = format!("{instance} to be disconnected");
-    let gone = lab.wait_until(&what, WAIT, || async { Ok(connected(lab, instance).await.filter(|c| !*c).map(|_| ())) });
+    let gone = lab
+        .wait_until(&what, WAIT, || async { Ok(lab.host_id_connected(instance).await?.filter(|c| !*c).map(|_| ())) });
     gone.await.expect("a host that was uninstalled stays connected");
     let mangle_after = lab.network.mangle_rules(BOOT_HOST).await.expect("mangle table");
     assert!(!mangle_after.contains("TEEFLEET"), "uninstall left rules:\n{mangle_after}");
